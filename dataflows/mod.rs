@@ -1,0 +1,60 @@
+//! Dataflows: what a researcher touches. One file per dataflow and one line in [`REGISTRY`].
+//!
+//! A dataflow receives the stream of on-time readings (emitted at the event-time frontier;
+//! see `engine::source`) and declares its outputs with [`Outputs::add`]; the engine adds the
+//! `late` and `quarantine` outputs and runs it on any input and any number of workers.
+
+pub mod series_stats;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use timely::dataflow::Stream;
+
+pub use crate::engine::output::Outputs;
+use crate::engine::run::EngineError;
+use crate::engine::Metrics;
+use crate::record::{EventTime, Reading};
+
+/// Parameters every dataflow can read.
+#[derive(Clone)]
+pub struct Params {
+    /// Window width (`--window`).
+    pub window: Duration,
+    /// Process counters (open windows ...).
+    pub metrics: Arc<Metrics>,
+}
+
+/// A registered dataflow.
+pub trait Dataflow: Send + Sync {
+    /// Name on the command line.
+    fn name(&self) -> &'static str;
+    /// One line on what it computes.
+    fn about(&self) -> &'static str;
+    /// Builds the dataflow on one worker.
+    fn build<'s>(
+        &self,
+        input: Stream<'s, EventTime, Vec<Reading>>,
+        params: &Params,
+        outputs: &mut Outputs<'_>,
+    );
+}
+
+/// Every dataflow streamgauge knows. Adding one: a file above and a line here.
+pub static REGISTRY: &[&dyn Dataflow] = &[&series_stats::SeriesStats];
+
+/// Looks a dataflow up by name.
+pub fn find(name: &str) -> Result<&'static dyn Dataflow, EngineError> {
+    REGISTRY
+        .iter()
+        .copied()
+        .find(|d| d.name() == name)
+        .ok_or_else(|| EngineError::UnknownDataflow {
+            name: name.into(),
+            known: REGISTRY
+                .iter()
+                .map(|d| d.name())
+                .collect::<Vec<_>>()
+                .join(", "),
+        })
+}

@@ -1,0 +1,192 @@
+//! `series_stats`: per series and value, tumbling event-time windows (`--window`, default
+//! 10 s) with count, mean, min, max and population standard deviation, emitted once, when the
+//! input frontier passes the window's end.
+//!
+//! State: one [`WindowStats`] (five numbers) per series, value and open window; a window is
+//! open from its first reading until the frontier passes its end (at most
+//! `lateness / window + 2` windows per series in a steady stream). Late data never reaches
+//! this operator: the source sends it to the `late` output.
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::Write;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use timely::container::CapacityContainerBuilder;
+use timely::dataflow::channels::pact::Exchange;
+use timely::dataflow::operators::generic::Operator;
+use timely::dataflow::operators::Capability;
+use timely::dataflow::Stream;
+
+use super::{Dataflow, Outputs, Params};
+use crate::analytics::window::{Tumbling, WindowStats};
+use crate::engine::output::{csv_field, Row};
+use crate::engine::{series_hash, FastBuild};
+use crate::record::{write_f64, EventTime, Reading};
+
+/// One closed window of one value of one series.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WindowRow {
+    /// Series id.
+    pub series: Arc<str>,
+    /// Value name.
+    pub field: Arc<str>,
+    /// Window start (inclusive), UTC ms.
+    pub window_start: EventTime,
+    /// Window end (exclusive), UTC ms.
+    pub window_end: EventTime,
+    /// Number of values.
+    pub count: u64,
+    /// Mean.
+    pub mean: f64,
+    /// Minimum.
+    pub min: f64,
+    /// Maximum.
+    pub max: f64,
+    /// Population standard deviation.
+    pub std: f64,
+}
+
+impl Row for WindowRow {
+    const CSV_HEADER: &'static str = "series,field,window_start,window_end,count,mean,min,max,std";
+    fn key(&self) -> &str {
+        &self.series
+    }
+    fn write_csv(&self, out: &mut Vec<u8>) {
+        let _ = write!(
+            out,
+            "{},{},{},{},{},",
+            csv_field(&self.series),
+            csv_field(&self.field),
+            self.window_start,
+            self.window_end,
+            self.count
+        );
+        for (i, v) in [self.mean, self.min, self.max, self.std]
+            .into_iter()
+            .enumerate()
+        {
+            if i > 0 {
+                out.push(b',');
+            }
+            write_f64(out, v);
+        }
+    }
+    fn write_json(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(b"{\"series\":");
+        serde_json::to_writer(&mut *out, &*self.series).expect("vec write");
+        out.extend_from_slice(b",\"field\":");
+        serde_json::to_writer(&mut *out, &*self.field).expect("vec write");
+        let _ = write!(
+            out,
+            ",\"window_start\":{},\"window_end\":{},\"count\":{}",
+            self.window_start, self.window_end, self.count
+        );
+        for (k, v) in [
+            ("mean", self.mean),
+            ("min", self.min),
+            ("max", self.max),
+            ("std", self.std),
+        ] {
+            let _ = write!(out, ",\"{k}\":");
+            write_f64(out, v);
+        }
+        out.push(b'}');
+    }
+}
+
+/// The registered dataflow.
+pub struct SeriesStats;
+
+type Fields = Vec<(Arc<str>, WindowStats)>;
+
+impl Dataflow for SeriesStats {
+    fn name(&self) -> &'static str {
+        "series_stats"
+    }
+    fn about(&self) -> &'static str {
+        "per series and value: tumbling windows with count, mean, min, max, population std"
+    }
+    fn build<'s>(
+        &self,
+        input: Stream<'s, EventTime, Vec<Reading>>,
+        params: &Params,
+        outputs: &mut Outputs<'_>,
+    ) {
+        let tumbling = Tumbling {
+            width_ms: (params.window.as_millis() as i64).max(1),
+        };
+        let metrics = params.metrics.clone();
+        let stats = input.unary_frontier::<CapacityContainerBuilder<Vec<WindowRow>>, _, _, _>(
+            Exchange::new(|r: &Reading| series_hash(&r.series)),
+            "series_stats",
+            move |_cap, _info| {
+                let mut windows: BTreeMap<
+                    EventTime,
+                    (Capability<EventTime>, HashMap<Arc<str>, Fields, FastBuild>),
+                > = BTreeMap::new();
+                move |(input, frontier), output| {
+                    let mut opened = 0i64;
+                    input.for_each(|cap, data| {
+                        for r in data.drain(..) {
+                            let end = tumbling.end(r.ts);
+                            let (_, per_series) = windows
+                                .entry(end)
+                                .or_insert_with(|| (cap.delayed(&end, 0), HashMap::default()));
+                            let fields = match per_series.get_mut(&r.series) {
+                                Some(f) => f,
+                                None => per_series.entry(r.series.clone()).or_default(),
+                            };
+                            for (name, v) in &r.values {
+                                match fields
+                                    .iter_mut()
+                                    .find(|(n, _)| Arc::ptr_eq(n, name) || n == name)
+                                {
+                                    Some((_, st)) => st.update(*v),
+                                    None => {
+                                        let mut st = WindowStats::default();
+                                        st.update(*v);
+                                        fields.push((name.clone(), st));
+                                        opened += 1;
+                                    }
+                                }
+                            }
+                        }
+                    });
+                    let mut closed = 0i64;
+                    while let Some((&end, _)) = windows.first_key_value() {
+                        if frontier.less_than(&end) {
+                            break;
+                        }
+                        let (cap, per_series) =
+                            windows.pop_first().map(|(_, v)| v).expect("non-empty");
+                        let mut session = output.session(&cap);
+                        for (series, fields) in per_series {
+                            for (field, st) in fields {
+                                closed += 1;
+                                session.give(WindowRow {
+                                    series: series.clone(),
+                                    field,
+                                    window_start: end - tumbling.width_ms,
+                                    window_end: end,
+                                    count: st.count,
+                                    mean: st.mean,
+                                    min: st.min,
+                                    max: st.max,
+                                    std: st.std(),
+                                });
+                            }
+                        }
+                    }
+                    if opened != closed {
+                        metrics
+                            .open_windows
+                            .fetch_add(opened - closed, Ordering::Relaxed);
+                    }
+                }
+            },
+        );
+        outputs.add("series_stats", stats, true);
+    }
+}

@@ -1,0 +1,6 @@
+//! Analytics: pure kernels first (plain structs, no timely), then thin operators over them.
+//!
+//! Kernels own the numerics and state-size contract of each analytic; operators in
+//! [`crate::engine`] or in `dataflows/` key them by series and drive them in event time.
+
+pub mod window;

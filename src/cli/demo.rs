@@ -1,0 +1,253 @@
+//! `demo`: the whole path in one process on embedded defaults: an embedded Kafka-protocol
+//! broker, a live sensor generator (event time = wall clock) and, when found, real datasets
+//! replayed at a high speed, each into its own topic; every registered dataflow on each topic
+//! on 2 workers; and a live one-screen summary.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::Result;
+use clap::Args;
+
+use super::replay::{produce, Speed};
+use crate::config::Settings;
+use crate::dataset::generate::SensorStream;
+use crate::duration::HumanDuration;
+use crate::engine::metrics::Snapshot;
+use crate::engine::{self, ClusterArgs, Input, Metrics, OutputFormat, RunSpec};
+use crate::kafka::broker::EmbeddedBroker;
+use crate::kafka::producer::ReadingProducer;
+use crate::kafka::source::KafkaInput;
+use crate::kafka::ClientSettings;
+
+/// `demo` flags.
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Stop after this long (default: until interrupted).
+    #[arg(long)]
+    pub duration: Option<HumanDuration>,
+    /// Worker threads.
+    #[arg(short = 'w', long = "workers", default_value_t = 2)]
+    pub workers: usize,
+    /// Simulated sensors.
+    #[arg(long, default_value_t = 1000)]
+    pub sensors: u32,
+    /// Generated readings per second.
+    #[arg(long, default_value_t = 20_000)]
+    pub rate: u64,
+    /// Do not replay the real datasets.
+    #[arg(long)]
+    pub no_datasets: bool,
+    /// Pace of the dataset replay (86400x = one day of data per second).
+    #[arg(long, default_value = "86400x")]
+    pub dataset_speed: String,
+    /// Directory that holds the datasets.
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// Also write results to files under this directory (one folder per topic).
+    #[arg(long)]
+    pub output: Option<PathBuf>,
+}
+
+/// Datasets the demo replays when present.
+const DEMO_DATASETS: &[&str] = &[
+    "nab:machine_temperature_system_failure",
+    "gas_turbine_emission_hourly",
+];
+
+struct Pipeline {
+    topic: &'static str,
+    metrics: Arc<Metrics>,
+}
+
+/// Executes `demo`.
+pub fn run(a: DemoArgs, settings: &Settings) -> Result<()> {
+    let speed: Speed = a.dataset_speed.parse().map_err(anyhow::Error::msg)?;
+    if a.workers == 0 || a.sensors == 0 || a.rate == 0 {
+        anyhow::bail!("--workers, --sensors and --rate must be at least 1");
+    }
+    let broker = EmbeddedBroker::start(1)?;
+    let kafka = ClientSettings::new(broker.bootstrap());
+    eprintln!(
+        "embedded Kafka-protocol broker (development only, in memory) at {}",
+        broker.bootstrap()
+    );
+    let stop_inputs = Arc::new(AtomicBool::new(false));
+    let stop_runs = Arc::new(AtomicBool::new(false));
+    let mut threads = Vec::new();
+    let mut pipelines = Vec::new();
+
+    // Live sensors: event time is the wall clock.
+    broker.create_topic("demo.sensors", 8)?;
+    let sensors = Pipeline {
+        topic: "demo.sensors",
+        metrics: Arc::new(Metrics::default()),
+    };
+    {
+        let (kafka, stop, metrics) = (kafka.clone(), stop_inputs.clone(), sensors.metrics.clone());
+        let (n, rate) = (a.sensors, a.rate);
+        threads.push(thread::spawn(move || -> Result<()> {
+            let mut p = ReadingProducer::new(&kafka, "demo.sensors")?;
+            let step_ms = ((n as u64 * 1000) / rate).max(1) as i64;
+            let now_ms = SystemTime::now().duration_since(UNIX_EPOCH)?.as_millis() as i64;
+            let start = Instant::now();
+            let mut stream = SensorStream::new(n, now_ms, step_ms, 42);
+            while !stop.load(Ordering::Relaxed) {
+                let round_ts = stream.ts;
+                for r in stream.by_ref().take(n as usize) {
+                    p.send(&r)?;
+                }
+                Metrics::add(&metrics.produced, n as u64);
+                let due = Duration::from_millis((round_ts + step_ms - now_ms) as u64);
+                if let Some(wait) = due.checked_sub(start.elapsed()) {
+                    thread::sleep(wait);
+                }
+            }
+            Ok(())
+        }));
+    }
+    pipelines.push(sensors);
+
+    // Real datasets, merged in event time, replayed fast.
+    if !a.no_datasets {
+        let mut readings = Vec::new();
+        let mut quarantined = Vec::new();
+        let flags = super::DatasetFlags {
+            data_dir: a.data_dir.clone(),
+            time_col: "ts_ms".into(),
+            time_format: "epoch_ms".into(),
+            time_zone: "UTC".into(),
+            series_col: "sensor_id".into(),
+            value_cols: vec!["value".into()],
+        };
+        for d in DEMO_DATASETS {
+            match flags.load(d, settings) {
+                Ok(l) => {
+                    eprintln!("dataset {d}: {} readings", l.readings.len());
+                    readings.extend(l.readings);
+                    quarantined.extend(l.quarantined);
+                }
+                Err(e) => eprintln!("dataset {d} skipped: {e}"),
+            }
+        }
+        if !readings.is_empty() {
+            readings.sort_by_key(|r| r.ts);
+            broker.create_topic("demo.datasets", 8)?;
+            let pipe = Pipeline {
+                topic: "demo.datasets",
+                metrics: Arc::new(Metrics::default()),
+            };
+            let (kafka, stop, metrics) = (kafka.clone(), stop_inputs.clone(), pipe.metrics.clone());
+            threads.push(thread::spawn(move || -> Result<()> {
+                let r = produce(
+                    &kafka,
+                    "demo.datasets",
+                    &readings,
+                    &quarantined,
+                    speed,
+                    Some(&stop),
+                )?;
+                Metrics::add(&metrics.produced, r.produced);
+                Ok(())
+            }));
+            pipelines.push(pipe);
+        }
+    }
+
+    // Every registered dataflow on every topic.
+    let mut runs = Vec::new();
+    for p in &pipelines {
+        for d in crate::dataflows::REGISTRY {
+            let spec = RunSpec {
+                dataflow: d.name().to_string(),
+                input: Input::Kafka(KafkaInput {
+                    settings: kafka.clone(),
+                    topic: p.topic.to_string(),
+                    until_end: false,
+                    metadata_refresh: Duration::from_secs(5),
+                }),
+                cluster: ClusterArgs {
+                    workers: a.workers,
+                    ..Default::default()
+                },
+                window: settings.window,
+                lateness: settings.lateness,
+                idle_timeout: settings.idle_timeout,
+                end_confirm: Duration::from_millis(500),
+                output_dir: a.output.as_ref().map(|o| o.join(p.topic)),
+                output_format: OutputFormat::Jsonl,
+                result_topics: Some((kafka.clone(), p.topic.to_string())),
+                metrics: p.metrics.clone(),
+                stop: stop_runs.clone(),
+            };
+            runs.push(thread::spawn(move || engine::run(spec)));
+        }
+    }
+
+    let started = Instant::now();
+    let tty = std::io::stdout().is_terminal();
+    let mut last: Vec<Snapshot> = pipelines.iter().map(|p| p.metrics.snapshot()).collect();
+    let mut last_t = Instant::now();
+    loop {
+        thread::sleep(Duration::from_secs(1));
+        let dt = last_t.elapsed().as_secs_f64();
+        last_t = Instant::now();
+        let mut screen = String::new();
+        if tty {
+            screen.push_str("\x1b[2J\x1b[H");
+        }
+        screen.push_str(&format!(
+            "streamgauge demo  t={:>4.0}s  workers={}  window={}\n",
+            started.elapsed().as_secs_f64(),
+            a.workers,
+            HumanDuration(settings.window)
+        ));
+        screen.push_str(&format!(
+            "{:<15} {:>11} {:>11} {:>11} {:>12} {:>8} {:>11}\n",
+            "topic", "produced/s", "in/s", "out/s", "open windows", "late", "quarantined"
+        ));
+        for (i, p) in pipelines.iter().enumerate() {
+            let s = p.metrics.snapshot();
+            let rate = |a: u64, b: u64| (a.saturating_sub(b)) as f64 / dt;
+            screen.push_str(&format!(
+                "{:<15} {:>11.0} {:>11.0} {:>11.0} {:>12} {:>8} {:>11}\n",
+                p.topic,
+                rate(s.produced, last[i].produced),
+                rate(s.readings_in, last[i].readings_in),
+                rate(s.rows_out, last[i].rows_out),
+                s.open_windows,
+                s.late,
+                s.quarantined
+            ));
+            last[i] = s;
+        }
+        print!("{screen}");
+        if a.duration.is_some_and(|d| started.elapsed() >= d.0) {
+            break;
+        }
+    }
+    stop_inputs.store(true, Ordering::Relaxed);
+    for t in threads {
+        t.join()
+            .map_err(|_| anyhow::anyhow!("input thread panicked"))??;
+    }
+    stop_runs.store(true, Ordering::Relaxed);
+    for r in runs {
+        r.join()
+            .map_err(|_| anyhow::anyhow!("run thread panicked"))??;
+    }
+    println!("totals:");
+    for p in &pipelines {
+        let s = p.metrics.snapshot();
+        println!(
+            "  {:<15} produced {} | in {} | windows out {} | late {} | quarantined {}",
+            p.topic, s.produced, s.readings_in, s.rows_out, s.late, s.quarantined
+        );
+    }
+    drop(broker);
+    Ok(())
+}

@@ -1,0 +1,409 @@
+//! The command line: clap subcommands, parsed once into typed settings, each calling into the
+//! library (`demo`, `broker`, `replay`, `run`, `datasets`, `generate`).
+
+pub mod demo;
+pub mod replay;
+
+use std::path::PathBuf;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Parser, Subcommand};
+
+use crate::config::Settings;
+use crate::dataset::csvspec::CsvSpec;
+use crate::dataset::timefmt::{TimeFormat, Zone};
+use crate::dataset::{self, Manifest};
+use crate::duration::HumanDuration;
+use crate::engine::{self, ClusterArgs, Input, Metrics, OutputFormat, RunSpec};
+use crate::kafka::source::KafkaInput;
+use crate::kafka::ClientSettings;
+
+/// streamgauge: real-time analytics over Kafka streams, in event time.
+#[derive(Debug, Parser)]
+#[command(name = "streamgauge", version, about, long_about = None)]
+pub struct Cli {
+    /// Config file (TOML): brokers, data_dir, window, lateness, idle_timeout, [kafka] properties.
+    #[arg(long, global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// More logging (-v info, -vv debug); RUST_LOG overrides.
+    #[arg(short = 'v', long = "verbose", global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run everything in one process: embedded broker, generator + datasets, dataflows, live summary.
+    Demo(demo::DemoArgs),
+    /// Run the embedded development broker on its own (in memory; not for production).
+    #[command(
+        long_about = "Runs librdkafka's built-in Kafka-protocol broker (real Kafka wire protocol over TCP, data in \
+memory, gone when the process ends). It is a development broker: production points --brokers at a real \
+Kafka cluster (or MSK, Confluent, Redpanda). Clients must run on this machine: after bootstrapping \
+through --listen they follow metadata to the broker's own loopback port."
+    )]
+    Broker(BrokerArgs),
+    /// Stream a historical dataset into Kafka, paced by its event time.
+    Replay(replay::ReplayArgs),
+    /// Run a dataflow over a Kafka topic or straight from a dataset.
+    Run(RunArgs),
+    /// List the datasets streamgauge knows and where their data was found.
+    Datasets,
+    /// Write a generated workload (W1) to a file.
+    Generate(GenerateArgs),
+}
+
+/// `broker` flags.
+#[derive(Debug, Args)]
+pub struct BrokerArgs {
+    /// Bootstrap address to listen on.
+    #[arg(long, default_value = "127.0.0.1:9092")]
+    pub listen: String,
+    /// Topics to create, as NAME or NAME:PARTITIONS (others are auto-created with 4 partitions).
+    #[arg(long = "topic", value_name = "NAME[:PARTITIONS]")]
+    pub topics: Vec<String>,
+    /// Partitions of topics given without a count.
+    #[arg(long, default_value_t = 8)]
+    pub partitions: i32,
+    /// Stop after this long (default: run until interrupted).
+    #[arg(long)]
+    pub duration: Option<HumanDuration>,
+}
+
+/// Where a dataset comes from: a manifest name (`nab`, `nab:machine_temperature`) or a CSV
+/// path with column flags.
+#[derive(Debug, Clone, Args)]
+pub struct DatasetFlags {
+    /// Directory that holds the datasets (default: $STREAMGAUGE_DATA, then ../shared/datasets).
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// For a CSV path: the time column.
+    #[arg(long, default_value = "ts_ms")]
+    pub time_col: String,
+    /// For a CSV path: epoch_ms, epoch_s, epoch_us, rfc3339 or a strftime pattern.
+    #[arg(long, default_value = "epoch_ms")]
+    pub time_format: String,
+    /// For a CSV path: zone of local times (UTC, +10:00).
+    #[arg(long, default_value = "UTC")]
+    pub time_zone: String,
+    /// For a CSV path: the series id column.
+    #[arg(long, default_value = "sensor_id")]
+    pub series_col: String,
+    /// For a CSV path: value column(s).
+    #[arg(long = "value-col", default_value = "value")]
+    pub value_cols: Vec<String>,
+}
+
+impl DatasetFlags {
+    /// A CSV spec when `name` is a file path.
+    pub fn csv_spec(&self, name: &str) -> Result<Option<CsvSpec>> {
+        if !dataset::csvspec::is_path(name) {
+            return Ok(None);
+        }
+        Ok(Some(CsvSpec {
+            path: PathBuf::from(name),
+            time_col: self.time_col.clone(),
+            time_format: TimeFormat::parse(&self.time_format).map_err(anyhow::Error::msg)?,
+            zone: Zone::parse(&self.time_zone).map_err(anyhow::Error::msg)?,
+            series_col: Some(self.series_col.clone()),
+            value_cols: self.value_cols.clone(),
+        }))
+    }
+
+    /// Loads a manifest dataset (`name` or `name:filter`) or a CSV path into memory.
+    pub fn load(&self, name: &str, settings: &Settings) -> Result<dataset::Loaded> {
+        if let Some(spec) = self.csv_spec(name)? {
+            let (mut readings, quarantined, rows) = dataset::csvspec::read_all(&spec)?;
+            readings.sort_by_key(|r| r.ts);
+            return Ok(dataset::Loaded {
+                readings,
+                quarantined,
+                rows,
+                files: vec![name.to_string()],
+            });
+        }
+        let (base, filter) = match name.split_once(':') {
+            Some((b, f)) => (b, Some(f)),
+            None => (name, None),
+        };
+        let manifest = Manifest::builtin(base)?;
+        let dir = self.data_dir.clone().or_else(|| settings.data_dir.clone());
+        let folder = dataset::locate(&manifest, dir.as_deref())?;
+        Ok(dataset::load::load_manifest(&manifest, &folder, filter)?)
+    }
+}
+
+/// Kafka connection flags.
+#[derive(Debug, Clone, Args)]
+pub struct KafkaFlags {
+    /// Kafka bootstrap servers (or $STREAMGAUGE_BROKERS / config `brokers`).
+    #[arg(long, value_name = "HOST:PORT,...")]
+    pub brokers: Option<String>,
+    /// Any librdkafka property, e.g. -X security.protocol=SASL_SSL (repeatable).
+    #[arg(short = 'X', value_name = "KEY=VALUE")]
+    pub kafka: Vec<String>,
+}
+
+impl KafkaFlags {
+    /// Client settings from flags over config, or None when no broker is configured.
+    pub fn settings(&self, settings: &Settings) -> Result<Option<ClientSettings>> {
+        let Some(brokers) = self.brokers.clone().or_else(|| settings.brokers.clone()) else {
+            return Ok(None);
+        };
+        let mut s = ClientSettings::new(brokers);
+        s.overrides = settings.kafka.clone();
+        for x in &self.kafka {
+            s.overrides.push(ClientSettings::parse_override(x)?);
+        }
+        Ok(Some(s))
+    }
+}
+
+/// `run` flags. `-h` is timely's hostfile flag here, so help is `--help` only.
+#[derive(Debug, Args)]
+#[command(disable_help_flag = true)]
+pub struct RunArgs {
+    /// Registered dataflow (see `streamgauge run --help` for the list).
+    pub dataflow: String,
+    /// Kafka topic of readings (with --brokers).
+    #[arg(long)]
+    pub topic: Option<String>,
+    /// Read a dataset (manifest name, name:filter, or CSV path) instead of Kafka.
+    #[arg(long)]
+    pub dataset: Option<String>,
+    #[command(flatten)]
+    pub kafka: KafkaFlags,
+    #[command(flatten)]
+    pub data: DatasetFlags,
+    /// Worker threads per process (timely -w).
+    #[arg(short = 'w', long = "workers", default_value_t = 1)]
+    pub workers: usize,
+    /// Number of processes (timely -n).
+    #[arg(short = 'n', long = "processes", default_value_t = 1)]
+    pub processes: usize,
+    /// This process's index, 0..n (timely -p).
+    #[arg(short = 'p', long = "process", default_value_t = 0)]
+    pub process: usize,
+    /// File of host:port lines, one per process (timely -h).
+    #[arg(short = 'h', long = "hostfile")]
+    pub hostfile: Option<PathBuf>,
+    /// Directory for JSON-lines/CSV output files (one per output).
+    #[arg(long)]
+    pub output: Option<PathBuf>,
+    /// Output file format.
+    #[arg(long, value_enum, default_value_t = OutputFormat::Jsonl)]
+    pub output_format: OutputFormat,
+    /// Read each partition up to its end offset at start, close every window, exit.
+    #[arg(long)]
+    pub until_end: bool,
+    /// Tumbling window width (default 10s).
+    #[arg(long)]
+    pub window: Option<HumanDuration>,
+    /// Allowed lateness (default 5s).
+    #[arg(long)]
+    pub lateness: Option<HumanDuration>,
+    /// A partition silent this long stops holding the frontier back (default 30s).
+    #[arg(long)]
+    pub idle_timeout: Option<HumanDuration>,
+    /// With --until-end: how long an end-of-partition must stay quiet to be trusted.
+    #[arg(long, default_value = "500ms")]
+    pub end_confirm: HumanDuration,
+    /// Do not write results to Kafka topics (<topic>.<output>).
+    #[arg(long)]
+    pub no_result_topics: bool,
+    /// Stop after this long.
+    #[arg(long)]
+    pub duration: Option<HumanDuration>,
+    /// Print help.
+    #[arg(long, action = clap::ArgAction::Help)]
+    pub help: Option<bool>,
+}
+
+/// `generate` flags.
+#[derive(Debug, Args)]
+pub struct GenerateArgs {
+    /// Workload: w1.
+    pub workload: String,
+    /// Rows to write.
+    #[arg(long, default_value_t = 10_000_000)]
+    pub rows: u64,
+    /// Output file.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Seed.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+}
+
+/// Runs a parsed command line.
+pub fn run(cli: Cli) -> Result<()> {
+    let settings = Settings::load(cli.config.as_deref())?;
+    match cli.command {
+        Command::Demo(a) => demo::run(a, &settings),
+        Command::Broker(a) => broker(a),
+        Command::Replay(a) => replay::run(a, &settings).map(|_| ()),
+        Command::Run(a) => run_dataflow(a, &settings).map(|_| ()),
+        Command::Datasets => datasets(&settings),
+        Command::Generate(a) => generate(a),
+    }
+}
+
+fn broker(a: BrokerArgs) -> Result<()> {
+    let b = crate::kafka::broker::EmbeddedBroker::start(1)?;
+    for t in &a.topics {
+        let (name, parts) = match t.split_once(':') {
+            Some((n, p)) => (
+                n,
+                p.parse::<i32>()
+                    .with_context(|| format!("--topic {t}: partitions must be a number"))?,
+            ),
+            None => (t.as_str(), a.partitions),
+        };
+        b.create_topic(name, parts)?;
+        println!("topic {name}: {parts} partitions");
+    }
+    let bound = b.listen(&a.listen)?;
+    println!(
+        "embedded Kafka-protocol broker (development only, in memory) on {bound} (broker at {})",
+        b.bootstrap()
+    );
+    println!("production: point --brokers at a real Kafka cluster");
+    match a.duration {
+        Some(d) => std::thread::sleep(d.0),
+        None => loop {
+            std::thread::sleep(Duration::from_secs(3600));
+        },
+    }
+    Ok(())
+}
+
+fn datasets(settings: &Settings) -> Result<()> {
+    let dirs = dataset::data_dirs(settings.data_dir.as_deref());
+    println!(
+        "{:<36} {:<8} {}",
+        "DATASET", "STATUS", "LOCATION / DESCRIPTION"
+    );
+    for m in Manifest::all_builtin()? {
+        match dataset::locate(&m, settings.data_dir.as_deref()) {
+            Ok(p) => println!(
+                "{:<36} {:<8} {}\n{:<45} {}",
+                m.name,
+                "found",
+                p.display(),
+                "",
+                m.description
+            ),
+            Err(_) => println!(
+                "{:<36} {:<8} {}\n{:<45} {}",
+                m.name, "missing", m.folder, "", m.description
+            ),
+        }
+    }
+    println!(
+        "\nsearched: {}",
+        dirs.iter()
+            .map(|d| d.display().to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    println!("a CSV path also works wherever a dataset name does (with --time-col/--series-col/--value-col)");
+    Ok(())
+}
+
+fn generate(a: GenerateArgs) -> Result<()> {
+    if a.workload != "w1" {
+        bail!(
+            "unknown workload {:?}: the only generated workload is w1",
+            a.workload
+        );
+    }
+    let f =
+        std::fs::File::create(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
+    let mut w = std::io::BufWriter::with_capacity(1 << 20, f);
+    crate::dataset::generate::write_w1(&mut w, a.rows, a.seed)?;
+    eprintln!("wrote {} rows of W1 to {}", a.rows, a.out.display());
+    Ok(())
+}
+
+/// Executes `run`, returning the engine's report.
+pub fn run_dataflow(a: RunArgs, settings: &Settings) -> Result<engine::RunReport> {
+    crate::dataflows::find(&a.dataflow)?;
+    let kafka = a.kafka.settings(settings)?;
+    let input = match (&a.dataset, &a.topic) {
+        (Some(_), Some(_)) => bail!("give either --dataset or --topic, not both"),
+        (Some(d), None) => match a.data.csv_spec(d)? {
+            Some(spec) => Input::Csv(spec),
+            None => {
+                let loaded = a.data.load(d, settings)?;
+                Input::Memory {
+                    readings: Arc::new(loaded.readings),
+                    quarantined: Arc::new(loaded.quarantined),
+                }
+            }
+        },
+        (None, Some(t)) => {
+            let Some(k) = kafka.clone() else {
+                bail!("--topic needs --brokers (or STREAMGAUGE_BROKERS, or brokers in --config)")
+            };
+            Input::Kafka(KafkaInput {
+                settings: k,
+                topic: t.clone(),
+                until_end: a.until_end,
+                metadata_refresh: Duration::from_secs(5),
+            })
+        }
+        (None, None) => bail!("give --topic (with --brokers) or --dataset"),
+    };
+    let result_topics = match (&input, &kafka, &a.topic) {
+        (Input::Kafka(_), Some(k), Some(t)) if !a.no_result_topics => Some((k.clone(), t.clone())),
+        _ => None,
+    };
+    let stop = Arc::new(AtomicBool::new(false));
+    if let Some(d) = a.duration {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            std::thread::sleep(d.0);
+            stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        });
+    }
+    let spec = RunSpec {
+        dataflow: a.dataflow.clone(),
+        input,
+        cluster: ClusterArgs {
+            workers: a.workers,
+            processes: a.processes,
+            process: a.process,
+            hostfile: a.hostfile.clone(),
+        },
+        window: a.window.map_or(settings.window, |d| d.0),
+        lateness: a.lateness.map_or(settings.lateness, |d| d.0),
+        idle_timeout: a.idle_timeout.map_or(settings.idle_timeout, |d| d.0),
+        end_confirm: a.end_confirm.0,
+        output_dir: a.output.clone(),
+        output_format: a.output_format,
+        result_topics,
+        metrics: Arc::new(Metrics::default()),
+        stop,
+    };
+    let report = engine::run(spec)?;
+    let m = report.metrics;
+    let secs = report.elapsed.as_secs_f64().max(1e-9);
+    eprintln!(
+        "{}: {} readings in {:.2}s ({:.0}/s), {} rows out, {} late, {} quarantined; outputs {:?}",
+        a.dataflow,
+        m.readings_in,
+        secs,
+        m.readings_in as f64 / secs,
+        m.rows_out,
+        m.late,
+        m.quarantined,
+        report.outputs
+    );
+    Ok(report)
+}

@@ -1,0 +1,153 @@
+//! `replay`: stream a dataset into Kafka in event-time order, paced at `max`, `1x` or `Nx`
+//! (60x = one hour of data per minute), with a progress line and final counts.
+
+use std::io::{IsTerminal, Write};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+
+use super::{DatasetFlags, KafkaFlags};
+use crate::config::Settings;
+use crate::kafka::producer::ReadingProducer;
+use crate::kafka::ClientSettings;
+use crate::record::Reading;
+
+/// `replay` flags.
+#[derive(Debug, Args)]
+pub struct ReplayArgs {
+    /// Dataset: a manifest name (`nab`, `nab:machine_temperature`) or a CSV path.
+    pub dataset: String,
+    #[command(flatten)]
+    pub kafka: KafkaFlags,
+    /// Topic to produce into (created if missing; quarantined rows go to <topic>.quarantine).
+    #[arg(long)]
+    pub topic: String,
+    /// Pace: max, 1x, 60x, 0.5x ...
+    #[arg(long, default_value = "max")]
+    pub speed: String,
+    /// Partitions when the topic is created.
+    #[arg(long, default_value_t = 8)]
+    pub partitions: i32,
+    #[command(flatten)]
+    pub data: DatasetFlags,
+}
+
+/// Replay pace.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Speed {
+    /// As fast as the broker takes it.
+    Max,
+    /// Event time runs this many times faster than the wall clock.
+    Factor(f64),
+}
+
+impl std::str::FromStr for Speed {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        if s == "max" {
+            return Ok(Speed::Max);
+        }
+        match s.strip_suffix('x').and_then(|n| n.parse::<f64>().ok()) {
+            Some(f) if f > 0.0 && f.is_finite() => Ok(Speed::Factor(f)),
+            _ => Err(format!(
+                "--speed {s:?}: use max, 1x, 60x (a positive factor followed by x)"
+            )),
+        }
+    }
+}
+
+/// Counts of a finished replay.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ReplayReport {
+    /// Data rows read.
+    pub rows: u64,
+    /// Readings produced.
+    pub produced: u64,
+    /// Rows quarantined.
+    pub quarantined: u64,
+}
+
+/// Executes `replay`.
+pub fn run(a: ReplayArgs, settings: &Settings) -> Result<ReplayReport> {
+    let speed: Speed = a.speed.parse().map_err(anyhow::Error::msg)?;
+    let Some(kafka) = a.kafka.settings(settings)? else {
+        bail!("replay needs --brokers (or STREAMGAUGE_BROKERS)")
+    };
+    let loaded = a.data.load(&a.dataset, settings)?;
+    crate::kafka::admin::ensure_topic(&kafka, &a.topic, a.partitions)?;
+    let report = produce(
+        &kafka,
+        &a.topic,
+        &loaded.readings,
+        &loaded.quarantined,
+        speed,
+        None,
+    )?;
+    eprintln!(
+        "replay {}: {} rows read, {} produced, {} quarantined (into {}.quarantine)",
+        a.dataset, loaded.rows, report.produced, report.quarantined, a.topic
+    );
+    Ok(ReplayReport {
+        rows: loaded.rows,
+        ..report
+    })
+}
+
+/// Produces readings (already in event-time order) at `speed`, and quarantined rows to
+/// `<topic>.quarantine`. `stop` ends it early.
+pub fn produce(
+    kafka: &ClientSettings,
+    topic: &str,
+    readings: &[Reading],
+    quarantined: &[crate::quarantine::Quarantined],
+    speed: Speed,
+    stop: Option<&std::sync::atomic::AtomicBool>,
+) -> Result<ReplayReport> {
+    let mut p = ReadingProducer::new(kafka, topic)?;
+    for q in quarantined {
+        p.quarantine(q)?;
+    }
+    let tty = std::io::stderr().is_terminal();
+    let start = Instant::now();
+    let first_ts = readings.first().map_or(0, |r| r.ts);
+    let mut last_report = Instant::now();
+    let mut produced = 0u64;
+    for r in readings {
+        if stop.is_some_and(|s| s.load(std::sync::atomic::Ordering::Relaxed)) {
+            break;
+        }
+        if let Speed::Factor(f) = speed {
+            let due = Duration::from_secs_f64(((r.ts - first_ts).max(0) as f64 / 1000.0) / f);
+            let elapsed = start.elapsed();
+            if due > elapsed {
+                std::thread::sleep(due - elapsed);
+            }
+        }
+        p.send(r).context("producing")?;
+        produced += 1;
+        if last_report.elapsed() >= Duration::from_millis(if tty { 200 } else { 5000 }) {
+            last_report = Instant::now();
+            let pct = 100.0 * produced as f64 / readings.len().max(1) as f64;
+            let bar = "#".repeat((pct / 5.0) as usize);
+            if tty {
+                eprint!(
+                    "\r[{bar:<20}] {pct:5.1}% {produced}/{} readings",
+                    readings.len()
+                );
+                let _ = std::io::stderr().flush();
+            } else {
+                eprintln!("replay {topic}: {pct:.1}% ({produced}/{})", readings.len());
+            }
+        }
+    }
+    p.flush(Duration::from_secs(60))?;
+    if tty {
+        eprintln!();
+    }
+    Ok(ReplayReport {
+        rows: (readings.len() + quarantined.len()) as u64,
+        produced,
+        quarantined: quarantined.len() as u64,
+    })
+}

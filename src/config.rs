@@ -1,0 +1,175 @@
+//! Settings layered as embedded defaults -> config file (`--config`, TOML) -> environment
+//! (`STREAMGAUGE_*`) -> flags, validated once into typed values.
+//!
+//! ```toml
+//! brokers = "kafka-1:9092,kafka-2:9092"
+//! data_dir = "/data/streamgauge"
+//! window = "10s"
+//! lateness = "5s"
+//! idle_timeout = "30s"
+//! [kafka]            # any librdkafka property
+//! "security.protocol" = "SASL_SSL"
+//! "sasl.mechanism" = "SCRAM-SHA-512"
+//! ```
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use thiserror::Error;
+
+use crate::duration::HumanDuration;
+
+/// A config file or environment value that cannot be used.
+#[derive(Debug, Error)]
+pub enum ConfigError {
+    /// File unreadable.
+    #[error("config file {path}: {source}")]
+    Read {
+        /// Path.
+        path: PathBuf,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// File malformed.
+    #[error("config file {path}: {why}")]
+    Parse {
+        /// Path.
+        path: PathBuf,
+        /// Parser message.
+        why: String,
+    },
+    /// Environment variable malformed.
+    #[error("environment variable {var}: {why}")]
+    Env {
+        /// Variable.
+        var: &'static str,
+        /// What is wrong.
+        why: String,
+    },
+}
+
+/// The file layer: every field optional.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    /// Kafka bootstrap servers.
+    pub brokers: Option<String>,
+    /// Data directory.
+    pub data_dir: Option<PathBuf>,
+    /// Window width.
+    pub window: Option<HumanDuration>,
+    /// Allowed lateness.
+    pub lateness: Option<HumanDuration>,
+    /// Partition idle timeout.
+    pub idle_timeout: Option<HumanDuration>,
+    /// librdkafka properties.
+    #[serde(default)]
+    pub kafka: BTreeMap<String, String>,
+}
+
+/// Resolved settings (before command-specific flags are applied).
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Kafka bootstrap servers, if any layer gave them.
+    pub brokers: Option<String>,
+    /// Data directory, if any layer gave it.
+    pub data_dir: Option<PathBuf>,
+    /// Window width (default 10 s).
+    pub window: Duration,
+    /// Allowed lateness (default 5 s).
+    pub lateness: Duration,
+    /// Idle timeout (default 30 s).
+    pub idle_timeout: Duration,
+    /// librdkafka properties from the file (flags' `-X` come after).
+    pub kafka: Vec<(String, String)>,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            brokers: None,
+            data_dir: None,
+            window: Duration::from_secs(10),
+            lateness: Duration::from_secs(5),
+            idle_timeout: Duration::from_secs(30),
+            kafka: Vec::new(),
+        }
+    }
+}
+
+impl Settings {
+    /// Defaults, then `file`, then the environment.
+    pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
+        let mut s = Settings::default();
+        if let Some(path) = file {
+            let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read {
+                path: path.into(),
+                source: e,
+            })?;
+            let f: FileConfig = toml::from_str(&text).map_err(|e| ConfigError::Parse {
+                path: path.into(),
+                why: e.to_string(),
+            })?;
+            s.brokers = f.brokers.or(s.brokers);
+            s.data_dir = f.data_dir.or(s.data_dir);
+            s.window = f.window.map_or(s.window, |d| d.0);
+            s.lateness = f.lateness.map_or(s.lateness, |d| d.0);
+            s.idle_timeout = f.idle_timeout.map_or(s.idle_timeout, |d| d.0);
+            s.kafka = f.kafka.into_iter().collect();
+        }
+        if let Ok(b) = std::env::var("STREAMGAUGE_BROKERS") {
+            s.brokers = Some(b);
+        }
+        if let Some(d) = std::env::var_os("STREAMGAUGE_DATA") {
+            s.data_dir = Some(d.into());
+        }
+        for (var, slot) in [
+            ("STREAMGAUGE_WINDOW", &mut s.window),
+            ("STREAMGAUGE_LATENESS", &mut s.lateness),
+            ("STREAMGAUGE_IDLE_TIMEOUT", &mut s.idle_timeout),
+        ] {
+            if let Ok(v) = std::env::var(var) {
+                *slot = crate::duration::parse_duration(&v).map_err(|e| ConfigError::Env {
+                    var,
+                    why: e.to_string(),
+                })?;
+            }
+        }
+        Ok(s)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_layer_overrides_defaults_and_rejects_typos() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("c.toml");
+        std::fs::write(
+            &p,
+            "window = \"1m\"\n[kafka]\n\"security.protocol\" = \"SSL\"\n",
+        )
+        .unwrap();
+        let s = Settings::load(Some(&p)).unwrap();
+        assert_eq!(s.window, Duration::from_secs(60));
+        assert_eq!(s.lateness, Duration::from_secs(5));
+        assert_eq!(
+            s.kafka,
+            vec![("security.protocol".to_string(), "SSL".to_string())]
+        );
+        std::fs::write(&p, "windw = \"1m\"\n").unwrap();
+        assert!(Settings::load(Some(&p))
+            .unwrap_err()
+            .to_string()
+            .contains("unknown field"));
+        std::fs::write(&p, "window = \"soon\"\n").unwrap();
+        assert!(Settings::load(Some(&p))
+            .unwrap_err()
+            .to_string()
+            .contains("invalid duration"));
+    }
+}

@@ -1,0 +1,347 @@
+//! Loading a dataset into memory: every row becomes a [`Reading`] or a [`Quarantined`] record
+//! with its reason; readings are sorted by event time (stable), as a replay emits them.
+//!
+//! [`RowMapper`] is the one place where a row of text cells becomes a reading; the manifest
+//! loader, the ad-hoc CSV reader ([`super::csvspec`]) and the file collector all use it.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use super::manifest::{Format, Manifest, ResolvedFile, TagSpec, TimeSpec, ValueSpec};
+use super::timefmt::{parse_time, TimeFormat, Zone};
+use super::DatasetError;
+use crate::quarantine::Quarantined;
+use crate::record::{EventTime, Interner, Reading};
+
+/// A dataset read into memory.
+#[derive(Debug, Default)]
+pub struct Loaded {
+    /// Good readings, sorted by event time (ties keep file order).
+    pub readings: Vec<Reading>,
+    /// Rows that could not be read, with reasons.
+    pub quarantined: Vec<Quarantined>,
+    /// Data rows read (header excluded) = readings + quarantined.
+    pub rows: u64,
+    /// Files read.
+    pub files: Vec<String>,
+}
+
+enum SeriesPart {
+    Lit(String),
+    Col(usize),
+}
+
+/// Maps rows of text cells (by column index) to readings, validating every field.
+pub struct RowMapper {
+    time_idx: usize,
+    time_fmt: TimeFormat,
+    zone: Zone,
+    series: Vec<SeriesPart>,
+    values: Vec<(usize, Arc<str>)>,
+    tags: Vec<(Arc<str>, Result<usize, Arc<str>>)>,
+    interner: Interner,
+    scratch: String,
+    width: usize,
+}
+
+impl RowMapper {
+    /// Builds a mapper for a header. `stem`/`dir` fill `{stem}`/`{dir}` in the series template.
+    pub fn new(
+        header: &[&str],
+        path: &Path,
+        time: &TimeSpec,
+        series_template: &str,
+        values: &[ValueSpec],
+        tags: &[TagSpec],
+    ) -> Result<Self, DatasetError> {
+        let col = |name: &str| {
+            header
+                .iter()
+                .position(|h| h.trim() == name)
+                .ok_or_else(|| DatasetError::Column {
+                    path: path.to_path_buf(),
+                    column: name.to_string(),
+                    header: header.join(","),
+                })
+        };
+        let stem = path
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let dir = path
+            .parent()
+            .and_then(|p| p.file_name())
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let mut interner = Interner::default();
+        let mut series = Vec::new();
+        let mut rest = series_template;
+        while !rest.is_empty() {
+            match rest.find('{') {
+                Some(0) => {
+                    let close = rest.find('}').ok_or_else(|| DatasetError::Manifest {
+                        name: path.display().to_string(),
+                        why: format!("unclosed {{ in series template {series_template:?}"),
+                    })?;
+                    let token = &rest[1..close];
+                    series.push(match token {
+                        "stem" => SeriesPart::Lit(stem.clone()),
+                        "dir" => SeriesPart::Lit(dir.clone()),
+                        t if t.starts_with("col:") => SeriesPart::Col(col(&t[4..])?),
+                        other => {
+                            return Err(DatasetError::Manifest {
+                                name: path.display().to_string(),
+                                why: format!("unknown token {{{other}}} in series template (use {{stem}}, {{dir}}, {{col:NAME}})"),
+                            })
+                        }
+                    });
+                    rest = &rest[close + 1..];
+                }
+                Some(i) => {
+                    series.push(SeriesPart::Lit(rest[..i].to_string()));
+                    rest = &rest[i..];
+                }
+                None => {
+                    series.push(SeriesPart::Lit(rest.to_string()));
+                    rest = "";
+                }
+            }
+        }
+        let values = values
+            .iter()
+            .map(|v| {
+                Ok((
+                    col(&v.column)?,
+                    interner.intern(v.name.as_deref().unwrap_or(&v.column)),
+                ))
+            })
+            .collect::<Result<Vec<_>, DatasetError>>()?;
+        let tags = tags
+            .iter()
+            .map(|t| {
+                let src = match (&t.column, &t.value) {
+                    (Some(c), _) => Ok(col(c)?),
+                    (None, Some(v)) => Err(interner.intern(v)),
+                    (None, None) => Err(interner.intern("")),
+                };
+                Ok((interner.intern(&t.name), src))
+            })
+            .collect::<Result<Vec<_>, DatasetError>>()?;
+        Ok(RowMapper {
+            time_idx: col(&time.column)?,
+            time_fmt: time.format.clone(),
+            zone: time.timezone,
+            series,
+            values,
+            tags,
+            interner,
+            scratch: String::new(),
+            width: header.len(),
+        })
+    }
+
+    /// Maps one row; `get(i)` returns cell `i` (None when the row is too short).
+    pub fn map<'a>(
+        &mut self,
+        len: usize,
+        get: impl Fn(usize) -> Option<&'a str>,
+    ) -> Result<Reading, String> {
+        if len != self.width {
+            return Err(format!("expected {} fields, found {len}", self.width));
+        }
+        let cell = |i: usize| get(i).ok_or_else(|| format!("missing field {i}"));
+        let ts: EventTime = parse_time(cell(self.time_idx)?, &self.time_fmt, self.zone)?;
+        let series = if let [SeriesPart::Col(i)] = self.series[..] {
+            let s = cell(i)?.trim();
+            if s.is_empty() {
+                return Err("empty series id".into());
+            }
+            self.interner.intern(s)
+        } else {
+            self.scratch.clear();
+            for part in &self.series {
+                match part {
+                    SeriesPart::Lit(s) => self.scratch.push_str(s),
+                    SeriesPart::Col(i) => {
+                        let s = cell(*i)?.trim();
+                        if s.is_empty() {
+                            return Err(format!("empty series column {i}"));
+                        }
+                        self.scratch.push_str(s)
+                    }
+                }
+            }
+            self.interner.intern(&self.scratch)
+        };
+        let mut values = Vec::with_capacity(self.values.len());
+        for (i, name) in &self.values {
+            let raw = cell(*i)?.trim();
+            if raw.is_empty() {
+                return Err(format!("empty value for {name}"));
+            }
+            let v: f64 = raw
+                .parse()
+                .map_err(|_| format!("non-numeric value {raw:?} for {name}"))?;
+            if !v.is_finite() {
+                return Err(format!("non-finite value {raw:?} for {name}"));
+            }
+            values.push((name.clone(), v));
+        }
+        let mut tags = Vec::with_capacity(self.tags.len());
+        for (name, src) in &self.tags {
+            let v = match src {
+                Ok(i) => self.interner.intern(cell(*i)?.trim()),
+                Err(c) => c.clone(),
+            };
+            tags.push((name.clone(), v));
+        }
+        Ok(Reading {
+            series,
+            ts,
+            values,
+            tags,
+        })
+    }
+}
+
+/// Loads the files of a manifest found in `folder` (see [`super::locate`]).
+pub fn load_manifest(
+    manifest: &Manifest,
+    folder: &Path,
+    filter: Option<&str>,
+) -> Result<Loaded, DatasetError> {
+    let files = manifest.resolve(folder, filter)?;
+    let mut loaded = Loaded::default();
+    for f in &files {
+        match f.format {
+            Format::Csv => load_csv(f, &mut loaded)?,
+            Format::Parquet => load_parquet(f, &mut loaded)?,
+        }
+        loaded.files.push(f.rel.clone());
+    }
+    loaded.readings.sort_by_key(|r| r.ts);
+    Ok(loaded)
+}
+
+fn load_csv(f: &ResolvedFile, out: &mut Loaded) -> Result<(), DatasetError> {
+    let io = |e: std::io::Error| DatasetError::Io {
+        path: f.path.clone(),
+        source: e,
+    };
+    let mut rdr = csv::ReaderBuilder::new()
+        .flexible(true)
+        .from_path(&f.path)
+        .map_err(|e| io(std::io::Error::other(e)))?;
+    let header = rdr
+        .headers()
+        .map_err(|e| io(std::io::Error::other(e)))?
+        .clone();
+    let cols: Vec<&str> = header.iter().collect();
+    let mut mapper = RowMapper::new(&cols, &f.path, &f.time, &f.series, &f.values, &f.tags)?;
+    let mut rec = csv::StringRecord::new();
+    loop {
+        let line = rdr.position().line();
+        match rdr.read_record(&mut rec) {
+            Ok(false) => break,
+            Ok(true) => {
+                out.rows += 1;
+                match mapper.map(rec.len(), |i| rec.get(i)) {
+                    Ok(r) => out.readings.push(r),
+                    Err(why) => {
+                        let payload = rec.iter().collect::<Vec<_>>().join(",");
+                        out.quarantined.push(Quarantined::new(
+                            format!("{}:{line}", f.rel),
+                            why,
+                            payload.as_bytes(),
+                        ));
+                    }
+                }
+            }
+            Err(e) => {
+                // Invalid UTF-8 or a broken quote: the row is lost to the parser, not to us.
+                out.rows += 1;
+                out.quarantined.push(Quarantined::new(
+                    format!("{}:{line}", f.rel),
+                    format!("unreadable CSV row: {e}"),
+                    b"",
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn load_parquet(f: &ResolvedFile, out: &mut Loaded) -> Result<(), DatasetError> {
+    use parquet::file::reader::{FileReader, SerializedFileReader};
+    use parquet::record::Field;
+    let perr = |e: parquet::errors::ParquetError| DatasetError::Parquet {
+        path: f.path.clone(),
+        why: e.to_string(),
+    };
+    let file = std::fs::File::open(&f.path).map_err(|e| DatasetError::Io {
+        path: f.path.clone(),
+        source: e,
+    })?;
+    let reader = SerializedFileReader::new(file).map_err(perr)?;
+    let schema = reader.metadata().file_metadata().schema_descr_ptr();
+    let names: Vec<String> = schema
+        .columns()
+        .iter()
+        .map(|c| c.name().to_string())
+        .collect();
+    let cols: Vec<&str> = names.iter().map(String::as_str).collect();
+    // Timestamps are handed to the mapper as epoch microseconds text, whatever the unit.
+    let mut time = f.time.clone();
+    time.format = TimeFormat::EpochUs;
+    let mut mapper = RowMapper::new(&cols, &f.path, &time, &f.series, &f.values, &f.tags)?;
+    let mut cells: Vec<String> = vec![String::new(); cols.len()];
+    let mut present = vec![true; cols.len()];
+    for (n, row) in reader.get_row_iter(None).map_err(perr)?.enumerate() {
+        out.rows += 1;
+        let row = match row {
+            Ok(r) => r,
+            Err(e) => {
+                out.quarantined.push(Quarantined::new(
+                    format!("{}#{n}", f.rel),
+                    format!("unreadable row: {e}"),
+                    b"",
+                ));
+                continue;
+            }
+        };
+        for (i, (_, field)) in row.get_column_iter().enumerate().take(cols.len()) {
+            let c = &mut cells[i];
+            c.clear();
+            present[i] = true;
+            use std::fmt::Write;
+            let _ = match field {
+                Field::Null => {
+                    present[i] = false;
+                    Ok(())
+                }
+                Field::TimestampMicros(v) => write!(c, "{v}"),
+                Field::TimestampMillis(v) => write!(c, "{}", v.saturating_mul(1000)),
+                Field::Str(s) => write!(c, "{s}"),
+                other => write!(c, "{other}"),
+            };
+        }
+        match mapper.map(cols.len(), |i| {
+            if present[i] {
+                Some(cells[i].as_str())
+            } else {
+                Some("")
+            }
+        }) {
+            Ok(r) => out.readings.push(r),
+            Err(why) => {
+                let payload = cells.join(",");
+                out.quarantined.push(Quarantined::new(
+                    format!("{}#{n}", f.rel),
+                    why,
+                    payload.as_bytes(),
+                ));
+            }
+        }
+    }
+    Ok(())
+}

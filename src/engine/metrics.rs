@@ -1,0 +1,61 @@
+//! Counters and gauges shared by the workers of one process: what the demo's live summary,
+//! run reports and (later) the dashboard and `/metrics` read.
+
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+
+/// Process-wide counters (relaxed atomics: read for display, exact once workers joined).
+#[derive(Debug, Default)]
+pub struct Metrics {
+    /// Readings delivered by sources (on time or late).
+    pub readings_in: AtomicU64,
+    /// Readings behind the frontier, sent to the late output.
+    pub late: AtomicU64,
+    /// Inputs that could not be read.
+    pub quarantined: AtomicU64,
+    /// Result rows written by dataflow outputs.
+    pub rows_out: AtomicU64,
+    /// Windows (series x window) currently open.
+    pub open_windows: AtomicI64,
+    /// Rows produced into Kafka by replays and generators.
+    pub produced: AtomicU64,
+}
+
+/// A point-in-time copy of [`Metrics`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Snapshot {
+    /// See [`Metrics::readings_in`].
+    pub readings_in: u64,
+    /// See [`Metrics::late`].
+    pub late: u64,
+    /// See [`Metrics::quarantined`].
+    pub quarantined: u64,
+    /// See [`Metrics::rows_out`].
+    pub rows_out: u64,
+    /// See [`Metrics::open_windows`].
+    pub open_windows: i64,
+    /// See [`Metrics::produced`].
+    pub produced: u64,
+}
+
+impl Metrics {
+    /// Reads every counter.
+    pub fn snapshot(&self) -> Snapshot {
+        let r = Ordering::Relaxed;
+        Snapshot {
+            readings_in: self.readings_in.load(r),
+            late: self.late.load(r),
+            quarantined: self.quarantined.load(r),
+            rows_out: self.rows_out.load(r),
+            open_windows: self.open_windows.load(r),
+            produced: self.produced.load(r),
+        }
+    }
+
+    /// Adds to a counter.
+    #[inline]
+    pub fn add(counter: &AtomicU64, n: u64) {
+        if n > 0 {
+            counter.fetch_add(n, Ordering::Relaxed);
+        }
+    }
+}

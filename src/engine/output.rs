@@ -1,0 +1,291 @@
+//! Dataflow outputs and where they go: JSON-lines or CSV files (one per output), Kafka
+//! result topics (`<prefix>.<output>`, keyed), and the process counters.
+//!
+//! A dataflow calls [`Outputs::add`] with a typed stream; the engine attaches one sink
+//! operator per output and worker. Files are shared by the workers of a process (each worker
+//! appends whole buffers under a lock); with several processes each writes
+//! `<output>.p<index>.<ext>`.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use rdkafka::producer::{BaseRecord, Producer, ThreadedProducer};
+use serde::Serialize;
+use timely::dataflow::channels::pact::Pipeline;
+use timely::dataflow::operators::generic::Operator;
+use timely::dataflow::Stream;
+
+use super::metrics::Metrics;
+use crate::quarantine::Quarantined;
+use crate::record::{EventTime, Reading, WireFormat};
+
+/// A row of a dataflow output.
+pub trait Row: Clone + Serialize + 'static {
+    /// CSV header line (no newline).
+    const CSV_HEADER: &'static str;
+    /// Kafka key (the series id, usually).
+    fn key(&self) -> &str;
+    /// Appends the row as one CSV line (no newline).
+    fn write_csv(&self, out: &mut Vec<u8>);
+    /// Appends the row as one JSON object (no newline).
+    fn write_json(&self, out: &mut Vec<u8>) {
+        serde_json::to_writer(out, self).expect("rows serialise");
+    }
+}
+
+impl Row for Reading {
+    const CSV_HEADER: &'static str = "series,ts,values";
+    fn key(&self) -> &str {
+        &self.series
+    }
+    fn write_csv(&self, out: &mut Vec<u8>) {
+        let mut json = Vec::new();
+        WireFormat::Json.encode(self, &mut json);
+        let _ = write!(out, "{},{},", csv_field(&self.series), self.ts);
+        out.extend_from_slice(csv_field(&String::from_utf8_lossy(&json)).as_bytes());
+    }
+    fn write_json(&self, out: &mut Vec<u8>) {
+        let mut buf = Vec::new();
+        WireFormat::Json.encode(self, &mut buf);
+        out.extend_from_slice(&buf);
+    }
+}
+
+impl Row for Quarantined {
+    const CSV_HEADER: &'static str = "source,reason,payload";
+    fn key(&self) -> &str {
+        &self.source
+    }
+    fn write_csv(&self, out: &mut Vec<u8>) {
+        let _ = write!(
+            out,
+            "{},{},{}",
+            csv_field(&self.source),
+            csv_field(&self.reason),
+            csv_field(&self.payload)
+        );
+    }
+}
+
+/// Quotes a CSV field when needed.
+pub fn csv_field(s: &str) -> std::borrow::Cow<'_, str> {
+    if s.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", s.replace('"', "\"\"")).into()
+    } else {
+        s.into()
+    }
+}
+
+/// File format of output files.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum OutputFormat {
+    /// One JSON object per line.
+    #[default]
+    Jsonl,
+    /// CSV with a header.
+    Csv,
+}
+
+impl OutputFormat {
+    fn ext(self) -> &'static str {
+        match self {
+            OutputFormat::Jsonl => "jsonl",
+            OutputFormat::Csv => "csv",
+        }
+    }
+}
+
+/// Where outputs go, shared by the workers of a process.
+pub struct OutputTargets {
+    dir: Option<PathBuf>,
+    format: OutputFormat,
+    process_suffix: Option<usize>,
+    files: Mutex<HashMap<String, Arc<Mutex<BufWriter<File>>>>>,
+    kafka: Option<(rdkafka::ClientConfig, String)>,
+    /// Rows written per output name.
+    pub counts: Mutex<HashMap<String, u64>>,
+    metrics: Arc<Metrics>,
+}
+
+impl OutputTargets {
+    /// `kafka`: client config and topic prefix for result topics.
+    pub fn new(
+        dir: Option<PathBuf>,
+        format: OutputFormat,
+        process_suffix: Option<usize>,
+        kafka: Option<(rdkafka::ClientConfig, String)>,
+        metrics: Arc<Metrics>,
+    ) -> std::io::Result<Self> {
+        if let Some(d) = &dir {
+            std::fs::create_dir_all(d)?;
+        }
+        Ok(OutputTargets {
+            dir,
+            format,
+            process_suffix,
+            files: Mutex::default(),
+            kafka,
+            counts: Mutex::default(),
+            metrics,
+        })
+    }
+
+    /// The file for an output, created (with header) on first use.
+    fn file(
+        &self,
+        name: &str,
+        header: &str,
+    ) -> std::io::Result<Option<Arc<Mutex<BufWriter<File>>>>> {
+        let Some(dir) = &self.dir else {
+            return Ok(None);
+        };
+        let mut files = self.files.lock().expect("file map poisoned");
+        if let Some(f) = files.get(name) {
+            return Ok(Some(f.clone()));
+        }
+        let file_name = match self.process_suffix {
+            Some(p) => format!("{name}.p{p}.{}", self.format.ext()),
+            None => format!("{name}.{}", self.format.ext()),
+        };
+        let mut w = BufWriter::with_capacity(1 << 20, File::create(dir.join(file_name))?);
+        if self.format == OutputFormat::Csv {
+            writeln!(w, "{header}")?;
+        }
+        let f = Arc::new(Mutex::new(w));
+        files.insert(name.to_string(), f.clone());
+        Ok(Some(f))
+    }
+
+    /// Flushes every file.
+    pub fn flush(&self) -> std::io::Result<()> {
+        for f in self.files.lock().expect("file map poisoned").values() {
+            f.lock().expect("file poisoned").flush()?;
+        }
+        Ok(())
+    }
+
+    /// Kafka topic of an output, if results go to Kafka.
+    pub fn topic(&self, name: &str) -> Option<String> {
+        self.kafka
+            .as_ref()
+            .map(|(_, prefix)| format!("{prefix}.{name}"))
+    }
+}
+
+/// The outputs a dataflow declares, attached to sinks as they are added.
+pub struct Outputs<'a> {
+    targets: &'a Arc<OutputTargets>,
+    /// Names added so far.
+    pub names: Vec<String>,
+    /// Errors met while attaching (reported by the engine).
+    pub errors: Vec<String>,
+}
+
+impl<'a> Outputs<'a> {
+    /// Wraps the process's targets.
+    pub fn new(targets: &'a Arc<OutputTargets>) -> Self {
+        Outputs {
+            targets,
+            names: Vec::new(),
+            errors: Vec::new(),
+        }
+    }
+
+    /// Sends a stream to the file `<name>.<ext>` and the topic `<prefix>.<name>`.
+    /// `counted`: whether its rows count as results (`rows_out`) in the metrics.
+    pub fn add<'s, R: Row>(
+        &mut self,
+        name: &str,
+        stream: Stream<'s, EventTime, Vec<R>>,
+        counted: bool,
+    ) {
+        self.names.push(name.to_string());
+        let file = match self.targets.file(name, R::CSV_HEADER) {
+            Ok(f) => f,
+            Err(e) => {
+                self.errors.push(format!("output {name}: {e}"));
+                None
+            }
+        };
+        let producer: Option<(
+            ThreadedProducer<rdkafka::producer::DefaultProducerContext>,
+            String,
+        )> = match &self.targets.kafka {
+            Some((cfg, prefix)) => match cfg.create() {
+                Ok(p) => Some((p, format!("{prefix}.{name}"))),
+                Err(e) => {
+                    self.errors
+                        .push(format!("output {name}: Kafka producer: {e}"));
+                    None
+                }
+            },
+            None => None,
+        };
+        let targets = self.targets.clone();
+        let format = targets.format;
+        let name = name.to_string();
+        let mut buf: Vec<u8> = Vec::with_capacity(1 << 16);
+        let mut json: Vec<u8> = Vec::new();
+        let mut written: u64 = 0;
+        let mut done = false;
+        stream.sink(Pipeline, &format!("sink:{name}"), move |(input, frontier)| {
+            let mut n = 0u64;
+            input.for_each(|_time, rows| {
+                for row in rows.iter() {
+                    n += 1;
+                    if file.is_some() {
+                        match format {
+                            OutputFormat::Jsonl => row.write_json(&mut buf),
+                            OutputFormat::Csv => row.write_csv(&mut buf),
+                        }
+                        buf.push(b'\n');
+                    }
+                    if let Some((p, topic)) = &producer {
+                        json.clear();
+                        row.write_json(&mut json);
+                        let mut record = BaseRecord::to(topic).key(row.key()).payload(&json);
+                        loop {
+                            match p.send(record) {
+                                Ok(()) => break,
+                                Err((e, r)) => {
+                                    if !matches!(e, rdkafka::error::KafkaError::MessageProduction(rdkafka::types::RDKafkaErrorCode::QueueFull)) {
+                                        tracing::error!(output = %name, error = %e, "result not produced");
+                                        break;
+                                    }
+                                    record = r;
+                                    std::thread::sleep(std::time::Duration::from_millis(1));
+                                }
+                            }
+                        }
+                    }
+                }
+            });
+            written += n;
+            if counted {
+                Metrics::add(&targets.metrics.rows_out, n);
+            }
+            let finished = frontier.is_empty();
+            if let Some(f) = &file {
+                if buf.len() >= 1 << 16 || (finished && !buf.is_empty()) {
+                    let mut w = f.lock().expect("file poisoned");
+                    if let Err(e) = w.write_all(&buf) {
+                        tracing::error!(output = %name, error = %e, "writing output file");
+                    }
+                    buf.clear();
+                }
+            }
+            if finished && !done {
+                done = true;
+                if let Some((p, _)) = &producer {
+                    if let Err(e) = p.flush(std::time::Duration::from_secs(30)) {
+                        tracing::error!(output = %name, error = %e, "flushing results to Kafka");
+                    }
+                }
+                *targets.counts.lock().expect("counts poisoned").entry(name.clone()).or_default() += written;
+            }
+        });
+    }
+}

@@ -1,0 +1,265 @@
+//! Running a dataflow on a timely cluster: build each worker's feed, the source operator, the
+//! dataflow and its sinks; step until every source is finished (or a stop is requested).
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use thiserror::Error;
+
+use super::cluster::{ClusterArgs, ClusterError};
+use super::metrics::{Metrics, Snapshot};
+use super::output::{OutputFormat, OutputTargets, Outputs};
+use super::source::{source, Batch, CsvFeed, Feed, MemoryFeed, Poll, SourceSettings};
+use super::watermark::{OffsetLog, Watermarks};
+use crate::dataflows::{self, Params};
+use crate::dataset::csvspec::CsvSpec;
+use crate::kafka::source::{KafkaFeed, KafkaInput};
+use crate::kafka::ClientSettings;
+use crate::quarantine::Quarantined;
+use crate::record::{EventTime, Reading};
+
+/// Why a run could not start or finish.
+#[derive(Debug, Error)]
+pub enum EngineError {
+    /// Unknown dataflow name.
+    #[error("unknown dataflow {name:?}; registered: {known}")]
+    UnknownDataflow {
+        /// Asked for.
+        name: String,
+        /// Registered names.
+        known: String,
+    },
+    /// Bad cluster flags.
+    #[error(transparent)]
+    Cluster(#[from] ClusterError),
+    /// Timely could not start (e.g. a process of the cluster is unreachable).
+    #[error("starting workers: {0}")]
+    Timely(String),
+    /// A worker failed to set up its input or outputs.
+    #[error("worker {worker}: {why}")]
+    Worker {
+        /// Worker index.
+        worker: usize,
+        /// What failed.
+        why: String,
+    },
+    /// Output directory problems.
+    #[error("output directory {path}: {source}")]
+    Output {
+        /// Directory.
+        path: PathBuf,
+        /// Cause.
+        source: std::io::Error,
+    },
+}
+
+/// Where a run reads readings from.
+#[derive(Clone)]
+pub enum Input {
+    /// A Kafka topic.
+    Kafka(KafkaInput),
+    /// A dataset already loaded and sorted by event time, with the rows its loader quarantined.
+    Memory {
+        /// Readings sorted by event time.
+        readings: Arc<Vec<Reading>>,
+        /// Rows the loader could not read.
+        quarantined: Arc<Vec<Quarantined>>,
+    },
+    /// A CSV file read in parallel blocks.
+    Csv(CsvSpec),
+}
+
+/// Everything a run needs.
+#[derive(Clone)]
+pub struct RunSpec {
+    /// Registered dataflow name.
+    pub dataflow: String,
+    /// Input.
+    pub input: Input,
+    /// Cluster flags.
+    pub cluster: ClusterArgs,
+    /// Dataflow parameters.
+    pub window: Duration,
+    /// Allowed lateness.
+    pub lateness: Duration,
+    /// Idle timeout of a partition (ignored with until-end inputs).
+    pub idle_timeout: Duration,
+    /// Quiet period that confirms the end of a partition (until-end).
+    pub end_confirm: Duration,
+    /// Directory for output files.
+    pub output_dir: Option<PathBuf>,
+    /// Output file format.
+    pub output_format: OutputFormat,
+    /// Kafka result topics: settings and topic prefix.
+    pub result_topics: Option<(ClientSettings, String)>,
+    /// Counters (shared with whoever displays them).
+    pub metrics: Arc<Metrics>,
+    /// Set to end the run: sources finish, windows close, outputs flush.
+    pub stop: Arc<AtomicBool>,
+}
+
+/// What a finished run did.
+#[derive(Debug, Clone)]
+pub struct RunReport {
+    /// Wall time from start of workers to the end.
+    pub elapsed: Duration,
+    /// Counters at the end.
+    pub metrics: Snapshot,
+    /// Rows per output (this process).
+    pub outputs: BTreeMap<String, u64>,
+    /// Final next offset per owned partition (this process's workers).
+    pub offsets: BTreeMap<i32, i64>,
+}
+
+enum AnyFeed {
+    Kafka(Box<KafkaFeed>),
+    Memory(MemoryFeed),
+    Csv(CsvFeed),
+}
+
+impl Feed for AnyFeed {
+    fn poll(&mut self, clock: &mut Watermarks, batch: &mut Batch, now: Instant) -> Poll {
+        match self {
+            AnyFeed::Kafka(f) => f.poll(clock, batch, now),
+            AnyFeed::Memory(f) => f.poll(clock, batch, now),
+            AnyFeed::Csv(f) => f.poll(clock, batch, now),
+        }
+    }
+}
+
+/// Runs `spec` to completion on this process's share of the cluster.
+pub fn run(spec: RunSpec) -> Result<RunReport, EngineError> {
+    let dataflow = dataflows::find(&spec.dataflow)?;
+    let config = spec.cluster.to_timely()?;
+    let workers = spec.cluster.workers;
+    let kafka = spec
+        .result_topics
+        .as_ref()
+        .map(|(s, prefix)| (s.producer_config(), prefix.clone()));
+    let suffix = (spec.cluster.processes > 1).then_some(spec.cluster.process);
+    let targets = OutputTargets::new(
+        spec.output_dir.clone(),
+        spec.output_format,
+        suffix,
+        kafka,
+        spec.metrics.clone(),
+    )
+    .map_err(|e| EngineError::Output {
+        path: spec.output_dir.clone().unwrap_or_default(),
+        source: e,
+    })?;
+    let targets = Arc::new(targets);
+    let peers_wm = Arc::new(Mutex::new(vec![None::<EventTime>; workers]));
+    let logs: Vec<Arc<Mutex<OffsetLog>>> = (0..workers)
+        .map(|_| Arc::new(Mutex::new(OffsetLog::new(1024))))
+        .collect();
+    let errors: Arc<Mutex<Vec<EngineError>>> = Arc::default();
+    let params = Params {
+        window: spec.window,
+        metrics: spec.metrics.clone(),
+    };
+    let started = Instant::now();
+    {
+        let (spec, targets, logs, errors) =
+            (spec.clone(), targets.clone(), logs.clone(), errors.clone());
+        let guards = timely::execute(config, move |worker| {
+            let index = worker.index();
+            let peers = worker.peers();
+            let local = index % workers;
+            let feed = match &spec.input {
+                Input::Kafka(k) => KafkaFeed::new(k.clone(), index, peers)
+                    .map(|f| AnyFeed::Kafka(Box::new(f)))
+                    .map_err(|e| e.to_string()),
+                Input::Memory {
+                    readings,
+                    quarantined,
+                } => Ok(AnyFeed::Memory(MemoryFeed::new(
+                    readings.clone(),
+                    quarantined.to_vec(),
+                    index,
+                    peers,
+                ))),
+                Input::Csv(c) => CsvFeed::new(c, index, peers)
+                    .map(AnyFeed::Csv)
+                    .map_err(|e| e.to_string()),
+            };
+            let feed = match feed {
+                Ok(f) => f,
+                Err(why) => {
+                    errors
+                        .lock()
+                        .expect("errors poisoned")
+                        .push(EngineError::Worker { worker: index, why });
+                    return;
+                }
+            };
+            let until_end = !matches!(&spec.input, Input::Kafka(k) if !k.until_end);
+            let settings = SourceSettings {
+                name: format!("source:{}", spec.dataflow),
+                lateness: spec.lateness,
+                idle_timeout: if until_end {
+                    None
+                } else {
+                    Some(spec.idle_timeout)
+                },
+                confirm: spec.end_confirm,
+                metrics: spec.metrics.clone(),
+                stop: spec.stop.clone(),
+                offsets: logs[local].clone(),
+                peers: Some((peers_wm.clone(), local)),
+            };
+            let attach_errors = worker.dataflow::<EventTime, _, _>(|scope| {
+                let streams = source(scope, settings, feed);
+                let mut outputs = Outputs::new(&targets);
+                dataflow.build(streams.data, &params, &mut outputs);
+                outputs.add("late", streams.late, false);
+                outputs.add("quarantine", streams.quarantine, false);
+                outputs.errors
+            });
+            if !attach_errors.is_empty() {
+                errors
+                    .lock()
+                    .expect("errors poisoned")
+                    .push(EngineError::Worker {
+                        worker: index,
+                        why: attach_errors.join("; "),
+                    });
+                spec.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+            }
+            while worker.step_or_park(Some(Duration::from_millis(20))) {}
+        })
+        .map_err(EngineError::Timely)?;
+        for r in guards.join() {
+            r.map_err(EngineError::Timely)?;
+        }
+    }
+    if let Some(e) = errors.lock().expect("errors poisoned").drain(..).next() {
+        return Err(e);
+    }
+    targets.flush().map_err(|e| EngineError::Output {
+        path: spec.output_dir.clone().unwrap_or_default(),
+        source: e,
+    })?;
+    let mut offsets = BTreeMap::new();
+    for l in &logs {
+        if let Some((_, offs)) = l.lock().expect("offset log poisoned").latest() {
+            offsets.extend(offs.iter().copied());
+        }
+    }
+    let outputs = targets
+        .counts
+        .lock()
+        .expect("counts poisoned")
+        .iter()
+        .map(|(k, v)| (k.clone(), *v))
+        .collect();
+    Ok(RunReport {
+        elapsed: started.elapsed(),
+        metrics: spec.metrics.snapshot(),
+        outputs,
+        offsets,
+    })
+}

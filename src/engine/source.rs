@@ -1,0 +1,306 @@
+//! The source operator every input shares: a [`Feed`] (Kafka partitions, an in-memory
+//! dataset, a CSV file) delivers readings; the operator applies [`Watermarks`], splits the
+//! stream into on-time readings, late readings and quarantined inputs, and holds its
+//! capability at the event-time frontier.
+//!
+//! # Design
+//! On-time readings are emitted at the *frontier* time, not at their own event time: every
+//! reading emitted at time `t` has event time `>= t`, so a downstream window `[s, e)` is
+//! complete once the input frontier reaches `e`. This keeps one output session per batch
+//! instead of one per distinct event time.
+
+use std::cell::RefCell;
+use std::rc::Rc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
+use timely::dataflow::operators::generic::OutputBuilder;
+use timely::dataflow::{Scope, Stream};
+
+use super::metrics::Metrics;
+use super::watermark::{Frontier, OffsetLog, Watermarks};
+use crate::quarantine::Quarantined;
+use crate::record::{EventTime, Reading};
+
+/// What a feed hands over in one poll.
+#[derive(Debug, Default)]
+pub struct Batch {
+    /// `(partition, offset, reading)`, in delivery order.
+    pub data: Vec<(i32, i64, Reading)>,
+    /// Inputs that could not be read.
+    pub bad: Vec<Quarantined>,
+}
+
+/// What a feed says after a poll.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Poll {
+    /// More is available right away: schedule again now.
+    More,
+    /// Nothing right now: schedule again after this delay.
+    Wait(Duration),
+    /// The feed is exhausted (file end): every partition is finished.
+    Done,
+}
+
+/// A source of readings for one worker.
+pub trait Feed: 'static {
+    /// Registers the feed's partitions with the clock and reads up to a bounded amount.
+    fn poll(&mut self, clock: &mut Watermarks, batch: &mut Batch, now: Instant) -> Poll;
+}
+
+/// The three streams a source produces.
+pub struct SourceStreams<'s> {
+    /// On-time readings (emitted at the frontier; see the module docs).
+    pub data: Stream<'s, EventTime, Vec<Reading>>,
+    /// Readings behind the frontier.
+    pub late: Stream<'s, EventTime, Vec<Reading>>,
+    /// Inputs that could not be read.
+    pub quarantine: Stream<'s, EventTime, Vec<Quarantined>>,
+}
+
+/// Watermarks of the workers in one process, so a worker whose partitions are all idle can
+/// follow its peers (see [`Watermarks::advance`]).
+pub type PeerWatermarks = Arc<Mutex<Vec<Option<EventTime>>>>;
+
+/// Shared settings of a source operator.
+#[derive(Clone)]
+pub struct SourceSettings {
+    /// Operator name (appears in logs).
+    pub name: String,
+    /// Allowed lateness.
+    pub lateness: Duration,
+    /// Idle timeout (None: partitions never go idle).
+    pub idle_timeout: Option<Duration>,
+    /// How long an end-of-partition must stay quiet to count (until-end).
+    pub confirm: Duration,
+    /// Process-wide counters.
+    pub metrics: Arc<Metrics>,
+    /// Set to stop reading; the source then finishes, closing every window.
+    pub stop: Arc<std::sync::atomic::AtomicBool>,
+    /// Where this worker's offsets at each frontier go.
+    pub offsets: Arc<Mutex<OffsetLog>>,
+    /// Peer watermarks of this process and this worker's slot in it.
+    pub peers: Option<(PeerWatermarks, usize)>,
+}
+
+/// Builds the source operator over `feed`.
+pub fn source<'s, F: Feed>(
+    scope: Scope<'s, EventTime>,
+    settings: SourceSettings,
+    mut feed: F,
+) -> SourceStreams<'s> {
+    let mut builder = OperatorBuilder::new(settings.name.clone(), scope);
+    let info = builder.operator_info();
+    let activator = scope.activator_for(info.address.clone());
+    let (data_out, data) = builder.new_output::<Vec<Reading>>();
+    let (late_out, late) = builder.new_output::<Vec<Reading>>();
+    let (bad_out, quarantine) = builder.new_output::<Vec<Quarantined>>();
+    let mut data_out =
+        OutputBuilder::<_, timely::container::CapacityContainerBuilder<Vec<Reading>>>::from(
+            data_out,
+        );
+    let mut late_out =
+        OutputBuilder::<_, timely::container::CapacityContainerBuilder<Vec<Reading>>>::from(
+            late_out,
+        );
+    let mut bad_out = OutputBuilder::<
+        _,
+        timely::container::CapacityContainerBuilder<Vec<Quarantined>>,
+    >::from(bad_out);
+
+    builder.build(move |caps| {
+        let caps = Rc::new(RefCell::new(Some(caps)));
+        let mut clock = Watermarks::new(settings.lateness, settings.idle_timeout, settings.confirm);
+        let mut batch = Batch::default();
+        let mut last_frontier = EventTime::MIN;
+        move |_frontiers| {
+            let mut guard = caps.borrow_mut();
+            let Some(held) = guard.as_mut() else { return };
+            let now = Instant::now();
+            let stopping = settings.stop.load(std::sync::atomic::Ordering::Relaxed);
+            let poll = if stopping { Poll::Done } else { feed.poll(&mut clock, &mut batch, now) };
+
+            if !batch.data.is_empty() || !batch.bad.is_empty() {
+                let (mut n_in, mut n_late) = (0u64, 0u64);
+                {
+                    let mut d = data_out.activate();
+                    let mut l = late_out.activate();
+                    let mut ds = d.session(&held[0]);
+                    let mut ls = l.session(&held[1]);
+                    for (p, off, r) in batch.data.drain(..) {
+                        n_in += 1;
+                        if clock.observe(p, off, r.ts, now) {
+                            n_late += 1;
+                            ls.give(r);
+                        } else {
+                            ds.give(r);
+                        }
+                    }
+                }
+                let n_bad = batch.bad.len() as u64;
+                if n_bad > 0 {
+                    let mut b = bad_out.activate();
+                    let mut bs = b.session(&held[2]);
+                    for q in batch.bad.drain(..) {
+                        bs.give(q);
+                    }
+                }
+                Metrics::add(&settings.metrics.readings_in, n_in);
+                Metrics::add(&settings.metrics.late, n_late);
+                Metrics::add(&settings.metrics.quarantined, n_bad);
+            }
+
+            if poll == Poll::Done {
+                clock.finish_all();
+            }
+            let hint = settings.peers.as_ref().and_then(|(peers, slot)| {
+                let mut v = peers.lock().expect("peer watermarks poisoned");
+                v[*slot] = clock.holding_min(now);
+                v.iter().enumerate().filter(|(i, _)| i != slot).filter_map(|(_, w)| *w).min()
+            });
+            match clock.advance(now, hint) {
+                Frontier::Done => {
+                    settings.offsets.lock().expect("offset log poisoned").record(EventTime::MAX, clock.offsets());
+                    if let Some((peers, slot)) = &settings.peers {
+                        peers.lock().expect("peer watermarks poisoned")[*slot] = None;
+                    }
+                    tracing::debug!(source = %settings.name, offsets = ?clock.offsets(), "source finished");
+                    *guard = None;
+                    return;
+                }
+                Frontier::At(f) if f > last_frontier => {
+                    for c in held.iter_mut() {
+                        c.downgrade(&f);
+                    }
+                    last_frontier = f;
+                    settings.offsets.lock().expect("offset log poisoned").record(f, clock.offsets());
+                }
+                Frontier::At(_) => {}
+            }
+            match poll {
+                Poll::More | Poll::Done => activator.activate(),
+                Poll::Wait(d) => activator.activate_after(d),
+            }
+        }
+    });
+    SourceStreams {
+        data,
+        late,
+        quarantine,
+    }
+}
+
+/// A feed over a shared, event-time-sorted dataset: this worker takes the series whose hash
+/// falls to it (as Kafka keyed partitioning would), plus, on worker 0, the rows the loader
+/// quarantined.
+pub struct MemoryFeed {
+    readings: Arc<Vec<Reading>>,
+    pos: usize,
+    index: usize,
+    peers: usize,
+    bad: Vec<Quarantined>,
+    next_offset: i64,
+}
+
+impl MemoryFeed {
+    /// The share of worker `index` of `peers`.
+    pub fn new(
+        readings: Arc<Vec<Reading>>,
+        bad: Vec<Quarantined>,
+        index: usize,
+        peers: usize,
+    ) -> Self {
+        MemoryFeed {
+            readings,
+            pos: 0,
+            index,
+            peers,
+            bad: if index == 0 { bad } else { Vec::new() },
+            next_offset: 0,
+        }
+    }
+}
+
+/// Readings handed over per poll by file feeds.
+const FILE_BATCH: usize = 32 * 1024;
+
+impl Feed for MemoryFeed {
+    fn poll(&mut self, clock: &mut Watermarks, batch: &mut Batch, now: Instant) -> Poll {
+        if !clock.has(0) {
+            clock.add(0, 0, None, now);
+        }
+        batch.bad.append(&mut self.bad);
+        let end = (self.pos + FILE_BATCH * self.peers).min(self.readings.len());
+        for r in &self.readings[self.pos..end] {
+            if crate::engine::series_worker(&r.series, self.peers) == self.index {
+                batch.data.push((0, self.next_offset, r.clone()));
+                self.next_offset += 1;
+            }
+        }
+        self.pos = end;
+        if self.pos >= self.readings.len() {
+            Poll::Done
+        } else {
+            Poll::More
+        }
+    }
+}
+
+/// A feed over this worker's blocks of a CSV file.
+pub struct CsvFeed {
+    reader: crate::dataset::csvspec::BlockReader,
+    next_offset: i64,
+    good: Vec<Reading>,
+    failed: bool,
+}
+
+impl CsvFeed {
+    /// The share of worker `index` of `peers`.
+    pub fn new(
+        spec: &crate::dataset::csvspec::CsvSpec,
+        index: usize,
+        peers: usize,
+    ) -> Result<Self, crate::dataset::DatasetError> {
+        Ok(CsvFeed {
+            reader: crate::dataset::csvspec::BlockReader::new(spec, index, peers)?,
+            next_offset: 0,
+            good: Vec::new(),
+            failed: false,
+        })
+    }
+}
+
+impl Feed for CsvFeed {
+    fn poll(&mut self, clock: &mut Watermarks, batch: &mut Batch, now: Instant) -> Poll {
+        if !clock.has(0) {
+            clock.add(0, 0, None, now);
+        }
+        if self.failed {
+            return Poll::Done;
+        }
+        match self.reader.next_block(&mut self.good, &mut batch.bad) {
+            Ok(more) => {
+                for r in self.good.drain(..) {
+                    batch.data.push((0, self.next_offset, r));
+                    self.next_offset += 1;
+                }
+                if more {
+                    Poll::More
+                } else {
+                    Poll::Done
+                }
+            }
+            Err(e) => {
+                // The file itself failed (not one row): report it and end this share.
+                batch.bad.push(Quarantined::new(
+                    "csv",
+                    format!("reading stopped: {e}"),
+                    b"",
+                ));
+                self.failed = true;
+                Poll::Done
+            }
+        }
+    }
+}

@@ -1,0 +1,158 @@
+//! The Kafka feed of the source operator: worker `w` of `W` (all processes together) owns
+//! the partitions `p` with `p % W == w`, assigned with `assign` (no group rebalancing), read
+//! from the beginning. New partitions are picked up on metadata refresh.
+//!
+//! In `--until-end` mode the end offset of each partition is its high watermark at start,
+//! confirmed by reading (see [`crate::engine::watermark`]); partitions created later are
+//! ignored.
+
+use std::time::{Duration, Instant};
+
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Message;
+use rdkafka::{Offset, TopicPartitionList};
+
+use super::{admin, client_err, ClientSettings, KafkaError};
+use crate::engine::source::{Batch, Feed, Poll};
+use crate::engine::watermark::Watermarks;
+use crate::quarantine::Quarantined;
+use crate::record::{Interner, WireFormat};
+
+/// What a Kafka-fed run reads.
+#[derive(Debug, Clone)]
+pub struct KafkaInput {
+    /// Client settings.
+    pub settings: ClientSettings,
+    /// Topic of readings.
+    pub topic: String,
+    /// Stop at the end offsets the partitions had at start.
+    pub until_end: bool,
+    /// How often to look for new partitions.
+    pub metadata_refresh: Duration,
+}
+
+/// Most messages taken per poll before yielding to other operators.
+const POLL_BUDGET: usize = 20_000;
+
+/// One worker's consumer and ownership.
+pub struct KafkaFeed {
+    consumer: BaseConsumer,
+    input: KafkaInput,
+    index: usize,
+    peers: usize,
+    owned: Vec<i32>,
+    next_refresh: Instant,
+    first_refresh_done: bool,
+    interner: Interner,
+    format: WireFormat,
+}
+
+impl KafkaFeed {
+    /// The feed of worker `index` of `peers`.
+    pub fn new(input: KafkaInput, index: usize, peers: usize) -> Result<Self, KafkaError> {
+        let consumer: BaseConsumer = input
+            .settings
+            .consumer_config()
+            .create()
+            .map_err(client_err("consumer"))?;
+        Ok(KafkaFeed {
+            consumer,
+            input,
+            index,
+            peers,
+            owned: Vec::new(),
+            next_refresh: Instant::now(),
+            first_refresh_done: false,
+            interner: Interner::default(),
+            format: WireFormat::Json,
+        })
+    }
+
+    fn refresh(&mut self, clock: &mut Watermarks, now: Instant) -> Result<(), KafkaError> {
+        let topic = self.input.topic.clone();
+        let parts = admin::partitions(&self.consumer, &topic, Duration::from_secs(5))?;
+        let mut tpl = TopicPartitionList::new();
+        for p in parts {
+            if p as usize % self.peers != self.index || self.owned.contains(&p) {
+                continue;
+            }
+            if self.input.until_end && self.first_refresh_done {
+                continue;
+            }
+            let (lo, hi) = self
+                .consumer
+                .fetch_watermarks(&topic, p, Duration::from_secs(10))
+                .map_err(client_err(format!("watermarks of {topic}/{p}")))?;
+            clock.add(
+                p,
+                lo,
+                if self.input.until_end { Some(hi) } else { None },
+                now,
+            );
+            tpl.add_partition_offset(&topic, p, Offset::Beginning)
+                .map_err(client_err("assignment"))?;
+            tracing::info!(topic = %topic, partition = p, worker = self.index, low = lo, high = hi, "assigned");
+            self.owned.push(p);
+        }
+        if tpl.count() > 0 {
+            self.consumer
+                .incremental_assign(&tpl)
+                .map_err(client_err("assign"))?;
+        }
+        self.first_refresh_done = true;
+        Ok(())
+    }
+}
+
+impl Feed for KafkaFeed {
+    fn poll(&mut self, clock: &mut Watermarks, batch: &mut Batch, now: Instant) -> Poll {
+        if now >= self.next_refresh {
+            if let Err(e) = self.refresh(clock, now) {
+                tracing::warn!(topic = %self.input.topic, error = %e, "partition refresh failed; retrying");
+                self.next_refresh = now + Duration::from_secs(1);
+                return Poll::Wait(Duration::from_millis(200));
+            }
+            self.next_refresh = now + self.input.metadata_refresh;
+        }
+        if self.input.until_end && self.owned.is_empty() {
+            return Poll::Done;
+        }
+        let mut taken = 0;
+        while taken < POLL_BUDGET {
+            match self.consumer.poll(Duration::ZERO) {
+                None => break,
+                Some(Ok(m)) => {
+                    taken += 1;
+                    let (p, off) = (m.partition(), m.offset());
+                    let source = || format!("{}/{p}@{off}", m.topic());
+                    match m.payload() {
+                        None => batch
+                            .bad
+                            .push(Quarantined::new(source(), "empty payload", b"")),
+                        Some(bytes) => match self.format.decode(bytes, &mut self.interner) {
+                            Ok(r) => batch.data.push((p, off, r)),
+                            Err(e) => {
+                                batch
+                                    .bad
+                                    .push(Quarantined::new(source(), e.to_string(), bytes))
+                            }
+                        },
+                    }
+                }
+                Some(Err(rdkafka::error::KafkaError::PartitionEOF(p))) => clock.eof(p, now),
+                Some(Err(e)) => {
+                    tracing::warn!(topic = %self.input.topic, error = %e, "consumer error");
+                    break;
+                }
+            }
+        }
+        if self.input.until_end && clock.all_finished() {
+            return Poll::Done;
+        }
+        if taken >= POLL_BUDGET {
+            Poll::More
+        } else {
+            Poll::Wait(Duration::from_millis(2))
+        }
+    }
+}

@@ -1,0 +1,22 @@
+//! streamgauge: a real-time analytics engine. Collectors clean live and replayed data into one
+//! record type and produce it into Kafka; timely-dataflow workers each own a deterministic
+//! share of the partitions and keep analytics up to date in event time; results go to Kafka
+//! topics, files and (later) a live dashboard.
+//!
+//! Map of the crate: [`record`] (the reading and its wire format), [`dataset`] (manifests,
+//! loaders, generators), [`kafka`] (client, producer, source feed, embedded broker),
+//! [`engine`] (cluster, watermarks, source operator, sinks, runs), [`analytics`] (kernels),
+//! [`dataflows`] (what runs), [`cli`] (the command line).
+
+pub mod analytics;
+pub mod cli;
+pub mod config;
+pub mod dataset;
+pub mod duration;
+pub mod engine;
+pub mod kafka;
+pub mod quarantine;
+pub mod record;
+
+#[path = "../dataflows/mod.rs"]
+pub mod dataflows;

@@ -1,0 +1,288 @@
+//! The one record type that crosses every boundary (a [`Reading`]) and its wire formats.
+//!
+//! A reading is a series id, an event time in UTC milliseconds, one or more named `f64` values
+//! and optional string tags. On Kafka the key is the series id and the value is the encoding
+//! chosen by [`WireFormat`] (JSON today; the enum is where a binary format goes).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+/// Event time: milliseconds since the Unix epoch, UTC. Also the timely timestamp type.
+pub type EventTime = i64;
+
+/// A measurement of one series at one event time.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Reading {
+    /// Series id; also the Kafka key, so one series always lands in one partition.
+    pub series: Arc<str>,
+    /// Event time, UTC milliseconds.
+    pub ts: EventTime,
+    /// Named values, in the order the source gave them (at least one).
+    pub values: Vec<(Arc<str>, f64)>,
+    /// Optional tags (unit, location, source ...).
+    pub tags: Vec<(Arc<str>, Arc<str>)>,
+}
+
+impl Reading {
+    /// A reading with a single value named `value` and no tags.
+    pub fn single(series: Arc<str>, ts: EventTime, value: f64) -> Self {
+        Reading {
+            series,
+            ts,
+            values: vec![(value_name(), value)],
+            tags: Vec::new(),
+        }
+    }
+
+    /// The value with the given name, if present.
+    pub fn value(&self, name: &str) -> Option<f64> {
+        self.values
+            .iter()
+            .find(|(n, _)| &**n == name)
+            .map(|(_, v)| *v)
+    }
+}
+
+thread_local! {
+    static VALUE: Arc<str> = Arc::from("value");
+}
+
+/// The shared name `value`, used by single-valued readings (cloning it is one atomic add).
+pub fn value_name() -> Arc<str> {
+    VALUE.with(Arc::clone)
+}
+
+/// Deduplicates series and field names so that millions of readings share a few allocations.
+#[derive(Debug, Default)]
+pub struct Interner {
+    map: HashMap<Box<str>, Arc<str>>,
+}
+
+impl Interner {
+    /// Returns the shared copy of `s`, creating it on first sight.
+    pub fn intern(&mut self, s: &str) -> Arc<str> {
+        if let Some(a) = self.map.get(s) {
+            return a.clone();
+        }
+        let a: Arc<str> = Arc::from(s);
+        self.map.insert(s.into(), a.clone());
+        a
+    }
+
+    /// Number of distinct strings seen.
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    /// True when nothing was interned yet.
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+}
+
+/// Why a payload could not be decoded into a reading.
+#[derive(Debug, Error)]
+pub enum DecodeError {
+    /// The bytes are not the expected encoding.
+    #[error("malformed JSON reading: {0}")]
+    Json(#[from] serde_json::Error),
+    /// Structurally fine, semantically not a reading.
+    #[error("invalid reading: {0}")]
+    Invalid(String),
+}
+
+/// How readings are encoded on Kafka. Only JSON exists today.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum WireFormat {
+    /// `{"series":"s1","ts":1700000000000,"values":{"value":20.5},"tags":{"unit":"C"}}`
+    #[default]
+    Json,
+}
+
+// Borrowed view of the JSON shape: names stay slices of the payload until interned. Objects are
+// read into ordered pairs by a map visitor (see `pairs`), keeping the source's value order.
+#[derive(Deserialize)]
+struct JsonReading<'a> {
+    #[serde(borrow)]
+    series: std::borrow::Cow<'a, str>,
+    ts: i64,
+    #[serde(borrow, deserialize_with = "pairs::deserialize")]
+    values: Vec<(std::borrow::Cow<'a, str>, Option<f64>)>,
+    #[serde(default, borrow, deserialize_with = "pairs::deserialize_tags")]
+    tags: Vec<(std::borrow::Cow<'a, str>, std::borrow::Cow<'a, str>)>,
+}
+
+mod pairs {
+    use std::borrow::Cow;
+    use std::fmt;
+
+    use serde::de::{MapAccess, Visitor};
+    use serde::Deserializer;
+
+    struct PairVisitor<V>(std::marker::PhantomData<V>);
+
+    impl<'de, V: serde::Deserialize<'de>> Visitor<'de> for PairVisitor<V> {
+        type Value = Vec<(Cow<'de, str>, V)>;
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("an object of named entries")
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+            let mut out = Vec::with_capacity(map.size_hint().unwrap_or(1));
+            while let Some((k, v)) = map.next_entry::<Cow<'de, str>, V>()? {
+                out.push((k, v));
+            }
+            Ok(out)
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Vec<(Cow<'de, str>, Option<f64>)>, D::Error> {
+        d.deserialize_map(PairVisitor(std::marker::PhantomData))
+    }
+
+    pub fn deserialize_tags<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Vec<(Cow<'de, str>, Cow<'de, str>)>, D::Error> {
+        d.deserialize_map(PairVisitor(std::marker::PhantomData))
+    }
+}
+
+impl WireFormat {
+    /// Encodes a reading into `out` (cleared first).
+    pub fn encode(self, r: &Reading, out: &mut Vec<u8>) {
+        out.clear();
+        match self {
+            WireFormat::Json => encode_json(r, out),
+        }
+    }
+
+    /// Decodes a payload, interning names through `interner`.
+    pub fn decode(self, bytes: &[u8], interner: &mut Interner) -> Result<Reading, DecodeError> {
+        match self {
+            WireFormat::Json => decode_json(bytes, interner),
+        }
+    }
+}
+
+fn encode_json(r: &Reading, out: &mut Vec<u8>) {
+    use std::io::Write;
+    out.extend_from_slice(b"{\"series\":");
+    serde_json::to_writer(&mut *out, &*r.series).expect("writing to a Vec cannot fail");
+    let _ = write!(out, ",\"ts\":{},\"values\":{{", r.ts);
+    for (i, (name, v)) in r.values.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        serde_json::to_writer(&mut *out, &**name).expect("vec write");
+        out.push(b':');
+        write_f64(out, *v);
+    }
+    out.push(b'}');
+    if !r.tags.is_empty() {
+        out.extend_from_slice(b",\"tags\":{");
+        for (i, (k, v)) in r.tags.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            serde_json::to_writer(&mut *out, &**k).expect("vec write");
+            out.push(b':');
+            serde_json::to_writer(&mut *out, &**v).expect("vec write");
+        }
+        out.push(b'}');
+    }
+    out.push(b'}');
+}
+
+/// Writes a finite f64 in its shortest round-trip form (`null` for non-finite, which JSON lacks).
+pub fn write_f64(out: &mut Vec<u8>, v: f64) {
+    use std::io::Write;
+    if v.is_finite() {
+        let _ = write!(out, "{v:?}");
+    } else {
+        out.extend_from_slice(b"null");
+    }
+}
+
+fn decode_json(bytes: &[u8], interner: &mut Interner) -> Result<Reading, DecodeError> {
+    let j: JsonReading = serde_json::from_slice(bytes)?;
+    if j.series.is_empty() {
+        return Err(DecodeError::Invalid("empty series id".into()));
+    }
+    if j.values.is_empty() {
+        return Err(DecodeError::Invalid("no values".into()));
+    }
+    let mut values = Vec::with_capacity(j.values.len());
+    for (name, v) in j.values {
+        match v {
+            Some(v) if v.is_finite() => values.push((interner.intern(&name), v)),
+            _ => {
+                return Err(DecodeError::Invalid(format!(
+                    "value {name:?} is not a finite number"
+                )))
+            }
+        }
+    }
+    let tags = j
+        .tags
+        .iter()
+        .map(|(k, v)| (interner.intern(k), interner.intern(v)))
+        .collect();
+    Ok(Reading {
+        series: interner.intern(&j.series),
+        ts: j.ts,
+        values,
+        tags,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_round_trip() {
+        let mut i = Interner::default();
+        let r = Reading {
+            series: "turbine/CO".into(),
+            ts: 1_700_000_000_123,
+            values: vec![("co".into(), 0.32663), ("nox".into(), -81.952e-3)],
+            tags: vec![("unit".into(), "mg/m3".into())],
+        };
+        let mut buf = Vec::new();
+        WireFormat::Json.encode(&r, &mut buf);
+        let back = WireFormat::Json.decode(&buf, &mut i).unwrap();
+        assert_eq!(back, r);
+        let text = std::str::from_utf8(&buf).unwrap();
+        assert!(
+            text.starts_with(
+                "{\"series\":\"turbine/CO\",\"ts\":1700000000123,\"values\":{\"co\":0.32663"
+            ),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn rejects_bad_payloads_with_reasons() {
+        let mut i = Interner::default();
+        for (bad, why) in [
+            (&b"not json"[..], "malformed"),
+            (br#"{"series":"","ts":1,"values":{"v":1}}"#, "empty series"),
+            (br#"{"series":"a","ts":1,"values":{}}"#, "no values"),
+            (
+                br#"{"series":"a","ts":1,"values":{"v":null}}"#,
+                "not a finite",
+            ),
+            (br#"{"series":"a","values":{"v":1}}"#, "missing field"),
+        ] {
+            let e = WireFormat::Json
+                .decode(bad, &mut i)
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(why), "{e}");
+        }
+    }
+}
