@@ -179,6 +179,9 @@ impl Dataflow for SeriesStats {
                             }
                         }
                     }
+                    if closed > 0 {
+                        tracing::trace!(closed, "series_stats windows closed");
+                    }
                     if opened != closed {
                         metrics
                             .open_windows

@@ -54,9 +54,12 @@ pub struct DemoArgs {
 }
 
 /// Datasets the demo replays when present.
-const DEMO_DATASETS: &[&str] = &[
-    "nab:machine_temperature_system_failure",
-    "gas_turbine_emission_hourly",
+const DEMO_DATASETS: &[(&str, &str)] = &[
+    (
+        "nab:machine_temperature_system_failure",
+        "demo.nab_machine_temp",
+    ),
+    ("gas_turbine_emission_hourly", "demo.gas_turbine"),
 ];
 
 struct Pipeline {
@@ -112,10 +115,8 @@ pub fn run(a: DemoArgs, settings: &Settings) -> Result<()> {
     }
     pipelines.push(sensors);
 
-    // Real datasets, merged in event time, replayed fast.
+    // Real datasets, each into its own topic (their event times are years apart), replayed fast.
     if !a.no_datasets {
-        let mut readings = Vec::new();
-        let mut quarantined = Vec::new();
         let flags = super::DatasetFlags {
             data_dir: a.data_dir.clone(),
             time_col: "ts_ms".into(),
@@ -124,34 +125,39 @@ pub fn run(a: DemoArgs, settings: &Settings) -> Result<()> {
             series_col: "sensor_id".into(),
             value_cols: vec!["value".into()],
         };
-        for d in DEMO_DATASETS {
-            match flags.load(d, settings) {
-                Ok(l) => {
-                    eprintln!("dataset {d}: {} readings", l.readings.len());
-                    readings.extend(l.readings);
-                    quarantined.extend(l.quarantined);
+        for (d, topic) in DEMO_DATASETS {
+            let l = match flags.load(d, settings) {
+                Ok(l) => l,
+                Err(e) => {
+                    eprintln!("dataset {d} skipped: {e}");
+                    continue;
                 }
-                Err(e) => eprintln!("dataset {d} skipped: {e}"),
-            }
-        }
-        if !readings.is_empty() {
-            readings.sort_by_key(|r| r.ts);
-            broker.create_topic("demo.datasets", 8)?;
+            };
+            eprintln!(
+                "dataset {d}: {} readings, {} quarantined -> {topic}",
+                l.readings.len(),
+                l.quarantined.len()
+            );
+            // As many partitions as series (up to 4): no partition sits silent holding the frontier.
+            let series: std::collections::HashSet<&str> =
+                l.readings.iter().map(|r| &*r.series).collect();
+            broker.create_topic(topic, series.len().clamp(1, 4) as i32)?;
             let pipe = Pipeline {
-                topic: "demo.datasets",
+                topic,
                 metrics: Arc::new(Metrics::default()),
             };
             let (kafka, stop, metrics) = (kafka.clone(), stop_inputs.clone(), pipe.metrics.clone());
             threads.push(thread::spawn(move || -> Result<()> {
                 let r = produce(
                     &kafka,
-                    "demo.datasets",
-                    &readings,
-                    &quarantined,
+                    topic,
+                    &l.readings,
+                    &l.quarantined,
                     speed,
                     Some(&stop),
+                    Some(&metrics.produced),
                 )?;
-                Metrics::add(&metrics.produced, r.produced);
+                tracing::info!(topic, produced = r.produced, "dataset replay done");
                 Ok(())
             }));
             pipelines.push(pipe);
@@ -207,18 +213,26 @@ pub fn run(a: DemoArgs, settings: &Settings) -> Result<()> {
             HumanDuration(settings.window)
         ));
         screen.push_str(&format!(
-            "{:<15} {:>11} {:>11} {:>11} {:>12} {:>8} {:>11}\n",
-            "topic", "produced/s", "in/s", "out/s", "open windows", "late", "quarantined"
+            "{:<22} {:>11} {:>11} {:>9} {:>11} {:>12} {:>7} {:>11}\n",
+            "topic",
+            "produced/s",
+            "in/s",
+            "out/s",
+            "windows out",
+            "open windows",
+            "late",
+            "quarantined"
         ));
         for (i, p) in pipelines.iter().enumerate() {
             let s = p.metrics.snapshot();
             let rate = |a: u64, b: u64| (a.saturating_sub(b)) as f64 / dt;
             screen.push_str(&format!(
-                "{:<15} {:>11.0} {:>11.0} {:>11.0} {:>12} {:>8} {:>11}\n",
+                "{:<22} {:>11.0} {:>11.0} {:>9.0} {:>11} {:>12} {:>7} {:>11}\n",
                 p.topic,
                 rate(s.produced, last[i].produced),
                 rate(s.readings_in, last[i].readings_in),
                 rate(s.rows_out, last[i].rows_out),
+                s.rows_out,
                 s.open_windows,
                 s.late,
                 s.quarantined
@@ -244,7 +258,7 @@ pub fn run(a: DemoArgs, settings: &Settings) -> Result<()> {
     for p in &pipelines {
         let s = p.metrics.snapshot();
         println!(
-            "  {:<15} produced {} | in {} | windows out {} | late {} | quarantined {}",
+            "  {:<22} produced {} | in {} | windows out {} | late {} | quarantined {}",
             p.topic, s.produced, s.readings_in, s.rows_out, s.late, s.quarantined
         );
     }

@@ -83,6 +83,7 @@ pub fn run(a: ReplayArgs, settings: &Settings) -> Result<ReplayReport> {
         &loaded.quarantined,
         speed,
         None,
+        None,
     )?;
     eprintln!(
         "replay {}: {} rows read, {} produced, {} quarantined (into {}.quarantine)",
@@ -95,7 +96,7 @@ pub fn run(a: ReplayArgs, settings: &Settings) -> Result<ReplayReport> {
 }
 
 /// Produces readings (already in event-time order) at `speed`, and quarantined rows to
-/// `<topic>.quarantine`. `stop` ends it early.
+/// `<topic>.quarantine`. `stop` ends it early; `progress` counts produced readings live.
 pub fn produce(
     kafka: &ClientSettings,
     topic: &str,
@@ -103,12 +104,15 @@ pub fn produce(
     quarantined: &[crate::quarantine::Quarantined],
     speed: Speed,
     stop: Option<&std::sync::atomic::AtomicBool>,
+    progress: Option<&std::sync::atomic::AtomicU64>,
 ) -> Result<ReplayReport> {
     let mut p = ReadingProducer::new(kafka, topic)?;
     for q in quarantined {
         p.quarantine(q)?;
     }
-    let tty = std::io::stderr().is_terminal();
+    // Progress goes to stderr only for a user-facing replay (no live counter given).
+    let tty = progress.is_none() && std::io::stderr().is_terminal();
+    let quiet = progress.is_some();
     let start = Instant::now();
     let first_ts = readings.first().map_or(0, |r| r.ts);
     let mut last_report = Instant::now();
@@ -126,7 +130,10 @@ pub fn produce(
         }
         p.send(r).context("producing")?;
         produced += 1;
-        if last_report.elapsed() >= Duration::from_millis(if tty { 200 } else { 5000 }) {
+        if let Some(c) = progress {
+            c.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        if !quiet && last_report.elapsed() >= Duration::from_millis(if tty { 200 } else { 5000 }) {
             last_report = Instant::now();
             let pct = 100.0 * produced as f64 / readings.len().max(1) as f64;
             let bar = "#".repeat((pct / 5.0) as usize);

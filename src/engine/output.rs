@@ -264,6 +264,9 @@ impl<'a> Outputs<'a> {
                 }
             });
             written += n;
+            if n > 0 {
+                tracing::trace!(output = %name, rows = n, "sink received");
+            }
             if counted {
                 Metrics::add(&targets.metrics.rows_out, n);
             }

@@ -174,6 +174,7 @@ pub fn source<'s, F: Feed>(
                         c.downgrade(&f);
                     }
                     last_frontier = f;
+                    tracing::trace!(source = %settings.name, frontier = f, "frontier advanced");
                     settings.offsets.lock().expect("offset log poisoned").record(f, clock.offsets());
                 }
                 Frontier::At(_) => {}

@@ -15,9 +15,11 @@
 //! the frontier is the exception: its old readings are late because the frontier moved on.)
 //!
 //! With `--until-end`, a partition is finished once its next offset reached the end offset it
-//! had at start, the consumer reported end-of-partition there, and nothing more arrived for
-//! a confirmation period: high watermarks alone are not trusted (tansu 0.6 reports ones that
-//! lag the last batch), reading confirms them.
+//! had at start, the consumer reported end-of-partition there, and a confirmation period
+//! (`--end-confirm`) has passed since that report, during which reading goes on. High
+//! watermarks alone are not trusted (tansu 0.6 reports ones that lag the last batch): records
+//! past the reported end that arrive within the confirmation period are read and counted.
+//! The period is bounded, so a producer that keeps writing cannot keep the run alive.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::time::{Duration, Instant};
@@ -56,6 +58,7 @@ pub struct Watermarks {
     confirm: Duration,
     parts: BTreeMap<i32, PartitionClock>,
     frontier: EventTime,
+    ended: bool,
 }
 
 impl Watermarks {
@@ -67,6 +70,7 @@ impl Watermarks {
             confirm,
             parts: BTreeMap::new(),
             frontier: EventTime::MIN,
+            ended: false,
         }
     }
 
@@ -114,7 +118,6 @@ impl Watermarks {
         }
         p.next_offset = offset + 1;
         p.last_seen = now;
-        p.eof_at = None;
         late
     }
 
@@ -127,11 +130,13 @@ impl Watermarks {
         }
     }
 
-    /// Marks every partition finished (a file feed that is exhausted, or a stop request).
+    /// Ends the source: every partition is finished, including ones never seen (a file feed
+    /// that is exhausted, or a stop request).
     pub fn finish_all(&mut self) {
         for p in self.parts.values_mut() {
             p.finished = true;
         }
+        self.ended = true;
     }
 
     /// Current frontier.
@@ -172,8 +177,7 @@ impl Watermarks {
                 p.finished = true;
             }
         }
-        let all_finished = !self.parts.is_empty() && self.parts.values().all(|p| p.finished);
-        if all_finished {
+        if self.ended || self.all_finished() {
             return Frontier::Done;
         }
         let candidate = match self.holding_min(now) {
@@ -312,6 +316,17 @@ mod tests {
             w.advance(t0 + Duration::from_millis(301), None),
             Frontier::Done
         );
-        assert_eq!(w.offsets(), vec![(0, 3), (1, 5)]);
+        assert_eq!(w.offsets(), vec![(0, 4), (1, 5)]);
+    }
+
+    #[test]
+    fn a_stop_ends_a_source_that_never_had_partitions() {
+        let mut w = Watermarks::new(Duration::ZERO, Some(Duration::from_secs(1)), Duration::ZERO);
+        assert_eq!(
+            w.advance(Instant::now(), None),
+            Frontier::At(EventTime::MIN)
+        );
+        w.finish_all();
+        assert_eq!(w.advance(Instant::now(), None), Frontier::Done);
     }
 }

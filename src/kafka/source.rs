@@ -71,6 +71,9 @@ impl KafkaFeed {
     fn refresh(&mut self, clock: &mut Watermarks, now: Instant) -> Result<(), KafkaError> {
         let topic = self.input.topic.clone();
         let parts = admin::partitions(&self.consumer, &topic, Duration::from_secs(5))?;
+        if parts.is_empty() && self.index == 0 && !self.first_refresh_done {
+            tracing::warn!(topic = %topic, "topic does not exist (yet); waiting for it");
+        }
         let mut tpl = TopicPartitionList::new();
         for p in parts {
             if p as usize % self.peers != self.index || self.owned.contains(&p) {
