@@ -15,11 +15,13 @@
 //! the frontier is the exception: its old readings are late because the frontier moved on.)
 //!
 //! With `--until-end`, a partition is finished once its next offset reached the end offset it
-//! had at start, the consumer reported end-of-partition there, and a confirmation period
-//! (`--end-confirm`) has passed since that report, during which reading goes on. High
-//! watermarks alone are not trusted (tansu 0.6 reports ones that lag the last batch): records
-//! past the reported end that arrive within the confirmation period are read and counted.
-//! The period is bounded, so a producer that keeps writing cannot keep the run alive.
+//! had at start *by reading*, and a confirmation period (`--end-confirm`) has passed since,
+//! during which reading goes on. Neither high watermarks nor end-of-partition events are
+//! trusted alone: tansu 0.6 reports high watermarks that lag the last batch (records past the
+//! reported end that arrive within the confirmation period are read and counted), and
+//! librdkafka can report end-of-partition before that partition's queued messages are
+//! delivered. The period is bounded, so a producer that keeps writing cannot keep the run
+//! alive.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::time::{Duration, Instant};
@@ -118,13 +120,18 @@ impl Watermarks {
         }
         p.next_offset = offset + 1;
         p.last_seen = now;
+        if p.eof_at.is_none() && p.end.is_some_and(|e| p.next_offset >= e) {
+            p.eof_at = Some(now);
+        }
         late
     }
 
-    /// The consumer reports that `partition` is at its end (high watermark) for now.
+    /// The consumer reports that `partition` is at its end (high watermark) for now. Only a
+    /// hint: it counts when the position already reached the end offset.
     pub fn eof(&mut self, partition: i32, now: Instant) {
         if let Some(p) = self.parts.get_mut(&partition) {
-            if p.end.is_none_or(|e| p.next_offset >= e) && p.eof_at.is_none() {
+            tracing::trace!(partition, next_offset = p.next_offset, end = ?p.end, "end of partition reported");
+            if p.end.is_some_and(|e| p.next_offset >= e) && p.eof_at.is_none() {
                 p.eof_at = Some(now);
             }
         }
@@ -291,31 +298,26 @@ mod tests {
     }
 
     #[test]
-    fn until_end_needs_eof_and_quiet_confirmation() {
+    fn until_end_confirms_the_end_by_reading() {
         let t0 = Instant::now();
+        let ms = |n| t0 + Duration::from_millis(n);
         let confirm = Duration::from_millis(100);
         let mut w = Watermarks::new(Duration::ZERO, None, confirm);
         w.add(0, 0, Some(2), t0);
-        w.add(1, 5, Some(5), t0); // empty
-        w.observe(0, 0, 1, t0);
-        w.observe(0, 1, 2, t0);
-        assert_eq!(w.advance(t0, None), Frontier::At(1));
+        w.add(1, 5, Some(5), t0); // empty: its confirmation starts at once
+                                  // An end-of-partition event before the data is read means nothing.
         w.eof(0, t0);
-        assert_eq!(
-            w.advance(t0 + Duration::from_millis(50), None),
-            Frontier::At(1)
-        );
-        // A lagging high watermark: more data after the EOF resets the confirmation.
-        w.observe(0, 2, 3, t0 + Duration::from_millis(60));
-        assert_eq!(
-            w.advance(t0 + Duration::from_millis(200), None),
-            Frontier::At(3)
-        );
-        w.eof(0, t0 + Duration::from_millis(200));
-        assert_eq!(
-            w.advance(t0 + Duration::from_millis(301), None),
-            Frontier::Done
-        );
+        w.observe(0, 0, 1, t0);
+        assert_eq!(w.advance(ms(500), None), Frontier::At(1));
+        // Reaching the end offset by reading starts the confirmation ...
+        w.observe(0, 1, 2, ms(500));
+        assert_eq!(w.advance(ms(550), None), Frontier::At(2));
+        // ... during which records past a lagging high watermark are still read ...
+        w.observe(0, 2, 3, ms(560));
+        assert_eq!(w.advance(ms(570), None), Frontier::At(3));
+        // ... and a producer that keeps writing cannot keep the partition open past it.
+        w.observe(0, 3, 4, ms(599));
+        assert_eq!(w.advance(ms(601), None), Frontier::Done);
         assert_eq!(w.offsets(), vec![(0, 4), (1, 5)]);
     }
 

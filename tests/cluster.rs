@@ -1,0 +1,94 @@
+//! Cluster runs through the real binary: two processes of one worker each (`-n 2 -p 0/1
+//! -h hostfile` on loopback) give the same windows as one process of two workers, and the
+//! `replay` command feeds the topic they read.
+
+mod common;
+
+use std::process::Command;
+
+use common::*;
+use streamgauge::kafka::broker::EmbeddedBroker;
+
+fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_streamgauge"))
+}
+
+#[test]
+fn two_processes_equal_one_process_of_two_workers() {
+    let broker = EmbeddedBroker::start(1).unwrap();
+    broker.create_topic("cluster", 6).unwrap();
+    let data = data_dir();
+    // Replay through the CLI: every NAB traffic series (7 series over 6 partitions).
+    let out = bin()
+        .args([
+            "replay",
+            "nab:realTraffic",
+            "--brokers",
+            broker.bootstrap(),
+            "--topic",
+            "cluster",
+            "--speed",
+            "max",
+        ])
+        .arg("--data-dir")
+        .arg(&data)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "replay failed: {stderr}");
+    assert!(stderr.contains("0 quarantined"), "{stderr}");
+    let readings = load("nab:realTraffic");
+    assert!(
+        stderr.contains(&format!("{} produced", readings.len())),
+        "{stderr}"
+    );
+
+    let tmp = tempfile::tempdir().unwrap();
+    let hostfile = tmp.path().join("hosts");
+    std::fs::write(
+        &hostfile,
+        format!("127.0.0.1:{}\n127.0.0.1:{}\n", free_port(), free_port()),
+    )
+    .unwrap();
+    let run = |dir: &std::path::Path, extra: &[&str]| {
+        let mut c = bin();
+        c.args([
+            "run",
+            "series_stats",
+            "--brokers",
+            broker.bootstrap(),
+            "--topic",
+            "cluster",
+            "--until-end",
+            "--window",
+            "1h",
+        ])
+        .args(["--no-result-topics", "--output"])
+        .arg(dir)
+        .args(extra);
+        c
+    };
+    let two = tmp.path().join("two_processes");
+    let h = hostfile.to_str().unwrap();
+    let mut p0 = run(&two, &["-n", "2", "-p", "0", "-h", h]).spawn().unwrap();
+    let mut p1 = run(&two, &["-n", "2", "-p", "1", "-h", h]).spawn().unwrap();
+    assert!(p0.wait().unwrap().success() && p1.wait().unwrap().success());
+    let one = tmp.path().join("one_process");
+    let st = run(&one, &["-w", "2"]).status().unwrap();
+    assert!(st.success());
+
+    let a = read_windows(&two);
+    let b = read_windows(&one);
+    assert!(
+        two.join("series_stats.p0.jsonl").exists() && two.join("series_stats.p1.jsonl").exists()
+    );
+    assert_eq!(
+        a, b,
+        "two processes and one process of two workers give identical windows"
+    );
+    assert_windows_eq(
+        &a,
+        &oracle(&readings, 3_600_000),
+        "two processes vs batch oracle",
+    );
+}

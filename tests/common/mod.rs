@@ -1,0 +1,214 @@
+//! Helpers shared by the integration tests: datasets, the batch oracle, output parsing,
+//! run specs and brokers.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::Duration;
+
+use streamgauge::analytics::window::{batch_stats, Tumbling};
+use streamgauge::dataset::{load::load_manifest, locate, Manifest};
+use streamgauge::engine::{run, ClusterArgs, Input, Metrics, OutputFormat, RunReport, RunSpec};
+use streamgauge::kafka::source::KafkaInput;
+use streamgauge::kafka::ClientSettings;
+use streamgauge::record::Reading;
+
+/// The shared datasets beside the checkout (required: tests replay real data).
+pub fn data_dir() -> PathBuf {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/datasets");
+    assert!(
+        p.is_dir(),
+        "the shared datasets are required at {}",
+        p.display()
+    );
+    p
+}
+
+/// Loads a built-in dataset (with an optional `:filter`).
+pub fn load(name: &str) -> Vec<Reading> {
+    let (base, filter) = match name.split_once(':') {
+        Some((b, f)) => (b, Some(f)),
+        None => (name, None),
+    };
+    let m = Manifest::builtin(base).unwrap();
+    let folder = locate(&m, Some(&data_dir())).unwrap();
+    let l = load_manifest(&m, &folder, filter).unwrap();
+    assert!(
+        l.quarantined.is_empty(),
+        "{name}: unexpected bad rows {:?}",
+        &l.quarantined[..l.quarantined.len().min(3)]
+    );
+    l.readings
+}
+
+/// Key of a window: (series, field, start).
+pub type WinKey = (String, String, i64);
+/// count, mean, min, max, std.
+pub type WinVal = (u64, f64, f64, f64, f64);
+
+/// The batch oracle: group by (series, field, window) and compute two-pass statistics.
+pub fn oracle(readings: &[Reading], width_ms: i64) -> BTreeMap<WinKey, WinVal> {
+    let t = Tumbling { width_ms };
+    let mut groups: BTreeMap<WinKey, Vec<f64>> = BTreeMap::new();
+    for r in readings {
+        for (f, v) in &r.values {
+            groups
+                .entry((r.series.to_string(), f.to_string(), t.start(r.ts)))
+                .or_default()
+                .push(*v);
+        }
+    }
+    groups
+        .into_iter()
+        .map(|(k, vs)| {
+            let s = batch_stats(&vs);
+            (
+                k,
+                (
+                    s.count,
+                    s.mean,
+                    s.min,
+                    s.max,
+                    (s.m2 / s.count as f64).sqrt(),
+                ),
+            )
+        })
+        .collect()
+}
+
+/// Reads every `series_stats*.jsonl` in `dir`, failing on a duplicate window.
+pub fn read_windows(dir: &Path) -> BTreeMap<WinKey, WinVal> {
+    let mut out = BTreeMap::new();
+    for line in read_lines(dir, "series_stats") {
+        let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+        let key = (
+            v["series"].as_str().unwrap().to_string(),
+            v["field"].as_str().unwrap().to_string(),
+            v["window_start"].as_i64().unwrap(),
+        );
+        let val = (
+            v["count"].as_u64().unwrap(),
+            v["mean"].as_f64().unwrap(),
+            v["min"].as_f64().unwrap(),
+            v["max"].as_f64().unwrap(),
+            v["std"].as_f64().unwrap(),
+        );
+        assert!(
+            out.insert(key.clone(), val).is_none(),
+            "window emitted twice: {key:?}"
+        );
+    }
+    out
+}
+
+/// All lines of the files `<stem>.jsonl` / `<stem>.p<i>.jsonl` in `dir`.
+pub fn read_lines(dir: &Path, stem: &str) -> Vec<String> {
+    let mut lines = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        let name = p.file_name().unwrap().to_string_lossy().into_owned();
+        if name == format!("{stem}.jsonl")
+            || (name.starts_with(&format!("{stem}.p")) && name.ends_with(".jsonl"))
+        {
+            lines.extend(
+                std::fs::read_to_string(&p)
+                    .unwrap()
+                    .lines()
+                    .map(String::from),
+            );
+        }
+    }
+    lines
+}
+
+fn close(a: f64, b: f64, scale: f64) -> bool {
+    (a - b).abs() <= 1e-9 * a.abs().max(b.abs()).max(scale)
+}
+
+/// Asserts equal windows: counts exact, floats within 1e-9 relative (std relative to the
+/// window's magnitude, where it is a difference of large numbers).
+pub fn assert_windows_eq(
+    got: &BTreeMap<WinKey, WinVal>,
+    want: &BTreeMap<WinKey, WinVal>,
+    what: &str,
+) {
+    assert_eq!(got.len(), want.len(), "{what}: number of windows");
+    for (k, w) in want {
+        let g = got
+            .get(k)
+            .unwrap_or_else(|| panic!("{what}: missing window {k:?}"));
+        let scale = w.2.abs().max(w.3.abs()).max(1e-300);
+        assert_eq!(g.0, w.0, "{what}: count of {k:?}");
+        assert!(
+            close(g.1, w.1, scale),
+            "{what}: mean of {k:?}: {} vs {}",
+            g.1,
+            w.1
+        );
+        assert_eq!((g.2, g.3), (w.2, w.3), "{what}: min/max of {k:?}");
+        assert!(
+            close(g.4, w.4, scale),
+            "{what}: std of {k:?}: {} vs {}",
+            g.4,
+            w.4
+        );
+    }
+}
+
+/// Logs to stderr when RUST_LOG is set (debugging a test).
+pub fn init_logs() {
+    if std::env::var_os("RUST_LOG").is_some() {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_test_writer()
+            .try_init();
+    }
+}
+
+/// A run spec with test defaults: until-end Kafka or a dataset, outputs to `out`.
+pub fn spec(input: Input, workers: usize, window: Duration, out: &Path) -> RunSpec {
+    init_logs();
+    RunSpec {
+        dataflow: "series_stats".into(),
+        input,
+        cluster: ClusterArgs {
+            workers,
+            ..Default::default()
+        },
+        window,
+        lateness: Duration::from_secs(5),
+        idle_timeout: Duration::from_secs(30),
+        end_confirm: Duration::from_millis(300),
+        output_dir: Some(out.to_path_buf()),
+        output_format: OutputFormat::Jsonl,
+        result_topics: None,
+        metrics: Arc::new(Metrics::default()),
+        stop: Arc::new(AtomicBool::new(false)),
+    }
+}
+
+/// A Kafka input that reads `topic` to its end.
+pub fn kafka_input(brokers: &str, topic: &str) -> Input {
+    Input::Kafka(KafkaInput {
+        settings: ClientSettings::new(brokers),
+        topic: topic.into(),
+        until_end: true,
+        metadata_refresh: Duration::from_secs(5),
+    })
+}
+
+/// Runs and returns the report, panicking with the engine's message on error.
+pub fn run_ok(spec: RunSpec) -> RunReport {
+    run(spec).unwrap_or_else(|e| panic!("run failed: {e}"))
+}
+
+/// A free loopback TCP port.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}

@@ -1,0 +1,201 @@
+//! Ingestion through Kafka: exactly once, and late data handled exactly as documented.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::*;
+use streamgauge::dataset::generate::SplitMix64;
+use streamgauge::kafka::broker::EmbeddedBroker;
+use streamgauge::kafka::producer::ReadingProducer;
+use streamgauge::kafka::ClientSettings;
+use streamgauge::record::Reading;
+
+#[test]
+fn hundred_thousand_readings_over_8_partitions_3_workers_counted_once() {
+    let broker = EmbeddedBroker::start(1).unwrap();
+    broker.create_topic("once", 8).unwrap();
+    let mut p = ReadingProducer::new(&ClientSettings::new(broker.bootstrap()), "once").unwrap();
+    let mut rng = SplitMix64(11);
+    let names: Vec<Arc<str>> = (0..500)
+        .map(|i| Arc::from(format!("dev{i:03}").as_str()))
+        .collect();
+    let mut readings = Vec::new();
+    for i in 0..100_000i64 {
+        // Each reading carries its own id as its value: the windows' sums identify them.
+        let r = Reading::single(
+            names[rng.below(500) as usize].clone(),
+            1_000_000 + i * 3,
+            i as f64,
+        );
+        p.send(&r).unwrap();
+        readings.push(r);
+    }
+    p.flush(Duration::from_secs(30)).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let report = run_ok(spec(
+        kafka_input(broker.bootstrap(), "once"),
+        3,
+        Duration::from_secs(10),
+        dir.path(),
+    ));
+    assert_eq!(report.metrics.readings_in, 100_000);
+    assert_eq!(report.metrics.late + report.metrics.quarantined, 0);
+    assert_eq!(
+        report.offsets.len(),
+        8,
+        "every partition owned by some worker"
+    );
+    assert_eq!(report.offsets.values().sum::<i64>(), 100_000);
+    let got = read_windows(dir.path());
+    assert_eq!(
+        got.values().map(|v| v.0).sum::<u64>(),
+        100_000,
+        "each reading counted once"
+    );
+    // Sum of ids per series equals the produced one: no reading lost, none doubled.
+    let mut want_sum: BTreeMap<String, f64> = BTreeMap::new();
+    for r in &readings {
+        *want_sum.entry(r.series.to_string()).or_default() += r.values[0].1;
+    }
+    let mut got_sum: BTreeMap<String, f64> = BTreeMap::new();
+    for ((s, _, _), v) in &got {
+        *got_sum.entry(s.clone()).or_default() += v.0 as f64 * v.1;
+    }
+    for (s, w) in &want_sum {
+        assert!(
+            (got_sum[s] - w).abs() < 1e-6 * w.max(1.0),
+            "{s}: {} vs {w}",
+            got_sum[s]
+        );
+    }
+    assert_windows_eq(&got, &oracle(&readings, 10_000), "exactly once");
+}
+
+/// Readings of `series` on one partition each, event time rising 1 s per reading.
+fn stream(series: usize, per_series: i64) -> Vec<(i32, Reading)> {
+    let mut out = Vec::new();
+    for s in 0..series {
+        let name: Arc<str> = Arc::from(format!("s{s}").as_str());
+        for i in 0..per_series {
+            out.push((
+                s as i32,
+                Reading::single(
+                    name.clone(),
+                    1_700_000_000_000 + i * 1000,
+                    (i % 17) as f64 + s as f64,
+                ),
+            ));
+        }
+    }
+    out
+}
+
+fn produce(broker: &EmbeddedBroker, topic: &str, parts: i32, items: &[(i32, Reading)]) {
+    broker.create_topic(topic, parts).unwrap();
+    let mut p = ReadingProducer::new(&ClientSettings::new(broker.bootstrap()), topic).unwrap();
+    for (part, r) in items {
+        p.send_to(r, *part).unwrap();
+    }
+    p.flush(Duration::from_secs(30)).unwrap();
+}
+
+#[test]
+fn shuffles_within_lateness_change_nothing_beyond_it_go_to_late_output() {
+    let broker = EmbeddedBroker::start(1).unwrap();
+    let sorted = stream(4, 2000);
+    let mut rng = SplitMix64(5);
+
+    // Within the bound: swap neighbours up to 4 s apart (lateness is 5 s).
+    let mut shuffled = sorted.clone();
+    for chunk in shuffled.chunks_mut(5) {
+        for i in (1..chunk.len()).rev() {
+            let j = rng.below(i as u64 + 1) as usize;
+            chunk.swap(i, j);
+        }
+    }
+    produce(&broker, "sorted", 4, &sorted);
+    produce(&broker, "shuffled", 4, &shuffled);
+    let readings: Vec<Reading> = sorted.iter().map(|(_, r)| r.clone()).collect();
+    let want = oracle(&readings, 10_000);
+    for workers in [1, 2, 4] {
+        for topic in ["sorted", "shuffled"] {
+            let dir = tempfile::tempdir().unwrap();
+            let report = run_ok(spec(
+                kafka_input(broker.bootstrap(), topic),
+                workers,
+                Duration::from_secs(10),
+                dir.path(),
+            ));
+            assert_eq!(
+                report.metrics.late, 0,
+                "{topic}: nothing is late within the bound"
+            );
+            assert_windows_eq(
+                &read_windows(dir.path()),
+                &want,
+                &format!("{topic}, {workers} workers"),
+            );
+        }
+    }
+
+    // Beyond the bound: move some readings 8-30 s later in their partition's order.
+    let mut late_stream = sorted.clone();
+    let mut moved = 0;
+    let mut i = 50;
+    while i + 40 < late_stream.len() {
+        let shift = 8 + rng.below(23) as usize;
+        if late_stream[i].0 == late_stream[i + shift].0 {
+            let r = late_stream.remove(i);
+            late_stream.insert(i + shift, r);
+            moved += 1;
+        }
+        i += 97;
+    }
+    assert!(moved > 50);
+    // Expected late set, by the documented rule: below the highest event time seen earlier
+    // in its partition minus the lateness.
+    let mut max_seen: BTreeMap<i32, i64> = BTreeMap::new();
+    let mut want_late = BTreeSet::new();
+    let mut on_time = Vec::new();
+    for (p, r) in &late_stream {
+        let m = max_seen.entry(*p).or_insert(i64::MIN);
+        if *m != i64::MIN && r.ts < *m - 5000 {
+            want_late.insert((r.series.to_string(), r.ts));
+        } else {
+            on_time.push(r.clone());
+        }
+        *m = (*m).max(r.ts);
+    }
+    assert!(!want_late.is_empty() && want_late.len() <= moved);
+    produce(&broker, "late", 4, &late_stream);
+    let want_on_time = oracle(&on_time, 10_000);
+    for workers in [1, 2, 4] {
+        let dir = tempfile::tempdir().unwrap();
+        let report = run_ok(spec(
+            kafka_input(broker.bootstrap(), "late"),
+            workers,
+            Duration::from_secs(10),
+            dir.path(),
+        ));
+        let got_late: BTreeSet<(String, i64)> = read_lines(dir.path(), "late")
+            .iter()
+            .map(|l| {
+                let v: serde_json::Value = serde_json::from_str(l).unwrap();
+                (
+                    v["series"].as_str().unwrap().to_string(),
+                    v["ts"].as_i64().unwrap(),
+                )
+            })
+            .collect();
+        assert_eq!(got_late, want_late, "late output, {workers} workers");
+        assert_eq!(report.metrics.late, want_late.len() as u64);
+        assert_windows_eq(
+            &read_windows(dir.path()),
+            &want_on_time,
+            &format!("on-time windows, {workers} workers"),
+        );
+    }
+}
