@@ -100,6 +100,8 @@ impl Row for WindowRow {
 pub struct SeriesStats;
 
 type Fields = Vec<(Arc<str>, WindowStats)>;
+/// Open windows by end time: the capability to emit at the end, and per-series state.
+type OpenWindows = BTreeMap<EventTime, (Capability<EventTime>, HashMap<Arc<str>, Fields, FastBuild>)>;
 
 impl Dataflow for SeriesStats {
     fn name(&self) -> &'static str {
@@ -122,10 +124,7 @@ impl Dataflow for SeriesStats {
             Exchange::new(|r: &Reading| series_hash(&r.series)),
             "series_stats",
             move |_cap, _info| {
-                let mut windows: BTreeMap<
-                    EventTime,
-                    (Capability<EventTime>, HashMap<Arc<str>, Fields, FastBuild>),
-                > = BTreeMap::new();
+                let mut windows: OpenWindows = BTreeMap::new();
                 move |(input, frontier), output| {
                     let mut opened = 0i64;
                     input.for_each(|cap, data| {

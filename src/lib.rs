@@ -8,6 +8,8 @@
 //! [`engine`] (cluster, watermarks, source operator, sinks, runs), [`analytics`] (kernels),
 //! [`dataflows`] (what runs), [`cli`] (the command line).
 
+#![warn(missing_docs)]
+
 pub mod analytics;
 pub mod cli;
 pub mod config;

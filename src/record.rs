@@ -122,6 +122,8 @@ mod pairs {
     use serde::de::{MapAccess, Visitor};
     use serde::Deserializer;
 
+    type Pairs<'de, V> = Vec<(Cow<'de, str>, V)>;
+
     struct PairVisitor<V>(std::marker::PhantomData<V>);
 
     impl<'de, V: serde::Deserialize<'de>> Visitor<'de> for PairVisitor<V> {
@@ -140,13 +142,13 @@ mod pairs {
 
     pub fn deserialize<'de, D: Deserializer<'de>>(
         d: D,
-    ) -> Result<Vec<(Cow<'de, str>, Option<f64>)>, D::Error> {
+    ) -> Result<Pairs<'de, Option<f64>>, D::Error> {
         d.deserialize_map(PairVisitor(std::marker::PhantomData))
     }
 
     pub fn deserialize_tags<'de, D: Deserializer<'de>>(
         d: D,
-    ) -> Result<Vec<(Cow<'de, str>, Cow<'de, str>)>, D::Error> {
+    ) -> Result<Pairs<'de, Cow<'de, str>>, D::Error> {
         d.deserialize_map(PairVisitor(std::marker::PhantomData))
     }
 }

@@ -177,8 +177,10 @@ pub struct RunArgs {
     /// Read a dataset (manifest name, name:filter, or CSV path) instead of Kafka.
     #[arg(long)]
     pub dataset: Option<String>,
+    /// Kafka connection.
     #[command(flatten)]
     pub kafka: KafkaFlags,
+    /// Dataset location and CSV columns.
     #[command(flatten)]
     pub data: DatasetFlags,
     /// Worker threads per process (timely -w).
@@ -285,10 +287,7 @@ fn broker(a: BrokerArgs) -> Result<()> {
 
 fn datasets(settings: &Settings) -> Result<()> {
     let dirs = dataset::data_dirs(settings.data_dir.as_deref());
-    println!(
-        "{:<36} {:<8} {}",
-        "DATASET", "STATUS", "LOCATION / DESCRIPTION"
-    );
+    println!("{:<36} {:<8} LOCATION / DESCRIPTION", "DATASET", "STATUS");
     for m in Manifest::all_builtin()? {
         match dataset::locate(&m, settings.data_dir.as_deref()) {
             Ok(p) => println!(

@@ -18,6 +18,7 @@ use crate::record::Reading;
 pub struct ReplayArgs {
     /// Dataset: a manifest name (`nab`, `nab:machine_temperature`) or a CSV path.
     pub dataset: String,
+    /// Kafka connection.
     #[command(flatten)]
     pub kafka: KafkaFlags,
     /// Topic to produce into (created if missing; quarantined rows go to <topic>.quarantine).
@@ -29,6 +30,7 @@ pub struct ReplayArgs {
     /// Partitions when the topic is created.
     #[arg(long, default_value_t = 8)]
     pub partitions: i32,
+    /// Dataset location and CSV columns.
     #[command(flatten)]
     pub data: DatasetFlags,
 }

@@ -26,6 +26,12 @@ pub struct Loaded {
     pub files: Vec<String>,
 }
 
+/// Where a tag's value comes from.
+enum TagSource {
+    Column(usize),
+    Constant(Arc<str>),
+}
+
 enum SeriesPart {
     Lit(String),
     Col(usize),
@@ -38,7 +44,7 @@ pub struct RowMapper {
     zone: Zone,
     series: Vec<SeriesPart>,
     values: Vec<(usize, Arc<str>)>,
-    tags: Vec<(Arc<str>, Result<usize, Arc<str>>)>,
+    tags: Vec<(Arc<str>, TagSource)>,
     interner: Interner,
     scratch: String,
     width: usize,
@@ -120,9 +126,9 @@ impl RowMapper {
             .iter()
             .map(|t| {
                 let src = match (&t.column, &t.value) {
-                    (Some(c), _) => Ok(col(c)?),
-                    (None, Some(v)) => Err(interner.intern(v)),
-                    (None, None) => Err(interner.intern("")),
+                    (Some(c), _) => TagSource::Column(col(c)?),
+                    (None, Some(v)) => TagSource::Constant(interner.intern(v)),
+                    (None, None) => TagSource::Constant(interner.intern("")),
                 };
                 Ok((interner.intern(&t.name), src))
             })
@@ -190,8 +196,8 @@ impl RowMapper {
         let mut tags = Vec::with_capacity(self.tags.len());
         for (name, src) in &self.tags {
             let v = match src {
-                Ok(i) => self.interner.intern(cell(*i)?.trim()),
-                Err(c) => c.clone(),
+                TagSource::Column(i) => self.interner.intern(cell(*i)?.trim()),
+                TagSource::Constant(c) => c.clone(),
             };
             tags.push((name.clone(), v));
         }

@@ -116,8 +116,8 @@ pub struct RunReport {
 
 enum AnyFeed {
     Kafka(Box<KafkaFeed>),
-    Memory(MemoryFeed),
-    Csv(CsvFeed),
+    Memory(Box<MemoryFeed>),
+    Csv(Box<CsvFeed>),
 }
 
 impl Feed for AnyFeed {
@@ -176,14 +176,14 @@ pub fn run(spec: RunSpec) -> Result<RunReport, EngineError> {
                 Input::Memory {
                     readings,
                     quarantined,
-                } => Ok(AnyFeed::Memory(MemoryFeed::new(
+                } => Ok(AnyFeed::Memory(Box::new(MemoryFeed::new(
                     readings.clone(),
                     quarantined.to_vec(),
                     index,
                     peers,
-                ))),
+                )))),
                 Input::Csv(c) => CsvFeed::new(c, index, peers)
-                    .map(AnyFeed::Csv)
+                    .map(|f| AnyFeed::Csv(Box::new(f)))
                     .map_err(|e| e.to_string()),
             };
             let feed = match feed {
