@@ -101,7 +101,8 @@ pub struct SeriesStats;
 
 type Fields = Vec<(Arc<str>, WindowStats)>;
 /// Open windows by end time: the capability to emit at the end, and per-series state.
-type OpenWindows = BTreeMap<EventTime, (Capability<EventTime>, HashMap<Arc<str>, Fields, FastBuild>)>;
+type OpenWindows =
+    BTreeMap<EventTime, (Capability<EventTime>, HashMap<Arc<str>, Fields, FastBuild>)>;
 
 impl Dataflow for SeriesStats {
     fn name(&self) -> &'static str {
