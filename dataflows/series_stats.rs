@@ -8,7 +8,6 @@
 //! this operator: the source sends it to the `late` output.
 
 use std::collections::{BTreeMap, HashMap};
-use std::io::Write;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
@@ -23,7 +22,7 @@ use super::{Dataflow, Outputs, Params};
 use crate::analytics::window::{Tumbling, WindowStats};
 use crate::engine::output::{csv_field, Row};
 use crate::engine::{series_hash, FastBuild};
-use crate::record::{write_f64, EventTime, Reading};
+use crate::record::{write_f64, write_i64, EventTime, Reading};
 
 /// One closed window of one value of one series.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -54,15 +53,14 @@ impl Row for WindowRow {
         &self.series
     }
     fn write_csv(&self, out: &mut Vec<u8>) {
-        let _ = write!(
-            out,
-            "{},{},{},{},{},",
-            csv_field(&self.series),
-            csv_field(&self.field),
-            self.window_start,
-            self.window_end,
-            self.count
-        );
+        out.extend_from_slice(csv_field(&self.series).as_bytes());
+        out.push(b',');
+        out.extend_from_slice(csv_field(&self.field).as_bytes());
+        for v in [self.window_start, self.window_end, self.count as i64] {
+            out.push(b',');
+            write_i64(out, v);
+        }
+        out.push(b',');
         for (i, v) in [self.mean, self.min, self.max, self.std]
             .into_iter()
             .enumerate()
@@ -78,18 +76,25 @@ impl Row for WindowRow {
         serde_json::to_writer(&mut *out, &*self.series).expect("vec write");
         out.extend_from_slice(b",\"field\":");
         serde_json::to_writer(&mut *out, &*self.field).expect("vec write");
-        let _ = write!(
-            out,
-            ",\"window_start\":{},\"window_end\":{},\"count\":{}",
-            self.window_start, self.window_end, self.count
-        );
+        for (k, v) in [
+            ("window_start", self.window_start),
+            ("window_end", self.window_end),
+            ("count", self.count as i64),
+        ] {
+            out.extend_from_slice(b",\"");
+            out.extend_from_slice(k.as_bytes());
+            out.extend_from_slice(b"\":");
+            write_i64(out, v);
+        }
         for (k, v) in [
             ("mean", self.mean),
             ("min", self.min),
             ("max", self.max),
             ("std", self.std),
         ] {
-            let _ = write!(out, ",\"{k}\":");
+            out.extend_from_slice(b",\"");
+            out.extend_from_slice(k.as_bytes());
+            out.extend_from_slice(b"\":");
             write_f64(out, v);
         }
         out.push(b'}');
@@ -126,14 +131,22 @@ impl Dataflow for SeriesStats {
             "series_stats",
             move |_cap, _info| {
                 let mut windows: OpenWindows = BTreeMap::new();
+                // Series in the last closed window: the size new windows start at.
+                let mut typical = 16usize;
                 move |(input, frontier), output| {
                     let mut opened = 0i64;
                     input.for_each(|cap, data| {
                         for r in data.drain(..) {
                             let end = tumbling.end(r.ts);
-                            let (_, per_series) = windows
-                                .entry(end)
-                                .or_insert_with(|| (cap.delayed(&end, 0), HashMap::default()));
+                            let (_, per_series) = windows.entry(end).or_insert_with(|| {
+                                (
+                                    cap.delayed(&end, 0),
+                                    HashMap::with_capacity_and_hasher(
+                                        typical,
+                                        FastBuild::default(),
+                                    ),
+                                )
+                            });
                             let fields = match per_series.get_mut(&r.series) {
                                 Some(f) => f,
                                 None => per_series.entry(r.series.clone()).or_default(),
@@ -161,6 +174,7 @@ impl Dataflow for SeriesStats {
                         }
                         let (cap, per_series) =
                             windows.pop_first().map(|(_, v)| v).expect("non-empty");
+                        typical = per_series.len().max(16);
                         let mut session = output.session(&cap);
                         for (series, fields) in per_series {
                             for (field, st) in fields {

@@ -8,10 +8,14 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
+use smallvec::SmallVec;
 use thiserror::Error;
 
 /// Event time: milliseconds since the Unix epoch, UTC. Also the timely timestamp type.
 pub type EventTime = i64;
+
+/// Named values of a reading; one value is stored inline (no allocation).
+pub type Values = SmallVec<[(Arc<str>, f64); 1]>;
 
 /// A measurement of one series at one event time.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -21,7 +25,7 @@ pub struct Reading {
     /// Event time, UTC milliseconds.
     pub ts: EventTime,
     /// Named values, in the order the source gave them (at least one).
-    pub values: Vec<(Arc<str>, f64)>,
+    pub values: Values,
     /// Optional tags (unit, location, source ...).
     pub tags: Vec<(Arc<str>, Arc<str>)>,
 }
@@ -32,7 +36,7 @@ impl Reading {
         Reading {
             series,
             ts,
-            values: vec![(value_name(), value)],
+            values: smallvec::smallvec![(value_name(), value)],
             tags: Vec::new(),
         }
     }
@@ -58,7 +62,7 @@ pub fn value_name() -> Arc<str> {
 /// Deduplicates series and field names so that millions of readings share a few allocations.
 #[derive(Debug, Default)]
 pub struct Interner {
-    map: HashMap<Box<str>, Arc<str>>,
+    map: HashMap<Box<str>, Arc<str>, crate::engine::FastBuild>,
 }
 
 impl Interner {
@@ -171,10 +175,11 @@ impl WireFormat {
 }
 
 fn encode_json(r: &Reading, out: &mut Vec<u8>) {
-    use std::io::Write;
     out.extend_from_slice(b"{\"series\":");
     serde_json::to_writer(&mut *out, &*r.series).expect("writing to a Vec cannot fail");
-    let _ = write!(out, ",\"ts\":{},\"values\":{{", r.ts);
+    out.extend_from_slice(b",\"ts\":");
+    write_i64(out, r.ts);
+    out.extend_from_slice(b",\"values\":{");
     for (i, (name, v)) in r.values.iter().enumerate() {
         if i > 0 {
             out.push(b',');
@@ -201,12 +206,17 @@ fn encode_json(r: &Reading, out: &mut Vec<u8>) {
 
 /// Writes a finite f64 in its shortest round-trip form (`null` for non-finite, which JSON lacks).
 pub fn write_f64(out: &mut Vec<u8>, v: f64) {
-    use std::io::Write;
     if v.is_finite() {
-        let _ = write!(out, "{v:?}");
+        out.extend_from_slice(ryu::Buffer::new().format_finite(v).as_bytes());
     } else {
         out.extend_from_slice(b"null");
     }
+}
+
+/// Writes an integer in decimal.
+#[inline]
+pub fn write_i64(out: &mut Vec<u8>, v: i64) {
+    out.extend_from_slice(itoa::Buffer::new().format(v).as_bytes());
 }
 
 fn decode_json(bytes: &[u8], interner: &mut Interner) -> Result<Reading, DecodeError> {
@@ -217,7 +227,7 @@ fn decode_json(bytes: &[u8], interner: &mut Interner) -> Result<Reading, DecodeE
     if j.values.is_empty() {
         return Err(DecodeError::Invalid("no values".into()));
     }
-    let mut values = Vec::with_capacity(j.values.len());
+    let mut values = Values::with_capacity(j.values.len());
     for (name, v) in j.values {
         match v {
             Some(v) if v.is_finite() => values.push((interner.intern(&name), v)),
@@ -251,7 +261,7 @@ mod tests {
         let r = Reading {
             series: "turbine/CO".into(),
             ts: 1_700_000_000_123,
-            values: vec![("co".into(), 0.32663), ("nox".into(), -81.952e-3)],
+            values: smallvec::smallvec![("co".into(), 0.32663), ("nox".into(), -81.952e-3)],
             tags: vec![("unit".into(), "mg/m3".into())],
         };
         let mut buf = Vec::new();

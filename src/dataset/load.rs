@@ -179,7 +179,7 @@ impl RowMapper {
             }
             self.interner.intern(&self.scratch)
         };
-        let mut values = Vec::with_capacity(self.values.len());
+        let mut values = crate::record::Values::with_capacity(self.values.len());
         for (i, name) in &self.values {
             let raw = cell(*i)?.trim();
             if raw.is_empty() {

@@ -72,7 +72,7 @@ impl Row for Quarantined {
 
 /// Quotes a CSV field when needed.
 pub fn csv_field(s: &str) -> std::borrow::Cow<'_, str> {
-    if s.contains([',', '"', '\n', '\r']) {
+    if s.bytes().any(|b| matches!(b, b',' | b'"' | b'\n' | b'\r')) {
         format!("\"{}\"", s.replace('"', "\"\"")).into()
     } else {
         s.into()

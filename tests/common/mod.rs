@@ -15,9 +15,13 @@ use streamgauge::kafka::source::KafkaInput;
 use streamgauge::kafka::ClientSettings;
 use streamgauge::record::Reading;
 
-/// The shared datasets beside the checkout (required: tests replay real data).
+/// The shared datasets: `$STREAMGAUGE_DATA`, else beside the checkout (required: tests
+/// replay real data).
 pub fn data_dir() -> PathBuf {
-    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/datasets");
+    let p = match std::env::var_os("STREAMGAUGE_DATA") {
+        Some(d) => PathBuf::from(d),
+        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/datasets"),
+    };
     assert!(
         p.is_dir(),
         "the shared datasets are required at {}",
