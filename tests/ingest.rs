@@ -43,6 +43,7 @@ fn hundred_thousand_readings_over_8_partitions_3_workers_counted_once() {
     ));
     assert_eq!(report.metrics.readings_in, 100_000);
     assert_eq!(report.metrics.late + report.metrics.quarantined, 0);
+    assert_eq!(report.metrics.skipped_offsets, 0, "no offset gaps");
     assert_eq!(
         report.offsets.len(),
         8,

@@ -394,7 +394,7 @@ pub fn run_dataflow(a: RunArgs, settings: &Settings) -> Result<engine::RunReport
     let m = report.metrics;
     let secs = report.elapsed.as_secs_f64().max(1e-9);
     eprintln!(
-        "{}: {} readings in {:.2}s ({:.0}/s), {} rows out, {} late, {} quarantined; outputs {:?}",
+        "{}: {} readings in {:.2}s ({:.0}/s), {} rows out, {} late, {} quarantined, {} offsets skipped; outputs {:?}",
         a.dataflow,
         m.readings_in,
         secs,
@@ -402,6 +402,7 @@ pub fn run_dataflow(a: RunArgs, settings: &Settings) -> Result<engine::RunReport
         m.rows_out,
         m.late,
         m.quarantined,
+        m.skipped_offsets,
         report.outputs
     );
     Ok(report)

@@ -18,6 +18,9 @@ pub struct Metrics {
     pub open_windows: AtomicI64,
     /// Rows produced into Kafka by replays and generators.
     pub produced: AtomicU64,
+    /// Offsets skipped inside a partition: records the broker no longer had when they were
+    /// due (retention), or compaction and transaction markers.
+    pub skipped_offsets: AtomicU64,
 }
 
 /// A point-in-time copy of [`Metrics`].
@@ -35,6 +38,8 @@ pub struct Snapshot {
     pub open_windows: i64,
     /// See [`Metrics::produced`].
     pub produced: u64,
+    /// See [`Metrics::skipped_offsets`].
+    pub skipped_offsets: u64,
 }
 
 impl Metrics {
@@ -48,6 +53,7 @@ impl Metrics {
             rows_out: self.rows_out.load(r),
             open_windows: self.open_windows.load(r),
             produced: self.produced.load(r),
+            skipped_offsets: self.skipped_offsets.load(r),
         }
     }
 

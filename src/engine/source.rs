@@ -30,6 +30,8 @@ pub struct Batch {
     pub data: Vec<(i32, i64, Reading)>,
     /// Inputs that could not be read.
     pub bad: Vec<Quarantined>,
+    /// Offsets the feed found missing (records the broker no longer had when they were due).
+    pub skipped_offsets: u64,
 }
 
 /// What a feed says after a poll.
@@ -151,6 +153,9 @@ pub fn source<'s, F: Feed>(
                 Metrics::add(&settings.metrics.quarantined, n_bad);
             }
 
+            if batch.skipped_offsets > 0 {
+                Metrics::add(&settings.metrics.skipped_offsets, std::mem::take(&mut batch.skipped_offsets));
+            }
             if poll == Poll::Done {
                 clock.finish_all();
             }

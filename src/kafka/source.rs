@@ -45,6 +45,8 @@ pub struct KafkaFeed {
     first_refresh_done: bool,
     interner: Interner,
     format: WireFormat,
+    /// Next offset expected per owned partition, to detect records that were never delivered.
+    expected: std::collections::HashMap<i32, i64>,
 }
 
 impl KafkaFeed {
@@ -65,6 +67,7 @@ impl KafkaFeed {
             first_refresh_done: false,
             interner: Interner::default(),
             format: WireFormat::Json,
+            expected: Default::default(),
         })
     }
 
@@ -127,6 +130,12 @@ impl Feed for KafkaFeed {
                 Some(Ok(m)) => {
                     taken += 1;
                     let (p, off) = (m.partition(), m.offset());
+                    let expected = self.expected.insert(p, off + 1).unwrap_or(off);
+                    if off > expected {
+                        batch.skipped_offsets += (off - expected) as u64;
+                        tracing::warn!(topic = %self.input.topic, partition = p, from = expected, to = off,
+                            "offsets skipped: the broker no longer had these records (retention?) or they were compacted");
+                    }
                     let source = || format!("{}/{p}@{off}", m.topic());
                     match m.payload() {
                         None => batch
