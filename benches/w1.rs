@@ -32,6 +32,13 @@ use streamgauge::kafka::ClientSettings;
 
 const WINDOW_MS: i64 = 10_000;
 
+/// (sensor, window start).
+type Key = (String, i64);
+/// count, mean, min, max, std (or, while open: count, mean, m2, min, max).
+type Stats = (u64, f64, f64, f64, f64);
+/// Windows by key.
+type Windows = HashMap<Key, Stats>;
+
 fn arg(args: &[String], name: &str) -> Option<String> {
     args.iter()
         .position(|a| a == name)
@@ -241,12 +248,9 @@ fn naive(file: &Path, out: &Path) -> Result<(u64, u64, f64)> {
         w,
         "series,field,window_start,window_end,count,mean,min,max,std"
     )?;
-    let mut open: HashMap<(String, i64), (u64, f64, f64, f64, f64)> = HashMap::new();
+    let mut open: Windows = HashMap::new();
     let (mut n, mut windows, mut max_ts) = (0u64, 0u64, i64::MIN);
-    let flush = |open: &mut HashMap<(String, i64), (u64, f64, f64, f64, f64)>,
-                 upto: i64,
-                 w: &mut BufWriter<std::fs::File>|
-     -> Result<u64> {
+    let flush = |open: &mut Windows, upto: i64, w: &mut BufWriter<std::fs::File>| -> Result<u64> {
         let done: Vec<_> = open
             .keys()
             .filter(|(_, s)| s + WINDOW_MS <= upto)
@@ -296,10 +300,8 @@ fn naive(file: &Path, out: &Path) -> Result<(u64, u64, f64)> {
     Ok((n, windows, t.elapsed().as_secs_f64()))
 }
 
-type Key = (String, i64);
-
 /// The batch oracle over the whole file: group values per window, two-pass statistics.
-fn oracle(file: &Path) -> Result<HashMap<Key, (u64, f64, f64, f64, f64)>> {
+fn oracle(file: &Path) -> Result<Windows> {
     let mut groups: HashMap<Key, Vec<f64>> = HashMap::new();
     for line in BufReader::new(std::fs::File::open(file)?).lines().skip(1) {
         let line = line?;
@@ -328,7 +330,7 @@ fn oracle(file: &Path) -> Result<HashMap<Key, (u64, f64, f64, f64, f64)>> {
         .collect())
 }
 
-fn compare(oracle: &HashMap<Key, (u64, f64, f64, f64, f64)>, output: &Path) -> Result<String> {
+fn compare(oracle: &Windows, output: &Path) -> Result<String> {
     let close =
         |a: f64, b: f64, scale: f64| (a - b).abs() <= 1e-9 * a.abs().max(b.abs()).max(scale);
     let mut seen = 0usize;
