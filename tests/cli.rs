@@ -1,0 +1,137 @@
+//! The command line end to end: the standalone embedded broker serves other processes, and
+//! the demo runs on embedded defaults and ends cleanly with results.
+
+mod common;
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_streamgauge"))
+}
+
+#[test]
+fn standalone_broker_serves_replay_and_run_in_other_processes() {
+    let addr = format!("127.0.0.1:{}", free_port());
+    let mut broker = bin()
+        .args([
+            "broker",
+            "--listen",
+            &addr,
+            "--topic",
+            "art:2",
+            "--duration",
+            "120s",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let t0 = Instant::now();
+    while std::net::TcpStream::connect(&addr).is_err() {
+        assert!(
+            t0.elapsed() < Duration::from_secs(20),
+            "broker did not listen on {addr}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let data = data_dir();
+    let out = bin()
+        .args([
+            "replay",
+            "nab:artificialWithAnomaly",
+            "--brokers",
+            &addr,
+            "--topic",
+            "art",
+        ])
+        .arg("--data-dir")
+        .arg(&data)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let out = bin()
+        .args([
+            "run",
+            "series_stats",
+            "--brokers",
+            &addr,
+            "--topic",
+            "art",
+            "--until-end",
+            "-w",
+            "2",
+            "--window",
+            "1h",
+            "--output",
+        ])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    let _ = broker.kill();
+    let _ = broker.wait();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let readings = load("nab:artificialWithAnomaly");
+    assert_windows_eq(
+        &read_windows(dir.path()),
+        &oracle(&readings, 3_600_000),
+        "via the standalone broker",
+    );
+}
+
+#[test]
+fn demo_runs_on_embedded_defaults_and_ends_cleanly() {
+    let out = bin()
+        .args([
+            "demo",
+            "--duration",
+            "18s",
+            "--rate",
+            "5000",
+            "--sensors",
+            "200",
+        ])
+        .env("STREAMGAUGE_DATA", data_dir())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "demo failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let totals = stdout.split("totals:").nth(1).expect("a totals section");
+    let windows_out = |topic: &str| -> u64 {
+        let line = totals
+            .lines()
+            .find(|l| l.contains(topic))
+            .unwrap_or_else(|| panic!("no {topic} in {totals}"));
+        let n = line
+            .split("windows out ")
+            .nth(1)
+            .unwrap()
+            .split_whitespace()
+            .next()
+            .unwrap();
+        n.parse().unwrap()
+    };
+    // 200 sensors: the first 10 s window closes within 18 s (window + 5 s lateness).
+    assert!(windows_out("demo.sensors") >= 200, "{totals}");
+    assert!(windows_out("demo.nab_machine_temp") > 0, "{totals}");
+    assert!(windows_out("demo.gas_turbine") > 0, "{totals}");
+    assert!(
+        stdout.contains("open windows"),
+        "the live summary was printed"
+    );
+}
