@@ -200,3 +200,49 @@ fn shuffles_within_lateness_change_nothing_beyond_it_go_to_late_output() {
         );
     }
 }
+
+#[test]
+fn partitions_that_appear_after_the_start_are_picked_up() {
+    // Neither test broker serves CreatePartitions, so the topic itself appears late: the same
+    // metadata refresh that finds added partitions finds these.
+    let broker = EmbeddedBroker::start(1).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = spec(
+        kafka_input(broker.bootstrap(), "later"),
+        2,
+        Duration::from_secs(60),
+        dir.path(),
+    );
+    if let streamgauge::engine::Input::Kafka(k) = &mut s.input {
+        k.until_end = false;
+        k.metadata_refresh = Duration::from_millis(300);
+    }
+    let (metrics, stop) = (s.metrics.clone(), s.stop.clone());
+    let run = std::thread::spawn(move || run_ok(s));
+    std::thread::sleep(Duration::from_secs(1));
+    let items = stream(4, 500);
+    produce(&broker, "later", 4, &items);
+    let t0 = std::time::Instant::now();
+    while metrics.snapshot().readings_in < 2000 {
+        assert!(
+            t0.elapsed() < Duration::from_secs(60),
+            "only {} of 2000 read",
+            metrics.snapshot().readings_in
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let report = run.join().unwrap();
+    assert_eq!(
+        report.offsets.len(),
+        4,
+        "all four partitions owned: {:?}",
+        report.offsets
+    );
+    let readings: Vec<Reading> = items.into_iter().map(|(_, r)| r).collect();
+    assert_windows_eq(
+        &read_windows(dir.path()),
+        &oracle(&readings, 60_000),
+        "topic created after start",
+    );
+}
