@@ -17,14 +17,12 @@ use std::collections::HashMap;
 use std::io::{BufRead, BufReader, BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use streamgauge::dataset::csvspec::{BlockReader, CsvSpec};
-use streamgauge::dataset::timefmt::TimeFormat;
-use streamgauge::engine::{run, ClusterArgs, Input, Metrics, OutputFormat, RunSpec};
+use streamgauge::engine::{run, Input, OutputFormat, RunSpec};
 use streamgauge::kafka::broker::EmbeddedBroker;
 use streamgauge::kafka::producer::ReadingProducer;
 use streamgauge::kafka::source::KafkaInput;
@@ -114,34 +112,17 @@ fn peak_kb() -> u64 {
 }
 
 fn spec_csv(file: &Path) -> CsvSpec {
-    CsvSpec {
-        path: file.to_path_buf(),
-        time_col: "ts_ms".into(),
-        time_format: TimeFormat::EpochMs,
-        zone: Default::default(),
-        series_col: Some("sensor_id".into()),
-        value_cols: vec!["value".into()],
-    }
+    CsvSpec::epoch_ms(file, "ts_ms", "sensor_id", &["value"])
 }
 
 fn run_spec(input: Input, workers: usize, out: &Path) -> RunSpec {
-    RunSpec {
-        dataflow: "series_stats".into(),
-        input,
-        cluster: ClusterArgs {
-            workers,
-            ..Default::default()
-        },
-        window: Duration::from_millis(WINDOW_MS as u64),
-        lateness: Duration::from_secs(5),
-        idle_timeout: Duration::from_secs(30),
-        end_confirm: Duration::from_millis(300),
-        output_dir: Some(out.to_path_buf()),
-        output_format: OutputFormat::Csv,
-        result_topics: None,
-        metrics: Arc::new(Metrics::default()),
-        stop: Arc::new(AtomicBool::new(false)),
-    }
+    let mut spec = RunSpec::new("series_stats", input);
+    spec.cluster.workers = workers;
+    spec.window = Duration::from_millis(WINDOW_MS as u64);
+    spec.end_confirm = Duration::from_millis(300);
+    spec.output_dir = Some(out.to_path_buf());
+    spec.output_format = OutputFormat::Csv;
+    spec
 }
 
 fn child(case: &str, file: &Path, rows: u64, dir: &Path) -> Result<()> {

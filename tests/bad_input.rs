@@ -9,7 +9,6 @@ use std::time::Duration;
 
 use common::*;
 use streamgauge::dataset::csvspec::CsvSpec;
-use streamgauge::dataset::timefmt::TimeFormat;
 use streamgauge::engine::Input;
 use streamgauge::kafka::broker::EmbeddedBroker;
 use streamgauge::kafka::producer::ReadingProducer;
@@ -53,14 +52,7 @@ fn broken_csv_rows_are_quarantined_with_reasons_and_counts_reconcile() {
     f.write_all(&[0xff, 0xfe, b',', b'1', b'\n']).unwrap(); // not UTF-8
     drop(f);
     let bad = 10 + 1;
-    let csv = CsvSpec {
-        path,
-        time_col: "ts_ms".into(),
-        time_format: TimeFormat::EpochMs,
-        zone: Default::default(),
-        series_col: Some("sensor_id".into()),
-        value_cols: vec!["value".into()],
-    };
+    let csv = CsvSpec::epoch_ms(path, "ts_ms", "sensor_id", &["value"]);
     for workers in [1, 2] {
         let out = dir.path().join(format!("out{workers}"));
         let report = run_ok(spec(
@@ -159,65 +151,72 @@ fn cli(args: &[&str]) -> (i32, String) {
 
 #[test]
 fn bad_flags_and_missing_data_exit_with_a_message_that_says_what_to_fix() {
-    let (code, err) = cli(&[
-        "run",
-        "series_stats",
-        "--dataset",
-        "nab",
-        "--window",
-        "soon",
-    ]);
-    assert_ne!(code, 0);
-    assert!(
-        err.contains("invalid duration") && err.contains("10s"),
-        "{err}"
-    );
-    let (code, err) = cli(&["run", "nope", "--dataset", "nab"]);
-    assert_ne!(code, 0);
-    assert!(
-        err.contains("unknown dataflow") && err.contains("series_stats"),
-        "{err}"
-    );
-    let (code, err) = cli(&[
-        "run",
-        "series_stats",
-        "--dataset",
-        "nab",
-        "--data-dir",
-        "/nonexistent/data",
-    ]);
-    assert_ne!(code, 0);
-    assert!(
-        err.contains("not found") && err.contains("/nonexistent/data"),
-        "{err}"
-    );
-    let (code, err) = cli(&[
-        "run",
-        "series_stats",
-        "--dataset",
-        "nab",
-        "-n",
-        "2",
-        "-p",
-        "5",
-    ]);
-    assert_ne!(code, 0);
-    assert!(err.contains("out of range"), "{err}");
-    let (code, err) = cli(&["run", "series_stats", "--topic", "t"]);
-    assert_ne!(code, 0);
-    assert!(err.contains("--brokers"), "{err}");
-    let (code, err) = cli(&[
-        "replay",
-        "nab",
-        "--brokers",
-        "127.0.0.1:1",
-        "--topic",
-        "t",
-        "--speed",
-        "fast",
-    ]);
-    assert_ne!(code, 0);
-    assert!(err.contains("--speed"), "{err}");
+    let cases: &[(&[&str], &[&str])] = &[
+        (
+            &[
+                "run",
+                "series_stats",
+                "--dataset",
+                "nab",
+                "--window",
+                "soon",
+            ],
+            &["invalid duration", "10s"],
+        ),
+        (
+            &["run", "nope", "--dataset", "nab"],
+            &["unknown dataflow", "series_stats"],
+        ),
+        (
+            &[
+                "run",
+                "series_stats",
+                "--dataset",
+                "nab",
+                "--data-dir",
+                "/nonexistent/data",
+            ],
+            &["not found", "/nonexistent/data"],
+        ),
+        (
+            &[
+                "run",
+                "series_stats",
+                "--dataset",
+                "nab",
+                "-n",
+                "2",
+                "-p",
+                "5",
+            ],
+            &["out of range"],
+        ),
+        (&["run", "series_stats", "--topic", "t"], &["--brokers"]),
+        (
+            &[
+                "replay",
+                "nab",
+                "--brokers",
+                "127.0.0.1:1",
+                "--topic",
+                "t",
+                "--speed",
+                "fast",
+            ],
+            &["--speed"],
+        ),
+        (
+            &["run", "series_stats", "--dataset", "nab", "-X", "acks"],
+            &["key=value"],
+        ),
+    ];
+    for (args, wants) in cases {
+        let (code, err) = cli(args);
+        assert_ne!(code, 0, "{args:?} should fail");
+        for w in *wants {
+            assert!(err.contains(w), "{args:?}: {err:?} should mention {w:?}");
+        }
+    }
     let (code, out) = cli(&["run", "--help"]);
     assert_eq!(code, 0, "{out}");
 }

@@ -18,7 +18,7 @@ use crate::config::Settings;
 use crate::dataset::generate::SensorStream;
 use crate::duration::HumanDuration;
 use crate::engine::metrics::Snapshot;
-use crate::engine::{self, ClusterArgs, Input, Metrics, OutputFormat, RunSpec};
+use crate::engine::{self, Input, Metrics, RunSpec};
 use crate::kafka::broker::EmbeddedBroker;
 use crate::kafka::producer::ReadingProducer;
 use crate::kafka::source::KafkaInput;
@@ -168,28 +168,21 @@ pub fn run(a: DemoArgs, settings: &Settings) -> Result<()> {
     let mut runs = Vec::new();
     for p in &pipelines {
         for d in crate::dataflows::REGISTRY {
-            let spec = RunSpec {
-                dataflow: d.name().to_string(),
-                input: Input::Kafka(KafkaInput {
-                    settings: kafka.clone(),
-                    topic: p.topic.to_string(),
-                    until_end: false,
-                    metadata_refresh: Duration::from_secs(5),
-                }),
-                cluster: ClusterArgs {
-                    workers: a.workers,
-                    ..Default::default()
-                },
-                window: settings.window,
-                lateness: settings.lateness,
-                idle_timeout: settings.idle_timeout,
-                end_confirm: Duration::from_millis(500),
-                output_dir: a.output.as_ref().map(|o| o.join(p.topic)),
-                output_format: OutputFormat::Jsonl,
-                result_topics: Some((kafka.clone(), p.topic.to_string())),
-                metrics: p.metrics.clone(),
-                stop: stop_runs.clone(),
-            };
+            let input = Input::Kafka(KafkaInput {
+                settings: kafka.clone(),
+                topic: p.topic.to_string(),
+                until_end: false,
+                metadata_refresh: Duration::from_secs(5),
+            });
+            let mut spec = RunSpec::new(d.name(), input);
+            spec.cluster.workers = a.workers;
+            spec.window = settings.window;
+            spec.lateness = settings.lateness;
+            spec.idle_timeout = settings.idle_timeout;
+            spec.output_dir = a.output.as_ref().map(|o| o.join(p.topic));
+            spec.result_topics = Some((kafka.clone(), p.topic.to_string()));
+            spec.metrics = p.metrics.clone();
+            spec.stop = stop_runs.clone();
             runs.push(thread::spawn(move || engine::run(spec)));
         }
     }

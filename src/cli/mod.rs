@@ -153,14 +153,18 @@ pub struct KafkaFlags {
 impl KafkaFlags {
     /// Client settings from flags over config, or None when no broker is configured.
     pub fn settings(&self, settings: &Settings) -> Result<Option<ClientSettings>> {
+        // Validate every -X even when no broker is configured: a typo must not pass silently.
+        let flags = self
+            .kafka
+            .iter()
+            .map(|x| ClientSettings::parse_override(x))
+            .collect::<Result<Vec<_>, _>>()?;
         let Some(brokers) = self.brokers.clone().or_else(|| settings.brokers.clone()) else {
             return Ok(None);
         };
         let mut s = ClientSettings::new(brokers);
         s.overrides = settings.kafka.clone();
-        for x in &self.kafka {
-            s.overrides.push(ClientSettings::parse_override(x)?);
-        }
+        s.overrides.extend(flags);
         Ok(Some(s))
     }
 }

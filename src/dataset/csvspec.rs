@@ -37,6 +37,23 @@ pub struct CsvSpec {
 }
 
 impl CsvSpec {
+    /// A CSV with epoch-millisecond times, a series column and value columns (W1's shape).
+    pub fn epoch_ms(
+        path: impl Into<PathBuf>,
+        time_col: &str,
+        series_col: &str,
+        value_cols: &[&str],
+    ) -> Self {
+        CsvSpec {
+            path: path.into(),
+            time_col: time_col.into(),
+            time_format: TimeFormat::EpochMs,
+            zone: Zone::default(),
+            series_col: Some(series_col.into()),
+            value_cols: value_cols.iter().map(|c| c.to_string()).collect(),
+        }
+    }
+
     /// Reads the header line and builds a mapper for it.
     pub fn mapper(&self) -> Result<(RowMapper, u64), DatasetError> {
         let io = |e| DatasetError::Io {
@@ -246,14 +263,7 @@ mod tests {
             writeln!(f, "s{:03},{},{}.25", i % 7, 1_000_000 + i, i % 100).unwrap();
         }
         drop(f);
-        let spec = CsvSpec {
-            path,
-            time_col: "ts_ms".into(),
-            time_format: TimeFormat::EpochMs,
-            zone: Zone::default(),
-            series_col: Some("sensor_id".into()),
-            value_cols: vec!["value".into()],
-        };
+        let spec = CsvSpec::epoch_ms(path, "ts_ms", "sensor_id", &["value"]);
         for peers in [1, 2, 3] {
             let mut all = Vec::new();
             for w in 0..peers {

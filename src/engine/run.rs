@@ -101,6 +101,27 @@ pub struct RunSpec {
     pub stop: Arc<AtomicBool>,
 }
 
+impl RunSpec {
+    /// A spec with the documented defaults: one worker, 10 s windows, 5 s lateness, 30 s idle
+    /// timeout, 500 ms end confirmation, no files, no result topics, fresh counters.
+    pub fn new(dataflow: &str, input: Input) -> Self {
+        RunSpec {
+            dataflow: dataflow.to_string(),
+            input,
+            cluster: ClusterArgs::default(),
+            window: Duration::from_secs(10),
+            lateness: Duration::from_secs(5),
+            idle_timeout: Duration::from_secs(30),
+            end_confirm: Duration::from_millis(500),
+            output_dir: None,
+            output_format: OutputFormat::Jsonl,
+            result_topics: None,
+            metrics: Arc::new(Metrics::default()),
+            stop: Arc::new(AtomicBool::new(false)),
+        }
+    }
+}
+
 /// What a finished run did.
 #[derive(Debug, Clone)]
 pub struct RunReport {

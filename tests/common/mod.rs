@@ -4,13 +4,11 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::AtomicBool;
-use std::sync::Arc;
 use std::time::Duration;
 
 use streamgauge::analytics::window::{batch_stats, Tumbling};
 use streamgauge::dataset::{load::load_manifest, locate, Manifest};
-use streamgauge::engine::{run, ClusterArgs, Input, Metrics, OutputFormat, RunReport, RunSpec};
+use streamgauge::engine::{run, Input, RunReport, RunSpec};
 use streamgauge::kafka::source::KafkaInput;
 use streamgauge::kafka::ClientSettings;
 use streamgauge::record::Reading;
@@ -174,22 +172,49 @@ pub fn init_logs() {
 /// A run spec with test defaults: until-end Kafka or a dataset, outputs to `out`.
 pub fn spec(input: Input, workers: usize, window: Duration, out: &Path) -> RunSpec {
     init_logs();
-    RunSpec {
-        dataflow: "series_stats".into(),
-        input,
-        cluster: ClusterArgs {
-            workers,
-            ..Default::default()
-        },
-        window,
-        lateness: Duration::from_secs(5),
-        idle_timeout: Duration::from_secs(30),
-        end_confirm: Duration::from_millis(300),
-        output_dir: Some(out.to_path_buf()),
-        output_format: OutputFormat::Jsonl,
-        result_topics: None,
-        metrics: Arc::new(Metrics::default()),
-        stop: Arc::new(AtomicBool::new(false)),
+    let mut spec = RunSpec::new("series_stats", input);
+    spec.cluster.workers = workers;
+    spec.window = window;
+    spec.end_confirm = Duration::from_millis(300);
+    spec.output_dir = Some(out.to_path_buf());
+    spec
+}
+
+/// Runs `series_stats --until-end` on `topic` with 1, 2 and 4 workers and checks every
+/// window against `want`, and that all `n` readings arrived on time.
+pub fn assert_until_end_matches(
+    brokers: &str,
+    topic: &str,
+    n: usize,
+    want: &BTreeMap<WinKey, WinVal>,
+    window: Duration,
+    confirm: Duration,
+    what: &str,
+) {
+    for workers in [1, 2, 4] {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = spec(kafka_input(brokers, topic), workers, window, dir.path());
+        s.end_confirm = confirm;
+        let report = run_ok(s);
+        assert_eq!(
+            report.metrics.readings_in, n as u64,
+            "{what}, {workers} workers"
+        );
+        assert_eq!(report.metrics.late, 0, "{what}, {workers} workers");
+        assert_eq!(
+            report.metrics.skipped_offsets, 0,
+            "{what}, {workers} workers"
+        );
+        assert_eq!(
+            report.offsets.values().sum::<i64>(),
+            n as i64,
+            "{what}: final offsets cover the topic"
+        );
+        assert_windows_eq(
+            &read_windows(dir.path()),
+            want,
+            &format!("{what}, {workers} workers"),
+        );
     }
 }
 
