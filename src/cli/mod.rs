@@ -367,6 +367,9 @@ pub fn run_dataflow(a: RunArgs, settings: &Settings) -> Result<engine::RunReport
         (Input::Kafka(_), Some(k), Some(t)) if !a.no_result_topics => Some((k.clone(), t.clone())),
         _ => None,
     };
+    if a.output.is_none() && result_topics.is_none() {
+        eprintln!("note: no --output directory and no result topics: results are only counted");
+    }
     let stop = Arc::new(AtomicBool::new(false));
     if let Some(d) = a.duration {
         let stop = stop.clone();

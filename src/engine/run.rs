@@ -46,6 +46,9 @@ pub enum EngineError {
         /// What failed.
         why: String,
     },
+    /// Kafka cannot be reached, or the topic to read to its end does not exist.
+    #[error("{0}")]
+    Kafka(String),
     /// Output directory problems.
     #[error("output directory {path}: {source}")]
     Output {
@@ -151,10 +154,37 @@ impl Feed for AnyFeed {
     }
 }
 
+/// Checks before starting workers that the brokers answer and, for `--until-end`, that the
+/// topic exists: a wrong address is a clear error, not a retry loop.
+fn preflight(k: &KafkaInput) -> Result<(), EngineError> {
+    use rdkafka::consumer::BaseConsumer;
+    let consumer: BaseConsumer =
+        k.settings.consumer_config().create().map_err(|e| {
+            EngineError::Kafka(format!("Kafka client for {}: {e}", k.settings.brokers))
+        })?;
+    let parts = crate::kafka::admin::partitions(&consumer, &k.topic, Duration::from_secs(15))
+        .map_err(|e| {
+            EngineError::Kafka(format!(
+                "cannot reach Kafka at {} ({e}); check --brokers and any -X security settings",
+                k.settings.brokers
+            ))
+        })?;
+    if parts.is_empty() && k.until_end {
+        return Err(EngineError::Kafka(format!(
+            "topic {:?} does not exist on {}; nothing to read to its end (replay into it first)",
+            k.topic, k.settings.brokers
+        )));
+    }
+    Ok(())
+}
+
 /// Runs `spec` to completion on this process's share of the cluster.
 pub fn run(spec: RunSpec) -> Result<RunReport, EngineError> {
     let dataflow = dataflows::find(&spec.dataflow)?;
     let config = spec.cluster.to_timely()?;
+    if let Input::Kafka(k) = &spec.input {
+        preflight(k)?;
+    }
     let workers = spec.cluster.workers;
     let kafka = spec
         .result_topics
