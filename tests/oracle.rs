@@ -179,3 +179,61 @@ fn w1_csv_blocks_match_batch_oracle() {
         );
     }
 }
+
+#[test]
+fn every_builtin_manifest_loads_every_row() {
+    // (dataset, data rows in its files, series)
+    let expected = [
+        ("nab", 365_558, 58),
+        ("weather_vega", 8_759 * 2, 2),
+        ("stocks_vega", 5_105, 1),
+        ("gas_turbine_emission_hourly", 36_733, 1),
+        ("melbourne_pedestrian_counts_hourly", 66_037, 4),
+        ("flights_3m_vega", 3_000_000, 0),
+    ];
+    assert_eq!(
+        expected.len(),
+        streamgauge::dataset::manifest::BUILTIN.len(),
+        "a new manifest needs a row here"
+    );
+    for (name, rows, series) in expected {
+        let readings = load(name); // asserts nothing was quarantined
+        assert_eq!(readings.len(), rows, "{name}: rows");
+        assert!(
+            readings.windows(2).all(|w| w[0].ts <= w[1].ts),
+            "{name}: sorted by event time"
+        );
+        let distinct: std::collections::HashSet<_> =
+            readings.iter().map(|r| r.series.clone()).collect();
+        if series > 0 {
+            assert_eq!(distinct.len(), series, "{name}: series");
+        }
+        if name == "flights_3m_vega" {
+            // The Parquet loader: origins as series, two values, the destination as a tag.
+            assert!(
+                distinct.len() > 200,
+                "flights: {} origin airports",
+                distinct.len()
+            );
+            let r = &readings[0];
+            assert_eq!(
+                r.values.iter().map(|(n, _)| &**n).collect::<Vec<_>>(),
+                ["delay_min", "distance_mi"]
+            );
+            assert_eq!(r.ts, 978_307_260_000, "2001-01-01 00:01:00 UTC");
+            assert_eq!(&*r.tags[0].0, "destination");
+            let want = oracle(&readings, 86_400_000);
+            let dir = tempfile::tempdir().unwrap();
+            let input = Input::Memory {
+                readings: Arc::new(readings),
+                quarantined: Arc::default(),
+            };
+            run_ok(spec(input, 2, Duration::from_secs(86_400), dir.path()));
+            assert_windows_eq(
+                &read_windows(dir.path()),
+                &want,
+                "flights (Parquet), daily windows, 2 workers",
+            );
+        }
+    }
+}
