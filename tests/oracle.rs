@@ -4,7 +4,6 @@
 
 mod common;
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use common::*;
@@ -109,10 +108,7 @@ fn same_from_dataset(
     // The same dataflow fed straight from the dataset gives the same windows.
     for workers in [1, 2, 4] {
         let dir = tempfile::tempdir().unwrap();
-        let input = Input::Memory {
-            readings: Arc::new(readings.to_vec()),
-            quarantined: Arc::default(),
-        };
+        let input = Input::memory(readings.to_vec());
         run_ok(spec(input, workers, window, dir.path()));
         assert_windows_eq(
             &read_windows(dir.path()),
@@ -143,10 +139,7 @@ fn all_58_nab_series_load_and_match_at_default_window() {
     assert_eq!(readings.len(), 365_558);
     let want = oracle(&readings, 10_000);
     let dir = tempfile::tempdir().unwrap();
-    let input = Input::Memory {
-        readings: Arc::new(readings),
-        quarantined: Arc::default(),
-    };
+    let input = Input::memory(readings);
     run_ok(spec(input, 2, Duration::from_secs(10), dir.path()));
     assert_windows_eq(&read_windows(dir.path()), &want, "all of NAB, 2 workers");
 }
@@ -224,10 +217,7 @@ fn every_builtin_manifest_loads_every_row() {
             assert_eq!(&*r.tags[0].0, "destination");
             let want = oracle(&readings, 86_400_000);
             let dir = tempfile::tempdir().unwrap();
-            let input = Input::Memory {
-                readings: Arc::new(readings),
-                quarantined: Arc::default(),
-            };
+            let input = Input::memory(readings);
             run_ok(spec(input, 2, Duration::from_secs(86_400), dir.path()));
             assert_windows_eq(
                 &read_windows(dir.path()),

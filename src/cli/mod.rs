@@ -342,13 +342,7 @@ pub fn run_dataflow(a: RunArgs, settings: &Settings) -> Result<engine::RunReport
         (Some(_), Some(_)) => bail!("give either --dataset or --topic, not both"),
         (Some(d), None) => match a.data.csv_spec(d)? {
             Some(spec) => Input::Csv(spec),
-            None => {
-                let loaded = a.data.load(d, settings)?;
-                Input::Memory {
-                    readings: Arc::new(loaded.readings),
-                    quarantined: Arc::new(loaded.quarantined),
-                }
-            }
+            None => Input::loaded(a.data.load(d, settings)?),
         },
         (None, Some(t)) => {
             let Some(k) = kafka.clone() else {

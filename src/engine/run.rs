@@ -75,6 +75,24 @@ pub enum Input {
     Csv(CsvSpec),
 }
 
+impl Input {
+    /// Readings already sorted by event time, with nothing quarantined.
+    pub fn memory(readings: Vec<Reading>) -> Self {
+        Input::Memory {
+            readings: Arc::new(readings),
+            quarantined: Arc::default(),
+        }
+    }
+
+    /// A loaded dataset: its readings and the rows its loader quarantined.
+    pub fn loaded(l: crate::dataset::Loaded) -> Self {
+        Input::Memory {
+            readings: Arc::new(l.readings),
+            quarantined: Arc::new(l.quarantined),
+        }
+    }
+}
+
 /// Everything a run needs.
 #[derive(Clone)]
 pub struct RunSpec {
