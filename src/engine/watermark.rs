@@ -17,10 +17,10 @@
 //! With `--until-end`, a partition is finished once its next offset reached the end offset it
 //! had at start *by reading*, and a confirmation period (`--end-confirm`) has passed since,
 //! during which reading goes on. Neither high watermarks nor end-of-partition events are
-//! trusted alone: tansu 0.6 reports high watermarks that lag the last batch (records past the
+//! trusted: tansu 0.6 reports high watermarks that lag the last batch (records past the
 //! reported end that arrive within the confirmation period are read and counted), and
 //! librdkafka can report end-of-partition before that partition's queued messages are
-//! delivered. The period is bounded, so a producer that keeps writing cannot keep the run
+//! delivered, so the consumer does not ask for those events at all. The period is bounded, so a producer that keeps writing cannot keep the run
 //! alive.
 
 use std::collections::{BTreeMap, VecDeque};
@@ -38,7 +38,7 @@ pub struct PartitionClock {
     /// End offset to reach (until-end mode).
     pub end: Option<i64>,
     last_seen: Instant,
-    eof_at: Option<Instant>,
+    end_reached_at: Option<Instant>,
     /// Reached its end and confirmed.
     pub finished: bool,
 }
@@ -87,7 +87,7 @@ impl Watermarks {
                 next_offset: start,
                 end,
                 last_seen: now,
-                eof_at: if empty { Some(now) } else { None },
+                end_reached_at: if empty { Some(now) } else { None },
                 finished: false,
             },
         );
@@ -111,7 +111,7 @@ impl Watermarks {
                 next_offset: 0,
                 end: None,
                 last_seen: now,
-                eof_at: None,
+                end_reached_at: None,
                 finished: false,
             });
         let late = ts < frontier || p.max_ts.is_some_and(|m| ts < m.saturating_sub(lateness));
@@ -120,21 +120,10 @@ impl Watermarks {
         }
         p.next_offset = offset + 1;
         p.last_seen = now;
-        if p.eof_at.is_none() && p.end.is_some_and(|e| p.next_offset >= e) {
-            p.eof_at = Some(now);
+        if p.end_reached_at.is_none() && p.end.is_some_and(|e| p.next_offset >= e) {
+            p.end_reached_at = Some(now);
         }
         late
-    }
-
-    /// The consumer reports that `partition` is at its end (high watermark) for now. Only a
-    /// hint: it counts when the position already reached the end offset.
-    pub fn eof(&mut self, partition: i32, now: Instant) {
-        if let Some(p) = self.parts.get_mut(&partition) {
-            tracing::trace!(partition, next_offset = p.next_offset, end = ?p.end, "end of partition reported");
-            if p.end.is_some_and(|e| p.next_offset >= e) && p.eof_at.is_none() {
-                p.eof_at = Some(now);
-            }
-        }
     }
 
     /// Ends the source: every partition is finished, including ones never seen (a file feed
@@ -178,7 +167,7 @@ impl Watermarks {
         for p in self.parts.values_mut() {
             if !p.finished
                 && p.end.is_some_and(|e| p.next_offset >= e)
-                && p.eof_at
+                && p.end_reached_at
                     .is_some_and(|t| now.duration_since(t) >= self.confirm)
             {
                 p.finished = true;
@@ -304,9 +293,9 @@ mod tests {
         let confirm = Duration::from_millis(100);
         let mut w = Watermarks::new(Duration::ZERO, None, confirm);
         w.add(0, 0, Some(2), t0);
-        w.add(1, 5, Some(5), t0); // empty: its confirmation starts at once
-                                  // An end-of-partition event before the data is read means nothing.
-        w.eof(0, t0);
+        // Partition 1 is empty: its confirmation starts at once.
+        w.add(1, 5, Some(5), t0);
+        // Time alone does not finish a partition whose end was not reached by reading.
         w.observe(0, 0, 1, t0);
         assert_eq!(w.advance(ms(500), None), Frontier::At(1));
         // Reaching the end offset by reading starts the confirmation ...

@@ -59,13 +59,13 @@ impl ClientSettings {
         ])
     }
 
-    /// Consumer settings: manual assignment, no commits, end-of-partition events.
+    /// Consumer settings: manual assignment, no commits (no end-of-partition events: the end is
+    /// confirmed by reading, see `engine::watermark`).
     pub fn consumer_config(&self) -> ClientConfig {
         self.config(&[
             ("group.id", "streamgauge"),
             ("enable.auto.commit", "false"),
             ("enable.auto.offset.store", "false"),
-            ("enable.partition.eof", "true"),
             ("auto.offset.reset", "earliest"),
             ("fetch.wait.max.ms", "50"),
             ("queued.min.messages", "200000"),

@@ -151,7 +151,6 @@ impl Feed for KafkaFeed {
                         },
                     }
                 }
-                Some(Err(rdkafka::error::KafkaError::PartitionEOF(p))) => clock.eof(p, now),
                 Some(Err(e)) => {
                     tracing::warn!(topic = %self.input.topic, error = %e, "consumer error");
                     break;
