@@ -17,6 +17,7 @@ pub mod dataset;
 pub mod duration;
 pub mod engine;
 pub mod kafka;
+pub mod nab;
 pub mod quarantine;
 pub mod record;
 
