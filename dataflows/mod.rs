@@ -4,6 +4,7 @@
 //! see `engine::source`) and declares its outputs with [`Outputs::add`]; the engine adds the
 //! `late` and `quarantine` outputs and runs it on any input and any number of workers.
 
+pub mod anomaly;
 pub mod series_stats;
 
 use std::sync::Arc;
@@ -41,7 +42,7 @@ pub trait Dataflow: Send + Sync {
 }
 
 /// Every dataflow streamgauge knows. Adding one: a file above and a line here.
-pub static REGISTRY: &[&dyn Dataflow] = &[&series_stats::SeriesStats];
+pub static REGISTRY: &[&dyn Dataflow] = &[&series_stats::SeriesStats, &anomaly::Anomaly];
 
 /// Looks a dataflow up by name.
 pub fn find(name: &str) -> Result<&'static dyn Dataflow, EngineError> {

@@ -3,4 +3,5 @@
 //! Kernels own the numerics and state-size contract of each analytic; operators in
 //! [`crate::engine`] or in `dataflows/` key them by series and drive them in event time.
 
+pub mod detector;
 pub mod window;

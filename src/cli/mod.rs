@@ -57,6 +57,25 @@ through --listen they follow metadata to the broker's own loopback port."
     Datasets,
     /// Write a generated workload (W1) to a file.
     Generate(GenerateArgs),
+    /// Run an anomaly detector over the Numenta Anomaly Benchmark and score it.
+    Nab(NabArgs),
+}
+
+/// `nab` flags.
+#[derive(Debug, Args)]
+pub struct NabArgs {
+    /// NAB folder (with data/ and labels/); default: `nab` in the data directories.
+    #[arg(long)]
+    pub data: Option<PathBuf>,
+    /// Detector: `gauge` (streamgauge's own, the `anomaly` dataflow).
+    #[arg(long, default_value = "gauge")]
+    pub detector: String,
+    /// Results folder; scores go to `<out>/<detector>/<category>/<detector>_<file>.csv`.
+    #[arg(long, default_value = "nab-results")]
+    pub out: PathBuf,
+    /// Worker threads.
+    #[arg(short = 'w', long, default_value_t = 2)]
+    pub workers: usize,
 }
 
 /// `broker` flags.
@@ -257,6 +276,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Run(a) => run_dataflow(a, &settings).map(|_| ()),
         Command::Datasets => datasets(&settings),
         Command::Generate(a) => generate(a),
+        Command::Nab(a) => nab(a, &settings),
     }
 }
 
@@ -286,6 +306,65 @@ fn broker(a: BrokerArgs) -> Result<()> {
             std::thread::sleep(Duration::from_secs(3600));
         },
     }
+    Ok(())
+}
+
+fn nab(a: NabArgs, settings: &Settings) -> Result<()> {
+    use crate::nab::score::{Scorer, PROFILES};
+    if a.detector != "gauge" {
+        bail!("unknown detector {:?}; known: gauge", a.detector);
+    }
+    if a.workers == 0 {
+        bail!("-w/--workers must be at least 1");
+    }
+    let dir = match a.data {
+        Some(d) => d,
+        None => dataset::data_dirs(settings.data_dir.as_deref())
+            .into_iter()
+            .map(|d| d.join("nab"))
+            .find(|d| d.is_dir())
+            .context("no nab folder in the data directories; give --data <NAB folder>")?,
+    };
+    let corpus = crate::nab::Corpus::load(&dir)?;
+    let scratch = a.out.join(".engine");
+    let run = crate::nab::run_detector(&corpus, a.workers, &scratch)?;
+    let written = corpus.write_scores(&a.out, &a.detector, &run.scores)?;
+    let _ = std::fs::remove_dir_all(&scratch);
+    let scorer = Scorer::new(&corpus);
+    println!(
+        "{}: {} files, {} readings in {:.2}s ({:.0} readings/s on {} workers); scores in {}",
+        a.detector,
+        written,
+        run.readings,
+        run.elapsed.as_secs_f64(),
+        run.readings as f64 / run.elapsed.as_secs_f64().max(1e-9),
+        a.workers,
+        a.out.join(&a.detector).display()
+    );
+    println!(
+        "{:<20} {:>10} {:>10} {:>9} {:>8}",
+        "profile", "score", "threshold", "windows", "FP rows"
+    );
+    let mut summary = serde_json::Map::new();
+    for p in &PROFILES {
+        let o = scorer.best(&run.scores, p);
+        println!(
+            "{:<20} {:>10.2} {:>10.4} {:>5}/{:<3} {:>8}",
+            p.name,
+            o.normalised,
+            o.threshold,
+            o.detected_windows,
+            scorer.windows(),
+            o.false_positives
+        );
+        summary.insert(
+            p.name.to_string(),
+            serde_json::json!({"score": o.normalised, "raw": o.raw, "threshold": o.threshold}),
+        );
+    }
+    let path = a.out.join(format!("{}_scores.json", a.detector));
+    std::fs::write(&path, serde_json::to_string_pretty(&summary)?)
+        .with_context(|| format!("writing {}", path.display()))?;
     Ok(())
 }
 

@@ -32,6 +32,9 @@ pub enum NabError {
         /// What is wrong, with the line when known.
         reason: String,
     },
+    /// The engine failed.
+    #[error(transparent)]
+    Engine(#[from] crate::engine::run::EngineError),
     /// The folder is not a NAB checkout.
     #[error("{0} is not a NAB folder (expected data/ and labels/combined_windows.json in it)")]
     NotNab(PathBuf),
@@ -233,4 +236,124 @@ fn read_rows(path: &Path, column: usize) -> Result<(Vec<String>, Vec<f64>), NabE
         }
     }
     Ok((ts, vs))
+}
+
+/// Parses a NAB timestamp (`YYYY-MM-DD HH:MM:SS`, UTC) to epoch milliseconds.
+pub fn timestamp_ms(t: &str) -> Option<i64> {
+    chrono::NaiveDateTime::parse_from_str(t, "%Y-%m-%d %H:%M:%S")
+        .ok()
+        .map(|d| d.and_utc().timestamp_millis())
+}
+
+/// What a detector run over the corpus produced.
+#[derive(Debug, Clone)]
+pub struct DetectorRun {
+    /// Per file (corpus order), per row, the anomaly score.
+    pub scores: Vec<Vec<f64>>,
+    /// Readings scored.
+    pub readings: u64,
+    /// Engine wall time.
+    pub elapsed: std::time::Duration,
+}
+
+/// Runs the `anomaly` dataflow (the `gauge` detector) through the engine over every file of
+/// the corpus, as one stream in event-time order on `workers` workers, and maps the scores back
+/// to the corpus rows. `scratch` receives the engine's CSV output.
+pub fn run_detector(
+    corpus: &Corpus,
+    workers: usize,
+    scratch: &Path,
+) -> Result<DetectorRun, NabError> {
+    use crate::engine::output::OutputFormat;
+    use crate::engine::run::{run, Input, RunSpec};
+    use crate::engine::ClusterArgs;
+    use crate::record::Reading;
+    use std::sync::Arc;
+
+    let mut readings = Vec::with_capacity(corpus.files.iter().map(|f| f.values.len()).sum());
+    let mut order: Vec<Vec<usize>> = Vec::with_capacity(corpus.files.len());
+    for f in &corpus.files {
+        let series: Arc<str> = Arc::from(f.series());
+        let mut ts = Vec::with_capacity(f.values.len());
+        for t in &f.timestamps {
+            ts.push(timestamp_ms(t).ok_or_else(|| NabError::Format {
+                path: PathBuf::from(&f.key),
+                reason: format!("bad timestamp {t:?}"),
+            })?);
+        }
+        // The order the engine scores rows in: (event time, value).
+        let mut idx: Vec<usize> = (0..f.values.len()).collect();
+        idx.sort_by(|&a, &b| ts[a].cmp(&ts[b]).then(f.values[a].total_cmp(&f.values[b])));
+        for (&t, &v) in ts.iter().zip(&f.values) {
+            readings.push(Reading::single(series.clone(), t, v));
+        }
+        order.push(idx);
+    }
+    readings.sort_by_key(|r| r.ts);
+    let n = readings.len() as u64;
+    let _ = fs::remove_dir_all(scratch);
+    let mut spec = RunSpec::new("anomaly", Input::memory(readings));
+    spec.cluster = ClusterArgs {
+        workers,
+        ..ClusterArgs::default()
+    };
+    spec.output_dir = Some(scratch.to_path_buf());
+    spec.output_format = OutputFormat::Csv;
+    let report = run(spec)?;
+
+    let path = scratch.join("anomaly.csv");
+    let mut rows: BTreeMap<String, Vec<(i64, f64, f64)>> = BTreeMap::new();
+    let mut reader = csv::Reader::from_path(&path).map_err(|e| NabError::Format {
+        path: path.clone(),
+        reason: e.to_string(),
+    })?;
+    for rec in reader.records() {
+        let rec = rec.map_err(|e| NabError::Format {
+            path: path.clone(),
+            reason: e.to_string(),
+        })?;
+        let num = |i: usize| rec.get(i).and_then(|s| s.parse::<f64>().ok());
+        match (
+            rec.get(0),
+            rec.get(2).and_then(|s| s.parse::<i64>().ok()),
+            num(3),
+            num(4),
+        ) {
+            (Some(s), Some(ts), Some(v), Some(score)) => {
+                rows.entry(s.to_string()).or_default().push((ts, v, score))
+            }
+            _ => {
+                return Err(NabError::Format {
+                    path: path.clone(),
+                    reason: format!("unreadable row {rec:?}"),
+                })
+            }
+        }
+    }
+    let mut scores = Vec::with_capacity(corpus.files.len());
+    for (f, idx) in corpus.files.iter().zip(&order) {
+        let mut got = rows.remove(f.series()).unwrap_or_default();
+        if got.len() != f.values.len() {
+            return Err(NabError::Format {
+                path: path.clone(),
+                reason: format!(
+                    "{} rows for {}, expected {}",
+                    got.len(),
+                    f.key,
+                    f.values.len()
+                ),
+            });
+        }
+        got.sort_by(|a, b| a.0.cmp(&b.0).then(a.1.total_cmp(&b.1)));
+        let mut s = vec![0.0; f.values.len()];
+        for (&i, &(_, _, score)) in idx.iter().zip(&got) {
+            s[i] = score;
+        }
+        scores.push(s);
+    }
+    Ok(DetectorRun {
+        scores,
+        readings: n,
+        elapsed: report.elapsed,
+    })
 }

@@ -1,0 +1,62 @@
+//! Tuning harness for the `gauge` detector: runs the kernel over the NAB corpus with
+//! parameters from `SG_DET_*` environment variables and prints the three best scores
+//! (`PERFILE=1` adds a per-file breakdown). `cargo run --release --example nab_tune`.
+
+use streamgauge::analytics::detector::{Detector, DetectorParams};
+use streamgauge::nab::score::{Scorer, PROFILES};
+use streamgauge::nab::Corpus;
+
+fn main() {
+    let data = std::env::var_os("STREAMGAUGE_DATA").map_or_else(
+        || std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/datasets"),
+        std::path::PathBuf::from,
+    );
+    let corpus = Corpus::load(&data.join("nab")).unwrap();
+    let scorer = Scorer::new(&corpus);
+    let params = DetectorParams::from_env();
+    let t = std::time::Instant::now();
+    let scores: Vec<Vec<f64>> = corpus
+        .files
+        .iter()
+        .map(|f| {
+            let mut d = Detector::new(params.clone());
+            f.values
+                .iter()
+                .zip(&f.timestamps)
+                .map(|(&v, t)| d.update(streamgauge::nab::timestamp_ms(t).unwrap(), v))
+                .collect()
+        })
+        .collect();
+    let el = t.elapsed();
+    let mut line = String::new();
+    for p in &PROFILES {
+        let o = scorer.best(&scores, p);
+        line += &format!(
+            "{}: {:.2} (t={:.4} det={} fp={})  ",
+            p.label, o.normalised, o.threshold, o.detected_windows, o.false_positives
+        );
+    }
+    println!(
+        "{line} [{:.0} rows/ms]",
+        365558.0 / el.as_secs_f64() / 1000.0
+    );
+    if std::env::var("PERFILE").is_ok() {
+        let p = &PROFILES[0];
+        let o = scorer.best(&scores, p);
+        for (i, f) in corpus.files.iter().enumerate() {
+            let one = Corpus {
+                files: vec![f.clone()],
+            };
+            let s1 = Scorer::new(&one);
+            let r = s1.at(&scores[i..i + 1], p, o.threshold);
+            println!(
+                "{:60} raw {:6.2} det {}/{} fp {}",
+                f.key,
+                r.raw,
+                r.detected_windows,
+                f.windows.len(),
+                r.false_positives
+            );
+        }
+    }
+}
