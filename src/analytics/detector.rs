@@ -16,6 +16,8 @@
 
 use std::collections::HashSet;
 
+use super::outlier::normal_tail;
+
 /// Detector parameters: one set for every series (NAB's rules allow no per-file tuning).
 #[derive(Debug, Clone)]
 pub struct DetectorParams {
@@ -123,22 +125,6 @@ pub struct Detector {
     contexts: HashSet<(i64, i64, i64)>,
     quiet: u64,
     hour_seen: [u64; 24],
-}
-
-/// Standard normal upper tail, `P(Z > z)` (Abramowitz-Stegun 7.1.26, error < 1.5e-7).
-pub fn normal_tail(z: f64) -> f64 {
-    let x = z.abs() / std::f64::consts::SQRT_2;
-    let t = 1.0 / (1.0 + 0.327_591_1 * x);
-    let y = t
-        * (0.254_829_592
-            + t * (-0.284_496_736
-                + t * (1.421_413_741 + t * (-1.453_152_027 + t * 1.061_405_429))));
-    let erfc = y * (-x * x).exp();
-    if z >= 0.0 {
-        0.5 * erfc
-    } else {
-        1.0 - 0.5 * erfc
-    }
 }
 
 impl Detector {

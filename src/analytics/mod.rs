@@ -4,4 +4,9 @@
 //! [`crate::engine`] or in `dataflows/` key them by series and drive them in event time.
 
 pub mod detector;
+pub mod forecast;
+pub mod orderstat;
+pub mod outlier;
+pub mod rolling;
+pub mod trend;
 pub mod window;

@@ -1,0 +1,300 @@
+//! Sliding windows by count or by event time, with exact statistics updated in O(1) (count,
+//! sum, mean, variances, min, max) or O(log n) (quantiles, median, MAD) per reading, and the
+//! exponentially weighted mean and variance.
+//!
+//! Exactness: sums are kept shifted by a reference value close to the window mean and with
+//! Neumaier compensation, and are recomputed from the window's values (amortised O(1): at
+//! most once per window length of evictions, or when the mean drifts far from the reference),
+//! which keeps results within 1e-9 relative of a two-pass batch computation over arbitrarily
+//! long streams. Min and max use monotonic deques; quantiles an [`OrderStat`] multiset.
+//!
+//! Readings of one window must arrive in event-time order (the operators sort them).
+
+use std::collections::VecDeque;
+
+use super::orderstat::OrderStat;
+
+/// Adds `v` to the compensated sum `(s, c)` (Neumaier's variant of Kahan summation).
+#[inline]
+pub fn neumaier(s: &mut f64, c: &mut f64, v: f64) {
+    let t = *s + v;
+    if s.abs() >= v.abs() {
+        *c += (*s - t) + v;
+    } else {
+        *c += (v - t) + *s;
+    }
+    *s = t;
+}
+
+/// What a window holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Extent {
+    /// The last `n` readings.
+    Count(usize),
+    /// Readings with event time in `(newest - width, newest]`, width in ms.
+    Time(i64),
+}
+
+/// Compensated, shifted first and second moments of a multiset of values.
+#[derive(Debug, Clone, Default)]
+struct Moments {
+    shift: f64,
+    s1: f64,
+    c1: f64,
+    s2: f64,
+    c2: f64,
+}
+
+impl Moments {
+    #[inline]
+    fn add(&mut self, x: f64, sign: f64) {
+        let d = x - self.shift;
+        neumaier(&mut self.s1, &mut self.c1, sign * d);
+        neumaier(&mut self.s2, &mut self.c2, sign * d * d);
+    }
+    fn rebuild<'a>(&mut self, shift: f64, values: impl Iterator<Item = &'a f64>) {
+        *self = Moments {
+            shift,
+            ..Moments::default()
+        };
+        for &x in values {
+            self.add(x, 1.0);
+        }
+    }
+}
+
+/// Statistics of a sliding window. Memory per series: the window's readings (24 bytes each)
+/// plus the min/max deques (at most the window, 16 bytes each) and, when quantiles are on, one
+/// 40-byte tree node per reading.
+#[derive(Debug, Clone)]
+pub struct Rolling {
+    extent: Extent,
+    buf: VecDeque<(i64, f64, u64)>,
+    seq: u64,
+    m: Moments,
+    evicted: usize,
+    min: VecDeque<(u64, f64)>,
+    max: VecDeque<(u64, f64)>,
+    order: Option<OrderStat>,
+}
+
+impl Rolling {
+    /// A window of the given extent; `quantiles` turns on the order-statistic tree that
+    /// quantiles, median and MAD need.
+    pub fn new(extent: Extent, quantiles: bool) -> Self {
+        Rolling {
+            extent,
+            buf: VecDeque::new(),
+            seq: 0,
+            m: Moments::default(),
+            evicted: 0,
+            min: VecDeque::new(),
+            max: VecDeque::new(),
+            order: quantiles.then(OrderStat::new),
+        }
+    }
+
+    /// Adds a reading at event time `ts` and evicts what falls out of the window.
+    pub fn push(&mut self, ts: i64, x: f64) {
+        if self.buf.is_empty() {
+            self.m = Moments {
+                shift: x,
+                ..Moments::default()
+            };
+        }
+        let seq = self.seq;
+        self.seq += 1;
+        self.buf.push_back((ts, x, seq));
+        self.m.add(x, 1.0);
+        while self.min.back().is_some_and(|&(_, v)| v >= x) {
+            self.min.pop_back();
+        }
+        self.min.push_back((seq, x));
+        while self.max.back().is_some_and(|&(_, v)| v <= x) {
+            self.max.pop_back();
+        }
+        self.max.push_back((seq, x));
+        if let Some(o) = &mut self.order {
+            o.insert(x, seq);
+        }
+        match self.extent {
+            Extent::Count(n) => {
+                while self.buf.len() > n.max(1) {
+                    self.pop();
+                }
+            }
+            Extent::Time(_) => self.advance(ts),
+        }
+        self.maybe_rebuild();
+    }
+
+    /// For time windows: evicts readings at or before `now - width` (call when time moves
+    /// without a reading of this series).
+    pub fn advance(&mut self, now: i64) {
+        if let Extent::Time(w) = self.extent {
+            while self.buf.front().is_some_and(|&(t, _, _)| t <= now - w) {
+                self.pop();
+            }
+        }
+    }
+
+    fn pop(&mut self) {
+        let Some((_, x, seq)) = self.buf.pop_front() else {
+            return;
+        };
+        self.m.add(x, -1.0);
+        self.evicted += 1;
+        if self.min.front().is_some_and(|&(s, _)| s == seq) {
+            self.min.pop_front();
+        }
+        if self.max.front().is_some_and(|&(s, _)| s == seq) {
+            self.max.pop_front();
+        }
+        if let Some(o) = &mut self.order {
+            o.remove(x, seq);
+        }
+    }
+
+    fn maybe_rebuild(&mut self) {
+        let n = self.buf.len();
+        if n == 0 {
+            return;
+        }
+        let s1 = self.m.s1 + self.m.c1;
+        let off = s1 / n as f64;
+        let var = self.variance_raw();
+        // Rebuild once per window of evictions, or when the mean has drifted so far from the
+        // shift that the second moment would lose digits.
+        if self.evicted >= n.max(16) || off * off > 1e4 * var.max(f64::MIN_POSITIVE) && n > 1 {
+            let shift = self.m.shift + off;
+            self.m.rebuild(shift, self.buf.iter().map(|(_, x, _)| x));
+            self.evicted = 0;
+        }
+    }
+
+    fn variance_raw(&self) -> f64 {
+        let n = self.buf.len() as f64;
+        let s1 = self.m.s1 + self.m.c1;
+        let s2 = self.m.s2 + self.m.c2;
+        ((s2 - s1 * s1 / n) / n).max(0.0)
+    }
+
+    /// Readings in the window.
+    pub fn count(&self) -> usize {
+        self.buf.len()
+    }
+
+    /// Sum of the window's values.
+    pub fn sum(&self) -> f64 {
+        self.m.shift * self.buf.len() as f64 + self.m.s1 + self.m.c1
+    }
+
+    /// Mean (NaN when empty).
+    pub fn mean(&self) -> f64 {
+        let n = self.buf.len() as f64;
+        self.m.shift + (self.m.s1 + self.m.c1) / n
+    }
+
+    /// Population variance (0 for fewer than two readings).
+    pub fn variance(&self) -> f64 {
+        if self.buf.len() < 2 {
+            0.0
+        } else {
+            self.variance_raw()
+        }
+    }
+
+    /// Sample variance (n - 1 denominator; 0 for fewer than two readings).
+    pub fn sample_variance(&self) -> f64 {
+        let n = self.buf.len();
+        if n < 2 {
+            0.0
+        } else {
+            self.variance_raw() * n as f64 / (n - 1) as f64
+        }
+    }
+
+    /// Population standard deviation.
+    pub fn std(&self) -> f64 {
+        self.variance().sqrt()
+    }
+
+    /// Smallest value (None when empty).
+    pub fn min(&self) -> Option<f64> {
+        self.min.front().map(|&(_, v)| v)
+    }
+
+    /// Largest value (None when empty).
+    pub fn max(&self) -> Option<f64> {
+        self.max.front().map(|&(_, v)| v)
+    }
+
+    /// Exact quantile (type 7); None when empty or quantiles are off.
+    pub fn quantile(&self, q: f64) -> Option<f64> {
+        self.order.as_ref()?.quantile(q)
+    }
+
+    /// Exact median; None when empty or quantiles are off.
+    pub fn median(&self) -> Option<f64> {
+        self.order.as_ref()?.median()
+    }
+
+    /// Exact median absolute deviation; None when empty or quantiles are off.
+    pub fn mad(&self) -> Option<f64> {
+        self.order.as_ref()?.mad()
+    }
+
+    /// The window's values, oldest first (for oracles and debugging).
+    pub fn values(&self) -> impl Iterator<Item = f64> + '_ {
+        self.buf.iter().map(|&(_, x, _)| x)
+    }
+}
+
+/// Exponentially weighted mean and variance: `m += a (x - m)`,
+/// `v = (1 - a) (v + a (x - m_prev)^2)`. O(1) memory (three numbers).
+///
+/// Equivalent batch definition: weights `(1-a)^(t-1)` for the first value and `a (1-a)^(t-i)`
+/// for value `i > 1` (they sum to one); the mean is the weighted mean and the variance the
+/// weighted population variance around it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Ewma {
+    /// Smoothing factor in (0, 1].
+    pub alpha: f64,
+    /// Current mean (NaN before the first value).
+    pub mean: f64,
+    /// Current variance.
+    pub var: f64,
+    /// Values seen.
+    pub n: u64,
+}
+
+impl Ewma {
+    /// A fresh average with smoothing `alpha`.
+    pub fn new(alpha: f64) -> Self {
+        Ewma {
+            alpha,
+            mean: f64::NAN,
+            var: 0.0,
+            n: 0,
+        }
+    }
+
+    /// Adds a value.
+    #[inline]
+    pub fn update(&mut self, x: f64) {
+        self.n += 1;
+        if self.n == 1 {
+            self.mean = x;
+            self.var = 0.0;
+            return;
+        }
+        let d = x - self.mean;
+        self.mean += self.alpha * d;
+        self.var = (1.0 - self.alpha) * (self.var + self.alpha * d * d);
+    }
+
+    /// Standard deviation.
+    pub fn std(&self) -> f64 {
+        self.var.sqrt()
+    }
+}
