@@ -15,13 +15,15 @@
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, BufWriter, Write};
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use streamgauge::dataset::csvspec::{BlockReader, CsvSpec};
+
+mod common;
+use common::{arg, peak_kb, run_case, spec_csv, w1_file};
+use streamgauge::dataset::csvspec::BlockReader;
 use streamgauge::engine::{run, Input, OutputFormat, RunSpec};
 use streamgauge::kafka::broker::EmbeddedBroker;
 use streamgauge::kafka::producer::ReadingProducer;
@@ -37,27 +39,14 @@ type Stats = (u64, f64, f64, f64, f64);
 /// Windows by key.
 type Windows = HashMap<Key, Stats>;
 
-fn arg(args: &[String], name: &str) -> Option<String> {
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1).cloned())
-}
-
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().collect();
     let rows: u64 = arg(&args, "--rows")
         .map_or(Ok(10_000_000), |s| s.parse())
         .context("--rows")?;
-    let dir = PathBuf::from("/var/tmp/streamgauge-bench");
-    std::fs::create_dir_all(&dir)?;
-    let file = dir.join(format!("w1_{rows}.csv"));
+    let (dir, file) = w1_file(rows)?;
     if let Some(case) = arg(&args, "--case") {
         return child(&case, &file, rows, &dir);
-    }
-    if !file.exists() {
-        eprintln!("generating {}", file.display());
-        let mut w = BufWriter::with_capacity(1 << 20, std::fs::File::create(&file)?);
-        streamgauge::dataset::generate::write_w1(&mut w, rows, 1)?;
     }
     let cases =
         arg(&args, "--cases").unwrap_or_else(|| "naive,file-1,file-2,broker-1,broker-2".into());
@@ -68,20 +57,8 @@ fn main() -> Result<()> {
         "{:<10} {:>12} {:>10} {:>14} {:>12} {:>8}",
         "case", "readings/s", "wall s", "peak RSS MiB", "windows", "oracle"
     );
-    let exe = std::env::current_exe()?;
     for case in cases.split(',') {
-        let out = Command::new(&exe)
-            .args(["--case", case, "--rows", &rows.to_string()])
-            .output()?;
-        if !out.status.success() {
-            bail!(
-                "case {case} failed: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        let line = String::from_utf8_lossy(&out.stdout);
-        let v: serde_json::Value = serde_json::from_str(line.trim())
-            .with_context(|| format!("case {case} printed {line}"))?;
+        let v = run_case(case, rows)?;
         let secs = v["secs"].as_f64().unwrap_or(0.0);
         let verdict = match (&oracle, v["output"].as_str()) {
             (Some(o), Some(path)) => compare(o, Path::new(path))?,
@@ -98,21 +75,6 @@ fn main() -> Result<()> {
         );
     }
     Ok(())
-}
-
-fn peak_kb() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
-        })
-        .unwrap_or(0)
-}
-
-fn spec_csv(file: &Path) -> CsvSpec {
-    CsvSpec::epoch_ms(file, "ts_ms", "sensor_id", &["value"])
 }
 
 fn run_spec(input: Input, workers: usize, out: &Path) -> RunSpec {

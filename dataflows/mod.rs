@@ -6,6 +6,7 @@
 
 pub mod anomaly;
 pub mod series_stats;
+pub mod zscore;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -22,6 +23,10 @@ use crate::record::{EventTime, Reading};
 pub struct Params {
     /// Window width (`--window`).
     pub window: Duration,
+    /// Count windows, in readings (`--readings`, default 100).
+    pub readings: usize,
+    /// Alert threshold (`--threshold`, default 4): |z| for `zscore`.
+    pub threshold: f64,
     /// Process counters (open windows ...).
     pub metrics: Arc<Metrics>,
 }
@@ -42,7 +47,11 @@ pub trait Dataflow: Send + Sync {
 }
 
 /// Every dataflow streamgauge knows. Adding one: a file above and a line here.
-pub static REGISTRY: &[&dyn Dataflow] = &[&series_stats::SeriesStats, &anomaly::Anomaly];
+pub static REGISTRY: &[&dyn Dataflow] = &[
+    &series_stats::SeriesStats,
+    &zscore::ZScore,
+    &anomaly::Anomaly,
+];
 
 /// Looks a dataflow up by name.
 pub fn find(name: &str) -> Result<&'static dyn Dataflow, EngineError> {

@@ -298,3 +298,85 @@ impl Ewma {
         self.var.sqrt()
     }
 }
+
+/// The last `n` values of a series in a ring buffer, with their exact mean and population
+/// variance: the lean count window for hot paths (W2's "previous 100 readings"). O(1) per
+/// value (amortised: the sums are rebuilt from the ring once per `n` values); memory
+/// `8 n + 48` bytes.
+#[derive(Debug, Clone)]
+pub struct CountWindow {
+    ring: Vec<f64>,
+    cap: usize,
+    head: usize,
+    m: Moments,
+    since: usize,
+}
+
+impl CountWindow {
+    /// A window of the last `n >= 1` values.
+    pub fn new(n: usize) -> Self {
+        CountWindow {
+            ring: Vec::with_capacity(n.max(1)),
+            cap: n.max(1),
+            head: 0,
+            m: Moments::default(),
+            since: 0,
+        }
+    }
+
+    /// Values held (at most `n`).
+    #[inline]
+    pub fn len(&self) -> usize {
+        self.ring.len()
+    }
+
+    /// True before the first value.
+    #[inline]
+    pub fn is_empty(&self) -> bool {
+        self.ring.is_empty()
+    }
+
+    /// Adds a value, dropping the oldest when full.
+    #[inline]
+    pub fn push(&mut self, x: f64) {
+        if self.ring.is_empty() {
+            self.m.shift = x;
+        }
+        if self.ring.len() < self.cap {
+            self.ring.push(x);
+        } else {
+            let old = std::mem::replace(&mut self.ring[self.head], x);
+            self.head = (self.head + 1) % self.cap;
+            self.m.add(old, -1.0);
+        }
+        self.m.add(x, 1.0);
+        self.since += 1;
+        let n = self.ring.len() as f64;
+        let off = (self.m.s1 + self.m.c1) / n;
+        // Rebuild once per window, or at once when the mean drifts so far from the shift that
+        // the second moment would lose digits.
+        let var = ((self.m.s2 + self.m.c2) / n - off * off).max(f64::MIN_POSITIVE);
+        if self.since >= self.cap || off * off > 1e4 * var {
+            let shift = self.m.shift + off;
+            self.m.rebuild(shift, self.ring.iter());
+            self.since = 0;
+        }
+    }
+
+    /// Mean and population variance of the values held (None when empty).
+    #[inline]
+    pub fn mean_var(&self) -> Option<(f64, f64)> {
+        if self.ring.is_empty() {
+            return None;
+        }
+        let n = self.ring.len() as f64;
+        let s1 = self.m.s1 + self.m.c1;
+        let s2 = self.m.s2 + self.m.c2;
+        Some((self.m.shift + s1 / n, ((s2 - s1 * s1 / n) / n).max(0.0)))
+    }
+
+    /// The values held, in no particular order.
+    pub fn values(&self) -> &[f64] {
+        &self.ring
+    }
+}

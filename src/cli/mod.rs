@@ -230,6 +230,12 @@ pub struct RunArgs {
     /// Tumbling window width (default 10s).
     #[arg(long)]
     pub window: Option<HumanDuration>,
+    /// Count-window length in readings, for dataflows with count windows (zscore).
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..))]
+    pub readings: u32,
+    /// Alert threshold, for dataflows that alert (zscore: |z| above it).
+    #[arg(long, default_value_t = 4.0)]
+    pub threshold: f64,
     /// Allowed lateness (default 5s).
     #[arg(long)]
     pub lateness: Option<HumanDuration>,
@@ -461,6 +467,8 @@ pub fn run_dataflow(a: RunArgs, settings: &Settings) -> Result<engine::RunReport
             hostfile: a.hostfile.clone(),
         },
         window: a.window.map_or(settings.window, |d| d.0),
+        readings: a.readings as usize,
+        threshold: a.threshold,
         lateness: a.lateness.map_or(settings.lateness, |d| d.0),
         idle_timeout: a.idle_timeout.map_or(settings.idle_timeout, |d| d.0),
         end_confirm: a.end_confirm.0,

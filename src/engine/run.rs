@@ -104,6 +104,10 @@ pub struct RunSpec {
     pub cluster: ClusterArgs,
     /// Dataflow parameters.
     pub window: Duration,
+    /// Count windows, in readings (`--readings`).
+    pub readings: usize,
+    /// Alert threshold, e.g. on |z| (`--threshold`).
+    pub threshold: f64,
     /// Allowed lateness.
     pub lateness: Duration,
     /// Idle timeout of a partition (ignored with until-end inputs).
@@ -131,6 +135,8 @@ impl RunSpec {
             input,
             cluster: ClusterArgs::default(),
             window: Duration::from_secs(10),
+            readings: 100,
+            threshold: 4.0,
             lateness: Duration::from_secs(5),
             idle_timeout: Duration::from_secs(30),
             end_confirm: Duration::from_millis(500),
@@ -228,6 +234,8 @@ pub fn run(spec: RunSpec) -> Result<RunReport, EngineError> {
     let errors: Arc<Mutex<Vec<EngineError>>> = Arc::default();
     let params = Params {
         window: spec.window,
+        readings: spec.readings,
+        threshold: spec.threshold,
         metrics: spec.metrics.clone(),
     };
     let started = Instant::now();

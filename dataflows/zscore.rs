@@ -1,0 +1,115 @@
+//! `zscore` (workload W2): per series and value, the mean and population standard deviation
+//! of that series' previous `--readings` readings (default 100; fewer at the start, never the
+//! current one); a reading is emitted with them and its z when std > 0 and |z| >
+//! `--threshold` (default 4).
+//!
+//! Built on `engine::keyed::in_order` (per-series event-time order). State per series and
+//! value: a [`CountWindow`] (8 bytes per reading held plus six numbers).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use timely::dataflow::Stream;
+
+use super::{Dataflow, Outputs, Params};
+use crate::analytics::rolling::CountWindow;
+use crate::engine::keyed::in_order;
+use crate::engine::output::{csv_field, Row};
+use crate::engine::FastBuild;
+use crate::record::{write_f64, write_i64, EventTime, Reading};
+
+/// A reading far from its series' recent past.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ZRow {
+    /// Series id.
+    pub series: Arc<str>,
+    /// Value name.
+    pub field: Arc<str>,
+    /// Event time, UTC ms.
+    pub ts: EventTime,
+    /// The value.
+    pub value: f64,
+    /// Mean of the previous readings.
+    pub mean: f64,
+    /// Their population standard deviation.
+    pub std: f64,
+    /// `(value - mean) / std`.
+    pub z: f64,
+}
+
+impl Row for ZRow {
+    const CSV_HEADER: &'static str = "series,field,ts,value,mean,std,z";
+    fn key(&self) -> &str {
+        &self.series
+    }
+    fn write_csv(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(csv_field(&self.series).as_bytes());
+        out.push(b',');
+        out.extend_from_slice(csv_field(&self.field).as_bytes());
+        out.push(b',');
+        write_i64(out, self.ts);
+        for v in [self.value, self.mean, self.std, self.z] {
+            out.push(b',');
+            write_f64(out, v);
+        }
+    }
+}
+
+/// The registered dataflow.
+pub struct ZScore;
+
+impl Dataflow for ZScore {
+    fn name(&self) -> &'static str {
+        "zscore"
+    }
+    fn about(&self) -> &'static str {
+        "W2: readings more than --threshold std from the mean of their series' previous --readings"
+    }
+    fn build<'s>(
+        &self,
+        input: Stream<'s, EventTime, Vec<Reading>>,
+        params: &Params,
+        outputs: &mut Outputs<'_>,
+    ) {
+        let (n, threshold) = (params.readings.max(1), params.threshold);
+        // One window per series (the first value); further values of the series in a side map.
+        let mut windows: HashMap<Arc<str>, CountWindow, FastBuild> = HashMap::default();
+        let mut others: HashMap<(Arc<str>, Arc<str>), CountWindow, FastBuild> = HashMap::default();
+        let alerts = in_order(input, "zscore", move |r: &Reading, emit| {
+            for (i, (field, v)) in r.values.iter().enumerate() {
+                let w = if i == 0 {
+                    match windows.get_mut(&r.series) {
+                        Some(w) => w,
+                        None => windows
+                            .entry(r.series.clone())
+                            .or_insert_with(|| CountWindow::new(n)),
+                    }
+                } else {
+                    others
+                        .entry((r.series.clone(), field.clone()))
+                        .or_insert_with(|| CountWindow::new(n))
+                };
+                if let Some((mean, var)) = w.mean_var() {
+                    let std = var.sqrt();
+                    if std > 0.0 {
+                        let z = (v - mean) / std;
+                        if z.abs() > threshold {
+                            emit(ZRow {
+                                series: r.series.clone(),
+                                field: field.clone(),
+                                ts: r.ts,
+                                value: *v,
+                                mean,
+                                std,
+                                z,
+                            });
+                        }
+                    }
+                }
+                w.push(*v);
+            }
+        });
+        outputs.add("zscore", alerts, true);
+    }
+}
