@@ -5,6 +5,7 @@
 //! `late` and `quarantine` outputs and runs it on any input and any number of workers.
 
 pub mod anomaly;
+pub mod sensor_outliers;
 pub mod series_stats;
 pub mod zscore;
 
@@ -25,8 +26,14 @@ pub struct Params {
     pub window: Duration,
     /// Count windows, in readings (`--readings`, default 100).
     pub readings: usize,
-    /// Alert threshold (`--threshold`, default 4): |z| for `zscore`.
+    /// Alert threshold (`--threshold`, default 4): |z| for `zscore` and `sensor_outliers`.
     pub threshold: f64,
+    /// Size of top-k outputs (`--top`, default 10).
+    pub top: usize,
+    /// Reference table joined with results (`--reference`), see `engine::reference`.
+    pub reference: Option<std::path::PathBuf>,
+    /// Index of the worker building the dataflow.
+    pub worker: usize,
     /// Process counters (open windows ...).
     pub metrics: Arc<Metrics>,
 }
@@ -50,6 +57,7 @@ pub trait Dataflow: Send + Sync {
 pub static REGISTRY: &[&dyn Dataflow] = &[
     &series_stats::SeriesStats,
     &zscore::ZScore,
+    &sensor_outliers::SensorOutliers,
     &anomaly::Anomaly,
 ];
 

@@ -346,7 +346,10 @@ impl CountWindow {
             self.ring.push(x);
         } else {
             let old = std::mem::replace(&mut self.ring[self.head], x);
-            self.head = (self.head + 1) % self.cap;
+            self.head += 1;
+            if self.head == self.cap {
+                self.head = 0;
+            }
             self.m.add(old, -1.0);
         }
         self.m.add(x, 1.0);

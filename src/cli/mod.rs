@@ -236,6 +236,12 @@ pub struct RunArgs {
     /// Alert threshold, for dataflows that alert (zscore: |z| above it).
     #[arg(long, default_value_t = 4.0)]
     pub threshold: f64,
+    /// Size of top-k outputs (sensor_outliers).
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..))]
+    pub top: u32,
+    /// Reference table `series,location,unit[,valid_from]` joined with results (sensor_outliers).
+    #[arg(long, value_name = "FILE")]
+    pub reference: Option<PathBuf>,
     /// Allowed lateness (default 5s).
     #[arg(long)]
     pub lateness: Option<HumanDuration>,
@@ -469,6 +475,8 @@ pub fn run_dataflow(a: RunArgs, settings: &Settings) -> Result<engine::RunReport
         window: a.window.map_or(settings.window, |d| d.0),
         readings: a.readings as usize,
         threshold: a.threshold,
+        top: a.top as usize,
+        reference: a.reference.clone(),
         lateness: a.lateness.map_or(settings.lateness, |d| d.0),
         idle_timeout: a.idle_timeout.map_or(settings.idle_timeout, |d| d.0),
         end_confirm: a.end_confirm.0,

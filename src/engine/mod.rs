@@ -5,6 +5,7 @@ pub mod cluster;
 pub mod keyed;
 pub mod metrics;
 pub mod output;
+pub mod reference;
 pub mod run;
 pub mod source;
 pub mod watermark;

@@ -108,6 +108,10 @@ pub struct RunSpec {
     pub readings: usize,
     /// Alert threshold, e.g. on |z| (`--threshold`).
     pub threshold: f64,
+    /// Size of top-k outputs (`--top`).
+    pub top: usize,
+    /// Reference table for joins (`--reference`).
+    pub reference: Option<PathBuf>,
     /// Allowed lateness.
     pub lateness: Duration,
     /// Idle timeout of a partition (ignored with until-end inputs).
@@ -137,6 +141,8 @@ impl RunSpec {
             window: Duration::from_secs(10),
             readings: 100,
             threshold: 4.0,
+            top: 10,
+            reference: None,
             lateness: Duration::from_secs(5),
             idle_timeout: Duration::from_secs(30),
             end_confirm: Duration::from_millis(500),
@@ -236,6 +242,9 @@ pub fn run(spec: RunSpec) -> Result<RunReport, EngineError> {
         window: spec.window,
         readings: spec.readings,
         threshold: spec.threshold,
+        top: spec.top,
+        reference: spec.reference.clone(),
+        worker: 0,
         metrics: spec.metrics.clone(),
     };
     let started = Instant::now();
@@ -291,7 +300,14 @@ pub fn run(spec: RunSpec) -> Result<RunReport, EngineError> {
             let attach_errors = worker.dataflow::<EventTime, _, _>(|scope| {
                 let streams = source(scope, settings, feed);
                 let mut outputs = Outputs::new(&targets);
-                dataflow.build(streams.data, &params, &mut outputs);
+                dataflow.build(
+                    streams.data,
+                    &Params {
+                        worker: index,
+                        ..params.clone()
+                    },
+                    &mut outputs,
+                );
                 outputs.add("late", streams.late, false);
                 outputs.add("quarantine", streams.quarantine, false);
                 outputs.errors

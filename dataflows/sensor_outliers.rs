@@ -1,0 +1,361 @@
+//! `sensor_outliers`: per series and value, rolling statistics and three outlier scores for
+//! every reading, and the live outlier set as differential collections.
+//!
+//! Per reading (output `outlier_scores`), against the series' previous `--readings` readings
+//! (default 100; the reading itself is never included): mean, population std and z; the
+//! robust z `(x - median) / (1.4826 MAD)`; the forecast-residual z of an RLS AR(2) model
+//! (forgetting 0.995). Each z becomes a score `P(|Z| < |z|)` in [0, 1]; the reading's `score`
+//! is the largest of the three. A series is anomalous while its latest reading's score is at
+//! least the score of `|z| = --threshold` (default 4).
+//!
+//! Differential collections, emitted as updates with `diff` +1 / -1 when the input frontier
+//! passes a time, so a consumer never sees half a change (changes that cancel within one time
+//! are not shown):
+//! - `outliers`: the set of (series, field) currently anomalous;
+//! - `outliers_top`: the `--top` (default 10) series with the highest latest score
+//!   (hierarchical top-k: per hash bucket, then overall, so an update costs O(k) per level
+//!   rather than O(series));
+//! - `outliers_ref`: the outlier set joined with the reference table (`--reference FILE`,
+//!   a versioned, changing collection; see `engine::reference`).
+
+use std::cmp::Reverse;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use differential_dataflow::AsCollection;
+use serde::{Deserialize, Serialize};
+use timely::container::CapacityContainerBuilder;
+use timely::dataflow::channels::pact::Pipeline;
+use timely::dataflow::operators::generic::Operator;
+use timely::dataflow::Stream;
+
+use super::{Dataflow, Outputs, Params};
+use crate::analytics::forecast::RlsAr;
+use crate::analytics::outlier::{z_to_score, Model, ResidualZ, RobustZ};
+use crate::analytics::rolling::CountWindow;
+use crate::engine::keyed::in_order;
+use crate::engine::output::{csv_field, Row};
+use crate::engine::reference::reference_stream;
+use crate::engine::{series_hash, FastBuild};
+use crate::record::{write_f64, write_i64, EventTime, Reading};
+
+/// (series, field).
+pub type Key = (Arc<str>, Arc<str>);
+
+/// One reading with its statistics and scores.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OutlierRow {
+    /// Series id.
+    pub series: Arc<str>,
+    /// Value name.
+    pub field: Arc<str>,
+    /// Event time, UTC ms.
+    pub ts: EventTime,
+    /// The value.
+    pub value: f64,
+    /// Mean of the previous readings (0 before the first).
+    pub mean: f64,
+    /// Their population standard deviation.
+    pub std: f64,
+    /// Rolling z (0 while undefined).
+    pub z: f64,
+    /// Robust z (0 while undefined).
+    pub robust_z: f64,
+    /// Forecast-residual z (0 while undefined).
+    pub residual_z: f64,
+    /// Largest of the three scores, in [0, 1].
+    pub score: f64,
+    /// Whether the series is anomalous after this reading.
+    pub anomalous: bool,
+    /// +1 when this reading made the series enter the outlier set, -1 leave, 0 neither.
+    pub change: i8,
+    /// The series' previous score (internal: drives the top-k collection).
+    #[serde(skip)]
+    pub prev_score: Option<f64>,
+}
+
+impl Row for OutlierRow {
+    const CSV_HEADER: &'static str =
+        "series,field,ts,value,mean,std,z,robust_z,residual_z,score,anomalous,change";
+    fn key(&self) -> &str {
+        &self.series
+    }
+    fn write_csv(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(csv_field(&self.series).as_bytes());
+        out.push(b',');
+        out.extend_from_slice(csv_field(&self.field).as_bytes());
+        out.push(b',');
+        write_i64(out, self.ts);
+        for v in [
+            self.value,
+            self.mean,
+            self.std,
+            self.z,
+            self.robust_z,
+            self.residual_z,
+            self.score,
+        ] {
+            out.push(b',');
+            write_f64(out, v);
+        }
+        out.extend_from_slice(if self.anomalous {
+            b",true,"
+        } else {
+            b",false,"
+        });
+        write_i64(out, self.change as i64);
+    }
+}
+
+/// A change to a differential collection of (series, field) records, with extra columns.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SetChange {
+    /// Series id.
+    pub series: Arc<str>,
+    /// Value name.
+    pub field: Arc<str>,
+    /// Latest score (top-k) or NaN.
+    pub score: Option<f64>,
+    /// Location from the reference table (joined output only).
+    pub location: Option<Arc<str>>,
+    /// Unit from the reference table (joined output only).
+    pub unit: Option<Arc<str>>,
+    /// The dataflow time (event-time frontier, UTC ms) at which the change holds.
+    pub time: EventTime,
+    /// +1 inserted, -1 retracted.
+    pub diff: i64,
+}
+
+impl Row for SetChange {
+    const CSV_HEADER: &'static str = "series,field,score,location,unit,time,diff";
+    fn key(&self) -> &str {
+        &self.series
+    }
+    fn write_csv(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(csv_field(&self.series).as_bytes());
+        out.push(b',');
+        out.extend_from_slice(csv_field(&self.field).as_bytes());
+        out.push(b',');
+        if let Some(s) = self.score {
+            write_f64(out, s);
+        }
+        for v in [&self.location, &self.unit] {
+            out.push(b',');
+            if let Some(v) = v {
+                out.extend_from_slice(csv_field(v).as_bytes());
+            }
+        }
+        out.push(b',');
+        write_i64(out, self.time);
+        out.push(b',');
+        write_i64(out, self.diff);
+    }
+}
+
+/// Per (series, field) state.
+struct SeriesState {
+    window: CountWindow,
+    robust: RobustZ,
+    residual: ResidualZ,
+    last_score: Option<f64>,
+    anomalous: bool,
+}
+
+/// Turns records of a stream into differential updates at the stream's times.
+fn updates<'s, R, D, F>(
+    stream: &Stream<'s, EventTime, Vec<R>>,
+    name: &str,
+    mut f: F,
+) -> Stream<'s, EventTime, Vec<(D, EventTime, isize)>>
+where
+    R: Clone + 'static,
+    D: Clone + 'static,
+    F: FnMut(&R, &mut dyn FnMut(D, isize)) + 'static,
+{
+    stream
+        .clone()
+        .unary::<CapacityContainerBuilder<Vec<(D, EventTime, isize)>>, _, _, _>(
+            Pipeline,
+            name,
+            move |_, _| {
+                move |input, output| {
+                    input.for_each(|cap, data| {
+                        let Some(&t) = cap.least() else { return };
+                        let mut session = output.session(&cap);
+                        for r in data.iter() {
+                            f(r, &mut |d, diff| session.give((d, t, diff)));
+                        }
+                    });
+                }
+            },
+        )
+}
+
+/// The score bits order like the score for scores >= 0.
+fn score_key(score: f64) -> u64 {
+    score.max(0.0).to_bits()
+}
+
+/// The registered dataflow.
+pub struct SensorOutliers;
+
+impl Dataflow for SensorOutliers {
+    fn name(&self) -> &'static str {
+        "sensor_outliers"
+    }
+    fn about(&self) -> &'static str {
+        "per series: rolling stats, z / robust / forecast-residual scores; live outlier set, top-k, joined with --reference"
+    }
+    fn build<'s>(
+        &self,
+        input: Stream<'s, EventTime, Vec<Reading>>,
+        params: &Params,
+        outputs: &mut Outputs<'_>,
+    ) {
+        let n = params.readings.max(2);
+        let enter = z_to_score(params.threshold);
+        let k = params.top.max(1);
+        let refs = reference_stream(&input, params.reference.clone(), params.worker);
+        let mut state: HashMap<Key, SeriesState, FastBuild> = HashMap::default();
+        let rows = in_order(input, "sensor_outliers", move |r: &Reading, emit| {
+            for &(ref field, x) in &r.values {
+                let s = state
+                    .entry((r.series.clone(), field.clone()))
+                    .or_insert_with(|| SeriesState {
+                        window: CountWindow::new(n),
+                        robust: RobustZ::new(n, 10),
+                        residual: ResidualZ {
+                            model: Model::Rls(RlsAr::new(2, 0.995, 1e-3)),
+                        },
+                        last_score: None,
+                        anomalous: false,
+                    });
+                let (mean, var) = s.window.mean_var().unwrap_or((0.0, 0.0));
+                let std = var.sqrt();
+                let z = if s.window.len() >= 10 && std > 0.0 {
+                    (x - mean) / std
+                } else {
+                    0.0
+                };
+                s.window.push(x);
+                let robust_z = s.robust.z(r.ts, x).unwrap_or(0.0);
+                let residual_z = s.residual.z(x).unwrap_or(0.0);
+                let score = z_to_score(z)
+                    .max(z_to_score(robust_z))
+                    .max(z_to_score(residual_z));
+                let anomalous = score >= enter;
+                let change = match (s.anomalous, anomalous) {
+                    (false, true) => 1,
+                    (true, false) => -1,
+                    _ => 0,
+                };
+                s.anomalous = anomalous;
+                let prev_score = s.last_score.replace(score);
+                emit(OutlierRow {
+                    series: r.series.clone(),
+                    field: field.clone(),
+                    ts: r.ts,
+                    value: x,
+                    mean,
+                    std,
+                    z,
+                    robust_z,
+                    residual_z,
+                    score,
+                    anomalous,
+                    change,
+                    prev_score,
+                });
+            }
+        });
+
+        // The outlier set.
+        let set = updates(&rows, "outlier set", |r: &OutlierRow, give| {
+            if r.change != 0 {
+                give((r.series.clone(), r.field.clone()), r.change as isize);
+            }
+        })
+        .as_collection()
+        .consolidate();
+
+        // Top-k by latest score: per bucket, then overall.
+        let top = updates(&rows, "latest scores", |r: &OutlierRow, give| {
+            let key = (r.series.clone(), r.field.clone());
+            if let Some(p) = r.prev_score {
+                give((Reverse(score_key(p)), key.clone()), -1);
+            }
+            give((Reverse(score_key(r.score)), key), 1);
+        })
+        .as_collection()
+        .map(|(score, key): (Reverse<u64>, Key)| (series_hash(&key.0) % 64, (score, key)))
+        .reduce(move |_bucket, input, output| {
+            for (v, c) in input.iter().filter(|(_, c)| *c > 0).take(k) {
+                output.push(((*v).clone(), *c));
+            }
+        })
+        .map(|(_bucket, v)| ((), v))
+        .reduce(move |_, input, output| {
+            for (v, c) in input.iter().filter(|(_, c)| *c > 0).take(k) {
+                output.push(((*v).clone(), *c));
+            }
+        })
+        .map(|((), v)| v);
+
+        // The set joined with the reference table (series -> (location, unit)).
+        let joined = set
+            .clone()
+            .map(|(series, field)| (series, field))
+            .join(refs.as_collection());
+
+        let to_rows = |name: &'static str| {
+            move |s: Stream<'s, EventTime, Vec<(SetChange, EventTime, isize)>>| {
+                s.unary::<CapacityContainerBuilder<Vec<SetChange>>, _, _, _>(
+                    Pipeline,
+                    name,
+                    |_, _| {
+                        |input, output| {
+                            input.for_each(|cap, data| {
+                                let mut session = output.session(&cap);
+                                for (mut row, t, diff) in data.drain(..) {
+                                    row.time = t;
+                                    row.diff = diff as i64;
+                                    session.give(row);
+                                }
+                            });
+                        }
+                    },
+                )
+            }
+        };
+        let change = |series: Arc<str>, field: Arc<str>| SetChange {
+            series,
+            field,
+            score: None,
+            location: None,
+            unit: None,
+            time: 0,
+            diff: 0,
+        };
+        let set_rows = to_rows("outliers rows")(set.map(move |(s, f)| change(s, f)).inner);
+        let top_rows = to_rows("top rows")(
+            top.map(move |(Reverse(bits), (s, f))| SetChange {
+                score: Some(f64::from_bits(bits)),
+                ..change(s, f)
+            })
+            .inner,
+        );
+        let ref_rows = to_rows("reference rows")(
+            joined
+                .map(move |(s, (f, (location, unit)))| SetChange {
+                    location: Some(location),
+                    unit: Some(unit),
+                    ..change(s, f)
+                })
+                .inner,
+        );
+        outputs.add("outlier_scores", rows, true);
+        outputs.add("outliers", set_rows, false);
+        outputs.add("outliers_top", top_rows, false);
+        outputs.add("outliers_ref", ref_rows, false);
+    }
+}

@@ -1,0 +1,257 @@
+//! `sensor_outliers` against a from-scratch oracle on 1, 2 and 4 workers: per-reading
+//! statistics and scores, and the differential outputs (outlier set, top-k, reference join)
+//! accumulated over time.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+
+use streamgauge::analytics::forecast::RlsAr;
+use streamgauge::analytics::outlier::z_to_score;
+use streamgauge::engine::{Input, RunSpec};
+use streamgauge::record::Reading;
+
+const N: usize = 100;
+const THRESHOLD: f64 = 4.0;
+const TOP: usize = 5;
+
+#[derive(Debug, Clone)]
+struct Want {
+    z: f64,
+    robust_z: f64,
+    score: f64,
+    anomalous: bool,
+}
+
+/// Rows by (series, ts, value bits).
+type Rows = BTreeMap<(String, i64, u64), Want>;
+/// Each series' last (score, anomalous).
+type Last = BTreeMap<String, (f64, bool)>;
+
+fn median(sorted: &[f64]) -> f64 {
+    let k = sorted.len();
+    if k % 2 == 1 {
+        sorted[k / 2]
+    } else {
+        0.5 * (sorted[k / 2 - 1] + sorted[k / 2])
+    }
+}
+
+/// Per (series, ts, value bits): the batch statistics; plus each series' last score and
+/// state.
+fn oracle(readings: &[Reading]) -> (Rows, Last) {
+    let mut by: BTreeMap<&str, Vec<(i64, f64)>> = BTreeMap::new();
+    for r in readings {
+        by.entry(&r.series).or_default().push((r.ts, r.values[0].1));
+    }
+    let mut rows = BTreeMap::new();
+    let mut last = BTreeMap::new();
+    let enter = z_to_score(THRESHOLD);
+    for (s, mut v) in by {
+        v.sort_by(|a, b| a.0.cmp(&b.0).then(a.1.total_cmp(&b.1)));
+        let mut rls = RlsAr::new(2, 0.995, 1e-3);
+        let mut state = (0.0, false);
+        for i in 0..v.len() {
+            let x = v[i].1;
+            let prev: Vec<f64> = v[i.saturating_sub(N)..i].iter().map(|p| p.1).collect();
+            let k = prev.len() as f64;
+            let (mut z, mut robust_z) = (0.0, 0.0);
+            if prev.len() >= 10 {
+                let mean = prev.iter().sum::<f64>() / k;
+                let std = (prev.iter().map(|p| (p - mean) * (p - mean)).sum::<f64>() / k).sqrt();
+                if std > 0.0 {
+                    z = (x - mean) / std;
+                }
+                let mut sorted = prev.clone();
+                sorted.sort_by(f64::total_cmp);
+                let m = median(&sorted);
+                let mut dev: Vec<f64> = sorted.iter().map(|p| (p - m).abs()).collect();
+                dev.sort_by(f64::total_cmp);
+                let mad = median(&dev);
+                if mad > 0.0 {
+                    robust_z = (x - m) / (1.482_602_218_505_602 * mad);
+                }
+            }
+            // The residual model is a recursion; its kernel is checked against batch least
+            // squares in tests/kernels.rs, so the oracle runs it from scratch per series.
+            let f = rls.forecast(1);
+            rls.update(x);
+            let residual_z = f
+                .filter(|f| f.std > 0.0)
+                .map_or(0.0, |f| (x - f.point) / f.std);
+            let score = z_to_score(z)
+                .max(z_to_score(robust_z))
+                .max(z_to_score(residual_z));
+            let anomalous = score >= enter;
+            state = (score, anomalous);
+            rows.insert(
+                (s.to_string(), v[i].0, x.to_bits()),
+                Want {
+                    z,
+                    robust_z,
+                    score,
+                    anomalous,
+                },
+            );
+        }
+        last.insert(s.to_string(), state);
+    }
+    (rows, last)
+}
+
+/// Accumulates `diff`s of an output by a key; asserts every time's running total is 0 or 1.
+fn accumulate(
+    dir: &Path,
+    stem: &str,
+    key: impl Fn(&serde_json::Value) -> String,
+) -> BTreeSet<String> {
+    let mut by_time: BTreeMap<i64, Vec<(String, i64)>> = BTreeMap::new();
+    for line in common::read_lines(dir, stem) {
+        let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+        by_time
+            .entry(v["time"].as_i64().unwrap())
+            .or_default()
+            .push((key(&v), v["diff"].as_i64().unwrap()));
+    }
+    let mut acc: BTreeMap<String, i64> = BTreeMap::new();
+    for (t, changes) in by_time {
+        for (k, d) in changes {
+            *acc.entry(k).or_insert(0) += d;
+        }
+        assert!(
+            acc.values().all(|c| *c == 0 || *c == 1),
+            "{stem} at {t}: {acc:?}"
+        );
+    }
+    acc.into_iter()
+        .filter(|(_, c)| *c == 1)
+        .map(|(k, _)| k)
+        .collect()
+}
+
+#[test]
+fn sensor_outliers_match_oracle_and_sets_accumulate_on_1_2_4_workers() {
+    let mut readings = common::load("nab:realKnownCause");
+    readings.extend(common::load("nab:artificialWithAnomaly"));
+    readings.sort_by_key(|r| r.ts);
+    let (want, last) = oracle(&readings);
+
+    // Reference table: every series has a location; machine_temperature moves mid-run.
+    let tmp = tempfile::tempdir().unwrap();
+    let reference = tmp.path().join("ref.csv");
+    let mut table = String::from("series,location,unit,valid_from\n");
+    let mut final_ref = BTreeMap::new();
+    for s in last.keys() {
+        table += &format!("{s},site-{},u,\n", s.len() % 3);
+        final_ref.insert(s.clone(), format!("site-{}", s.len() % 3));
+    }
+    let moved = "realKnownCause/machine_temperature_system_failure";
+    table += &format!("{moved},site-moved,u,2014-01-01T00:00:00Z\n");
+    final_ref.insert(moved.to_string(), "site-moved".into());
+    std::fs::write(&reference, table).unwrap();
+
+    let want_set: BTreeSet<String> = last
+        .iter()
+        .filter(|(_, s)| s.1)
+        .map(|(k, _)| k.clone())
+        .collect();
+    let mut ranked: Vec<(&String, f64)> = last.iter().map(|(k, s)| (k, s.0)).collect();
+    ranked.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(b.0)));
+    // Scores are compared within 1e-7 above; the ranking must leave a clear gap at k.
+    assert!(ranked[TOP - 1].1 - ranked[TOP].1 > 1e-6);
+    let want_top: BTreeSet<String> = ranked
+        .iter()
+        .take(TOP)
+        .map(|(k, _)| k.to_string())
+        .collect();
+    let want_ref: BTreeSet<String> = want_set
+        .iter()
+        .map(|s| format!("{s}@{}", final_ref[s]))
+        .collect();
+    assert!(
+        !want_set.is_empty(),
+        "the data must leave some series anomalous"
+    );
+
+    for w in [1, 2, 4] {
+        let out = tmp.path().join(format!("w{w}"));
+        let mut spec = RunSpec::new("sensor_outliers", Input::memory(readings.clone()));
+        spec.cluster.workers = w;
+        spec.readings = N;
+        spec.threshold = THRESHOLD;
+        spec.top = TOP;
+        spec.reference = Some(reference.clone());
+        spec.output_dir = Some(out.clone());
+        common::run_ok(spec);
+
+        let mut seen = 0;
+        for line in common::read_lines(&out, "outlier_scores") {
+            let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+            let key = (
+                v["series"].as_str().unwrap().to_string(),
+                v["ts"].as_i64().unwrap(),
+                v["value"].as_f64().unwrap().to_bits(),
+            );
+            let o = want
+                .get(&key)
+                .unwrap_or_else(|| panic!("unexpected row {key:?}"));
+            let close = |a: f64, b: f64| (a - b).abs() <= 1e-7 * b.abs().max(1.0);
+            assert!(
+                close(v["z"].as_f64().unwrap(), o.z),
+                "{key:?} z {} vs {}",
+                v["z"],
+                o.z
+            );
+            assert!(
+                close(v["robust_z"].as_f64().unwrap(), o.robust_z),
+                "{key:?} robust"
+            );
+            assert!(
+                close(v["score"].as_f64().unwrap(), o.score),
+                "{key:?} score"
+            );
+            if (o.score - z_to_score(THRESHOLD)).abs() > 1e-12 {
+                assert_eq!(v["anomalous"].as_bool().unwrap(), o.anomalous, "{key:?}");
+            }
+            seen += 1;
+        }
+        assert_eq!(seen, want.len(), "{w} workers: rows");
+
+        let field = |v: &serde_json::Value| v["series"].as_str().unwrap().to_string();
+        assert_eq!(
+            accumulate(&out, "outliers", field),
+            want_set,
+            "{w} workers: outlier set"
+        );
+        let top = accumulate(&out, "outliers_top", field);
+        assert_eq!(top, want_top, "{w} workers: top-{TOP}");
+        let joined = accumulate(&out, "outliers_ref", |v| {
+            format!(
+                "{}@{}",
+                v["series"].as_str().unwrap(),
+                v["location"].as_str().unwrap()
+            )
+        });
+        assert_eq!(joined, want_ref, "{w} workers: reference join");
+    }
+}
+
+#[test]
+fn a_bad_reference_table_is_reported_with_its_line() {
+    let tmp = tempfile::tempdir().unwrap();
+    let p = tmp.path().join("ref.csv");
+    std::fs::write(&p, "series,location,unit\na,b\n").unwrap();
+    let e = streamgauge::engine::reference::load(&p)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("line 2") && e.contains("series,location,unit"),
+        "{e}"
+    );
+    std::fs::write(&p, "series,location,unit,valid_from\na,b,c,yesterday\n").unwrap();
+    let e = streamgauge::engine::reference::load(&p)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("valid_from"), "{e}");
+}
