@@ -175,22 +175,34 @@ fn w1_csv_blocks_match_batch_oracle() {
 
 #[test]
 fn every_builtin_manifest_loads_every_row() {
-    // (dataset, data rows in its files, series)
+    // (dataset, data rows in its files, series, rows quarantined)
     let expected = [
-        ("nab", 365_558, 58),
-        ("weather_vega", 8_759 * 2, 2),
-        ("stocks_vega", 5_105, 1),
-        ("gas_turbine_emission_hourly", 36_733, 1),
-        ("melbourne_pedestrian_counts_hourly", 66_037, 4),
-        ("flights_3m_vega", 3_000_000, 0),
+        ("nab", 365_558, 58, 0),
+        ("weather_vega", 8_759 * 2, 2, 0),
+        ("stocks_vega", 5_105, 1, 0),
+        ("gas_turbine_emission_hourly", 36_733, 1, 0),
+        ("melbourne_pedestrian_counts_hourly", 66_037, 4, 0),
+        ("flights_3m_vega", 3_000_000, 0, 0),
+        ("stocks_gafa_tsibbledata", 5_032, 4, 0),
+        ("vic_electricity", 52_608, 1, 0),
+        // Twelve rows of the Yosemite file hold "NaN" (a sensor gap).
+        ("weather_yosemite_5min_prophet", 18_721 - 12, 1, 12),
     ];
     assert_eq!(
         expected.len(),
         streamgauge::dataset::manifest::BUILTIN.len(),
         "a new manifest needs a row here"
     );
-    for (name, rows, series) in expected {
-        let readings = load(name); // asserts nothing was quarantined
+    for (name, rows, series, bad) in expected {
+        let m = streamgauge::dataset::Manifest::builtin(name).unwrap();
+        let folder = streamgauge::dataset::locate(&m, Some(&common::data_dir())).unwrap();
+        let loaded = streamgauge::dataset::load::load_manifest(&m, &folder, None).unwrap();
+        assert_eq!(loaded.quarantined.len(), bad, "{name}: quarantined");
+        assert!(loaded
+            .quarantined
+            .iter()
+            .all(|q| q.reason.contains("non-finite")));
+        let readings = loaded.readings;
         assert_eq!(readings.len(), rows, "{name}: rows");
         assert!(
             readings.windows(2).all(|w| w[0].ts <= w[1].ts),

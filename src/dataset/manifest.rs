@@ -32,6 +32,18 @@ pub const BUILTIN: &[(&str, &str)] = &[
         "flights_3m_vega",
         include_str!("../../datasets/flights_3m_vega.toml"),
     ),
+    (
+        "stocks_gafa_tsibbledata",
+        include_str!("../../datasets/stocks_gafa_tsibbledata.toml"),
+    ),
+    (
+        "vic_electricity",
+        include_str!("../../datasets/vic_electricity.toml"),
+    ),
+    (
+        "weather_yosemite_5min_prophet",
+        include_str!("../../datasets/weather_yosemite_5min_prophet.toml"),
+    ),
 ];
 
 /// A parsed dataset manifest.
