@@ -52,38 +52,51 @@ pub fn t_quantile_975(dof: f64) -> f64 {
         + (3.0 * z7 + 19.0 * z5 + 17.0 * z3 - 15.0 * z) / (384.0 * dof.powi(3))
 }
 
-/// Recursive least squares on `y_t = c + a_1 y_{t-1} + ... + a_p y_{t-p} + e_t` with
+/// Recursive least squares on `y_t = c + a_1 y_{t-l_1} + ... + a_p y_{t-l_p} + e_t` (lags
+/// `1..=p` by default, or any lag set, e.g. `[1, 2, 24, 25]` for an hourly seasonal model) with
 /// forgetting factor `lambda` (1 = no forgetting) and prior `P_0 = I / delta`.
 ///
 /// At every step the coefficients equal the minimiser of
 /// `sum_i lambda^(t-i) e_i^2 + lambda^t delta |theta|^2` (the batch oracle of the tests).
-/// Memory per series: `(p+1)^2 + 2(p+1) + p` numbers.
+/// Memory per series: `(p+1)^2 + 2(p+1)` numbers plus the last `max lag` values.
 #[derive(Debug, Clone)]
 pub struct RlsAr {
     p: usize,
+    lag_set: Vec<usize>,
+    max_lag: usize,
     lambda: f64,
     theta: Vec<f64>,
     pm: Vec<f64>,
-    lags: Vec<f64>,
+    hist: std::collections::VecDeque<f64>,
     err_num: f64,
     err_den: f64,
     n: u64,
 }
 
 impl RlsAr {
-    /// An AR(`p`) model with forgetting `lambda` and prior strength `delta`.
+    /// An AR(`p`) model (lags 1..=p) with forgetting `lambda` and prior strength `delta`.
     pub fn new(p: usize, lambda: f64, delta: f64) -> Self {
+        Self::with_lags(&(1..=p).collect::<Vec<_>>(), lambda, delta)
+    }
+
+    /// A model on the given lags (each >= 1).
+    pub fn with_lags(lags: &[usize], lambda: f64, delta: f64) -> Self {
+        let lag_set: Vec<usize> = lags.iter().map(|&l| l.max(1)).collect();
+        let p = lag_set.len();
         let d = p + 1;
         let mut pm = vec![0.0; d * d];
         for i in 0..d {
             pm[i * d + i] = 1.0 / delta;
         }
+        let max_lag = lag_set.iter().copied().max().unwrap_or(0);
         RlsAr {
             p,
+            lag_set,
+            max_lag,
             lambda,
             theta: vec![0.0; d],
             pm,
-            lags: Vec::with_capacity(p),
+            hist: std::collections::VecDeque::with_capacity(max_lag + 1),
             err_num: 0.0,
             err_den: 0.0,
             n: 0,
@@ -91,10 +104,11 @@ impl RlsAr {
     }
 
     fn regressors(&self) -> Option<Vec<f64>> {
-        (self.lags.len() == self.p).then(|| {
+        (self.hist.len() == self.max_lag).then(|| {
             let mut phi = Vec::with_capacity(self.p + 1);
             phi.push(1.0);
-            phi.extend(self.lags.iter().rev());
+            let n = self.hist.len();
+            phi.extend(self.lag_set.iter().map(|&l| self.hist[n - l]));
             phi
         })
     }
@@ -129,11 +143,11 @@ impl RlsAr {
             self.n += 1;
             e
         });
-        if self.p > 0 {
-            if self.lags.len() == self.p {
-                self.lags.remove(0);
+        if self.max_lag > 0 {
+            if self.hist.len() == self.max_lag {
+                self.hist.pop_front();
             }
-            self.lags.push(y);
+            self.hist.push_back(y);
         }
         out
     }
@@ -155,24 +169,26 @@ impl RlsAr {
     /// The point forecasts for 1..=h steps ahead and the MA(∞) weights `psi_0..psi_{h-1}`
     /// of the fitted AR (None until `p` values and a few errors have been seen).
     pub fn path(&self, h: usize) -> Option<(Vec<f64>, Vec<f64>)> {
-        if self.lags.len() < self.p || self.n < (self.p as u64 + 2) || h == 0 {
+        if self.hist.len() < self.max_lag || self.n < (self.p as u64 + 2) || h == 0 {
             return None;
         }
-        let mut hist: Vec<f64> = self.lags.clone();
+        let mut hist: Vec<f64> = self.hist.iter().copied().collect();
         let mut points = Vec::with_capacity(h);
         let mut psi = vec![1.0];
         for step in 0..h {
             let mut y = self.theta[0];
-            for i in 1..=self.p {
-                y += self.theta[i] * hist[hist.len() - i];
+            for (i, &l) in self.lag_set.iter().enumerate() {
+                y += self.theta[i + 1] * hist[hist.len() - l];
             }
             hist.push(y);
             points.push(y);
             if step + 1 < h {
                 let j = step + 1;
                 let mut v = 0.0;
-                for i in 1..=self.p.min(j) {
-                    v += self.theta[i] * psi[j - i];
+                for (i, &l) in self.lag_set.iter().enumerate() {
+                    if l <= j {
+                        v += self.theta[i + 1] * psi[j - l];
+                    }
                 }
                 psi.push(v);
             }

@@ -4,6 +4,7 @@
 //! [`crate::engine`] or in `dataflows/` key them by series and drive them in event time.
 
 pub mod detector;
+pub mod evaluate;
 pub mod forecast;
 pub mod orderstat;
 pub mod outlier;

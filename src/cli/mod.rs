@@ -2,6 +2,7 @@
 //! library (`demo`, `broker`, `replay`, `run`, `datasets`, `generate`).
 
 pub mod demo;
+pub mod forecast_eval;
 pub mod replay;
 
 use std::path::PathBuf;
@@ -59,6 +60,8 @@ through --listen they follow metadata to the broker's own loopback port."
     Generate(GenerateArgs),
     /// Run an anomaly detector over the Numenta Anomaly Benchmark and score it.
     Nab(NabArgs),
+    /// Evaluate every forecaster one step ahead: MASE and 95% interval coverage per dataset.
+    ForecastEval(forecast_eval::ForecastEvalArgs),
 }
 
 /// `nab` flags.
@@ -289,6 +292,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Datasets => datasets(&settings),
         Command::Generate(a) => generate(a),
         Command::Nab(a) => nab(a, &settings),
+        Command::ForecastEval(a) => forecast_eval::run(a, &settings),
     }
 }
 
