@@ -7,6 +7,8 @@
 pub mod anomaly;
 pub mod sensor_outliers;
 pub mod series_stats;
+pub mod stock_forecast;
+pub mod trend;
 pub mod zscore;
 
 use std::sync::Arc;
@@ -30,6 +32,8 @@ pub struct Params {
     pub threshold: f64,
     /// Size of top-k outputs (`--top`, default 10).
     pub top: usize,
+    /// Forecast horizon in readings (`--horizon`, default 5).
+    pub horizon: usize,
     /// Reference table joined with results (`--reference`), see `engine::reference`.
     pub reference: Option<std::path::PathBuf>,
     /// Index of the worker building the dataflow.
@@ -58,6 +62,8 @@ pub static REGISTRY: &[&dyn Dataflow] = &[
     &series_stats::SeriesStats,
     &zscore::ZScore,
     &sensor_outliers::SensorOutliers,
+    &stock_forecast::StockForecast,
+    &trend::TrendFlow,
     &anomaly::Anomaly,
 ];
 

@@ -242,6 +242,9 @@ pub struct RunArgs {
     /// Size of top-k outputs (sensor_outliers).
     #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..))]
     pub top: u32,
+    /// Forecast horizon in readings (stock_forecast forecasts 1 and this many steps ahead).
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub horizon: u32,
     /// Reference table `series,location,unit[,valid_from]` joined with results (sensor_outliers).
     #[arg(long, value_name = "FILE")]
     pub reference: Option<PathBuf>,
@@ -480,6 +483,7 @@ pub fn run_dataflow(a: RunArgs, settings: &Settings) -> Result<engine::RunReport
         readings: a.readings as usize,
         threshold: a.threshold,
         top: a.top as usize,
+        horizon: a.horizon as usize,
         reference: a.reference.clone(),
         lateness: a.lateness.map_or(settings.lateness, |d| d.0),
         idle_timeout: a.idle_timeout.map_or(settings.idle_timeout, |d| d.0),

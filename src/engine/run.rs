@@ -110,6 +110,8 @@ pub struct RunSpec {
     pub threshold: f64,
     /// Size of top-k outputs (`--top`).
     pub top: usize,
+    /// Forecast horizon in readings (`--horizon`).
+    pub horizon: usize,
     /// Reference table for joins (`--reference`).
     pub reference: Option<PathBuf>,
     /// Allowed lateness.
@@ -142,6 +144,7 @@ impl RunSpec {
             readings: 100,
             threshold: 4.0,
             top: 10,
+            horizon: 5,
             reference: None,
             lateness: Duration::from_secs(5),
             idle_timeout: Duration::from_secs(30),
@@ -243,6 +246,7 @@ pub fn run(spec: RunSpec) -> Result<RunReport, EngineError> {
         readings: spec.readings,
         threshold: spec.threshold,
         top: spec.top,
+        horizon: spec.horizon,
         reference: spec.reference.clone(),
         worker: 0,
         metrics: spec.metrics.clone(),

@@ -1,0 +1,143 @@
+//! `trend`: per series and value, the least-squares slope of the last `--readings` readings
+//! (default 100) against event time, with its standard error and t statistic, for every
+//! reading; and moving-average crossover signals (the mean of the last `readings / 5` over
+//! the mean of the last `readings`), each with the event time it fires.
+//!
+//! Built on `engine::keyed::in_order`; state per series and value: a [`Trend`] and a
+//! [`Crossover`] (the window's readings, twice).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use timely::dataflow::operators::core::Filter;
+use timely::dataflow::Stream;
+
+use super::{Dataflow, Outputs, Params};
+use crate::analytics::rolling::Extent;
+use crate::analytics::trend::{Crossover, Trend};
+use crate::engine::keyed::in_order;
+use crate::engine::output::{csv_field, Row};
+use crate::engine::FastBuild;
+use crate::record::{write_f64, write_i64, EventTime, Reading};
+
+/// A reading's trend, or (when `cross` is set) a crossover signal.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrendRow {
+    /// Series id.
+    pub series: Arc<str>,
+    /// Value name.
+    pub field: Arc<str>,
+    /// Event time, UTC ms.
+    pub ts: EventTime,
+    /// The value.
+    pub value: f64,
+    /// Readings in the fit.
+    pub n: usize,
+    /// Slope, value units per second.
+    pub slope: f64,
+    /// Standard error of the slope.
+    pub stderr: f64,
+    /// t statistic of the slope.
+    pub t: f64,
+    /// Crossover signals only: `up` (short mean crossed above the long one) or `down`.
+    pub cross: Option<&'static str>,
+    /// Crossover signals only: the short and long means after the reading.
+    pub means: Option<(f64, f64)>,
+}
+
+impl Row for TrendRow {
+    const CSV_HEADER: &'static str =
+        "series,field,ts,value,n,slope,stderr,t,cross,short_mean,long_mean";
+    fn key(&self) -> &str {
+        &self.series
+    }
+    fn write_csv(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(csv_field(&self.series).as_bytes());
+        out.push(b',');
+        out.extend_from_slice(csv_field(&self.field).as_bytes());
+        out.push(b',');
+        write_i64(out, self.ts);
+        out.push(b',');
+        write_f64(out, self.value);
+        out.push(b',');
+        write_i64(out, self.n as i64);
+        for v in [self.slope, self.stderr, self.t] {
+            out.push(b',');
+            write_f64(out, v);
+        }
+        out.push(b',');
+        if let Some(c) = self.cross {
+            out.extend_from_slice(c.as_bytes());
+        }
+        match self.means {
+            Some((s, l)) => {
+                out.push(b',');
+                write_f64(out, s);
+                out.push(b',');
+                write_f64(out, l);
+            }
+            None => out.extend_from_slice(b",,"),
+        }
+    }
+}
+
+/// (series, field).
+type Key = (Arc<str>, Arc<str>);
+
+/// The registered dataflow.
+pub struct TrendFlow;
+
+impl Dataflow for TrendFlow {
+    fn name(&self) -> &'static str {
+        "trend"
+    }
+    fn about(&self) -> &'static str {
+        "per series: least-squares slope with stderr and t over --readings, and moving-average crossovers"
+    }
+    fn build<'s>(
+        &self,
+        input: Stream<'s, EventTime, Vec<Reading>>,
+        params: &Params,
+        outputs: &mut Outputs<'_>,
+    ) {
+        let n = params.readings.max(3);
+        let short = (n / 5).max(2);
+        let mut state: HashMap<Key, (Trend, Crossover), FastBuild> = HashMap::default();
+        let rows = in_order(input, "trend", move |r: &Reading, emit| {
+            for &(ref field, x) in &r.values {
+                let (trend, cross) = state
+                    .entry((r.series.clone(), field.clone()))
+                    .or_insert_with(|| (Trend::new(Extent::Count(n)), Crossover::new(short, n)));
+                trend.push(r.ts, x);
+                let fit = trend.fit();
+                let row = TrendRow {
+                    series: r.series.clone(),
+                    field: field.clone(),
+                    ts: r.ts,
+                    value: x,
+                    n: fit.n,
+                    slope: fit.slope().unwrap_or(0.0),
+                    stderr: fit.slope_stderr().unwrap_or(0.0),
+                    t: fit.t_stat().unwrap_or(0.0),
+                    cross: None,
+                    means: None,
+                };
+                if let Some(c) = cross.push(r.ts, x) {
+                    emit(TrendRow {
+                        cross: Some(if c.up { "up" } else { "down" }),
+                        means: Some(cross.means()),
+                        ..row.clone()
+                    });
+                }
+                if fit.n >= 3 {
+                    emit(row);
+                }
+            }
+        });
+        let crossovers = rows.clone().filter(|r: &TrendRow| r.cross.is_some());
+        let trends = rows.filter(|r: &TrendRow| r.cross.is_none());
+        outputs.add("trend", trends, true);
+        outputs.add("crossovers", crossovers, true);
+    }
+}
