@@ -1,40 +1,28 @@
-//! An order-statistic multiset of f64 (a treap with subtree sizes in one arena): insert,
-//! remove, k-th smallest and rank in O(log n) expected. It gives exact rolling quantiles,
-//! medians and the median absolute deviation without rescanning the window.
+//! An order-statistic multiset of f64: sorted blocks of at most 256 entries, their maxima for
+//! a binary search, and a Fenwick tree over the block sizes. Insert, remove, rank and k-th
+//! smallest cost O(log n + 256) with a handful of cache lines touched, so the cost per
+//! operation grows slowly with n (a pointer-based balanced tree misses cache on every level at
+//! a million entries). It gives exact rolling quantiles, medians and the median absolute
+//! deviation without rescanning the window.
 //!
-//! Memory: one 40-byte node per value held, plus a free list; nodes are reused.
+//! Memory: 16 bytes per value held plus about 40 bytes per block of 128-256 values.
 
-const NIL: u32 = u32::MAX;
+/// Largest block; a full block splits in two halves.
+const MAX_BLOCK: usize = 256;
+/// A block smaller than this merges with a neighbour.
+const MIN_BLOCK: usize = 32;
 
-#[derive(Debug, Clone)]
-struct Node {
-    key: (u64, u64),
-    value: f64,
-    prio: u32,
-    left: u32,
-    right: u32,
-    size: u32,
-}
-
-/// A multiset of f64 ordered by value (NaN is not accepted by callers; `total_cmp` order).
-/// Each element carries a caller-chosen sequence number so equal values stay distinct.
-#[derive(Debug, Clone)]
+/// A multiset of f64 ordered by value (`total_cmp` order). Each element carries a
+/// caller-chosen sequence number so equal values stay distinct.
+#[derive(Debug, Clone, Default)]
 pub struct OrderStat {
-    nodes: Vec<Node>,
-    free: Vec<u32>,
-    root: u32,
-    rng: u64,
-}
-
-impl Default for OrderStat {
-    fn default() -> Self {
-        OrderStat {
-            nodes: Vec::new(),
-            free: Vec::new(),
-            root: NIL,
-            rng: 0x9E37_79B9_7F4A_7C15,
-        }
-    }
+    /// Sorted blocks of (ordered value bits, seq); together sorted.
+    blocks: Vec<Vec<(u64, u64)>>,
+    /// Last entry of each block.
+    maxes: Vec<(u64, u64)>,
+    /// Fenwick tree over block lengths.
+    fen: Vec<usize>,
+    len: usize,
 }
 
 /// Maps an f64 to a u64 with the same order (`total_cmp`).
@@ -47,6 +35,15 @@ fn ordered(x: f64) -> u64 {
     }
 }
 
+/// Inverse of [`ordered`].
+fn unordered(k: u64) -> f64 {
+    if k >> 63 == 1 {
+        f64::from_bits(k & !(1 << 63))
+    } else {
+        f64::from_bits(!k)
+    }
+}
+
 impl OrderStat {
     /// An empty multiset.
     pub fn new() -> Self {
@@ -55,152 +52,155 @@ impl OrderStat {
 
     /// Number of values held.
     pub fn len(&self) -> usize {
-        self.size(self.root) as usize
+        self.len
     }
 
     /// True when empty.
     pub fn is_empty(&self) -> bool {
-        self.root == NIL
+        self.len == 0
     }
 
-    fn size(&self, t: u32) -> u32 {
-        if t == NIL {
-            0
-        } else {
-            self.nodes[t as usize].size
-        }
-    }
-
-    fn fix(&mut self, t: u32) {
-        let (l, r) = {
-            let n = &self.nodes[t as usize];
-            (n.left, n.right)
-        };
-        self.nodes[t as usize].size = 1 + self.size(l) + self.size(r);
-    }
-
-    /// Splits `t` into (keys < key, keys >= key).
-    fn split(&mut self, t: u32, key: (u64, u64)) -> (u32, u32) {
-        if t == NIL {
-            return (NIL, NIL);
-        }
-        if self.nodes[t as usize].key < key {
-            let r = self.nodes[t as usize].right;
-            let (a, b) = self.split(r, key);
-            self.nodes[t as usize].right = a;
-            self.fix(t);
-            (t, b)
-        } else {
-            let l = self.nodes[t as usize].left;
-            let (a, b) = self.split(l, key);
-            self.nodes[t as usize].left = b;
-            self.fix(t);
-            (a, t)
+    fn rebuild(&mut self) {
+        self.maxes.clear();
+        self.maxes.extend(
+            self.blocks
+                .iter()
+                .map(|b| *b.last().expect("blocks are non-empty")),
+        );
+        let n = self.blocks.len();
+        self.fen.clear();
+        self.fen.extend(self.blocks.iter().map(Vec::len));
+        for i in 0..n {
+            let j = i | (i + 1);
+            if j < n {
+                self.fen[j] += self.fen[i];
+            }
         }
     }
 
-    fn merge(&mut self, a: u32, b: u32) -> u32 {
-        if a == NIL {
-            return b;
+    fn fen_add(&mut self, mut i: usize, delta: isize) {
+        while i < self.fen.len() {
+            self.fen[i] = (self.fen[i] as isize + delta) as usize;
+            i |= i + 1;
         }
-        if b == NIL {
-            return a;
+    }
+
+    /// Number of entries in blocks before `b`.
+    fn prefix(&self, b: usize) -> usize {
+        let mut s = 0;
+        let mut i = b;
+        while i > 0 {
+            s += self.fen[i - 1];
+            i &= i - 1;
         }
-        if self.nodes[a as usize].prio > self.nodes[b as usize].prio {
-            let r = self.nodes[a as usize].right;
-            let m = self.merge(r, b);
-            self.nodes[a as usize].right = m;
-            self.fix(a);
-            a
-        } else {
-            let l = self.nodes[b as usize].left;
-            let m = self.merge(a, l);
-            self.nodes[b as usize].left = m;
-            self.fix(b);
-            b
-        }
+        s
+    }
+
+    /// The block that holds (or would hold) `key`.
+    fn block_of(&self, key: (u64, u64)) -> usize {
+        self.maxes
+            .partition_point(|m| *m < key)
+            .min(self.blocks.len().saturating_sub(1))
     }
 
     /// Inserts `value` tagged `seq` (the pair must not already be present).
     pub fn insert(&mut self, value: f64, seq: u64) {
-        self.rng ^= self.rng << 13;
-        self.rng ^= self.rng >> 7;
-        self.rng ^= self.rng << 17;
-        let node = Node {
-            key: (ordered(value), seq),
-            value,
-            prio: (self.rng >> 32) as u32,
-            left: NIL,
-            right: NIL,
-            size: 1,
-        };
-        let idx = match self.free.pop() {
-            Some(i) => {
-                self.nodes[i as usize] = node;
-                i
-            }
-            None => {
-                self.nodes.push(node);
-                (self.nodes.len() - 1) as u32
-            }
-        };
-        let key = self.nodes[idx as usize].key;
-        let (a, b) = self.split(self.root, key);
-        let left = self.merge(a, idx);
-        self.root = self.merge(left, b);
+        let key = (ordered(value), seq);
+        self.len += 1;
+        if self.blocks.is_empty() {
+            self.blocks.push(vec![key]);
+            self.rebuild();
+            return;
+        }
+        let b = self.block_of(key);
+        let block = &mut self.blocks[b];
+        let at = block.partition_point(|e| *e < key);
+        block.insert(at, key);
+        if block.len() > MAX_BLOCK {
+            let tail = block.split_off(block.len() / 2);
+            self.blocks.insert(b + 1, tail);
+            self.rebuild();
+        } else {
+            self.maxes[b] = *block.last().expect("non-empty");
+            self.fen_add(b, 1);
+        }
     }
 
     /// Removes `value` tagged `seq`; returns whether it was present.
     pub fn remove(&mut self, value: f64, seq: u64) -> bool {
-        let key = (ordered(value), seq);
-        let (a, b) = self.split(self.root, key);
-        let next = (key.0, key.1.wrapping_add(1));
-        let (m, c) = if key.1 == u64::MAX {
-            (b, NIL)
-        } else {
-            self.split(b, next)
-        };
-        let found = m != NIL;
-        if found {
-            self.free.push(m);
+        if self.blocks.is_empty() {
+            return false;
         }
-        self.root = self.merge(a, c);
-        found
+        let key = (ordered(value), seq);
+        let b = self.block_of(key);
+        let block = &mut self.blocks[b];
+        let at = block.partition_point(|e| *e < key);
+        if block.get(at) != Some(&key) {
+            return false;
+        }
+        block.remove(at);
+        let remaining = block.len();
+        self.len -= 1;
+        if remaining == 0 {
+            self.blocks.remove(b);
+            self.rebuild();
+        } else if remaining < MIN_BLOCK && self.blocks.len() > 1 {
+            // Merge with a neighbour (and split again if that overflows).
+            let (l, r) = if b + 1 < self.blocks.len() {
+                (b, b + 1)
+            } else {
+                (b - 1, b)
+            };
+            let right = self.blocks.remove(r);
+            self.blocks[l].extend(right);
+            if self.blocks[l].len() > MAX_BLOCK {
+                let half = self.blocks[l].len() / 2;
+                let tail = self.blocks[l].split_off(half);
+                self.blocks.insert(l + 1, tail);
+            }
+            self.rebuild();
+        } else {
+            self.maxes[b] = *self.blocks[b].last().expect("non-empty");
+            self.fen_add(b, -1);
+        }
+        true
     }
 
     /// The k-th smallest value (0-based), if `k < len`.
-    pub fn kth(&self, mut k: usize) -> Option<f64> {
-        let mut t = self.root;
-        while t != NIL {
-            let n = &self.nodes[t as usize];
-            let ls = self.size(n.left) as usize;
-            if k < ls {
-                t = n.left;
-            } else if k == ls {
-                return Some(n.value);
-            } else {
-                k -= ls + 1;
-                t = n.right;
-            }
+    pub fn kth(&self, k: usize) -> Option<f64> {
+        if k >= self.len {
+            return None;
         }
-        None
+        // Fenwick descent: the block holding rank k.
+        let n = self.fen.len();
+        let mut pos = 0usize;
+        let mut rem = k;
+        let mut step = n.next_power_of_two();
+        while step > 0 {
+            let next = pos + step;
+            if next <= n && self.fen[next - 1] <= rem {
+                pos = next;
+                rem -= self.fen[next - 1];
+            }
+            step >>= 1;
+        }
+        self.blocks
+            .get(pos)
+            .and_then(|b| b.get(rem))
+            .map(|e| unordered(e.0))
     }
 
     /// Number of values strictly less than `x`.
     pub fn rank_below(&self, x: f64) -> usize {
-        let key = ordered(x);
-        let mut t = self.root;
-        let mut r = 0usize;
-        while t != NIL {
-            let n = &self.nodes[t as usize];
-            if n.key.0 < key {
-                r += self.size(n.left) as usize + 1;
-                t = n.right;
-            } else {
-                t = n.left;
-            }
+        if self.blocks.is_empty() {
+            return 0;
         }
-        r
+        let key = (ordered(x), 0);
+        let b = self.maxes.partition_point(|m| *m < key);
+        if b == self.blocks.len() {
+            return self.len;
+        }
+        self.prefix(b) + self.blocks[b].partition_point(|e| *e < key)
     }
 
     /// Quantile `q` in [0, 1] with linear interpolation between closest ranks (numpy's
@@ -310,5 +310,30 @@ mod tests {
             assert_eq!(os.mad(), Some(mad), "n={n}");
         }
         assert!(!os.remove(1e9, 0));
+    }
+}
+
+#[cfg(test)]
+mod order_bits {
+    use super::*;
+
+    #[test]
+    fn ordered_bits_round_trip_and_keep_order() {
+        let xs = [
+            f64::NEG_INFINITY,
+            -1e300,
+            -2.5,
+            -0.0,
+            0.0,
+            1e-300,
+            3.0,
+            f64::INFINITY,
+        ];
+        for w in xs.windows(2) {
+            assert!(ordered(w[0]) < ordered(w[1]), "{w:?}");
+        }
+        for x in xs {
+            assert_eq!(unordered(ordered(x)).to_bits(), x.to_bits());
+        }
     }
 }
