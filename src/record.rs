@@ -59,10 +59,63 @@ pub fn value_name() -> Arc<str> {
     VALUE.with(Arc::clone)
 }
 
+/// An interner key: strings up to 22 bytes are stored inline, so a lookup compares bytes in
+/// the table itself instead of following a pointer to the heap.
+#[derive(Debug, Clone)]
+enum Key {
+    Inline { len: u8, bytes: [u8; 22] },
+    Heap(Box<str>),
+}
+
+impl Key {
+    fn new(s: &str) -> Key {
+        if s.len() <= 22 {
+            let mut bytes = [0u8; 22];
+            bytes[..s.len()].copy_from_slice(s.as_bytes());
+            Key::Inline {
+                len: s.len() as u8,
+                bytes,
+            }
+        } else {
+            Key::Heap(s.into())
+        }
+    }
+    fn as_str(&self) -> &str {
+        match self {
+            // Built from a &str, so always valid UTF-8.
+            Key::Inline { len, bytes } => std::str::from_utf8(&bytes[..*len as usize]).unwrap_or(""),
+            Key::Heap(b) => b,
+        }
+    }
+}
+
+impl std::hash::Hash for Key {
+    fn hash<H: std::hash::Hasher>(&self, h: &mut H) {
+        self.as_str().hash(h)
+    }
+}
+
+impl PartialEq for Key {
+    fn eq(&self, other: &Key) -> bool {
+        match (self, other) {
+            (Key::Inline { len: a, bytes: x }, Key::Inline { len: b, bytes: y }) => a == b && x == y,
+            _ => self.as_str() == other.as_str(),
+        }
+    }
+}
+
+impl Eq for Key {}
+
+impl std::borrow::Borrow<str> for Key {
+    fn borrow(&self) -> &str {
+        self.as_str()
+    }
+}
+
 /// Deduplicates series and field names so that millions of readings share a few allocations.
 #[derive(Debug, Default)]
 pub struct Interner {
-    map: HashMap<Box<str>, Arc<str>, crate::engine::FastBuild>,
+    map: HashMap<Key, Arc<str>, crate::engine::FastBuild>,
 }
 
 impl Interner {
@@ -72,7 +125,7 @@ impl Interner {
             return a.clone();
         }
         let a: Arc<str> = Arc::from(s);
-        self.map.insert(s.into(), a.clone());
+        self.map.insert(Key::new(s), a.clone());
         a
     }
 
