@@ -1,6 +1,6 @@
 //! `demo`: the whole path in one process on embedded defaults: an embedded Kafka-protocol
 //! broker, a live sensor generator (event time = wall clock) and, when found, real datasets
-//! replayed at a high speed, each into its own topic; every registered dataflow on each topic
+//! replayed at a high speed, each into its own topic; the demo's dataflows on each topic
 //! on 2 workers; and a live one-screen summary.
 
 use std::io::IsTerminal;
@@ -23,6 +23,9 @@ use crate::kafka::broker::EmbeddedBroker;
 use crate::kafka::producer::ReadingProducer;
 use crate::kafka::source::KafkaInput;
 use crate::kafka::ClientSettings;
+
+/// Dataflows the demo runs on every topic (the first one's counters are on the screen).
+pub const DEMO_DATAFLOWS: [&str; 2] = ["series_stats", "sensor_outliers"];
 
 /// `demo` flags.
 #[derive(Debug, Args)]
@@ -164,10 +167,12 @@ pub fn run(a: DemoArgs, settings: &Settings) -> Result<()> {
         }
     }
 
-    // Every registered dataflow on every topic.
+    // The demo's dataflows on every topic: windows (whose counters the screen shows) and the
+    // live outlier set.
     let mut runs = Vec::new();
     for p in &pipelines {
-        for d in crate::dataflows::REGISTRY {
+        for name in DEMO_DATAFLOWS {
+            let d = crate::dataflows::find(name)?;
             let input = Input::Kafka(KafkaInput {
                 settings: kafka.clone(),
                 topic: p.topic.to_string(),
@@ -181,7 +186,12 @@ pub fn run(a: DemoArgs, settings: &Settings) -> Result<()> {
             spec.idle_timeout = settings.idle_timeout;
             spec.output_dir = a.output.as_ref().map(|o| o.join(p.topic));
             spec.result_topics = Some((kafka.clone(), p.topic.to_string()));
-            spec.metrics = p.metrics.clone();
+            // The screen counts the first dataflow's readings; the others count their own.
+            spec.metrics = if d.name() == DEMO_DATAFLOWS[0] {
+                p.metrics.clone()
+            } else {
+                Arc::default()
+            };
             spec.stop = stop_runs.clone();
             runs.push(thread::spawn(move || engine::run(spec)));
         }
