@@ -83,7 +83,9 @@ impl Key {
     fn as_str(&self) -> &str {
         match self {
             // Built from a &str, so always valid UTF-8.
-            Key::Inline { len, bytes } => std::str::from_utf8(&bytes[..*len as usize]).unwrap_or(""),
+            Key::Inline { len, bytes } => {
+                std::str::from_utf8(&bytes[..*len as usize]).unwrap_or("")
+            }
             Key::Heap(b) => b,
         }
     }
@@ -98,7 +100,9 @@ impl std::hash::Hash for Key {
 impl PartialEq for Key {
     fn eq(&self, other: &Key) -> bool {
         match (self, other) {
-            (Key::Inline { len: a, bytes: x }, Key::Inline { len: b, bytes: y }) => a == b && x == y,
+            (Key::Inline { len: a, bytes: x }, Key::Inline { len: b, bytes: y }) => {
+                a == b && x == y
+            }
             _ => self.as_str() == other.as_str(),
         }
     }
