@@ -255,3 +255,111 @@ fn a_bad_reference_table_is_reported_with_its_line() {
         .to_string();
     assert!(e.contains("valid_from"), "{e}");
 }
+
+/// A reference table edited while a live run is going replaces the old one from the frontier
+/// on: the joined row of an anomalous series is retracted with its old location and inserted
+/// with its new one, at the same time.
+#[test]
+fn a_reference_table_edited_during_a_live_run_takes_effect_from_the_frontier() {
+    use std::time::{Duration, Instant};
+    use streamgauge::kafka::broker::EmbeddedBroker;
+    use streamgauge::kafka::producer::ReadingProducer;
+    use streamgauge::kafka::ClientSettings;
+
+    let broker = EmbeddedBroker::start(1).unwrap();
+    broker.create_topic("live", 1).unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let reference = tmp.path().join("ref.csv");
+    std::fs::write(
+        &reference,
+        "series,location,unit\ns/a,site-1,C\ns/b,site-1,C\n",
+    )
+    .unwrap();
+    let out = tmp.path().join("out");
+    let mut spec = RunSpec::new(
+        "sensor_outliers",
+        common::kafka_input(broker.bootstrap(), "live"),
+    );
+    if let Input::Kafka(k) = &mut spec.input {
+        k.until_end = false;
+    }
+    spec.readings = 20;
+    spec.reference = Some(reference.clone());
+    spec.output_dir = Some(out.clone());
+    let (metrics, stop) = (spec.metrics.clone(), spec.stop.clone());
+    let run = std::thread::spawn(move || common::run_ok(spec));
+
+    let mut p = ReadingProducer::new(&ClientSettings::new(broker.bootstrap()), "live").unwrap();
+    let t0 = 1_700_000_000_000i64;
+    let mut sent = 0u64;
+    let send = |p: &mut ReadingProducer, sent: &mut u64, series: &str, sec: i64, v: f64| {
+        p.send(&Reading::single(series.into(), t0 + sec * 1000, v))
+            .unwrap();
+        *sent += 1;
+    };
+    // s/a: 30 calm readings, then a spike as its latest reading; s/b carries time on.
+    for i in 0..30 {
+        send(&mut p, &mut sent, "s/a", i, 10.0 + (i % 2) as f64);
+    }
+    send(&mut p, &mut sent, "s/a", 30, 1000.0);
+    for i in 0..40 {
+        send(&mut p, &mut sent, "s/b", i, 5.0 + (i % 3) as f64);
+    }
+    p.flush(Duration::from_secs(10)).unwrap();
+    let wait = |n: u64| {
+        let t = Instant::now();
+        while metrics.snapshot().readings_in < n {
+            assert!(
+                t.elapsed() < Duration::from_secs(30),
+                "only {} read",
+                metrics.snapshot().readings_in
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    wait(sent);
+    std::thread::sleep(Duration::from_millis(1500));
+    std::fs::write(
+        &reference,
+        "series,location,unit\ns/a,site-2,C\ns/b,site-1,C\n",
+    )
+    .unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    // More time so the operators run and the frontier moves past the change.
+    for i in 40..60 {
+        send(&mut p, &mut sent, "s/b", i, 5.0 + (i % 3) as f64);
+    }
+    p.flush(Duration::from_secs(10)).unwrap();
+    wait(sent);
+    std::thread::sleep(Duration::from_millis(1500));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    run.join().unwrap();
+
+    let rows: Vec<serde_json::Value> = common::read_lines(&out, "outliers_ref")
+        .iter()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let find = |loc: &str, diff: i64| {
+        rows.iter()
+            .find(|v| v["series"] == "s/a" && v["location"] == loc && v["diff"] == diff)
+            .unwrap_or_else(|| panic!("no ({loc}, {diff}) in {rows:?}"))["time"]
+            .as_i64()
+            .unwrap()
+    };
+    let inserted = find("site-1", 1);
+    let retracted = find("site-1", -1);
+    assert_eq!(
+        find("site-2", 1),
+        retracted,
+        "old and new versions swap at one time"
+    );
+    assert!(retracted > inserted && retracted >= t0 + 30_000, "{rows:?}");
+    let set = accumulate(&out, "outliers_ref", |v| {
+        format!(
+            "{}@{}",
+            v["series"].as_str().unwrap(),
+            v["location"].as_str().unwrap()
+        )
+    });
+    assert_eq!(set, BTreeSet::from(["s/a@site-2".to_string()]));
+}
