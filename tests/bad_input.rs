@@ -164,6 +164,28 @@ fn bad_flags_and_missing_data_exit_with_a_message_that_says_what_to_fix() {
             &["invalid duration", "10s"],
         ),
         (
+            &["run", "zscore", "--dataset", "nab", "--threshold=-1"],
+            &["--threshold", "above zero"],
+        ),
+        (
+            &[
+                "run",
+                "sensor_outliers",
+                "--dataset",
+                "nab",
+                "--reference",
+                "/no/such/ref.csv",
+            ],
+            &["reference table /no/such/ref.csv", "No such file"],
+        ),
+        (
+            &["nab", "--data", "/no/such/nab"],
+            &[
+                "/no/such/nab is not a NAB folder",
+                "labels/combined_windows.json",
+            ],
+        ),
+        (
             &["run", "nope", "--dataset", "nab"],
             &["unknown dataflow", "series_stats"],
         ),

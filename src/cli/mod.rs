@@ -237,7 +237,7 @@ pub struct RunArgs {
     #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..))]
     pub readings: u32,
     /// Alert threshold, for dataflows that alert (zscore: |z| above it).
-    #[arg(long, default_value_t = 4.0)]
+    #[arg(long, default_value_t = 4.0, value_parser = positive_f64)]
     pub threshold: f64,
     /// Size of top-k outputs (sensor_outliers).
     #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..))]
@@ -282,6 +282,14 @@ pub struct GenerateArgs {
     /// Seed.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
+}
+
+/// A finite number above zero.
+fn positive_f64(s: &str) -> std::result::Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v.is_finite() && v > 0.0 => Ok(v),
+        _ => Err(format!("{s:?} is not a number above zero")),
+    }
 }
 
 /// Runs a parsed command line.
@@ -435,6 +443,9 @@ fn generate(a: GenerateArgs) -> Result<()> {
 /// Executes `run`, returning the engine's report.
 pub fn run_dataflow(a: RunArgs, settings: &Settings) -> Result<engine::RunReport> {
     crate::dataflows::find(&a.dataflow)?;
+    if let Some(r) = &a.reference {
+        crate::engine::reference::load(r)?;
+    }
     let kafka = a.kafka.settings(settings)?;
     let input = match (&a.dataset, &a.topic) {
         (Some(_), Some(_)) => bail!("give either --dataset or --topic, not both"),

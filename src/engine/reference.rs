@@ -24,12 +24,12 @@ use crate::record::{EventTime, Reading};
 #[derive(Debug, thiserror::Error)]
 pub enum ReferenceError {
     /// The file cannot be read.
-    #[error("reference table {path}: {source}")]
+    #[error("reference table {path}: {error}")]
     Io {
         /// The file.
         path: PathBuf,
         /// Cause.
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// A line is not `series,location,unit[,valid_from]`.
     #[error("reference table {path}, line {line}: {reason}")]
@@ -64,9 +64,9 @@ pub type RefRecord = (Arc<str>, (Arc<str>, Arc<str>));
 
 /// Reads the table.
 pub fn load(path: &Path) -> Result<Vec<RefRow>, ReferenceError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ReferenceError::Io {
+    let text = std::fs::read_to_string(path).map_err(|error| ReferenceError::Io {
         path: path.to_path_buf(),
-        source,
+        error,
     })?;
     let mut rows = Vec::new();
     let bad = |line: usize, reason: String| ReferenceError::Format {
@@ -150,7 +150,8 @@ fn as_of(updates: &[RefUpdate], t: EventTime) -> BTreeMap<RefRecord, isize> {
 
 /// The reference table as a stream of differential updates, following `input`'s frontier (the
 /// operator never holds the dataflow back). Worker 0 reads `path`; other workers emit nothing.
-/// A table that cannot be read is logged and treated as empty (a run never stops on it).
+/// A table that cannot be read is logged and the previous one stays in force (a run never
+/// stops on it); check it before the run with [`load`].
 pub fn reference_stream<'s>(
     input: &Stream<'s, EventTime, Vec<Reading>>,
     path: Option<PathBuf>,
@@ -177,10 +178,14 @@ pub fn reference_stream<'s>(
                             let mtime = std::fs::metadata(p).and_then(|m| m.modified()).ok();
                             if mtime != seen {
                                 seen = mtime;
-                                let rows = load(p).unwrap_or_else(|e| {
-                                    tracing::warn!("{e}; using an empty reference table");
-                                    Vec::new()
-                                });
+                                let rows = match load(p) {
+                                    Ok(rows) => rows,
+                                    Err(e) => {
+                                        // Keep the table in force; try again on the next edit.
+                                        tracing::warn!("{e}; keeping the previous reference table");
+                                        return;
+                                    }
+                                };
                                 let new = updates(&rows, now);
                                 // Replace the old table from `now` on: emit the difference of the
                                 // two tables as of `now`, then the new table's later versions.

@@ -17,12 +17,12 @@ use std::path::{Path, PathBuf};
 #[derive(Debug, thiserror::Error)]
 pub enum NabError {
     /// A file could not be read or written.
-    #[error("{path}: {source}")]
+    #[error("{path}: {error}")]
     Io {
         /// The file.
         path: PathBuf,
         /// The cause.
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// A file was read but its content is not what NAB writes.
     #[error("{path}: {reason}")]
@@ -41,9 +41,9 @@ pub enum NabError {
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> NabError + '_ {
-    move |source| NabError::Io {
+    move |error| NabError::Io {
         path: path.to_path_buf(),
-        source,
+        error,
     }
 }
 
