@@ -16,9 +16,9 @@ use timely::dataflow::Stream;
 use super::{Dataflow, Outputs, Params};
 use crate::analytics::detector::{Detector, DetectorParams};
 use crate::engine::keyed::in_order;
-use crate::engine::output::{csv_field, Row};
+use crate::engine::output::{csv_f64s, csv_series_field_ts, Row};
 use crate::engine::FastBuild;
-use crate::record::{write_f64, write_i64, EventTime, Reading};
+use crate::record::{EventTime, Reading};
 
 /// The score of one value of one reading.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -41,15 +41,8 @@ impl Row for ScoreRow {
         &self.series
     }
     fn write_csv(&self, out: &mut Vec<u8>) {
-        out.extend_from_slice(csv_field(&self.series).as_bytes());
-        out.push(b',');
-        out.extend_from_slice(csv_field(&self.field).as_bytes());
-        out.push(b',');
-        write_i64(out, self.ts);
-        out.push(b',');
-        write_f64(out, self.value);
-        out.push(b',');
-        write_f64(out, self.score);
+        csv_series_field_ts(out, &self.series, &self.field, self.ts);
+        csv_f64s(out, &[self.value, self.score]);
     }
 }
 

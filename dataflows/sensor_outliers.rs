@@ -34,7 +34,7 @@ use crate::analytics::forecast::RlsAr;
 use crate::analytics::outlier::{z_to_score, Model, ResidualZ, RobustZ};
 use crate::analytics::rolling::CountWindow;
 use crate::engine::keyed::in_order;
-use crate::engine::output::{csv_field, Row};
+use crate::engine::output::{csv_f64s, csv_field, csv_series_field_ts, Row};
 use crate::engine::reference::reference_stream;
 use crate::engine::{series_hash, FastBuild};
 use crate::record::{write_f64, write_i64, EventTime, Reading};
@@ -81,23 +81,19 @@ impl Row for OutlierRow {
         &self.series
     }
     fn write_csv(&self, out: &mut Vec<u8>) {
-        out.extend_from_slice(csv_field(&self.series).as_bytes());
-        out.push(b',');
-        out.extend_from_slice(csv_field(&self.field).as_bytes());
-        out.push(b',');
-        write_i64(out, self.ts);
-        for v in [
-            self.value,
-            self.mean,
-            self.std,
-            self.z,
-            self.robust_z,
-            self.residual_z,
-            self.score,
-        ] {
-            out.push(b',');
-            write_f64(out, v);
-        }
+        csv_series_field_ts(out, &self.series, &self.field, self.ts);
+        csv_f64s(
+            out,
+            &[
+                self.value,
+                self.mean,
+                self.std,
+                self.z,
+                self.robust_z,
+                self.residual_z,
+                self.score,
+            ],
+        );
         out.extend_from_slice(if self.anomalous {
             b",true,"
         } else {

@@ -17,7 +17,7 @@ use super::{Dataflow, Outputs, Params};
 use crate::analytics::rolling::Extent;
 use crate::analytics::trend::{Crossover, Trend};
 use crate::engine::keyed::in_order;
-use crate::engine::output::{csv_field, Row};
+use crate::engine::output::{csv_f64s, csv_series_field_ts, Row};
 use crate::engine::FastBuild;
 use crate::record::{write_f64, write_i64, EventTime, Reading};
 
@@ -53,19 +53,11 @@ impl Row for TrendRow {
         &self.series
     }
     fn write_csv(&self, out: &mut Vec<u8>) {
-        out.extend_from_slice(csv_field(&self.series).as_bytes());
-        out.push(b',');
-        out.extend_from_slice(csv_field(&self.field).as_bytes());
-        out.push(b',');
-        write_i64(out, self.ts);
-        out.push(b',');
-        write_f64(out, self.value);
+        csv_series_field_ts(out, &self.series, &self.field, self.ts);
+        csv_f64s(out, &[self.value]);
         out.push(b',');
         write_i64(out, self.n as i64);
-        for v in [self.slope, self.stderr, self.t] {
-            out.push(b',');
-            write_f64(out, v);
-        }
+        csv_f64s(out, &[self.slope, self.stderr, self.t]);
         out.push(b',');
         if let Some(c) = self.cross {
             out.extend_from_slice(c.as_bytes());

@@ -15,9 +15,9 @@ use timely::dataflow::Stream;
 use super::{Dataflow, Outputs, Params};
 use crate::analytics::rolling::CountWindow;
 use crate::engine::keyed::in_order;
-use crate::engine::output::{csv_field, Row};
+use crate::engine::output::{csv_f64s, csv_series_field_ts, Row};
 use crate::engine::FastBuild;
-use crate::record::{write_f64, write_i64, EventTime, Reading};
+use crate::record::{EventTime, Reading};
 
 /// A reading far from its series' recent past.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -44,15 +44,8 @@ impl Row for ZRow {
         &self.series
     }
     fn write_csv(&self, out: &mut Vec<u8>) {
-        out.extend_from_slice(csv_field(&self.series).as_bytes());
-        out.push(b',');
-        out.extend_from_slice(csv_field(&self.field).as_bytes());
-        out.push(b',');
-        write_i64(out, self.ts);
-        for v in [self.value, self.mean, self.std, self.z] {
-            out.push(b',');
-            write_f64(out, v);
-        }
+        csv_series_field_ts(out, &self.series, &self.field, self.ts);
+        csv_f64s(out, &[self.value, self.mean, self.std, self.z]);
     }
 }
 

@@ -69,41 +69,26 @@ impl Default for DetectorParams {
 impl DetectorParams {
     /// Defaults, each overridable by an environment variable `SG_DET_<NAME>` (for tuning runs).
     pub fn from_env() -> Self {
+        fn set<T: std::str::FromStr>(field: &mut T, name: &str) {
+            if let Some(v) = std::env::var(format!("SG_DET_{name}"))
+                .ok()
+                .and_then(|v| v.parse().ok())
+            {
+                *field = v;
+            }
+        }
         let mut p = Self::default();
-        let get = |k: &str| std::env::var(format!("SG_DET_{k}")).ok();
-        if let Some(v) = get("WARMUP").and_then(|v| v.parse().ok()) {
-            p.warmup = v;
-        }
-        if let Some(v) = get("ALPHA").and_then(|v| v.parse().ok()) {
-            p.alpha = v;
-        }
-        if let Some(v) = get("SHORT").and_then(|v| v.parse().ok()) {
-            p.short = v;
-        }
-        if let Some(v) = get("ALPHA_S").and_then(|v| v.parse().ok()) {
-            p.alpha_s = v;
-        }
-        if let Some(v) = get("BINS").and_then(|v| v.parse().ok()) {
-            p.bins = v;
-        }
-        if let Some(v) = get("SUPPRESS").and_then(|v| v.parse().ok()) {
-            p.suppress = v;
-        }
-        if let Some(v) = get("ALARM").and_then(|v| v.parse().ok()) {
-            p.alarm = v;
-        }
-        if let Some(v) = get("W_SEASON").and_then(|v| v.parse().ok()) {
-            p.w_season = v;
-        }
-        if let Some(v) = get("SEASON_MIN").and_then(|v| v.parse().ok()) {
-            p.season_min = v;
-        }
-        if let Some(v) = get("SEASON_DIV").and_then(|v| v.parse().ok()) {
-            p.season_div = v;
-        }
-        if let Some(v) = get("W_NOVEL").and_then(|v| v.parse().ok()) {
-            p.w_novel = v;
-        }
+        set(&mut p.warmup, "WARMUP");
+        set(&mut p.alpha, "ALPHA");
+        set(&mut p.short, "SHORT");
+        set(&mut p.alpha_s, "ALPHA_S");
+        set(&mut p.bins, "BINS");
+        set(&mut p.suppress, "SUPPRESS");
+        set(&mut p.alarm, "ALARM");
+        set(&mut p.w_season, "W_SEASON");
+        set(&mut p.season_min, "SEASON_MIN");
+        set(&mut p.season_div, "SEASON_DIV");
+        set(&mut p.w_novel, "W_NOVEL");
         p
     }
 }

@@ -79,6 +79,23 @@ pub fn csv_field(s: &str) -> std::borrow::Cow<'_, str> {
     }
 }
 
+/// Appends the CSV columns most rows start with: `series,field,ts` (no trailing comma).
+pub fn csv_series_field_ts(out: &mut Vec<u8>, series: &str, field: &str, ts: EventTime) {
+    out.extend_from_slice(csv_field(series).as_bytes());
+    out.push(b',');
+    out.extend_from_slice(csv_field(field).as_bytes());
+    out.push(b',');
+    crate::record::write_i64(out, ts);
+}
+
+/// Appends `,v` for each value.
+pub fn csv_f64s(out: &mut Vec<u8>, values: &[f64]) {
+    for &v in values {
+        out.push(b',');
+        crate::record::write_f64(out, v);
+    }
+}
+
 /// File format of output files.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
 pub enum OutputFormat {
