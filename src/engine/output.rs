@@ -195,6 +195,8 @@ impl OutputTargets {
 /// The outputs a dataflow declares, attached to sinks as they are added.
 pub struct Outputs<'a> {
     targets: &'a Arc<OutputTargets>,
+    /// Every output stream is probed with this: the source paces itself on it.
+    probe: timely::dataflow::ProbeHandle<EventTime>,
     /// Names added so far.
     pub names: Vec<String>,
     /// Errors met while attaching (reported by the engine).
@@ -202,10 +204,14 @@ pub struct Outputs<'a> {
 }
 
 impl<'a> Outputs<'a> {
-    /// Wraps the process's targets.
-    pub fn new(targets: &'a Arc<OutputTargets>) -> Self {
+    /// Wraps the process's targets; outputs are probed with `probe`.
+    pub fn new(
+        targets: &'a Arc<OutputTargets>,
+        probe: timely::dataflow::ProbeHandle<EventTime>,
+    ) -> Self {
         Outputs {
             targets,
+            probe,
             names: Vec::new(),
             errors: Vec::new(),
         }
@@ -248,6 +254,8 @@ impl<'a> Outputs<'a> {
         let mut json: Vec<u8> = Vec::new();
         let mut written: u64 = 0;
         let mut done = false;
+        use timely::dataflow::operators::Probe;
+        let stream = stream.probe_with(&self.probe);
         stream.sink(Pipeline, &format!("sink:{name}"), move |(input, frontier)| {
             let mut n = 0u64;
             input.for_each(|_time, rows| {

@@ -287,6 +287,7 @@ pub fn run(spec: RunSpec) -> Result<RunReport, EngineError> {
                 }
             };
             let until_end = !matches!(&spec.input, Input::Kafka(k) if !k.until_end);
+            let probe = timely::dataflow::ProbeHandle::new();
             let settings = SourceSettings {
                 name: format!("source:{}", spec.dataflow),
                 lateness: spec.lateness,
@@ -300,10 +301,11 @@ pub fn run(spec: RunSpec) -> Result<RunReport, EngineError> {
                 stop: spec.stop.clone(),
                 offsets: logs[local].clone(),
                 peers: Some((peers_wm.clone(), local)),
+                probe: Some(probe.clone()),
             };
             let attach_errors = worker.dataflow::<EventTime, _, _>(|scope| {
                 let streams = source(scope, settings, feed);
-                let mut outputs = Outputs::new(&targets);
+                let mut outputs = Outputs::new(&targets, probe);
                 dataflow.build(
                     streams.data,
                     &Params {

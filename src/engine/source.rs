@@ -84,7 +84,14 @@ pub struct SourceSettings {
     pub offsets: Arc<Mutex<OffsetLog>>,
     /// Peer watermarks of this process and this worker's slot in it.
     pub peers: Option<(PeerWatermarks, usize)>,
+    /// The frontier of the dataflow's outputs: the source reads more only when the outputs
+    /// have caught up with what it emitted two polls ago (bounded memory; timely has no
+    /// backpressure of its own).
+    pub probe: Option<timely::dataflow::ProbeHandle<EventTime>>,
 }
+
+/// How long the source waits for its outputs to catch up before it reads anyway.
+const MAX_PACE_WAIT: Duration = Duration::from_millis(50);
 
 /// Builds the source operator over `feed`.
 pub fn source<'s, F: Feed>(
@@ -116,10 +123,24 @@ pub fn source<'s, F: Feed>(
         let mut clock = Watermarks::new(settings.lateness, settings.idle_timeout, settings.confirm);
         let mut batch = Batch::default();
         let mut last_frontier = EventTime::MIN;
+        // Frontiers at the last two polls, and since when the source has been waiting.
+        let mut polled: [EventTime; 2] = [EventTime::MIN; 2];
+        let mut waiting_since: Option<Instant> = None;
         move |_frontiers| {
             let mut guard = caps.borrow_mut();
             let Some(held) = guard.as_mut() else { return };
             let now = Instant::now();
+            if let Some(probe) = &settings.probe {
+                if polled[0] > EventTime::MIN && probe.less_than(&polled[0]) {
+                    let since = *waiting_since.get_or_insert(now);
+                    if now.duration_since(since) < MAX_PACE_WAIT {
+                        activator.activate_after(Duration::from_millis(1));
+                        return;
+                    }
+                }
+                waiting_since = None;
+                polled = [polled[1], last_frontier];
+            }
             let stopping = settings.stop.load(std::sync::atomic::Ordering::Relaxed);
             let poll = if stopping { Poll::Done } else { feed.poll(&mut clock, &mut batch, now) };
 
