@@ -52,9 +52,34 @@ impl Moments {
         neumaier(&mut self.s1, &mut self.c1, sign * d);
         neumaier(&mut self.s2, &mut self.c2, sign * d * d);
     }
-    fn rebuild<'a>(&mut self, shift: f64, values: impl Iterator<Item = &'a f64>) {
+    /// Mean of `n` values.
+    #[inline]
+    fn mean(&self, n: usize) -> f64 {
+        self.shift + (self.s1 + self.c1) / n as f64
+    }
+    /// Population variance of `n` values.
+    #[inline]
+    fn variance(&self, n: usize) -> f64 {
+        let n = n as f64;
+        let s1 = self.s1 + self.c1;
+        let s2 = self.s2 + self.c2;
+        ((s2 - s1 * s1 / n) / n).max(0.0)
+    }
+    /// True when the mean of `n > 1` values has drifted so far from the shift that the
+    /// second moment would lose digits.
+    #[inline]
+    fn drifted(&self, n: usize) -> bool {
+        let off = (self.s1 + self.c1) / n as f64;
+        n > 1 && off * off > 1e4 * self.variance(n).max(f64::MIN_POSITIVE)
+    }
+    /// Recomputes the sums from `values`, shifted by their current mean.
+    fn rebase<'a>(&mut self, values: impl ExactSizeIterator<Item = &'a f64>) {
+        let n = values.len();
+        if n == 0 {
+            return;
+        }
         *self = Moments {
-            shift,
+            shift: self.mean(n),
             ..Moments::default()
         };
         for &x in values {
@@ -157,26 +182,11 @@ impl Rolling {
 
     fn maybe_rebuild(&mut self) {
         let n = self.buf.len();
-        if n == 0 {
-            return;
-        }
-        let s1 = self.m.s1 + self.m.c1;
-        let off = s1 / n as f64;
-        let var = self.variance_raw();
-        // Rebuild once per window of evictions, or when the mean has drifted so far from the
-        // shift that the second moment would lose digits.
-        if self.evicted >= n.max(16) || off * off > 1e4 * var.max(f64::MIN_POSITIVE) && n > 1 {
-            let shift = self.m.shift + off;
-            self.m.rebuild(shift, self.buf.iter().map(|(_, x, _)| x));
+        // Rebuild once per window of evictions, or when the mean has drifted.
+        if n > 0 && (self.evicted >= n.max(16) || self.m.drifted(n)) {
+            self.m.rebase(self.buf.iter().map(|(_, x, _)| x));
             self.evicted = 0;
         }
-    }
-
-    fn variance_raw(&self) -> f64 {
-        let n = self.buf.len() as f64;
-        let s1 = self.m.s1 + self.m.c1;
-        let s2 = self.m.s2 + self.m.c2;
-        ((s2 - s1 * s1 / n) / n).max(0.0)
     }
 
     /// Readings in the window.
@@ -191,8 +201,7 @@ impl Rolling {
 
     /// Mean (NaN when empty).
     pub fn mean(&self) -> f64 {
-        let n = self.buf.len() as f64;
-        self.m.shift + (self.m.s1 + self.m.c1) / n
+        self.m.mean(self.buf.len())
     }
 
     /// Population variance (0 for fewer than two readings).
@@ -200,7 +209,7 @@ impl Rolling {
         if self.buf.len() < 2 {
             0.0
         } else {
-            self.variance_raw()
+            self.m.variance(self.buf.len())
         }
     }
 
@@ -210,7 +219,7 @@ impl Rolling {
         if n < 2 {
             0.0
         } else {
-            self.variance_raw() * n as f64 / (n - 1) as f64
+            self.m.variance(n) * n as f64 / (n - 1) as f64
         }
     }
 
@@ -354,14 +363,9 @@ impl CountWindow {
         }
         self.m.add(x, 1.0);
         self.since += 1;
-        let n = self.ring.len() as f64;
-        let off = (self.m.s1 + self.m.c1) / n;
-        // Rebuild once per window, or at once when the mean drifts so far from the shift that
-        // the second moment would lose digits.
-        let var = ((self.m.s2 + self.m.c2) / n - off * off).max(f64::MIN_POSITIVE);
-        if self.since >= self.cap || off * off > 1e4 * var {
-            let shift = self.m.shift + off;
-            self.m.rebuild(shift, self.ring.iter());
+        // Rebuild once per window, or at once when the mean drifts.
+        if self.since >= self.cap || self.m.drifted(self.ring.len()) {
+            self.m.rebase(self.ring.iter());
             self.since = 0;
         }
     }
@@ -372,10 +376,8 @@ impl CountWindow {
         if self.ring.is_empty() {
             return None;
         }
-        let n = self.ring.len() as f64;
-        let s1 = self.m.s1 + self.m.c1;
-        let s2 = self.m.s2 + self.m.c2;
-        Some((self.m.shift + s1 / n, ((s2 - s1 * s1 / n) / n).max(0.0)))
+        let n = self.ring.len();
+        Some((self.m.mean(n), self.m.variance(n)))
     }
 
     /// The values held, in no particular order.
