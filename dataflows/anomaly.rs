@@ -7,7 +7,6 @@
 //! depends only on readings at or before it. State: one detector per (series, value name) plus
 //! the readings of times not yet complete.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
@@ -15,9 +14,8 @@ use timely::dataflow::Stream;
 
 use super::{Dataflow, Outputs, Params};
 use crate::analytics::detector::{Detector, DetectorParams};
-use crate::engine::keyed::in_order;
+use crate::engine::keyed::{in_order, PerField};
 use crate::engine::output::{csv_f64s, csv_series_field_ts, Row};
-use crate::engine::FastBuild;
 use crate::record::{EventTime, Reading};
 
 /// The score of one value of one reading.
@@ -63,19 +61,17 @@ impl Dataflow for Anomaly {
         outputs: &mut Outputs<'_>,
     ) {
         let det_params = DetectorParams::default();
-        let mut detectors: HashMap<(Arc<str>, Arc<str>), Detector, FastBuild> = HashMap::default();
+        let mut detectors: PerField<Detector> = PerField::default();
         let scores = in_order(input, "anomaly", move |r: &Reading, emit| {
             for (field, v) in &r.values {
-                let key = (r.series.clone(), field.clone());
-                let d = detectors
-                    .entry(key)
-                    .or_insert_with(|| Detector::new(det_params.clone()));
+                let make = || Detector::new(det_params.clone());
+                let score = detectors.with(&r.series, field, make, |d| d.update(r.ts, *v));
                 emit(ScoreRow {
                     series: r.series.clone(),
                     field: field.clone(),
                     ts: r.ts,
                     value: *v,
-                    score: d.update(r.ts, *v),
+                    score,
                 });
             }
         });

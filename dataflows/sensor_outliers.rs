@@ -19,7 +19,6 @@
 //!   a versioned, changing collection; see `engine::reference`).
 
 use std::cmp::Reverse;
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use differential_dataflow::AsCollection;
@@ -33,10 +32,10 @@ use super::{Dataflow, Outputs, Params};
 use crate::analytics::forecast::RlsAr;
 use crate::analytics::outlier::{z_to_score, Model, ResidualZ, RobustZ};
 use crate::analytics::rolling::CountWindow;
-use crate::engine::keyed::in_order;
+use crate::engine::keyed::{in_order, PerField};
 use crate::engine::output::{csv_f64s, csv_field, csv_series_field_ts, Row};
 use crate::engine::reference::reference_stream;
-use crate::engine::{series_hash, FastBuild};
+use crate::engine::series_hash;
 use crate::record::{write_f64, write_i64, EventTime, Reading};
 
 /// (series, field).
@@ -212,55 +211,55 @@ impl Dataflow for SensorOutliers {
         let enter = z_to_score(params.threshold);
         let k = params.top.max(1);
         let refs = reference_stream(&input, params.reference.clone(), params.worker);
-        let mut state: HashMap<Key, SeriesState, FastBuild> = HashMap::default();
+        let mut state: PerField<SeriesState> = PerField::default();
         let rows = in_order(input, "sensor_outliers", move |r: &Reading, emit| {
             for &(ref field, x) in &r.values {
-                let s = state
-                    .entry((r.series.clone(), field.clone()))
-                    .or_insert_with(|| SeriesState {
-                        window: CountWindow::new(n),
-                        robust: RobustZ::new(n, 10),
-                        residual: ResidualZ {
-                            model: Model::Rls(RlsAr::new(2, 0.995, 1e-3)),
-                        },
-                        last_score: None,
-                        anomalous: false,
+                let make = || SeriesState {
+                    window: CountWindow::new(n),
+                    robust: RobustZ::new(n, 10),
+                    residual: ResidualZ {
+                        model: Model::Rls(RlsAr::new(2, 0.995, 1e-3)),
+                    },
+                    last_score: None,
+                    anomalous: false,
+                };
+                state.with(&r.series, field, make, |s| {
+                    let (mean, var) = s.window.mean_var().unwrap_or((0.0, 0.0));
+                    let std = var.sqrt();
+                    let z = if s.window.len() >= 10 && std > 0.0 {
+                        (x - mean) / std
+                    } else {
+                        0.0
+                    };
+                    s.window.push(x);
+                    let robust_z = s.robust.z(r.ts, x).unwrap_or(0.0);
+                    let residual_z = s.residual.z(x).unwrap_or(0.0);
+                    let score = z_to_score(z)
+                        .max(z_to_score(robust_z))
+                        .max(z_to_score(residual_z));
+                    let anomalous = score >= enter;
+                    let change = match (s.anomalous, anomalous) {
+                        (false, true) => 1,
+                        (true, false) => -1,
+                        _ => 0,
+                    };
+                    s.anomalous = anomalous;
+                    let prev_score = s.last_score.replace(score);
+                    emit(OutlierRow {
+                        series: r.series.clone(),
+                        field: field.clone(),
+                        ts: r.ts,
+                        value: x,
+                        mean,
+                        std,
+                        z,
+                        robust_z,
+                        residual_z,
+                        score,
+                        anomalous,
+                        change,
+                        prev_score,
                     });
-                let (mean, var) = s.window.mean_var().unwrap_or((0.0, 0.0));
-                let std = var.sqrt();
-                let z = if s.window.len() >= 10 && std > 0.0 {
-                    (x - mean) / std
-                } else {
-                    0.0
-                };
-                s.window.push(x);
-                let robust_z = s.robust.z(r.ts, x).unwrap_or(0.0);
-                let residual_z = s.residual.z(x).unwrap_or(0.0);
-                let score = z_to_score(z)
-                    .max(z_to_score(robust_z))
-                    .max(z_to_score(residual_z));
-                let anomalous = score >= enter;
-                let change = match (s.anomalous, anomalous) {
-                    (false, true) => 1,
-                    (true, false) => -1,
-                    _ => 0,
-                };
-                s.anomalous = anomalous;
-                let prev_score = s.last_score.replace(score);
-                emit(OutlierRow {
-                    series: r.series.clone(),
-                    field: field.clone(),
-                    ts: r.ts,
-                    value: x,
-                    mean,
-                    std,
-                    z,
-                    robust_z,
-                    residual_z,
-                    score,
-                    anomalous,
-                    change,
-                    prev_score,
                 });
             }
         });

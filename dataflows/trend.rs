@@ -6,7 +6,6 @@
 //! Built on `engine::keyed::in_order`; state per series and value: a [`Trend`] and a
 //! [`Crossover`] (the window's readings, twice).
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
@@ -16,9 +15,8 @@ use timely::dataflow::Stream;
 use super::{Dataflow, Outputs, Params};
 use crate::analytics::rolling::Extent;
 use crate::analytics::trend::{Crossover, Trend};
-use crate::engine::keyed::in_order;
+use crate::engine::keyed::{in_order, PerField};
 use crate::engine::output::{csv_f64s, csv_series_field_ts, Row};
-use crate::engine::FastBuild;
 use crate::record::{write_f64, write_i64, EventTime, Reading};
 
 /// A reading's trend, or (when `cross` is set) a crossover signal.
@@ -74,9 +72,6 @@ impl Row for TrendRow {
     }
 }
 
-/// (series, field).
-type Key = (Arc<str>, Arc<str>);
-
 /// The registered dataflow.
 pub struct TrendFlow;
 
@@ -95,36 +90,36 @@ impl Dataflow for TrendFlow {
     ) {
         let n = params.readings.max(3);
         let short = (n / 5).max(2);
-        let mut state: HashMap<Key, (Trend, Crossover), FastBuild> = HashMap::default();
+        let mut state: PerField<(Trend, Crossover)> = PerField::default();
         let rows = in_order(input, "trend", move |r: &Reading, emit| {
             for &(ref field, x) in &r.values {
-                let (trend, cross) = state
-                    .entry((r.series.clone(), field.clone()))
-                    .or_insert_with(|| (Trend::new(Extent::Count(n)), Crossover::new(short, n)));
-                trend.push(r.ts, x);
-                let fit = trend.fit();
-                let row = TrendRow {
-                    series: r.series.clone(),
-                    field: field.clone(),
-                    ts: r.ts,
-                    value: x,
-                    n: fit.n,
-                    slope: fit.slope().unwrap_or(0.0),
-                    stderr: fit.slope_stderr().unwrap_or(0.0),
-                    t: fit.t_stat().unwrap_or(0.0),
-                    cross: None,
-                    means: None,
-                };
-                if let Some(c) = cross.push(r.ts, x) {
-                    emit(TrendRow {
-                        cross: Some(if c.up { "up" } else { "down" }),
-                        means: Some(cross.means()),
-                        ..row.clone()
-                    });
-                }
-                if fit.n >= 3 {
-                    emit(row);
-                }
+                let make = || (Trend::new(Extent::Count(n)), Crossover::new(short, n));
+                state.with(&r.series, field, make, |(trend, cross)| {
+                    trend.push(r.ts, x);
+                    let fit = trend.fit();
+                    let row = TrendRow {
+                        series: r.series.clone(),
+                        field: field.clone(),
+                        ts: r.ts,
+                        value: x,
+                        n: fit.n,
+                        slope: fit.slope().unwrap_or(0.0),
+                        stderr: fit.slope_stderr().unwrap_or(0.0),
+                        t: fit.t_stat().unwrap_or(0.0),
+                        cross: None,
+                        means: None,
+                    };
+                    if let Some(c) = cross.push(r.ts, x) {
+                        emit(TrendRow {
+                            cross: Some(if c.up { "up" } else { "down" }),
+                            means: Some(cross.means()),
+                            ..row.clone()
+                        });
+                    }
+                    if fit.n >= 3 {
+                        emit(row);
+                    }
+                });
             }
         });
         let crossovers = rows.clone().filter(|r: &TrendRow| r.cross.is_some());

@@ -6,7 +6,6 @@
 //! Built on `engine::keyed::in_order` (per-series event-time order). State per series and
 //! value: a [`CountWindow`] (8 bytes per reading held plus six numbers).
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
@@ -14,9 +13,8 @@ use timely::dataflow::Stream;
 
 use super::{Dataflow, Outputs, Params};
 use crate::analytics::rolling::CountWindow;
-use crate::engine::keyed::in_order;
+use crate::engine::keyed::{in_order, PerField};
 use crate::engine::output::{csv_f64s, csv_series_field_ts, Row};
-use crate::engine::FastBuild;
 use crate::record::{EventTime, Reading};
 
 /// A reading far from its series' recent past.
@@ -66,41 +64,34 @@ impl Dataflow for ZScore {
         outputs: &mut Outputs<'_>,
     ) {
         let (n, threshold) = (params.readings.max(1), params.threshold);
-        // One window per series (the first value); further values of the series in a side map.
-        let mut windows: HashMap<Arc<str>, CountWindow, FastBuild> = HashMap::default();
-        let mut others: HashMap<(Arc<str>, Arc<str>), CountWindow, FastBuild> = HashMap::default();
+        let mut windows: PerField<CountWindow> = PerField::default();
         let alerts = in_order(input, "zscore", move |r: &Reading, emit| {
-            for (i, (field, v)) in r.values.iter().enumerate() {
-                let w = if i == 0 {
-                    match windows.get_mut(&r.series) {
-                        Some(w) => w,
-                        None => windows
-                            .entry(r.series.clone())
-                            .or_insert_with(|| CountWindow::new(n)),
-                    }
-                } else {
-                    others
-                        .entry((r.series.clone(), field.clone()))
-                        .or_insert_with(|| CountWindow::new(n))
-                };
-                if let Some((mean, var)) = w.mean_var() {
-                    let std = var.sqrt();
-                    if std > 0.0 {
-                        let z = (v - mean) / std;
-                        if z.abs() > threshold {
-                            emit(ZRow {
-                                series: r.series.clone(),
-                                field: field.clone(),
-                                ts: r.ts,
-                                value: *v,
-                                mean,
-                                std,
-                                z,
-                            });
-                        }
-                    }
+            for (field, v) in &r.values {
+                // The previous readings' mean and std (the reading itself is added after).
+                let prev = windows.with(
+                    &r.series,
+                    field,
+                    || CountWindow::new(n),
+                    |w| {
+                        let prev = w.mean_var();
+                        w.push(*v);
+                        prev
+                    },
+                );
+                let Some((mean, var)) = prev else { continue };
+                let std = var.sqrt();
+                let z = (v - mean) / std;
+                if std > 0.0 && z.abs() > threshold {
+                    emit(ZRow {
+                        series: r.series.clone(),
+                        field: field.clone(),
+                        ts: r.ts,
+                        value: *v,
+                        mean,
+                        std,
+                        z,
+                    });
                 }
-                w.push(*v);
             }
         });
         outputs.add("zscore", alerts, true);

@@ -9,7 +9,8 @@
 //! produced them (the operator holds one capability, at the earliest pending reading).
 
 use std::cmp::Ordering;
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
 
 use timely::container::CapacityContainerBuilder;
 use timely::dataflow::channels::pact::Exchange;
@@ -17,7 +18,7 @@ use timely::dataflow::operators::generic::Operator;
 use timely::dataflow::operators::Capability;
 use timely::dataflow::Stream;
 
-use super::series_hash;
+use super::{series_hash, FastBuild};
 use crate::record::{EventTime, Reading};
 
 /// Runs `logic(reading, emit)` for every reading, per series in event-time order, on the
@@ -98,4 +99,50 @@ where
 fn order(a: &Reading, b: &Reading) -> Ordering {
     a.ts.cmp(&b.ts)
         .then_with(|| a.values[0].1.total_cmp(&b.values[0].1))
+}
+
+/// Per (series, value name) state for the logic of [`in_order`]: looked up by the series and
+/// then among its few value names, so the hot path clones no `Arc` (only a first sighting
+/// stores the names).
+pub struct PerField<V> {
+    map: HashMap<Arc<str>, Fields<V>, FastBuild>,
+}
+
+/// One series' states, by value name.
+type Fields<V> = Vec<(Arc<str>, V)>;
+
+impl<V> Default for PerField<V> {
+    fn default() -> Self {
+        PerField {
+            map: HashMap::default(),
+        }
+    }
+}
+
+impl<V> PerField<V> {
+    /// Runs `f` on the state of `field` of `series`, made by `make` on first sight.
+    #[inline]
+    pub fn with<R>(
+        &mut self,
+        series: &Arc<str>,
+        field: &Arc<str>,
+        make: impl FnOnce() -> V,
+        f: impl FnOnce(&mut V) -> R,
+    ) -> R {
+        let fields = match self.map.get_mut(series.as_ref()) {
+            Some(fields) => fields,
+            None => self.map.entry(series.clone()).or_default(),
+        };
+        let i = match fields
+            .iter()
+            .position(|(n, _)| Arc::ptr_eq(n, field) || n == field)
+        {
+            Some(i) => i,
+            None => {
+                fields.push((field.clone(), make()));
+                fields.len() - 1
+            }
+        };
+        f(&mut fields[i].1)
+    }
 }
