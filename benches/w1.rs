@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 
 mod common;
-use common::{arg, peak_kb, run_case, spec_csv, w1_file};
+use common::{arg, peak_kb, run_table, spec_csv, w1_file};
 use streamgauge::dataset::csvspec::BlockReader;
 use streamgauge::engine::{run, Input, OutputFormat, RunSpec};
 use streamgauge::kafka::broker::EmbeddedBroker;
@@ -53,28 +53,10 @@ fn main() -> Result<()> {
     let check = !args.iter().any(|a| a == "--no-check");
     let oracle = if check { Some(oracle(&file)?) } else { None };
     println!("W1: {rows} rows, 10,000 sensors, 10 s tumbling windows, every window written (CSV)");
-    println!(
-        "{:<10} {:>12} {:>10} {:>14} {:>12} {:>8}",
-        "case", "readings/s", "wall s", "peak RSS MiB", "windows", "oracle"
-    );
-    for case in cases.split(',') {
-        let v = run_case(case, rows)?;
-        let secs = v["secs"].as_f64().unwrap_or(0.0);
-        let verdict = match (&oracle, v["output"].as_str()) {
-            (Some(o), Some(path)) => compare(o, Path::new(path))?,
-            _ => "-".to_string(),
-        };
-        println!(
-            "{:<10} {:>12.0} {:>10.2} {:>14.1} {:>12} {:>8}",
-            case,
-            v["readings"].as_f64().unwrap_or(0.0) / secs,
-            secs,
-            v["peak_kb"].as_f64().unwrap_or(0.0) / 1024.0,
-            v["windows"],
-            verdict
-        );
-    }
-    Ok(())
+    run_table(&cases, rows, "windows", |path| match &oracle {
+        Some(o) => compare(o, path),
+        None => Ok("-".into()),
+    })
 }
 
 fn run_spec(input: Input, workers: usize, out: &Path) -> RunSpec {

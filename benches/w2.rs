@@ -19,7 +19,7 @@ use anyhow::{bail, Result};
 use streamgauge::engine::{run, Input, OutputFormat, RunSpec};
 
 mod common;
-use common::{arg, peak_kb, run_case, spec_csv, w1_file};
+use common::{arg, peak_kb, run_table, spec_csv, w1_file};
 
 const N: usize = 100;
 const Z: f64 = 4.0;
@@ -41,28 +41,10 @@ fn main() -> Result<()> {
         Some(oracle(&file)?)
     };
     println!("W2: {rows} rows, 10,000 sensors, z of each reading against its sensor's previous {N}, alert at |z| > {Z}");
-    println!(
-        "{:<10} {:>12} {:>10} {:>14} {:>10} {:>8}",
-        "case", "readings/s", "wall s", "peak RSS MiB", "alerts", "oracle"
-    );
-    for case in cases.split(',') {
-        let v = run_case(case, rows)?;
-        let secs = v["secs"].as_f64().unwrap_or(0.0);
-        let verdict = match (&oracle, v["output"].as_str()) {
-            (Some(o), Some(p)) => compare(o, Path::new(p))?,
-            _ => "-".into(),
-        };
-        println!(
-            "{:<10} {:>12.0} {:>10.2} {:>14.1} {:>10} {:>8}",
-            case,
-            v["readings"].as_f64().unwrap_or(0.0) / secs,
-            secs,
-            v["peak_kb"].as_f64().unwrap_or(0.0) / 1024.0,
-            v["alerts"],
-            verdict
-        );
-    }
-    Ok(())
+    run_table(&cases, rows, "alerts", |path| match &oracle {
+        Some(o) => compare(o, path),
+        None => Ok("-".into()),
+    })
 }
 
 fn child(case: &str, file: &Path, dir: &Path) -> Result<()> {

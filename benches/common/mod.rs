@@ -64,3 +64,36 @@ pub fn run_case(case: &str, rows: u64) -> Result<serde_json::Value> {
     let line = String::from_utf8_lossy(&out.stdout);
     serde_json::from_str(line.trim()).with_context(|| format!("case {case} printed {line}"))
 }
+
+/// Runs each case in a child process and prints one table row per case: readings/s, wall
+/// time, peak RSS, the count under `count` (the JSON key the child printed, also the column
+/// title), and `check(output file)`'s verdict when the child named an output.
+pub fn run_table(
+    cases: &str,
+    rows: u64,
+    count: &str,
+    mut check: impl FnMut(&Path) -> Result<String>,
+) -> Result<()> {
+    println!(
+        "{:<10} {:>12} {:>10} {:>14} {:>12} {:>8}",
+        "case", "readings/s", "wall s", "peak RSS MiB", count, "oracle"
+    );
+    for case in cases.split(',') {
+        let v = run_case(case, rows)?;
+        let secs = v["secs"].as_f64().unwrap_or(0.0);
+        let verdict = match v["output"].as_str() {
+            Some(path) => check(Path::new(path))?,
+            None => "-".to_string(),
+        };
+        println!(
+            "{:<10} {:>12.0} {:>10.2} {:>14.1} {:>12} {:>8}",
+            case,
+            v["readings"].as_f64().unwrap_or(0.0) / secs,
+            secs,
+            v["peak_kb"].as_f64().unwrap_or(0.0) / 1024.0,
+            v[count],
+            verdict
+        );
+    }
+    Ok(())
+}
