@@ -18,6 +18,7 @@ use timely::dataflow::channels::pact::Pipeline;
 use timely::dataflow::operators::generic::Operator;
 use timely::dataflow::Stream;
 
+use crate::dataset::timefmt::{parse_time, TimeFormat, Zone};
 use crate::record::{EventTime, Reading};
 
 /// Why the reference table cannot be read.
@@ -88,12 +89,15 @@ pub fn load(path: &Path) -> Result<Vec<RefRow>, ReferenceError> {
         }
         let valid_from = match f.get(3).copied().unwrap_or("") {
             "" => i64::MIN,
-            t => match t.parse::<i64>() {
-                Ok(ms) => ms,
-                Err(_) => chrono::DateTime::parse_from_rfc3339(t)
-                    .map_err(|e| bad(i + 1, format!("valid_from {t:?}: {e}")))?
-                    .timestamp_millis(),
-            },
+            t => {
+                let format = if t.bytes().all(|b| b.is_ascii_digit() || b == b'-') {
+                    TimeFormat::EpochMs
+                } else {
+                    TimeFormat::Rfc3339
+                };
+                parse_time(t, &format, Zone::default())
+                    .map_err(|e| bad(i + 1, format!("valid_from: {e}")))?
+            }
         };
         rows.push(RefRow {
             series: f[0].into(),

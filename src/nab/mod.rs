@@ -240,9 +240,10 @@ fn read_rows(path: &Path, column: usize) -> Result<(Vec<String>, Vec<f64>), NabE
 
 /// Parses a NAB timestamp (`YYYY-MM-DD HH:MM:SS`, UTC) to epoch milliseconds.
 pub fn timestamp_ms(t: &str) -> Option<i64> {
-    chrono::NaiveDateTime::parse_from_str(t, "%Y-%m-%d %H:%M:%S")
-        .ok()
-        .map(|d| d.and_utc().timestamp_millis())
+    use crate::dataset::timefmt::{parse_time, TimeFormat, Zone};
+    static FORMAT: std::sync::LazyLock<TimeFormat> =
+        std::sync::LazyLock::new(|| TimeFormat::Pattern("%Y-%m-%d %H:%M:%S".into()));
+    parse_time(t, &FORMAT, Zone::default()).ok()
 }
 
 /// What a detector run over the corpus produced.
