@@ -17,6 +17,7 @@
 use std::collections::HashSet;
 
 use super::outlier::normal_tail;
+use super::rolling::Ewma;
 
 /// Detector parameters: one set for every series (NAB's rules allow no per-file tuning).
 #[derive(Debug, Clone)]
@@ -98,8 +99,7 @@ impl DetectorParams {
 pub struct Detector {
     p: DetectorParams,
     n: u64,
-    mean: f64,
-    var: f64,
+    values: Ewma,
     min: f64,
     max: f64,
     recent: std::collections::VecDeque<f64>,
@@ -117,8 +117,7 @@ impl Detector {
     pub fn new(p: DetectorParams) -> Self {
         Detector {
             n: 0,
-            mean: 0.0,
-            var: 0.0,
+            values: Ewma::new(p.alpha),
             min: f64::INFINITY,
             max: f64::NEG_INFINITY,
             recent: std::collections::VecDeque::with_capacity(p.short + 1),
@@ -179,19 +178,13 @@ impl Detector {
         self.max = self.max.max(x);
 
         // Prediction surprise against the long-run mean and deviation.
-        let sd = self.var.sqrt();
-        let surprise = if self.n > 1 && sd > 0.0 {
-            ((x - self.mean).abs() / sd).min(10.0)
+        let sd = self.values.std();
+        let surprise = if self.values.n > 0 && sd > 0.0 {
+            ((x - self.values.mean).abs() / sd).min(10.0)
         } else {
             0.0
         };
-        let d = x - self.mean;
-        if self.n == 1 {
-            self.mean = x;
-        } else {
-            self.mean += self.p.alpha * d;
-            self.var = (1.0 - self.p.alpha) * (self.var + self.p.alpha * d * d);
-        }
+        self.values.update(x);
         self.recent.push_back(surprise);
         self.recent_sum += surprise;
         if self.recent.len() > self.p.short {
