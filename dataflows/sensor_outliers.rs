@@ -8,6 +8,11 @@
 //! is the largest of the three. A series is anomalous while its latest reading's score is at
 //! least the score of `|z| = --threshold` (default 4).
 //!
+//! Per reading (output `forecasts`, unless `--horizon 0`): the RLS AR(2) model's forecast for
+//! the next `--horizon` readings (default 5) with 95% intervals (variance from the model's
+//! residual variance and its MA weights), one row per step, at the times the readings would
+//! arrive at the series' latest spacing.
+//!
 //! Differential collections, emitted as updates with `diff` +1 / -1 when the input frontier
 //! passes a time, so a consumer never sees half a change (changes that cancel within one time
 //! are not shown):
@@ -29,9 +34,10 @@ use timely::dataflow::operators::generic::Operator;
 use timely::dataflow::Stream;
 
 use super::{Dataflow, Outputs, Params};
-use crate::analytics::forecast::RlsAr;
+use crate::analytics::forecast::{Forecast, RlsAr, Z_975};
 use crate::analytics::outlier::{z_to_score, Model, ResidualZ, RobustZ};
 use crate::analytics::rolling::CountWindow;
+use crate::dashboard::hub::{ForecastUpdate, PointUpdate, Update};
 use crate::engine::keyed::{in_order, PerField};
 use crate::engine::output::{csv_f64s, csv_field, csv_series_field_ts, Row};
 use crate::engine::reference::reference_stream;
@@ -100,6 +106,79 @@ impl Row for OutlierRow {
         });
         write_i64(out, self.change as i64);
     }
+    fn publish(&self, out: &mut Vec<Update>) {
+        out.push(Update::Point(PointUpdate {
+            series: self.series.clone(),
+            field: self.field.clone(),
+            ts: self.ts,
+            value: self.value,
+            // Before its first reading a series has no statistics (the row says 0, 0).
+            mean: if self.mean == 0.0 && self.std == 0.0 {
+                f64::NAN
+            } else {
+                self.mean
+            },
+            std: if self.mean == 0.0 && self.std == 0.0 {
+                f64::NAN
+            } else {
+                self.std
+            },
+            score: self.score,
+            anomalous: self.anomalous,
+        }));
+    }
+}
+
+/// One step of a forecast issued after a reading.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ForecastStep {
+    /// Series id.
+    pub series: Arc<str>,
+    /// Value name.
+    pub field: Arc<str>,
+    /// Event time of the reading it was issued after.
+    pub issued_ts: EventTime,
+    /// Readings ahead (1..=horizon).
+    pub step: usize,
+    /// When that reading is expected (issue time + step x the latest spacing).
+    pub ts: EventTime,
+    /// Point forecast.
+    pub point: f64,
+    /// Lower end of the 95% interval.
+    pub lower: f64,
+    /// Upper end of the 95% interval.
+    pub upper: f64,
+}
+
+impl Row for ForecastStep {
+    const CSV_HEADER: &'static str = "series,field,issued_ts,step,ts,point,lower,upper";
+    fn key(&self) -> &str {
+        &self.series
+    }
+    fn write_csv(&self, out: &mut Vec<u8>) {
+        csv_series_field_ts(out, &self.series, &self.field, self.issued_ts);
+        out.push(b',');
+        write_i64(out, self.step as i64);
+        out.push(b',');
+        write_i64(out, self.ts);
+        csv_f64s(out, &[self.point, self.lower, self.upper]);
+    }
+    fn publish(&self, out: &mut Vec<Update>) {
+        out.push(Update::Forecast(ForecastUpdate {
+            series: self.series.clone(),
+            field: self.field.clone(),
+            model: "rls_ar2",
+            issued: self.issued_ts,
+            steps: vec![(self.ts, self.point, self.lower, self.upper)],
+        }));
+    }
+}
+
+/// What the per-reading operator emits.
+#[derive(Debug, Clone)]
+enum Out {
+    Scores(OutlierRow),
+    Forecast(ForecastStep),
 }
 
 /// A change to a differential collection of (series, field) records, with extra columns.
@@ -145,6 +224,18 @@ impl Row for SetChange {
         out.push(b',');
         write_i64(out, self.diff);
     }
+    /// Changes of the plain outlier set (no score, no reference columns) go to the dashboard;
+    /// the top-k and joined collections do not.
+    fn publish(&self, out: &mut Vec<Update>) {
+        if self.score.is_none() && self.location.is_none() {
+            out.push(Update::Outlier {
+                series: self.series.clone(),
+                field: self.field.clone(),
+                score: None,
+                diff: self.diff,
+            });
+        }
+    }
 }
 
 /// Per (series, field) state.
@@ -154,6 +245,7 @@ struct SeriesState {
     residual: ResidualZ,
     last_score: Option<f64>,
     anomalous: bool,
+    last_ts: Option<EventTime>,
 }
 
 /// Turns records of a stream into differential updates at the stream's times.
@@ -186,6 +278,22 @@ where
         )
 }
 
+/// The model's forecasts for 1..=h readings ahead, each with its 95% interval.
+fn forecast_steps(m: &RlsAr, h: usize, mut f: impl FnMut(usize, Forecast)) {
+    let Some((points, psi)) = m.path(h) else {
+        return;
+    };
+    let var = m.residual_variance();
+    if !var.is_finite() {
+        return;
+    }
+    let mut acc = 0.0;
+    for (i, (p, w)) in points.iter().zip(&psi).enumerate() {
+        acc += w * w;
+        f(i + 1, Forecast::with_std(*p, (var * acc).sqrt(), Z_975));
+    }
+}
+
 /// The score bits order like the score for scores >= 0.
 fn score_key(score: f64) -> u64 {
     score.max(0.0).to_bits()
@@ -210,9 +318,10 @@ impl Dataflow for SensorOutliers {
         let n = params.readings.max(2);
         let enter = z_to_score(params.threshold);
         let k = params.top.max(1);
+        let horizon = params.horizon;
         let refs = reference_stream(&input, params.reference.clone(), params.worker);
         let mut state: PerField<SeriesState> = PerField::default();
-        let rows = in_order(input, "sensor_outliers", move |r: &Reading, emit| {
+        let out = in_order(input, "sensor_outliers", move |r: &Reading, emit| {
             for &(ref field, x) in &r.values {
                 let make = || SeriesState {
                     window: CountWindow::new(n),
@@ -222,6 +331,7 @@ impl Dataflow for SensorOutliers {
                     },
                     last_score: None,
                     anomalous: false,
+                    last_ts: None,
                 };
                 state.with(&r.series, field, make, |s| {
                     let (mean, var) = s.window.mean_var().unwrap_or((0.0, 0.0));
@@ -245,7 +355,8 @@ impl Dataflow for SensorOutliers {
                     };
                     s.anomalous = anomalous;
                     let prev_score = s.last_score.replace(score);
-                    emit(OutlierRow {
+                    let spacing = s.last_ts.replace(r.ts).map(|t| r.ts - t);
+                    emit(Out::Scores(OutlierRow {
                         series: r.series.clone(),
                         field: field.clone(),
                         ts: r.ts,
@@ -259,9 +370,34 @@ impl Dataflow for SensorOutliers {
                         anomalous,
                         change,
                         prev_score,
-                    });
+                    }));
+                    if let (Some(gap), Model::Rls(m)) = (spacing, &s.residual.model) {
+                        if horizon > 0 && gap > 0 {
+                            forecast_steps(m, horizon, |step, f| {
+                                emit(Out::Forecast(ForecastStep {
+                                    series: r.series.clone(),
+                                    field: field.clone(),
+                                    issued_ts: r.ts,
+                                    step,
+                                    ts: r.ts + gap * step as i64,
+                                    point: f.point,
+                                    lower: f.lower,
+                                    upper: f.upper,
+                                }))
+                            });
+                        }
+                    }
                 });
             }
+        });
+        use timely::dataflow::operators::vec::Map;
+        let rows = out.clone().flat_map(|o| match o {
+            Out::Scores(r) => Some(r),
+            Out::Forecast(_) => None,
+        });
+        let forecasts = out.flat_map(|o| match o {
+            Out::Forecast(f) => Some(f),
+            Out::Scores(_) => None,
         });
 
         // The outlier set.
@@ -349,6 +485,9 @@ impl Dataflow for SensorOutliers {
                 .inner,
         );
         outputs.add("outlier_scores", rows, true);
+        if horizon > 0 {
+            outputs.add("forecasts", forecasts, true);
+        }
         outputs.add("outliers", set_rows, false);
         outputs.add("outliers_top", top_rows, false);
         outputs.add("outliers_ref", ref_rows, false);

@@ -13,6 +13,7 @@
 pub mod analytics;
 pub mod cli;
 pub mod config;
+pub mod dashboard;
 pub mod dataset;
 pub mod duration;
 pub mod engine;

@@ -26,6 +26,9 @@ struct Want {
 
 /// Rows by (series, ts, value bits).
 type Rows = BTreeMap<(String, i64, u64), Want>;
+/// Forecast steps by (series, issued_ts, step): (ts, point, lower, upper).
+type Steps = BTreeMap<(String, i64, usize), (i64, f64, f64, f64)>;
+const HORIZON: usize = 5;
 /// Each series' last (score, anomalous).
 type Last = BTreeMap<String, (f64, bool)>;
 
@@ -40,7 +43,8 @@ fn median(sorted: &[f64]) -> f64 {
 
 /// Per (series, ts, value bits): the batch statistics; plus each series' last score and
 /// state.
-fn oracle(readings: &[Reading]) -> (Rows, Last) {
+fn oracle(readings: &[Reading]) -> (Rows, Last, Steps) {
+    let mut steps = Steps::new();
     let mut by: BTreeMap<&str, Vec<(i64, f64)>> = BTreeMap::new();
     for r in readings {
         by.entry(&r.series).or_default().push((r.ts, r.values[0].1));
@@ -77,6 +81,19 @@ fn oracle(readings: &[Reading]) -> (Rows, Last) {
             // squares in tests/kernels.rs, so the oracle runs it from scratch per series.
             let f = rls.forecast(1);
             rls.update(x);
+            // The forecast path issued after this reading, at the latest spacing: step h's
+            // interval is the model's own h-step forecast (σ² Σ_{j<h} ψ_j²).
+            if i > 0 && v[i].0 > v[i - 1].0 {
+                let gap = v[i].0 - v[i - 1].0;
+                for h in 1..=HORIZON {
+                    if let Some(f) = rls.forecast(h) {
+                        steps.insert(
+                            (s.to_string(), v[i].0, h),
+                            (v[i].0 + gap * h as i64, f.point, f.lower, f.upper),
+                        );
+                    }
+                }
+            }
             let residual_z = f
                 .filter(|f| f.std > 0.0)
                 .map_or(0.0, |f| (x - f.point) / f.std);
@@ -97,7 +114,7 @@ fn oracle(readings: &[Reading]) -> (Rows, Last) {
         }
         last.insert(s.to_string(), state);
     }
-    (rows, last)
+    (rows, last, steps)
 }
 
 /// Accumulates `diff`s of an output by a key; asserts every time's running total is 0 or 1.
@@ -135,7 +152,7 @@ fn sensor_outliers_match_oracle_and_sets_accumulate_on_1_2_4_workers() {
     let mut readings = common::load("nab:realKnownCause");
     readings.extend(common::load("nab:artificialWithAnomaly"));
     readings.sort_by_key(|r| r.ts);
-    let (want, last) = oracle(&readings);
+    let (want, last, want_steps) = oracle(&readings);
 
     // Reference table: every series has a location; machine_temperature moves mid-run.
     let tmp = tempfile::tempdir().unwrap();
@@ -181,6 +198,7 @@ fn sensor_outliers_match_oracle_and_sets_accumulate_on_1_2_4_workers() {
         spec.readings = N;
         spec.threshold = THRESHOLD;
         spec.top = TOP;
+        spec.horizon = HORIZON;
         spec.reference = Some(reference.clone());
         spec.output_dir = Some(out.clone());
         common::run_ok(spec);
@@ -217,6 +235,28 @@ fn sensor_outliers_match_oracle_and_sets_accumulate_on_1_2_4_workers() {
             seen += 1;
         }
         assert_eq!(seen, want.len(), "{w} workers: rows");
+
+        // Forecast paths, step by step.
+        let mut got_steps = 0;
+        for line in common::read_lines(&out, "forecasts") {
+            let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+            let key = (
+                v["series"].as_str().unwrap().to_string(),
+                v["issued_ts"].as_i64().unwrap(),
+                v["step"].as_u64().unwrap() as usize,
+            );
+            let (ts, point, lower, upper) = want_steps
+                .get(&key)
+                .unwrap_or_else(|| panic!("unexpected forecast {key:?}"));
+            let close = |a: f64, b: f64| (a - b).abs() <= 1e-7 * b.abs().max(1.0);
+            assert_eq!(v["ts"].as_i64().unwrap(), *ts, "{key:?} ts");
+            assert!(close(v["point"].as_f64().unwrap(), *point), "{key:?} point");
+            assert!(close(v["lower"].as_f64().unwrap(), *lower), "{key:?} lower");
+            assert!(close(v["upper"].as_f64().unwrap(), *upper), "{key:?} upper");
+            got_steps += 1;
+        }
+        assert!(!want_steps.is_empty());
+        assert_eq!(got_steps, want_steps.len(), "{w} workers: forecast steps");
 
         let field = |v: &serde_json::Value| v["series"].as_str().unwrap().to_string();
         assert_eq!(

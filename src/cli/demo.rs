@@ -54,6 +54,9 @@ pub struct DemoArgs {
     /// Also write results to files under this directory (one folder per topic).
     #[arg(long)]
     pub output: Option<PathBuf>,
+    /// The live dashboard.
+    #[command(flatten)]
+    pub dashboard: crate::dashboard::DashboardArgs,
 }
 
 /// Datasets the demo replays when present.
@@ -76,6 +79,7 @@ pub fn run(a: DemoArgs, settings: &Settings) -> Result<()> {
     if a.workers == 0 || a.sensors == 0 || a.rate == 0 {
         anyhow::bail!("--workers, --sensors and --rate must be at least 1");
     }
+    let dashboard = a.dashboard.start()?;
     let broker = EmbeddedBroker::start(1)?;
     let kafka = ClientSettings::new(broker.bootstrap());
     eprintln!(
@@ -193,6 +197,9 @@ pub fn run(a: DemoArgs, settings: &Settings) -> Result<()> {
                 Arc::default()
             };
             spec.stop = stop_runs.clone();
+            spec.hub = dashboard
+                .as_ref()
+                .map(|(h, _)| (h.clone(), format!("{}/{}", p.topic, d.name())));
             runs.push(thread::spawn(move || engine::run(spec)));
         }
     }
@@ -210,10 +217,14 @@ pub fn run(a: DemoArgs, settings: &Settings) -> Result<()> {
             screen.push_str("\x1b[2J\x1b[H");
         }
         screen.push_str(&format!(
-            "streamgauge demo  t={:>4.0}s  workers={}  window={}\n",
+            "streamgauge demo  t={:>4.0}s  workers={}  window={}{}\n",
             started.elapsed().as_secs_f64(),
             a.workers,
-            HumanDuration(settings.window)
+            HumanDuration(settings.window),
+            dashboard
+                .as_ref()
+                .map(|(_, d)| format!("  dashboard http://{}/", d.addr()))
+                .unwrap_or_default()
         ));
         screen.push_str(&format!(
             "{:<22} {:>11} {:>11} {:>9} {:>11} {:>12} {:>7} {:>11}\n",

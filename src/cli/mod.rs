@@ -41,7 +41,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run everything in one process: embedded broker, generator + datasets, dataflows, live summary.
-    Demo(demo::DemoArgs),
+    Demo(Box<demo::DemoArgs>),
     /// Run the embedded development broker on its own (in memory; not for production).
     #[command(
         long_about = "Runs librdkafka's built-in Kafka-protocol broker (real Kafka wire protocol over TCP, data in \
@@ -53,7 +53,7 @@ through --listen they follow metadata to the broker's own loopback port."
     /// Stream a historical dataset into Kafka, paced by its event time.
     Replay(replay::ReplayArgs),
     /// Run a dataflow over a Kafka topic or straight from a dataset.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// List the datasets streamgauge knows and where their data was found.
     Datasets,
     /// Write a generated workload (W1) to a file.
@@ -263,6 +263,9 @@ pub struct RunArgs {
     /// Stop after this long.
     #[arg(long)]
     pub duration: Option<HumanDuration>,
+    /// The live dashboard.
+    #[command(flatten)]
+    pub dashboard: crate::dashboard::DashboardArgs,
     /// Print help.
     #[arg(long, action = clap::ArgAction::Help)]
     pub help: Option<bool>,
@@ -296,10 +299,10 @@ fn positive_f64(s: &str) -> std::result::Result<f64, String> {
 pub fn run(cli: Cli) -> Result<()> {
     let settings = Settings::load(cli.config.as_deref())?;
     match cli.command {
-        Command::Demo(a) => demo::run(a, &settings),
+        Command::Demo(a) => demo::run(*a, &settings),
         Command::Broker(a) => broker(a),
         Command::Replay(a) => replay::run(a, &settings).map(|_| ()),
-        Command::Run(a) => run_dataflow(a, &settings).map(|_| ()),
+        Command::Run(a) => run_dataflow(*a, &settings).map(|_| ()),
         Command::Datasets => datasets(&settings),
         Command::Generate(a) => generate(a),
         Command::Nab(a) => nab(a, &settings),
@@ -470,9 +473,10 @@ pub fn run_dataflow(a: RunArgs, settings: &Settings) -> Result<engine::RunReport
         (Input::Kafka(_), Some(k), Some(t)) if !a.no_result_topics => Some((k.clone(), t.clone())),
         _ => None,
     };
-    if a.output.is_none() && result_topics.is_none() {
-        eprintln!("note: no --output directory and no result topics: results are only counted");
+    if a.output.is_none() && result_topics.is_none() && a.dashboard.no_dashboard {
+        eprintln!("note: no --output directory, no result topics and no dashboard: results are only counted");
     }
+    let dashboard = a.dashboard.start()?;
     let stop = Arc::new(AtomicBool::new(false));
     if let Some(d) = a.duration {
         let stop = stop.clone();
@@ -504,8 +508,10 @@ pub fn run_dataflow(a: RunArgs, settings: &Settings) -> Result<engine::RunReport
         result_topics,
         metrics: Arc::new(Metrics::default()),
         stop,
+        hub: dashboard.as_ref().map(|(h, _)| (h.clone(), String::new())),
     };
     let report = engine::run(spec)?;
+    drop(dashboard);
     let m = report.metrics;
     let secs = report.elapsed.as_secs_f64().max(1e-9);
     eprintln!(

@@ -1,7 +1,41 @@
 //! Counters and gauges shared by the workers of one process: what the demo's live summary,
 //! run reports and (later) the dashboard and `/metrics` read.
 
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::Mutex;
+
+use serde::Serialize;
+
+use crate::record::EventTime;
+
+/// One partition a worker reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct PartitionStatus {
+    /// Kafka partition.
+    pub partition: i32,
+    /// Next offset the worker will read.
+    pub next_offset: i64,
+    /// Last known end of the partition (high watermark; None before the first fetch).
+    pub high: Option<i64>,
+    /// Records behind the end: `high - next_offset` (None while unknown).
+    pub lag: Option<i64>,
+}
+
+/// What one worker does, as the cluster view shows it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct WorkerStatus {
+    /// Worker index in the cluster.
+    pub worker: usize,
+    /// Process index.
+    pub process: usize,
+    /// Partitions it owns (empty for non-Kafka inputs).
+    pub partitions: Vec<PartitionStatus>,
+    /// Its source's event-time frontier, UTC ms (None before the first, or once finished).
+    pub frontier: Option<EventTime>,
+    /// Readings its source delivered.
+    pub readings_in: u64,
+}
 
 /// Process-wide counters (relaxed atomics: read for display, exact once workers joined).
 #[derive(Debug, Default)]
@@ -21,6 +55,8 @@ pub struct Metrics {
     /// Offsets skipped inside a partition: records the broker no longer had when they were
     /// due (retention), or compaction and transaction markers.
     pub skipped_offsets: AtomicU64,
+    /// Per-worker status, refreshed by each source a few times a second.
+    pub worker_status: Mutex<BTreeMap<usize, WorkerStatus>>,
 }
 
 /// A point-in-time copy of [`Metrics`].
@@ -55,6 +91,24 @@ impl Metrics {
             produced: self.produced.load(r),
             skipped_offsets: self.skipped_offsets.load(r),
         }
+    }
+
+    /// Replaces a worker's status.
+    pub fn set_worker(&self, w: WorkerStatus) {
+        self.worker_status
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(w.worker, w);
+    }
+
+    /// Status of every worker that reported, by index.
+    pub fn workers(&self) -> Vec<WorkerStatus> {
+        self.worker_status
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .cloned()
+            .collect()
     }
 
     /// Adds to a counter.

@@ -8,6 +8,7 @@ pub mod output;
 pub mod reference;
 pub mod run;
 pub mod source;
+pub mod timing;
 pub mod watermark;
 
 pub use cluster::ClusterArgs;

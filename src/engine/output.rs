@@ -19,6 +19,7 @@ use timely::dataflow::operators::generic::Operator;
 use timely::dataflow::Stream;
 
 use super::metrics::Metrics;
+use crate::dashboard::hub::{PipelineHandle, Update};
 use crate::quarantine::Quarantined;
 use crate::record::{EventTime, Reading, WireFormat};
 
@@ -34,6 +35,8 @@ pub trait Row: Clone + Serialize + 'static {
     fn write_json(&self, out: &mut Vec<u8>) {
         serde_json::to_writer(out, self).expect("rows serialise");
     }
+    /// What the row shows on the live dashboard (nothing by default).
+    fn publish(&self, _out: &mut Vec<Update>) {}
 }
 
 impl Row for Reading {
@@ -125,6 +128,8 @@ pub struct OutputTargets {
     /// Rows written per output name.
     pub counts: Mutex<HashMap<String, u64>>,
     metrics: Arc<Metrics>,
+    /// The dashboard hub's handle for this run, if a dashboard shows it.
+    pub hub: Option<PipelineHandle>,
 }
 
 impl OutputTargets {
@@ -147,6 +152,7 @@ impl OutputTargets {
             kafka,
             counts: Mutex::default(),
             metrics,
+            hub: None,
         })
     }
 
@@ -201,19 +207,24 @@ pub struct Outputs<'a> {
     pub names: Vec<String>,
     /// Errors met while attaching (reported by the engine).
     pub errors: Vec<String>,
+    /// Index of this worker within its process.
+    local_worker: usize,
 }
 
 impl<'a> Outputs<'a> {
-    /// Wraps the process's targets; outputs are probed with `probe`.
+    /// Wraps the process's targets for worker `local_worker` of this process; outputs are
+    /// probed with `probe`.
     pub fn new(
         targets: &'a Arc<OutputTargets>,
         probe: timely::dataflow::ProbeHandle<EventTime>,
+        local_worker: usize,
     ) -> Self {
         Outputs {
             targets,
             probe,
             names: Vec::new(),
             errors: Vec::new(),
+            local_worker,
         }
     }
 
@@ -254,13 +265,26 @@ impl<'a> Outputs<'a> {
         let mut json: Vec<u8> = Vec::new();
         let mut written: u64 = 0;
         let mut done = false;
+        let hub = self.targets.hub.clone();
+        if let Some(h) = &hub {
+            h.declare(&name);
+        }
+        let local_worker = self.local_worker;
+        let mut staged: Vec<(EventTime, Update)> = Vec::new();
+        let mut scratch: Vec<Update> = Vec::new();
+        let mut offered: Option<EventTime> = Some(EventTime::MIN);
         use timely::dataflow::operators::Probe;
         let stream = stream.probe_with(&self.probe);
         stream.sink(Pipeline, &format!("sink:{name}"), move |(input, frontier)| {
             let mut n = 0u64;
-            input.for_each(|_time, rows| {
+            input.for_each(|time, rows| {
+                let t = time.least().copied().unwrap_or(EventTime::MIN);
                 for row in rows.iter() {
                     n += 1;
+                    if hub.is_some() {
+                        row.publish(&mut scratch);
+                        staged.extend(scratch.drain(..).map(|u| (t, u)));
+                    }
                     if file.is_some() {
                         match format {
                             OutputFormat::Jsonl => row.write_json(&mut buf),
@@ -296,6 +320,13 @@ impl<'a> Outputs<'a> {
                 Metrics::add(&targets.metrics.rows_out, n);
             }
             let finished = frontier.is_empty();
+            if let Some(h) = &hub {
+                let now = frontier.frontier().iter().next().copied();
+                if !staged.is_empty() || now != offered {
+                    h.offer(&name, local_worker, &mut staged, now);
+                    offered = now;
+                }
+            }
             if let Some(f) = &file {
                 if buf.len() >= 1 << 16 || (finished && !buf.is_empty()) {
                     let mut w = f.lock().expect("file poisoned");

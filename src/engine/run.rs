@@ -130,6 +130,9 @@ pub struct RunSpec {
     pub metrics: Arc<Metrics>,
     /// Set to end the run: sources finish, windows close, outputs flush.
     pub stop: Arc<AtomicBool>,
+    /// The dashboard hub that shows this run, and the pipeline name it shows it under
+    /// (empty: `<topic or dataset>/<dataflow>`).
+    pub hub: Option<(Arc<crate::dashboard::Hub>, String)>,
 }
 
 impl RunSpec {
@@ -154,6 +157,7 @@ impl RunSpec {
             result_topics: None,
             metrics: Arc::new(Metrics::default()),
             stop: Arc::new(AtomicBool::new(false)),
+            hub: None,
         }
     }
 }
@@ -183,6 +187,12 @@ impl Feed for AnyFeed {
             AnyFeed::Kafka(f) => f.poll(clock, batch, now),
             AnyFeed::Memory(f) => f.poll(clock, batch, now),
             AnyFeed::Csv(f) => f.poll(clock, batch, now),
+        }
+    }
+    fn partitions(&self) -> Vec<crate::engine::metrics::PartitionStatus> {
+        match self {
+            AnyFeed::Kafka(f) => f.partitions(),
+            AnyFeed::Memory(_) | AnyFeed::Csv(_) => Vec::new(),
         }
     }
 }
@@ -235,6 +245,19 @@ pub fn run(spec: RunSpec) -> Result<RunReport, EngineError> {
         path: spec.output_dir.clone().unwrap_or_default(),
         source: e,
     })?;
+    let mut targets = targets;
+    if let Some((hub, name)) = &spec.hub {
+        let name = if name.is_empty() {
+            let input = match &spec.input {
+                Input::Kafka(k) => k.topic.clone(),
+                Input::Memory { .. } | Input::Csv(_) => "dataset".to_string(),
+            };
+            format!("{input}/{}", spec.dataflow)
+        } else {
+            name.clone()
+        };
+        targets.hub = Some(hub.register(&name, &spec.dataflow, spec.metrics.clone(), workers));
+    }
     let targets = Arc::new(targets);
     let peers_wm = Arc::new(Mutex::new(vec![None::<EventTime>; workers]));
     let logs: Vec<Arc<Mutex<OffsetLog>>> = (0..workers)
@@ -252,6 +275,21 @@ pub fn run(spec: RunSpec) -> Result<RunReport, EngineError> {
         metrics: spec.metrics.clone(),
     };
     let started = Instant::now();
+    let sampler = spec
+        .output_dir
+        .as_ref()
+        .map(|dir| {
+            let name = match suffix {
+                Some(p) => format!("throughput.p{p}.jsonl"),
+                None => "throughput.jsonl".to_string(),
+            };
+            ThroughputLog::start(dir.join(name), spec.metrics.clone())
+        })
+        .transpose()
+        .map_err(|e| EngineError::Output {
+            path: spec.output_dir.clone().unwrap_or_default(),
+            source: e,
+        })?;
     {
         let (spec, targets, logs, errors) =
             (spec.clone(), targets.clone(), logs.clone(), errors.clone());
@@ -302,10 +340,14 @@ pub fn run(spec: RunSpec) -> Result<RunReport, EngineError> {
                 offsets: logs[local].clone(),
                 peers: Some((peers_wm.clone(), local)),
                 probe: Some(probe.clone()),
+                worker: (index, spec.cluster.process),
             };
+            if let Some(h) = &targets.hub {
+                super::timing::record_operator_times(worker, h.clone());
+            }
             let attach_errors = worker.dataflow::<EventTime, _, _>(|scope| {
                 let streams = source(scope, settings, feed);
-                let mut outputs = Outputs::new(&targets, probe);
+                let mut outputs = Outputs::new(&targets, probe, local);
                 dataflow.build(
                     streams.data,
                     &Params {
@@ -335,6 +377,9 @@ pub fn run(spec: RunSpec) -> Result<RunReport, EngineError> {
             r.map_err(EngineError::Timely)?;
         }
     }
+    if let Some(s) = sampler {
+        s.finish();
+    }
     if let Some(e) = errors.lock().expect("errors poisoned").drain(..).next() {
         return Err(e);
     }
@@ -361,4 +406,62 @@ pub fn run(spec: RunSpec) -> Result<RunReport, EngineError> {
         outputs,
         offsets,
     })
+}
+
+/// Writes the run's counters once a second to `throughput.jsonl` in the output directory
+/// (`{"at": wall ms, "elapsed_s", "readings_in", "rows_out", "in_rate", "out_rate"}`), which
+/// `streamgauge report` plots.
+struct ThroughputLog {
+    stop: Arc<AtomicBool>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl ThroughputLog {
+    fn start(path: PathBuf, metrics: Arc<Metrics>) -> std::io::Result<Self> {
+        use std::io::Write;
+        let mut file = std::io::BufWriter::new(std::fs::File::create(&path)?);
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let t0 = Instant::now();
+            let mut last = (t0, metrics.snapshot());
+            loop {
+                let done = flag.load(std::sync::atomic::Ordering::Relaxed);
+                if !done {
+                    std::thread::sleep(Duration::from_millis(100));
+                    if last.0.elapsed() < Duration::from_secs(1) {
+                        continue;
+                    }
+                }
+                let now = Instant::now();
+                let m = metrics.snapshot();
+                let dt = now.duration_since(last.0).as_secs_f64().max(1e-3);
+                let at = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_millis() as i64);
+                let line = serde_json::json!({
+                    "at": at,
+                    "elapsed_s": now.duration_since(t0).as_secs_f64(),
+                    "readings_in": m.readings_in,
+                    "rows_out": m.rows_out,
+                    "in_rate": m.readings_in.saturating_sub(last.1.readings_in) as f64 / dt,
+                    "out_rate": m.rows_out.saturating_sub(last.1.rows_out) as f64 / dt,
+                });
+                if writeln!(file, "{line}").is_err() {
+                    return;
+                }
+                last = (now, m);
+                if done {
+                    let _ = file.flush();
+                    return;
+                }
+            }
+        });
+        Ok(ThroughputLog { stop, thread })
+    }
+
+    fn finish(self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let _ = self.thread.join();
+    }
 }

@@ -49,6 +49,10 @@ pub enum Poll {
 pub trait Feed: 'static {
     /// Registers the feed's partitions with the clock and reads up to a bounded amount.
     fn poll(&mut self, clock: &mut Watermarks, batch: &mut Batch, now: Instant) -> Poll;
+    /// The partitions it reads and how far behind their end it is (none by default).
+    fn partitions(&self) -> Vec<crate::engine::metrics::PartitionStatus> {
+        Vec::new()
+    }
 }
 
 /// The three streams a source produces.
@@ -88,7 +92,12 @@ pub struct SourceSettings {
     /// have caught up with what it emitted two polls ago (bounded memory; timely has no
     /// backpressure of its own).
     pub probe: Option<timely::dataflow::ProbeHandle<EventTime>>,
+    /// This worker's index and its process's index (for the status it reports).
+    pub worker: (usize, usize),
 }
+
+/// How often a source reports its worker's status to the metrics.
+const STATUS_EVERY: Duration = Duration::from_millis(250);
 
 /// How long the source waits for its outputs to catch up before it reads anyway.
 const MAX_PACE_WAIT: Duration = Duration::from_millis(50);
@@ -126,6 +135,8 @@ pub fn source<'s, F: Feed>(
         // Frontiers at the last two polls, and since when the source has been waiting.
         let mut polled: [EventTime; 2] = [EventTime::MIN; 2];
         let mut waiting_since: Option<Instant> = None;
+        let mut status_at = Instant::now();
+        let mut delivered = 0u64;
         move |_frontiers| {
             let mut guard = caps.borrow_mut();
             let Some(held) = guard.as_mut() else { return };
@@ -170,6 +181,7 @@ pub fn source<'s, F: Feed>(
                     }
                 }
                 Metrics::add(&settings.metrics.readings_in, n_in);
+                delivered += n_in;
                 Metrics::add(&settings.metrics.late, n_late);
                 Metrics::add(&settings.metrics.quarantined, n_bad);
             }
@@ -185,7 +197,21 @@ pub fn source<'s, F: Feed>(
                 v[*slot] = clock.holding_min(now);
                 v.iter().enumerate().filter(|(i, _)| i != slot).filter_map(|(_, w)| *w).min()
             });
-            match clock.advance(now, hint) {
+            let advanced = clock.advance(now, hint);
+            if now >= status_at || advanced == Frontier::Done {
+                status_at = now + STATUS_EVERY;
+                settings.metrics.set_worker(crate::engine::metrics::WorkerStatus {
+                    worker: settings.worker.0,
+                    process: settings.worker.1,
+                    partitions: feed.partitions(),
+                    frontier: match advanced {
+                        Frontier::At(f) if f > EventTime::MIN => Some(f),
+                        _ => None,
+                    },
+                    readings_in: delivered,
+                });
+            }
+            match advanced {
                 Frontier::Done => {
                     settings.offsets.lock().expect("offset log poisoned").record(EventTime::MAX, clock.offsets());
                     if let Some((peers, slot)) = &settings.peers {

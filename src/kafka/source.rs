@@ -166,4 +166,42 @@ impl Feed for KafkaFeed {
             Poll::Wait(Duration::from_millis(2))
         }
     }
+
+    fn partitions(&self) -> Vec<crate::engine::metrics::PartitionStatus> {
+        let Ok(topic) = std::ffi::CString::new(self.input.topic.as_str()) else {
+            return Vec::new();
+        };
+        let mut out: Vec<_> = self
+            .owned
+            .iter()
+            .map(|&p| {
+                let (mut lo, mut hi) = (-1i64, -1i64);
+                // SAFETY: the client pointer is valid while `self.consumer` lives; the topic
+                // is a NUL-terminated string; librdkafka only writes the two out-parameters.
+                // This reads the cached watermarks (updated by every fetch), no broker call.
+                let err = unsafe {
+                    rdkafka::bindings::rd_kafka_get_watermark_offsets(
+                        self.consumer.client().native_ptr(),
+                        topic.as_ptr(),
+                        p,
+                        &mut lo,
+                        &mut hi,
+                    )
+                };
+                let next = self.expected.get(&p).copied().unwrap_or(lo.max(0));
+                let high = (err
+                    == rdkafka::bindings::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR
+                    && hi >= 0)
+                    .then_some(hi);
+                crate::engine::metrics::PartitionStatus {
+                    partition: p,
+                    next_offset: next,
+                    high,
+                    lag: high.map(|h| (h - next).max(0)),
+                }
+            })
+            .collect();
+        out.sort_by_key(|s| s.partition);
+        out
+    }
 }

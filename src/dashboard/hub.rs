@@ -1,0 +1,909 @@
+//! The in-process hub between dataflow outputs and the dashboard: it stages the updates each
+//! sink offers, releases them as one **frame** when every sink of a pipeline has passed a
+//! time (so a page never shows half a window or half a set change), and keeps what a newly
+//! opened page needs at once: a bounded recent history per series, the latest forecast per
+//! series, the current outlier set with its recent changes, and the counters of every
+//! pipeline.
+//!
+//! Memory is bounded: at most [`HubConfig::max_series`] series (the least recently updated
+//! are dropped beyond it) of at most [`HubConfig::history`] points each (48 bytes a point),
+//! plus one forecast per series, [`HubConfig::changes`] outlier-set changes and 120
+//! one-second counter samples per pipeline. With the defaults (5,000 series x 300 points)
+//! the histories take at most ~72 MB, whatever the number of readings.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use serde::Serialize;
+
+use crate::engine::metrics::{Metrics, Snapshot, WorkerStatus};
+use crate::record::EventTime;
+
+/// Bounds of the hub's memory.
+#[derive(Debug, Clone, Copy)]
+pub struct HubConfig {
+    /// Points kept per series (default 300).
+    pub history: usize,
+    /// Series kept (default 5,000); beyond it the least recently updated are dropped.
+    pub max_series: usize,
+    /// Outlier-set changes kept (default 1,000).
+    pub changes: usize,
+}
+
+impl Default for HubConfig {
+    fn default() -> Self {
+        HubConfig {
+            history: 300,
+            max_series: 5_000,
+            changes: 1_000,
+        }
+    }
+}
+
+/// What a dataflow row shows on the dashboard (see `engine::output::Row::publish`).
+#[derive(Debug, Clone)]
+pub enum Update {
+    /// A reading of a series with its rolling statistics and score.
+    Point(PointUpdate),
+    /// A change to the outlier set: `diff` +1 entered, -1 left.
+    Outlier {
+        /// Series id.
+        series: Arc<str>,
+        /// Value name.
+        field: Arc<str>,
+        /// Latest score, when known.
+        score: Option<f64>,
+        /// +1 or -1.
+        diff: i64,
+    },
+    /// A forecast path issued after a reading.
+    Forecast(ForecastUpdate),
+}
+
+/// A reading as the series chart shows it.
+#[derive(Debug, Clone)]
+pub struct PointUpdate {
+    /// Series id.
+    pub series: Arc<str>,
+    /// Value name.
+    pub field: Arc<str>,
+    /// Event time, UTC ms.
+    pub ts: EventTime,
+    /// The value.
+    pub value: f64,
+    /// Rolling mean (NaN when the dataflow has none).
+    pub mean: f64,
+    /// Rolling standard deviation (NaN when none).
+    pub std: f64,
+    /// Anomaly score in [0, 1] (NaN when none).
+    pub score: f64,
+    /// Whether the series is anomalous after this reading.
+    pub anomalous: bool,
+}
+
+/// A forecast path with its 95% interval.
+#[derive(Debug, Clone, Serialize)]
+pub struct ForecastUpdate {
+    /// Series id.
+    pub series: Arc<str>,
+    /// Value name.
+    pub field: Arc<str>,
+    /// Model name.
+    pub model: &'static str,
+    /// Event time of the reading it was issued after.
+    pub issued: EventTime,
+    /// Steps ahead: `(ts, point, lower, upper)`.
+    pub steps: Vec<(EventTime, f64, f64, f64)>,
+}
+
+/// One point of a series' history.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct Point {
+    /// Event time, UTC ms.
+    pub ts: EventTime,
+    /// Value.
+    pub value: f64,
+    /// Rolling mean (null when none).
+    pub mean: f64,
+    /// Rolling std (null when none).
+    pub std: f64,
+    /// Score (null when none).
+    pub score: f64,
+    /// Anomalous after this reading.
+    pub anomalous: bool,
+    /// Frame that released it.
+    #[serde(skip)]
+    pub seq: u64,
+}
+
+/// What the hub knows of one (series, field).
+#[derive(Debug)]
+struct SeriesBuf {
+    series: Arc<str>,
+    field: Arc<str>,
+    pipeline: usize,
+    points: VecDeque<Point>,
+    forecast: Option<(u64, ForecastUpdate)>,
+    last_seq: u64,
+}
+
+/// A member of the current outlier set.
+#[derive(Debug, Clone, Serialize)]
+pub struct OutlierEntry {
+    /// Series key (`series/field`).
+    pub key: Arc<str>,
+    /// Series id.
+    pub series: Arc<str>,
+    /// Value name.
+    pub field: Arc<str>,
+    /// Latest score known to the hub.
+    pub score: Option<f64>,
+    /// Frame time (event time, UTC ms) at which it entered.
+    pub since: EventTime,
+    /// Pipeline that reported it.
+    pub pipeline: String,
+}
+
+/// A change to the outlier set, as released in a frame.
+#[derive(Debug, Clone, Serialize)]
+pub struct Change {
+    /// Frame number.
+    pub seq: u64,
+    /// Frame time (event time, UTC ms).
+    pub time: EventTime,
+    /// Series key.
+    pub key: Arc<str>,
+    /// Series id.
+    pub series: Arc<str>,
+    /// Value name.
+    pub field: Arc<str>,
+    /// +1 entered, -1 left.
+    pub diff: i64,
+    /// Score at the change, when known.
+    pub score: Option<f64>,
+}
+
+/// Time spent in one operator (summed over the workers of this process).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct OperatorTiming {
+    /// Times it was scheduled.
+    pub runs: u64,
+    /// Total time scheduled, seconds.
+    pub seconds: f64,
+}
+
+/// One-second counter sample of a pipeline.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct Sample {
+    /// Wall clock, UTC ms.
+    pub at: i64,
+    /// Readings in per second over the last second.
+    pub in_rate: f64,
+    /// Result rows out per second.
+    pub out_rate: f64,
+    /// Readings in so far.
+    pub readings_in: u64,
+    /// Rows out so far.
+    pub rows_out: u64,
+}
+
+#[derive(Debug)]
+struct Pipeline {
+    name: String,
+    dataflow: String,
+    metrics: Arc<Metrics>,
+    workers: usize,
+    /// Output name -> the input frontier of its sink on each local worker.
+    slots: BTreeMap<String, Vec<EventTime>>,
+    staged: BTreeMap<EventTime, Vec<Update>>,
+    released: EventTime,
+    finished: bool,
+    operators: BTreeMap<String, OperatorTiming>,
+    samples: VecDeque<Sample>,
+    last: (Instant, Snapshot),
+}
+
+#[derive(Debug, Default)]
+struct State {
+    seq: u64,
+    frame_time: EventTime,
+    series: HashMap<Arc<str>, SeriesBuf>,
+    outliers: BTreeMap<Arc<str>, OutlierEntry>,
+    changes: VecDeque<Change>,
+    pipelines: Vec<Pipeline>,
+}
+
+/// The hub: shared by every run of a process and by the HTTP server.
+#[derive(Debug)]
+pub struct Hub {
+    cfg: HubConfig,
+    state: Mutex<State>,
+    frames: Condvar,
+}
+
+/// A pipeline's handle: what its sinks use to offer updates.
+#[derive(Debug, Clone)]
+pub struct PipelineHandle {
+    hub: Arc<Hub>,
+    id: usize,
+}
+
+/// The key of a (series, field) in URLs and JSON: `series/field`.
+pub fn series_key(series: &str, field: &str) -> Arc<str> {
+    format!("{series}/{field}").into()
+}
+
+fn wall_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+fn nan_none(x: Option<f64>) -> Option<f64> {
+    x.filter(|v| v.is_finite())
+}
+
+impl Hub {
+    /// A hub with these bounds.
+    pub fn new(cfg: HubConfig) -> Arc<Self> {
+        Arc::new(Hub {
+            cfg,
+            state: Mutex::default(),
+            frames: Condvar::new(),
+        })
+    }
+
+    /// Its bounds.
+    pub fn config(&self) -> HubConfig {
+        self.cfg
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Registers a pipeline (one dataflow run) with its counters and local worker count.
+    pub fn register(
+        self: &Arc<Self>,
+        name: &str,
+        dataflow: &str,
+        metrics: Arc<Metrics>,
+        workers: usize,
+    ) -> PipelineHandle {
+        let mut s = self.lock();
+        s.pipelines.push(Pipeline {
+            name: name.to_string(),
+            dataflow: dataflow.to_string(),
+            metrics: metrics.clone(),
+            workers: workers.max(1),
+            slots: BTreeMap::new(),
+            staged: BTreeMap::new(),
+            released: EventTime::MIN,
+            finished: false,
+            operators: BTreeMap::new(),
+            samples: VecDeque::new(),
+            last: (Instant::now(), metrics.snapshot()),
+        });
+        PipelineHandle {
+            hub: self.clone(),
+            id: s.pipelines.len() - 1,
+        }
+    }
+
+    /// Takes a one-second counter sample of every pipeline (the server calls it each second).
+    pub fn sample(&self) {
+        let mut s = self.lock();
+        let now = Instant::now();
+        for p in &mut s.pipelines {
+            let snap = p.metrics.snapshot();
+            let dt = now.duration_since(p.last.0).as_secs_f64().max(1e-3);
+            let rate = |a: u64, b: u64| a.saturating_sub(b) as f64 / dt;
+            p.samples.push_back(Sample {
+                at: wall_ms(),
+                in_rate: rate(snap.readings_in, p.last.1.readings_in),
+                out_rate: rate(snap.rows_out, p.last.1.rows_out),
+                readings_in: snap.readings_in,
+                rows_out: snap.rows_out,
+            });
+            if p.samples.len() > 120 {
+                p.samples.pop_front();
+            }
+            p.last = (now, snap);
+        }
+        drop(s);
+        // Wake subscribers so counters reach pages even when no frame was released.
+        self.frames.notify_all();
+    }
+
+    /// Waits up to `timeout` for a frame newer than `seq`; returns the latest frame number.
+    pub fn wait(&self, seq: u64, timeout: Duration) -> u64 {
+        let s = self.lock();
+        let (s, _) = self
+            .frames
+            .wait_timeout_while(s, timeout, |s| s.seq <= seq)
+            .unwrap_or_else(|p| p.into_inner());
+        s.seq
+    }
+
+    /// Number of the latest frame.
+    pub fn seq(&self) -> u64 {
+        self.lock().seq
+    }
+
+    fn apply(&self, s: &mut State, pipeline: usize, time: EventTime, u: Update) {
+        let seq = s.seq;
+        match u {
+            Update::Point(p) => {
+                let key = series_key(&p.series, &p.field);
+                let history = self.cfg.history;
+                let buf = s.series.entry(key).or_insert_with(|| SeriesBuf {
+                    series: p.series.clone(),
+                    field: p.field.clone(),
+                    pipeline,
+                    points: VecDeque::with_capacity(16),
+                    forecast: None,
+                    last_seq: seq,
+                });
+                if buf.points.len() == history {
+                    buf.points.pop_front();
+                }
+                buf.points.push_back(Point {
+                    ts: p.ts,
+                    value: p.value,
+                    mean: p.mean,
+                    std: p.std,
+                    score: p.score,
+                    anomalous: p.anomalous,
+                    seq,
+                });
+                buf.last_seq = seq;
+                if let Some(o) = s.outliers.get_mut(&*series_key(&p.series, &p.field)) {
+                    if p.score.is_finite() {
+                        o.score = Some(p.score);
+                    }
+                }
+            }
+            Update::Forecast(f) => {
+                let key = series_key(&f.series, &f.field);
+                if let Some(buf) = s.series.get_mut(&key) {
+                    // Steps of one forecast may arrive as separate updates: merge them.
+                    match &mut buf.forecast {
+                        Some((fseq, cur)) if cur.issued == f.issued && cur.model == f.model => {
+                            cur.steps.extend(f.steps);
+                            cur.steps.sort_by_key(|s| s.0);
+                            *fseq = seq;
+                        }
+                        _ => buf.forecast = Some((seq, f)),
+                    }
+                    buf.last_seq = seq;
+                }
+            }
+            Update::Outlier {
+                series,
+                field,
+                score,
+                diff,
+            } => {
+                let key = series_key(&series, &field);
+                let score = nan_none(score).or_else(|| {
+                    s.series
+                        .get(&key)
+                        .and_then(|b| b.points.back())
+                        .and_then(|p| nan_none(Some(p.score)))
+                });
+                if diff > 0 {
+                    let name = s.pipelines[pipeline].name.clone();
+                    s.outliers.insert(
+                        key.clone(),
+                        OutlierEntry {
+                            key: key.clone(),
+                            series: series.clone(),
+                            field: field.clone(),
+                            score,
+                            since: time,
+                            pipeline: name,
+                        },
+                    );
+                } else {
+                    s.outliers.remove(&key);
+                }
+                s.changes.push_back(Change {
+                    seq,
+                    time,
+                    key,
+                    series,
+                    field,
+                    diff: diff.signum(),
+                    score,
+                });
+                if s.changes.len() > self.cfg.changes {
+                    s.changes.pop_front();
+                }
+            }
+        }
+    }
+
+    /// Drops the least recently updated tenth of the series once there are too many.
+    fn trim(&self, s: &mut State) {
+        if s.series.len() <= self.cfg.max_series {
+            return;
+        }
+        let mut ages: Vec<(u64, Arc<str>)> = s
+            .series
+            .iter()
+            .map(|(k, b)| (b.last_seq, k.clone()))
+            .collect();
+        ages.sort_unstable();
+        let drop = s.series.len() - self.cfg.max_series * 9 / 10;
+        for (_, k) in ages.into_iter().take(drop) {
+            s.series.remove(&k);
+        }
+    }
+}
+
+impl PipelineHandle {
+    /// Declares an output's sinks (one per local worker), before any of them runs.
+    pub fn declare(&self, output: &str) {
+        let mut s = self.hub.lock();
+        let p = &mut s.pipelines[self.id];
+        let w = p.workers;
+        p.slots
+            .entry(output.to_string())
+            .or_insert_with(|| vec![EventTime::MIN; w]);
+    }
+
+    /// A sink offers the updates it has seen and its input frontier (`None`: finished).
+    /// Updates are staged until every sink of the pipeline has passed their time, then
+    /// released together as one frame.
+    pub fn offer(
+        &self,
+        output: &str,
+        worker: usize,
+        updates: &mut Vec<(EventTime, Update)>,
+        frontier: Option<EventTime>,
+    ) {
+        let hub = &self.hub;
+        let mut guard = hub.lock();
+        let s = &mut *guard;
+        let p = &mut s.pipelines[self.id];
+        for (t, u) in updates.drain(..) {
+            p.staged.entry(t).or_default().push(u);
+        }
+        let w = p.workers;
+        let slot = p
+            .slots
+            .entry(output.to_string())
+            .or_insert_with(|| vec![EventTime::MIN; w]);
+        slot[worker % w] = frontier.unwrap_or(EventTime::MAX);
+        let min = p
+            .slots
+            .values()
+            .flat_map(|v| v.iter().copied())
+            .min()
+            .unwrap_or(EventTime::MIN);
+        if min <= p.released {
+            return;
+        }
+        p.released = min;
+        if min == EventTime::MAX {
+            p.finished = true;
+        }
+        let later = if min == EventTime::MAX {
+            BTreeMap::new()
+        } else {
+            p.staged.split_off(&min)
+        };
+        let ready = std::mem::replace(&mut p.staged, later);
+        if ready.is_empty() {
+            return;
+        }
+        s.seq += 1;
+        for (t, us) in ready {
+            s.frame_time = s.frame_time.max(t);
+            for u in us {
+                hub.apply(s, self.id, t, u);
+            }
+        }
+        hub.trim(s);
+        drop(guard);
+        hub.frames.notify_all();
+    }
+
+    /// Adds operator timings measured on one worker since its last report.
+    pub fn add_timings(&self, timings: &mut HashMap<String, OperatorTiming>) {
+        let mut s = self.hub.lock();
+        let ops = &mut s.pipelines[self.id].operators;
+        for (name, t) in timings.drain() {
+            let e = ops.entry(name).or_default();
+            e.runs += t.runs;
+            e.seconds += t.seconds;
+        }
+    }
+}
+
+/// A series in the list.
+#[derive(Debug, Clone, Serialize)]
+pub struct SeriesInfo {
+    /// Key (`series/field`): what the history API takes.
+    pub key: Arc<str>,
+    /// Series id.
+    pub series: Arc<str>,
+    /// Value name.
+    pub field: Arc<str>,
+    /// Pipeline that feeds it.
+    pub pipeline: String,
+    /// Points held.
+    pub points: usize,
+    /// Latest point.
+    pub last: Option<Point>,
+    /// In the outlier set now.
+    pub outlier: bool,
+}
+
+/// A series' recent history and latest forecast.
+#[derive(Debug, Clone, Serialize)]
+pub struct History {
+    /// Key.
+    pub key: Arc<str>,
+    /// Series id.
+    pub series: Arc<str>,
+    /// Value name.
+    pub field: Arc<str>,
+    /// Points, oldest first.
+    pub points: Vec<Point>,
+    /// Latest forecast, if the dataflow makes them.
+    pub forecast: Option<ForecastUpdate>,
+    /// In the outlier set now.
+    pub outlier: bool,
+}
+
+/// The outlier set and its recent changes.
+#[derive(Debug, Clone, Serialize)]
+pub struct OutlierView {
+    /// Frame number.
+    pub seq: u64,
+    /// Current members, highest score first.
+    pub set: Vec<OutlierEntry>,
+    /// Recent changes, oldest first.
+    pub changes: Vec<Change>,
+}
+
+/// A pipeline's status and counters.
+#[derive(Debug, Clone, Serialize)]
+pub struct PipelineView {
+    /// Name (`input/dataflow`).
+    pub name: String,
+    /// Dataflow.
+    pub dataflow: String,
+    /// `running` or `finished`.
+    pub status: &'static str,
+    /// Counters now.
+    pub readings_in: u64,
+    /// Result rows written.
+    pub rows_out: u64,
+    /// Late readings.
+    pub late: u64,
+    /// Quarantined inputs.
+    pub quarantined: u64,
+    /// Produced into Kafka (replays, generators).
+    pub produced: u64,
+    /// Open windows.
+    pub open_windows: i64,
+    /// Skipped offsets.
+    pub skipped_offsets: u64,
+    /// Event-time frontier the hub has released up to (UTC ms; null before the first).
+    pub released: Option<EventTime>,
+    /// Readings in per second, last sample.
+    pub in_rate: f64,
+    /// Rows out per second, last sample.
+    pub out_rate: f64,
+    /// Sum of Kafka lag over partitions (null for non-Kafka inputs).
+    pub lag: Option<i64>,
+    /// Last 120 one-second samples.
+    pub samples: Vec<Sample>,
+    /// Local workers and what each owns.
+    pub workers: Vec<WorkerStatus>,
+    /// Time per operator.
+    pub operators: BTreeMap<String, OperatorTiming>,
+}
+
+/// Everything the overview and cluster views show.
+#[derive(Debug, Clone, Serialize)]
+pub struct Overview {
+    /// Latest frame number.
+    pub seq: u64,
+    /// Latest released event time.
+    pub frame_time: Option<EventTime>,
+    /// Wall clock, UTC ms.
+    pub now: i64,
+    /// Series held.
+    pub series: usize,
+    /// Outlier set size.
+    pub outliers: usize,
+    /// Pipelines.
+    pub pipelines: Vec<PipelineView>,
+}
+
+/// Newer data for a page that has seen frames up to `since`.
+#[derive(Debug, Clone, Serialize)]
+pub struct Delta {
+    /// Latest frame number (pass it back as `since`).
+    pub seq: u64,
+    /// New points per requested series key.
+    pub points: BTreeMap<Arc<str>, Vec<Point>>,
+    /// Latest forecast per requested series, when it changed.
+    pub forecasts: BTreeMap<Arc<str>, ForecastUpdate>,
+    /// Outlier-set changes since then (all of them, oldest first).
+    pub changes: Vec<Change>,
+    /// Counters.
+    pub overview: Overview,
+}
+
+impl Hub {
+    /// Series whose key contains `q` (case-insensitive), outliers first, at most `limit`.
+    pub fn series(&self, q: &str, limit: usize) -> Vec<SeriesInfo> {
+        let s = self.lock();
+        let q = q.to_lowercase();
+        let mut out: Vec<SeriesInfo> = s
+            .series
+            .iter()
+            .filter(|(k, _)| q.is_empty() || k.to_lowercase().contains(&q))
+            .map(|(k, b)| SeriesInfo {
+                key: k.clone(),
+                series: b.series.clone(),
+                field: b.field.clone(),
+                pipeline: s.pipelines[b.pipeline].name.clone(),
+                points: b.points.len(),
+                last: b.points.back().copied(),
+                outlier: s.outliers.contains_key(k),
+            })
+            .collect();
+        out.sort_by(|a, b| b.outlier.cmp(&a.outlier).then_with(|| a.key.cmp(&b.key)));
+        out.truncate(limit);
+        out
+    }
+
+    /// A series' history (None: unknown key).
+    pub fn history(&self, key: &str) -> Option<History> {
+        let s = self.lock();
+        let (k, b) = s.series.get_key_value(key)?;
+        Some(History {
+            key: k.clone(),
+            series: b.series.clone(),
+            field: b.field.clone(),
+            points: b.points.iter().copied().collect(),
+            forecast: b.forecast.as_ref().map(|(_, f)| f.clone()),
+            outlier: s.outliers.contains_key(key),
+        })
+    }
+
+    /// Latest forecasts of every series that has one, at most `limit`.
+    pub fn forecasts(&self, limit: usize) -> Vec<ForecastUpdate> {
+        let s = self.lock();
+        let mut v: Vec<ForecastUpdate> = s
+            .series
+            .values()
+            .filter_map(|b| b.forecast.as_ref().map(|(_, f)| f.clone()))
+            .collect();
+        v.sort_by(|a, b| (&a.series, &a.field).cmp(&(&b.series, &b.field)));
+        v.truncate(limit);
+        v
+    }
+
+    /// The outlier set and its recent changes.
+    pub fn outliers(&self) -> OutlierView {
+        let s = self.lock();
+        let mut set: Vec<OutlierEntry> = s.outliers.values().cloned().collect();
+        set.sort_by(|a, b| {
+            b.score
+                .unwrap_or(0.0)
+                .total_cmp(&a.score.unwrap_or(0.0))
+                .then_with(|| a.key.cmp(&b.key))
+        });
+        OutlierView {
+            seq: s.seq,
+            set,
+            changes: s.changes.iter().cloned().collect(),
+        }
+    }
+
+    fn overview_of(s: &State) -> Overview {
+        let pipelines = s
+            .pipelines
+            .iter()
+            .map(|p| {
+                let m = p.metrics.snapshot();
+                let last = p.samples.back();
+                let workers = p.metrics.workers();
+                let lag: Option<i64> = workers
+                    .iter()
+                    .flat_map(|w| w.partitions.iter())
+                    .map(|x| x.lag)
+                    .fold(None, |acc, l| match l {
+                        Some(l) => Some(acc.unwrap_or(0) + l),
+                        None => acc,
+                    });
+                PipelineView {
+                    name: p.name.clone(),
+                    dataflow: p.dataflow.clone(),
+                    status: if p.finished { "finished" } else { "running" },
+                    readings_in: m.readings_in,
+                    rows_out: m.rows_out,
+                    late: m.late,
+                    quarantined: m.quarantined,
+                    produced: m.produced,
+                    open_windows: m.open_windows,
+                    skipped_offsets: m.skipped_offsets,
+                    released: (p.released > EventTime::MIN && p.released < EventTime::MAX)
+                        .then_some(p.released),
+                    in_rate: last.map_or(0.0, |x| x.in_rate),
+                    out_rate: last.map_or(0.0, |x| x.out_rate),
+                    lag,
+                    samples: p.samples.iter().copied().collect(),
+                    workers,
+                    operators: p.operators.clone(),
+                }
+            })
+            .collect();
+        Overview {
+            seq: s.seq,
+            frame_time: (s.seq > 0).then_some(s.frame_time),
+            now: wall_ms(),
+            series: s.series.len(),
+            outliers: s.outliers.len(),
+            pipelines,
+        }
+    }
+
+    /// Counters, status and cluster layout of every pipeline.
+    pub fn overview(&self) -> Overview {
+        Self::overview_of(&self.lock())
+    }
+
+    /// What a page that has seen frames up to `since` lacks, for the series `keys`.
+    pub fn delta(&self, since: u64, keys: &[String]) -> Delta {
+        let s = self.lock();
+        let mut points = BTreeMap::new();
+        let mut forecasts = BTreeMap::new();
+        for k in keys {
+            let Some((key, b)) = s.series.get_key_value(k.as_str()) else {
+                continue;
+            };
+            if b.last_seq <= since {
+                continue;
+            }
+            let new: Vec<Point> = b
+                .points
+                .iter()
+                .rev()
+                .take_while(|p| p.seq > since)
+                .copied()
+                .collect::<Vec<_>>()
+                .into_iter()
+                .rev()
+                .collect();
+            if !new.is_empty() {
+                points.insert(key.clone(), new);
+            }
+            if let Some((fseq, f)) = &b.forecast {
+                if *fseq > since {
+                    forecasts.insert(key.clone(), f.clone());
+                }
+            }
+        }
+        let changes = s
+            .changes
+            .iter()
+            .filter(|c| c.seq > since)
+            .cloned()
+            .collect();
+        Delta {
+            seq: s.seq,
+            points,
+            forecasts,
+            changes,
+            overview: Self::overview_of(&s),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn point(series: &str, ts: EventTime, value: f64) -> Update {
+        Update::Point(PointUpdate {
+            series: series.into(),
+            field: "value".into(),
+            ts,
+            value,
+            mean: f64::NAN,
+            std: f64::NAN,
+            score: 0.5,
+            anomalous: false,
+        })
+    }
+
+    #[test]
+    fn frames_wait_for_every_sink_of_the_pipeline() {
+        let hub = Hub::new(HubConfig::default());
+        let p = hub.register("t/flow", "flow", Arc::default(), 2);
+        p.declare("a");
+        p.declare("b");
+        // Worker 0's sink of `a` passes 10; the others have not: nothing is released.
+        p.offer("a", 0, &mut vec![(5, point("s", 5, 1.0))], Some(10));
+        assert_eq!(hub.seq(), 0);
+        assert!(hub.history("s/value").is_none());
+        p.offer("a", 1, &mut vec![], Some(10));
+        p.offer("b", 0, &mut vec![], Some(10));
+        assert_eq!(hub.seq(), 0, "sink b of worker 1 is still at the start");
+        p.offer(
+            "b",
+            1,
+            &mut vec![
+                (
+                    7,
+                    Update::Outlier {
+                        series: "s".into(),
+                        field: "value".into(),
+                        score: None,
+                        diff: 1,
+                    },
+                ),
+                (12, point("s", 12, 2.0)),
+            ],
+            Some(8),
+        );
+        // Everything before 8 is released as one frame; the point at 12 waits.
+        assert_eq!(hub.seq(), 1);
+        let h = hub.history("s/value").unwrap();
+        assert_eq!(h.points.len(), 1);
+        assert!(h.outlier);
+        let o = hub.outliers();
+        assert_eq!(o.set.len(), 1);
+        assert_eq!(o.set[0].score, Some(0.5));
+        // Finishing every sink releases the rest.
+        for (out, w) in [("a", 0), ("a", 1), ("b", 0), ("b", 1)] {
+            p.offer(out, w, &mut vec![], None);
+        }
+        assert_eq!(hub.history("s/value").unwrap().points.len(), 2);
+        assert_eq!(hub.overview().pipelines[0].status, "finished");
+        let d = hub.delta(1, &["s/value".to_string()]);
+        assert_eq!(d.points["s/value" as &str].len(), 1);
+        assert_eq!(d.points["s/value" as &str][0].ts, 12);
+        assert!(d.changes.is_empty());
+    }
+
+    #[test]
+    fn memory_stays_bounded() {
+        let hub = Hub::new(HubConfig {
+            history: 10,
+            max_series: 100,
+            changes: 5,
+        });
+        let p = hub.register("t/flow", "flow", Arc::default(), 1);
+        p.declare("a");
+        for t in 0..1000i64 {
+            let mut ups = vec![(t, point(&format!("s{}", t % 300), t, t as f64))];
+            for i in 0..3 {
+                ups.push((
+                    t,
+                    Update::Outlier {
+                        series: format!("s{i}").into(),
+                        field: "value".into(),
+                        score: Some(0.9),
+                        diff: if t % 2 == 0 { 1 } else { -1 },
+                    },
+                ));
+            }
+            p.offer("a", 0, &mut ups, Some(t + 1));
+        }
+        let s = hub.lock();
+        assert!(s.series.len() <= 100, "{} series", s.series.len());
+        assert!(s.series.values().all(|b| b.points.len() <= 10));
+        assert!(s.changes.len() <= 5);
+        // The most recently updated series survive trimming.
+        assert!(s.series.contains_key("s99/value"));
+    }
+}

@@ -1,0 +1,58 @@
+//! Per-operator timings for the dashboard and `/metrics`: a timely log listener that sums,
+//! per operator name, how often and how long each operator was scheduled on this worker,
+//! and hands the sums to the dashboard hub about once a second.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use timely::logging::{StartStop, TimelyEvent, TimelyEventBuilder};
+
+use crate::dashboard::hub::{OperatorTiming, PipelineHandle};
+
+/// How often a worker hands its sums to the hub (in the worker's log time).
+const REPORT_EVERY: Duration = Duration::from_secs(1);
+
+/// Registers the listener on `worker` (before its dataflows are built, so that operator
+/// names are seen). Does nothing when the worker has no log registry.
+pub fn record_operator_times(worker: &mut timely::worker::Worker, hub: PipelineHandle) {
+    let Some(mut registry) = worker.log_register() else {
+        return;
+    };
+    let mut names: HashMap<usize, String> = HashMap::new();
+    let mut started: HashMap<usize, Duration> = HashMap::new();
+    let mut sums: HashMap<String, OperatorTiming> = HashMap::new();
+    let mut reported = Duration::ZERO;
+    registry.insert::<TimelyEventBuilder, _>("timely", move |time, data| {
+        if let Some(data) = data {
+            for (at, event) in data.iter() {
+                match event {
+                    // The dataflow itself (a top-level scope) contains the others: skip it.
+                    TimelyEvent::Operates(o) if o.addr.len() > 1 => {
+                        names.insert(o.id, o.name.clone());
+                    }
+                    TimelyEvent::Schedule(s) => match s.start_stop {
+                        StartStop::Start => {
+                            started.insert(s.id, *at);
+                        }
+                        StartStop::Stop => {
+                            if let (Some(t0), Some(name)) =
+                                (started.remove(&s.id), names.get(&s.id))
+                            {
+                                let e = sums.entry(name.clone()).or_default();
+                                e.runs += 1;
+                                e.seconds += at.saturating_sub(t0).as_secs_f64();
+                            }
+                        }
+                    },
+                    _ => {}
+                }
+            }
+        }
+        if *time >= reported + REPORT_EVERY || data.is_none() {
+            reported = *time;
+            if !sums.is_empty() {
+                hub.add_timings(&mut sums);
+            }
+        }
+    });
+}

@@ -1,0 +1,110 @@
+// Drives Debian's Chromium (through playwright-core, no downloaded browser) against a live
+// streamgauge dashboard and checks, through the page itself, that:
+//   1. the overview's counters move,
+//   2. an outlier appears in the outlier table, and clicking it opens its series,
+//   3. series charts receive points, and a live series keeps receiving them over the event stream.
+// Saves screenshots into OUTDIR. Prints one JSON line with what it saw; exits 1 on a failed check.
+//
+//   node check.mjs URL OUTDIR
+import { chromium } from "playwright-core";
+import { mkdirSync } from "node:fs";
+import { join } from "node:path";
+
+const [url, outdir] = process.argv.slice(2);
+if (!url || !outdir) {
+  console.error("usage: node check.mjs URL OUTDIR");
+  process.exit(2);
+}
+mkdirSync(outdir, { recursive: true });
+const seen = {};
+const fail = async (browser, page, why) => {
+  try { await page.screenshot({ path: join(outdir, "failure.png"), fullPage: true }); } catch (e) { /* best effort */ }
+  console.log(JSON.stringify({ ok: false, why, seen }));
+  await browser.close();
+  process.exit(1);
+};
+
+const browser = await chromium.launch({
+  executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
+  headless: true,
+  args: ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+    "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage"],
+});
+const page = await browser.newPage({ viewport: { width: 1400, height: 900 } });
+const errors = [];
+page.on("pageerror", e => errors.push(String(e)));
+await page.goto(url, { waitUntil: "load" });
+if (!(await page.evaluate(() => typeof Plotly === "object"))) await fail(browser, page, "Plotly.js did not load from the binary");
+
+const count = async sel => Number((await page.textContent(sel)).replace(/[^0-9]/g, "") || 0);
+try {
+  // 1. Counters move.
+  await page.waitForFunction(() => Number(document.getElementById("total-in").textContent.replace(/[^0-9]/g, "")) > 0, null, { timeout: 30000 });
+  seen.counter0 = await count("#total-in");
+  await page.waitForFunction(n => Number(document.getElementById("total-in").textContent.replace(/[^0-9]/g, "")) > n, seen.counter0, { timeout: 30000 });
+  seen.counter1 = await count("#total-in");
+
+  // 2. An outlier appears; clicking its row opens its chart.
+  await page.click('nav button[data-view="outliers"]');
+  await page.waitForFunction(() => document.querySelectorAll("#outliers tbody tr:not(.leave)").length > 0, null, { timeout: 60000 });
+  const row = page.locator("#outliers tbody tr:not(.leave)").first();
+  seen.outlier = await row.getAttribute("data-key");
+  seen.outlierRows = await page.locator("#outliers tbody tr").count();
+  seen.changes = await page.locator("#changes div").count();
+  await row.click();
+  const chartPoints = key => page.evaluate(k => {
+    const d = [...document.querySelectorAll(".series-chart")].find(e => e.dataset.key === k);
+    return d && d.data ? d.data[3].x.length : -1;
+  }, key);
+  await page.waitForFunction(k => {
+    const d = [...document.querySelectorAll(".series-chart")].find(e => e.dataset.key === k);
+    return d && d.data && d.data[3].x.length > 0;
+  }, seen.outlier, { timeout: 30000 });
+  seen.outlierChartPoints = await chartPoints(seen.outlier);
+
+  // 3. A live series (the generator's sensors) keeps receiving points over the event stream.
+  await page.fill("#series-search", "sensor/");
+  await page.waitForSelector('#series-list li[data-key^="sensor/"]', { timeout: 30000 });
+  const live = await page.locator('#series-list li[data-key^="sensor/"]').first().getAttribute("data-key");
+  await page.locator('#series-list li[data-key^="sensor/"]').first().click();
+  await page.waitForFunction(k => {
+    const d = [...document.querySelectorAll(".series-chart")].find(e => e.dataset.key === k);
+    return d && d.data && d.data[3].x.length > 0;
+  }, live, { timeout: 30000 });
+  seen.live = live;
+  seen.livePoints0 = await chartPoints(live);
+  const lastTs = k => page.evaluate(k => {
+    const d = [...document.querySelectorAll(".series-chart")].find(e => e.dataset.key === k);
+    const x = d.data[3].x;
+    return new Date(x[x.length - 1]).getTime();
+  }, k);
+  seen.liveTs0 = await lastTs(live);
+  await page.waitForFunction(([k, t]) => {
+    const d = [...document.querySelectorAll(".series-chart")].find(e => e.dataset.key === k);
+    const x = d.data[3].x;
+    return new Date(x[x.length - 1]).getTime() > t;
+  }, [live, seen.liveTs0], { timeout: 30000 });
+  seen.liveTs1 = await lastTs(live);
+  seen.livePoints1 = await chartPoints(live);
+  seen.forecastSteps = await page.evaluate(k => {
+    const d = [...document.querySelectorAll(".series-chart")].find(e => e.dataset.key === k);
+    return d.data[7].x.length;
+  }, live);
+  seen.frames = await page.evaluate(() => window.sg.frames);
+  await page.waitForTimeout(1500);
+  await page.screenshot({ path: join(outdir, "dashboard-series.png"), fullPage: true });
+  await page.click('nav button[data-view="overview"]');
+  await page.waitForTimeout(1200);
+  await page.screenshot({ path: join(outdir, "dashboard-overview.png"), fullPage: true });
+  await page.click('nav button[data-view="outliers"]');
+  await page.screenshot({ path: join(outdir, "dashboard-outliers.png"), fullPage: true });
+  await page.click('nav button[data-view="cluster"]');
+  seen.workerRows = await page.locator("#cluster table.workers tbody tr").count();
+  await page.screenshot({ path: join(outdir, "dashboard-cluster.png"), fullPage: true });
+} catch (e) {
+  await fail(browser, page, String(e));
+}
+seen.pageErrors = errors;
+if (errors.length) await fail(browser, page, "errors on the page: " + errors.join("; "));
+console.log(JSON.stringify({ ok: true, seen }));
+await browser.close();

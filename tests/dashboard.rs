@@ -1,0 +1,498 @@
+//! The live dashboard:
+//! - in a real browser (Debian's Chromium driven by playwright-core; `.ci/run` installs
+//!   both): while the demo replays datasets, the page's counters move, an outlier appears in
+//!   the table and opens its series, and series charts receive points live; screenshots go
+//!   to `<target tmp>/dashboard/`;
+//! - the hub against the dataflow's own output files on 1, 2 and 4 workers (outlier set,
+//!   per-series history, latest forecast), and the REST API and `/metrics` shapes, with a token;
+//! - a non-loopback bind without a token refuses to start.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use streamgauge::dashboard::{Dashboard, DashboardOptions, Hub, HubConfig};
+use streamgauge::engine::{Input, RunSpec};
+
+/// A plain HTTP/1.1 GET: (status, body).
+fn get(addr: &str, path: &str, bearer: Option<&str>) -> (u16, String) {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let auth = bearer
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Connection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf).unwrap();
+    let text = String::from_utf8_lossy(&buf).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    (status, body.to_string())
+}
+
+fn get_json(addr: &str, path: &str, token: &str) -> Value {
+    let (status, body) = get(addr, path, Some(token));
+    assert_eq!(status, 200, "{path}: {body}");
+    serde_json::from_str(&body).unwrap_or_else(|e| panic!("{path}: {e}: {body}"))
+}
+
+/// A forecast step as bits: (ts, point, lower, upper).
+type Step = (i64, u64, u64, u64);
+
+/// What the hub showed after one run.
+struct Observed {
+    outliers: BTreeSet<String>,
+    history: BTreeMap<String, Vec<(i64, u64)>>,
+    forecast: BTreeMap<String, Vec<Step>>,
+}
+
+#[test]
+fn hub_matches_the_dataflow_outputs_and_the_api_has_its_shapes_on_1_2_4_workers() {
+    let mut readings = common::load("nab:realKnownCause");
+    readings.sort_by_key(|r| r.ts);
+    let history = 50;
+    let tmp = tempfile::tempdir().unwrap();
+    let mut views = Vec::new();
+    for w in [1, 2, 4] {
+        let out = tmp.path().join(format!("w{w}"));
+        let hub = Hub::new(HubConfig {
+            history,
+            ..HubConfig::default()
+        });
+        let token = "s3cret";
+        let dash = Dashboard::start(
+            &DashboardOptions {
+                addr: "127.0.0.1:0".parse().unwrap(),
+                explicit: true,
+                token: Some(token.into()),
+                hub: hub.config(),
+            },
+            hub.clone(),
+        )
+        .unwrap();
+        let addr = dash.addr().to_string();
+        let mut spec = RunSpec::new("sensor_outliers", Input::memory(readings.clone()));
+        spec.cluster.workers = w;
+        spec.output_dir = Some(out.clone());
+        spec.hub = Some((hub.clone(), String::new()));
+        common::run_ok(spec);
+
+        // What the outputs say: the accumulated outlier set, the last `history` rows of
+        // every series, the last forecast path issued per series.
+        let mut set: BTreeMap<String, i64> = BTreeMap::new();
+        for line in common::read_lines(&out, "outliers") {
+            let v: Value = serde_json::from_str(&line).unwrap();
+            let key = format!(
+                "{}/{}",
+                v["series"].as_str().unwrap(),
+                v["field"].as_str().unwrap()
+            );
+            *set.entry(key).or_default() += v["diff"].as_i64().unwrap();
+        }
+        let want_set: BTreeSet<String> = set
+            .into_iter()
+            .filter(|(_, c)| *c == 1)
+            .map(|(k, _)| k)
+            .collect();
+        let mut rows: BTreeMap<String, Vec<(i64, u64)>> = BTreeMap::new();
+        for line in common::read_lines(&out, "outlier_scores") {
+            let v: Value = serde_json::from_str(&line).unwrap();
+            let key = format!(
+                "{}/{}",
+                v["series"].as_str().unwrap(),
+                v["field"].as_str().unwrap()
+            );
+            rows.entry(key).or_default().push((
+                v["ts"].as_i64().unwrap(),
+                v["value"].as_f64().unwrap().to_bits(),
+            ));
+        }
+        let mut paths: BTreeMap<String, (i64, Vec<Step>)> = BTreeMap::new();
+        for line in common::read_lines(&out, "forecasts") {
+            let v: Value = serde_json::from_str(&line).unwrap();
+            let key = format!(
+                "{}/{}",
+                v["series"].as_str().unwrap(),
+                v["field"].as_str().unwrap()
+            );
+            let issued = v["issued_ts"].as_i64().unwrap();
+            let step = (
+                v["ts"].as_i64().unwrap(),
+                v["point"].as_f64().unwrap().to_bits(),
+                v["lower"].as_f64().unwrap().to_bits(),
+                v["upper"].as_f64().unwrap().to_bits(),
+            );
+            let e = paths.entry(key).or_insert((issued, Vec::new()));
+            if issued > e.0 {
+                *e = (issued, Vec::new());
+            }
+            if issued == e.0 {
+                e.1.push(step);
+            }
+        }
+
+        // The hub, through the API.
+        let (status, _) = get(&addr, "/api/outliers", None);
+        assert_eq!(status, 401, "the API needs the token");
+        let (status, _) = get(&addr, "/metrics", Some("wrong"));
+        assert_eq!(status, 401);
+        let (status, page) = get(&addr, "/", None);
+        assert!(
+            status == 200 && page.contains("plotly.min.js"),
+            "the page is public"
+        );
+        let (status, js) = get(&addr, "/plotly.min.js", None);
+        assert!(
+            status == 200 && js.len() > 1_000_000,
+            "Plotly.js is served from the binary"
+        );
+
+        let o = get_json(&addr, &format!("/api/outliers?token={token}"), token);
+        let got_set: BTreeSet<String> = o["set"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| {
+                for f in ["key", "series", "field", "since", "pipeline"] {
+                    assert!(!e[f].is_null(), "outlier entry lacks {f}: {e}");
+                }
+                e["key"].as_str().unwrap().to_string()
+            })
+            .collect();
+        assert_eq!(got_set, want_set, "{w} workers: the hub's outlier set");
+        assert!(!want_set.is_empty(), "NAB must leave some series anomalous");
+        for c in o["changes"].as_array().unwrap() {
+            assert!(
+                c["diff"].as_i64().unwrap().abs() == 1 && c["time"].is_i64(),
+                "{c}"
+            );
+        }
+
+        let list = get_json(&addr, "/api/series?limit=1000", token);
+        let list = list.as_array().unwrap();
+        assert_eq!(
+            list.len(),
+            rows.len(),
+            "{w} workers: one series per (series, field)"
+        );
+        let mut observed = Observed {
+            outliers: got_set,
+            history: BTreeMap::new(),
+            forecast: BTreeMap::new(),
+        };
+        for s in list {
+            let key = s["key"].as_str().unwrap();
+            assert_eq!(
+                s["outlier"].as_bool().unwrap(),
+                want_set.contains(key),
+                "{key}"
+            );
+            let h = get_json(
+                &addr,
+                &format!("/api/history?key={}", key.replace('/', "%2F")),
+                token,
+            );
+            let got: Vec<(i64, u64)> = h["points"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|p| {
+                    for f in ["ts", "value", "mean", "std", "score", "anomalous"] {
+                        assert!(p.get(f).is_some(), "point lacks {f}: {p}");
+                    }
+                    (
+                        p["ts"].as_i64().unwrap(),
+                        p["value"].as_f64().unwrap().to_bits(),
+                    )
+                })
+                .collect();
+            let mut want = rows[key].clone();
+            want.sort_by_key(|r| r.0);
+            let want = want[want.len().saturating_sub(history)..].to_vec();
+            assert_eq!(got, want, "{w} workers: history of {key}");
+            let f = &h["forecast"];
+            let got_f: Vec<Step> = f["steps"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|s| {
+                    let s = s.as_array().unwrap();
+                    (
+                        s[0].as_i64().unwrap(),
+                        s[1].as_f64().unwrap().to_bits(),
+                        s[2].as_f64().unwrap().to_bits(),
+                        s[3].as_f64().unwrap().to_bits(),
+                    )
+                })
+                .collect();
+            let (issued, want_f) = &paths[key];
+            assert_eq!(f["issued"].as_i64().unwrap(), *issued, "{key}");
+            assert_eq!(&got_f, want_f, "{w} workers: forecast of {key}");
+            observed.history.insert(key.to_string(), got);
+            observed.forecast.insert(key.to_string(), got_f);
+        }
+        let (status, _) = get(&addr, "/api/history?key=nope", Some(token));
+        assert_eq!(status, 404);
+
+        let f = get_json(&addr, "/api/forecasts?limit=1000", token);
+        assert_eq!(f.as_array().unwrap().len(), rows.len());
+        let ov = get_json(&addr, "/api/overview", token);
+        let p = &ov["pipelines"][0];
+        assert_eq!(p["name"], "dataset/sensor_outliers");
+        assert_eq!(p["status"], "finished");
+        assert_eq!(p["readings_in"].as_u64().unwrap(), readings.len() as u64);
+        assert_eq!(
+            p["workers"].as_array().unwrap().len(),
+            w,
+            "one status per worker"
+        );
+        let ops = p["operators"].as_object().unwrap();
+        assert!(
+            ops.keys().any(|k| k == "sensor_outliers")
+                && ops.values().all(|t| t["seconds"].as_f64().unwrap() >= 0.0),
+            "operator timings: {ops:?}"
+        );
+        let d = get_json(&addr, "/api/delta?since=0&key=nope", token);
+        assert!(d["seq"].as_u64().unwrap() > 0 && d["changes"].is_array());
+
+        let (status, metrics) = get(&addr, "/metrics", Some(token));
+        assert_eq!(status, 200);
+        let want_line = format!(
+            "streamgauge_readings_in_total{{pipeline=\"dataset/sensor_outliers\",dataflow=\"sensor_outliers\"}} {}",
+            readings.len()
+        );
+        assert!(metrics.contains(&want_line), "{metrics}");
+        assert!(metrics.contains(&format!("streamgauge_outliers {}", want_set.len())));
+        assert!(metrics.contains("streamgauge_operator_seconds_total{pipeline=\"dataset/sensor_outliers\",operator=\"sensor_outliers\"}"));
+        for line in metrics
+            .lines()
+            .filter(|l| !l.starts_with('#') && !l.is_empty())
+        {
+            let value = line.rsplit(' ').next().unwrap();
+            assert!(value.parse::<f64>().is_ok(), "bad sample line {line:?}");
+        }
+        drop(dash);
+        views.push(observed);
+    }
+    for v in &views[1..] {
+        assert_eq!(
+            v.outliers, views[0].outliers,
+            "same outlier set whatever the workers"
+        );
+        assert_eq!(
+            v.history, views[0].history,
+            "same histories whatever the workers"
+        );
+        assert_eq!(
+            v.forecast, views[0].forecast,
+            "same forecasts whatever the workers"
+        );
+    }
+}
+
+fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_streamgauge"))
+}
+
+#[test]
+fn a_non_loopback_dashboard_without_a_token_refuses_to_start() {
+    let data = common::data_dir();
+    let out = bin()
+        .args([
+            "run",
+            "series_stats",
+            "--dataset",
+            "nab:artificialNoAnomaly",
+            "--data-dir",
+        ])
+        .arg(&data)
+        .args(["--dashboard", "0.0.0.0:0"])
+        .env_remove("STREAMGAUGE_DASHBOARD_TOKEN")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("without a token") && err.contains("--dashboard-token"),
+        "{err}"
+    );
+
+    let out = bin()
+        .args([
+            "run",
+            "series_stats",
+            "--dataset",
+            "nab:artificialNoAnomaly",
+            "--data-dir",
+        ])
+        .arg(&data)
+        .args(["--dashboard", "not an address"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--dashboard") && err.contains("HOST:PORT"),
+        "{err}"
+    );
+
+    // With a token it starts (and the run finishes as usual).
+    let out = bin()
+        .args([
+            "run",
+            "series_stats",
+            "--dataset",
+            "nab:artificialNoAnomaly",
+            "--data-dir",
+        ])
+        .arg(&data)
+        .args(["--dashboard", "0.0.0.0:0", "--dashboard-token", "t0ken"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("token required"), "{err}");
+}
+
+fn browser_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser")
+}
+
+/// playwright-core from npm (installed here when missing; `.ci/run` installs it too).
+fn ensure_playwright() {
+    let dir = browser_dir();
+    if dir.join("node_modules/playwright-core").is_dir() {
+        return;
+    }
+    let st = Command::new("npm")
+        .args(["ci", "--no-audit", "--no-fund"])
+        .current_dir(&dir)
+        .status()
+        .expect("npm is needed for the browser test (Node.js 20)");
+    assert!(st.success(), "npm ci in {} failed", dir.display());
+}
+
+struct Kill(std::process::Child);
+impl Drop for Kill {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn browser_sees_counters_move_an_outlier_appear_and_charts_receive_points() {
+    let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
+    assert!(
+        Path::new(&chromium).is_file(),
+        "the browser test needs Debian's chromium at {chromium} (apt-get install chromium; .ci/run does)"
+    );
+    ensure_playwright();
+    let port = common::free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let data = common::data_dir();
+    let log = tempfile::NamedTempFile::new().unwrap();
+    let _demo = Kill(
+        bin()
+            .args([
+                "demo",
+                "--duration",
+                "150s",
+                "--sensors",
+                "200",
+                "--rate",
+                "4000",
+                "--data-dir",
+            ])
+            .arg(&data)
+            .args(["--dashboard", &addr])
+            .stdout(Stdio::null())
+            .stderr(log.reopen().unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    let t0 = Instant::now();
+    while get_ok(&addr).is_none() {
+        assert!(
+            t0.elapsed() < Duration::from_secs(60),
+            "dashboard did not answer: {}",
+            std::fs::read_to_string(log.path()).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let outdir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("dashboard");
+    let out = Command::new("node")
+        .arg(browser_dir().join("check.mjs"))
+        .arg(format!("http://{addr}/"))
+        .arg(&outdir)
+        .env("CHROMIUM", &chromium)
+        .output()
+        .expect("node runs the browser check");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "browser check failed: {stdout}\n{stderr}\ndemo log: {}\nscreenshot: {}",
+        std::fs::read_to_string(log.path()).unwrap_or_default(),
+        outdir.join("failure.png").display()
+    );
+    let v: Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+    let seen = &v["seen"];
+    assert!(
+        seen["counter1"].as_u64() > seen["counter0"].as_u64(),
+        "{seen}"
+    );
+    assert!(seen["outlierChartPoints"].as_i64().unwrap() > 0, "{seen}");
+    assert!(
+        seen["liveTs1"].as_i64() > seen["liveTs0"].as_i64(),
+        "{seen}"
+    );
+    assert!(seen["livePoints1"].as_i64().unwrap() > 0, "{seen}");
+    assert!(
+        seen["forecastSteps"].as_i64().unwrap() > 0,
+        "the live chart shows a forecast: {seen}"
+    );
+    assert!(
+        seen["workerRows"].as_i64().unwrap() >= 2,
+        "cluster view lists workers: {seen}"
+    );
+    for shot in [
+        "dashboard-series.png",
+        "dashboard-overview.png",
+        "dashboard-outliers.png",
+    ] {
+        let len = std::fs::metadata(outdir.join(shot))
+            .map(|m| m.len())
+            .unwrap_or(0);
+        assert!(len > 10_000, "{shot}: {len} bytes");
+    }
+}
+
+fn get_ok(addr: &str) -> Option<()> {
+    let mut s = TcpStream::connect(addr).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(
+        s,
+        "GET /api/overview HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf).ok()?;
+    String::from_utf8_lossy(&buf)
+        .starts_with("HTTP/1.1 200")
+        .then_some(())
+}
