@@ -21,6 +21,7 @@ pub mod kafka;
 pub mod nab;
 pub mod quarantine;
 pub mod record;
+pub mod report;
 
 #[path = "../dataflows/mod.rs"]
 pub mod dataflows;

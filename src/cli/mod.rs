@@ -62,6 +62,8 @@ through --listen they follow metadata to the broker's own loopback port."
     Nab(NabArgs),
     /// Evaluate every forecaster one step ahead: MASE and 95% interval coverage per dataset.
     ForecastEval(forecast_eval::ForecastEvalArgs),
+    /// Render PNG and SVG plots of a finished run's outputs (series with band, forecast and anomalies; throughput).
+    Report(ReportArgs),
 }
 
 /// `nab` flags.
@@ -271,6 +273,26 @@ pub struct RunArgs {
     pub help: Option<bool>,
 }
 
+/// `report` flags.
+#[derive(Debug, Args)]
+pub struct ReportArgs {
+    /// A run's --output folder (outlier_scores, forecasts, throughput).
+    #[arg(long)]
+    pub input: PathBuf,
+    /// Folder for the images.
+    #[arg(long)]
+    pub output: PathBuf,
+    /// Series to draw, as series/field (repeatable); default: those with the most anomalies.
+    #[arg(long, value_name = "KEY")]
+    pub series: Vec<String>,
+    /// How many series to draw when --series is not given.
+    #[arg(long, default_value_t = 4)]
+    pub top: usize,
+    /// The last this many readings of each series are drawn.
+    #[arg(long, default_value_t = 2000, value_parser = clap::value_parser!(u32).range(2..))]
+    pub points: u32,
+}
+
 /// `generate` flags.
 #[derive(Debug, Args)]
 pub struct GenerateArgs {
@@ -303,6 +325,19 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Broker(a) => broker(a),
         Command::Replay(a) => replay::run(a, &settings).map(|_| ()),
         Command::Run(a) => run_dataflow(*a, &settings).map(|_| ()),
+        Command::Report(a) => {
+            let files = crate::report::render(&crate::report::ReportSpec {
+                input: a.input,
+                output: a.output,
+                series: a.series,
+                top: a.top,
+                points: a.points as usize,
+            })?;
+            for f in files {
+                println!("{}", f.display());
+            }
+            Ok(())
+        }
         Command::Datasets => datasets(&settings),
         Command::Generate(a) => generate(a),
         Command::Nab(a) => nab(a, &settings),
