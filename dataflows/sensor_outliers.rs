@@ -10,8 +10,8 @@
 //!
 //! Per reading (output `forecasts`, unless `--horizon 0`): the RLS AR(2) model's forecast for
 //! the next `--horizon` readings (default 5) with 95% intervals (variance from the model's
-//! residual variance and its MA weights), one row per step, at the times the readings would
-//! arrive at the series' latest spacing.
+//! residual variance and its MA weights), one row per issue with every step, at the times the
+//! readings would arrive at the series' latest spacing.
 //!
 //! Differential collections, emitted as updates with `diff` +1 / -1 when the input frontier
 //! passes a time, so a consumer never sees half a change (changes that cancel within one time
@@ -129,39 +129,40 @@ impl Row for OutlierRow {
     }
 }
 
-/// One step of a forecast issued after a reading.
+/// A forecast path issued after a reading: the next `--horizon` readings.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ForecastStep {
+pub struct ForecastPath {
     /// Series id.
     pub series: Arc<str>,
     /// Value name.
     pub field: Arc<str>,
     /// Event time of the reading it was issued after.
     pub issued_ts: EventTime,
-    /// Readings ahead (1..=horizon).
-    pub step: usize,
-    /// When that reading is expected (issue time + step x the latest spacing).
-    pub ts: EventTime,
-    /// Point forecast.
-    pub point: f64,
-    /// Lower end of the 95% interval.
-    pub lower: f64,
-    /// Upper end of the 95% interval.
-    pub upper: f64,
+    /// For 1..=horizon readings ahead: `(ts, point, lower, upper)`, `ts` the time the reading
+    /// is expected (issue time + step x the series' latest spacing), `lower..upper` the 95%
+    /// interval.
+    pub steps: Vec<(EventTime, f64, f64, f64)>,
 }
 
-impl Row for ForecastStep {
-    const CSV_HEADER: &'static str = "series,field,issued_ts,step,ts,point,lower,upper";
+impl Row for ForecastPath {
+    /// `steps` is one field: `ts:point:lower:upper` per step, joined by `;`.
+    const CSV_HEADER: &'static str = "series,field,issued_ts,steps";
     fn key(&self) -> &str {
         &self.series
     }
     fn write_csv(&self, out: &mut Vec<u8>) {
         csv_series_field_ts(out, &self.series, &self.field, self.issued_ts);
         out.push(b',');
-        write_i64(out, self.step as i64);
-        out.push(b',');
-        write_i64(out, self.ts);
-        csv_f64s(out, &[self.point, self.lower, self.upper]);
+        for (i, (ts, p, l, u)) in self.steps.iter().enumerate() {
+            if i > 0 {
+                out.push(b';');
+            }
+            write_i64(out, *ts);
+            for v in [p, l, u] {
+                out.push(b':');
+                write_f64(out, *v);
+            }
+        }
     }
     fn publish(&self, out: &mut Vec<Update>) {
         out.push(Update::Forecast(ForecastUpdate {
@@ -169,7 +170,7 @@ impl Row for ForecastStep {
             field: self.field.clone(),
             model: "rls_ar2",
             issued: self.issued_ts,
-            steps: vec![(self.ts, self.point, self.lower, self.upper)],
+            steps: self.steps.clone(),
         }));
     }
 }
@@ -178,7 +179,7 @@ impl Row for ForecastStep {
 #[derive(Debug, Clone)]
 enum Out {
     Scores(OutlierRow),
-    Forecast(ForecastStep),
+    Forecast(ForecastPath),
 }
 
 /// A change to a differential collection of (series, field) records, with extra columns.
@@ -373,18 +374,18 @@ impl Dataflow for SensorOutliers {
                     }));
                     if let (Some(gap), Model::Rls(m)) = (spacing, &s.residual.model) {
                         if horizon > 0 && gap > 0 {
+                            let mut steps = Vec::with_capacity(horizon);
                             forecast_steps(m, horizon, |step, f| {
-                                emit(Out::Forecast(ForecastStep {
+                                steps.push((r.ts + gap * step as i64, f.point, f.lower, f.upper))
+                            });
+                            if !steps.is_empty() {
+                                emit(Out::Forecast(ForecastPath {
                                     series: r.series.clone(),
                                     field: field.clone(),
                                     issued_ts: r.ts,
-                                    step,
-                                    ts: r.ts + gap * step as i64,
-                                    point: f.point,
-                                    lower: f.lower,
-                                    upper: f.upper,
-                                }))
-                            });
+                                    steps,
+                                }));
+                            }
                         }
                     }
                 });

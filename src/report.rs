@@ -3,7 +3,8 @@
 //!
 //! From `outlier_scores` (JSON lines or CSV, one file or one per process) it draws, per
 //! series, the values with the rolling mean and its ±2σ band and the anomalous readings;
-//! from `forecasts` the last forecast path issued for the series with its 95% interval;
+//! from `forecasts` (JSON lines) the last forecast path issued for the series with its 95%
+//! interval;
 //! from `throughput.jsonl` readings in and rows out per second over the run.
 
 use std::collections::BTreeMap;
@@ -15,7 +16,8 @@ use plotters::prelude::*;
 use serde::de::DeserializeOwned;
 use thiserror::Error;
 
-use crate::dataflows::sensor_outliers::{ForecastStep, OutlierRow};
+use crate::dataflows::sensor_outliers::{ForecastPath, OutlierRow};
+use crate::record::EventTime;
 
 /// Why a report could not be drawn.
 #[derive(Debug, Error)]
@@ -105,20 +107,7 @@ fn files(dir: &Path, stem: &str, ext: &str) -> Result<Vec<PathBuf>, ReportError>
 
 /// Reads every row of an output, JSON lines or CSV.
 fn rows<T: DeserializeOwned>(dir: &Path, stem: &str) -> Result<Vec<T>, ReportError> {
-    let mut out = Vec::new();
-    for f in files(dir, stem, "jsonl")? {
-        let text = std::fs::read_to_string(&f).map_err(|e| ReportError::Input {
-            path: f.clone(),
-            source: e,
-        })?;
-        for (i, line) in text.lines().enumerate().filter(|(_, l)| !l.is_empty()) {
-            out.push(serde_json::from_str(line).map_err(|e| ReportError::Row {
-                file: f.clone(),
-                line: i + 1,
-                why: e.to_string(),
-            })?);
-        }
-    }
+    let mut out = jsonl_rows(dir, stem)?;
     for f in files(dir, stem, "csv")? {
         let mut r = csv::Reader::from_path(&f).map_err(|e| ReportError::Row {
             file: f.clone(),
@@ -129,6 +118,25 @@ fn rows<T: DeserializeOwned>(dir: &Path, stem: &str) -> Result<Vec<T>, ReportErr
             out.push(row.map_err(|e: csv::Error| ReportError::Row {
                 file: f.clone(),
                 line: i + 2,
+                why: e.to_string(),
+            })?);
+        }
+    }
+    Ok(out)
+}
+
+/// Reads every row of an output's JSON-lines files.
+fn jsonl_rows<T: DeserializeOwned>(dir: &Path, stem: &str) -> Result<Vec<T>, ReportError> {
+    let mut out = Vec::new();
+    for f in files(dir, stem, "jsonl")? {
+        let text = std::fs::read_to_string(&f).map_err(|e| ReportError::Input {
+            path: f.clone(),
+            source: e,
+        })?;
+        for (i, line) in text.lines().enumerate().filter(|(_, l)| !l.is_empty()) {
+            out.push(serde_json::from_str(line).map_err(|e| ReportError::Row {
+                file: f.clone(),
+                line: i + 1,
                 why: e.to_string(),
             })?);
         }
@@ -162,14 +170,14 @@ fn series_chart<DB: DrawingBackend>(
     area: &DrawingArea<DB, Shift>,
     key: &str,
     rows: &[&OutlierRow],
-    forecast: &[&ForecastStep],
+    forecast: &[(EventTime, f64, f64, f64)],
 ) -> Result<(), String> {
     let e = |e: DrawingAreaErrorKind<DB::ErrorType>| e.to_string();
     area.fill(&WHITE).map_err(e)?;
     let x0 = rows.first().map_or(0, |r| r.ts);
     let x1 = forecast
         .iter()
-        .map(|f| f.ts)
+        .map(|f| f.0)
         .chain(rows.last().map(|r| r.ts))
         .max()
         .unwrap_or(x0 + 1)
@@ -186,8 +194,8 @@ fn series_chart<DB: DrawingBackend>(
         }
     }
     for f in forecast {
-        lo = lo.min(f.lower);
-        hi = hi.max(f.upper);
+        lo = lo.min(f.2);
+        hi = hi.max(f.3);
     }
     if !(lo.is_finite() && hi.is_finite()) {
         (lo, hi) = (0.0, 1.0);
@@ -253,8 +261,8 @@ fn series_chart<DB: DrawingBackend>(
         .legend(move |(x, y)| Circle::new((x + 9, y), 4, red.stroke_width(2)));
     if !forecast.is_empty() {
         let amber = RGBColor(191, 135, 0);
-        let mut poly: Vec<(i64, f64)> = forecast.iter().map(|f| (f.ts, f.upper)).collect();
-        poly.extend(forecast.iter().rev().map(|f| (f.ts, f.lower)));
+        let mut poly: Vec<(i64, f64)> = forecast.iter().map(|f| (f.0, f.3)).collect();
+        poly.extend(forecast.iter().rev().map(|f| (f.0, f.2)));
         chart
             .draw_series(std::iter::once(Polygon::new(poly, amber.mix(0.25))))
             .map_err(e)?
@@ -264,7 +272,7 @@ fn series_chart<DB: DrawingBackend>(
             });
         chart
             .draw_series(LineSeries::new(
-                forecast.iter().map(|f| (f.ts, f.point)),
+                forecast.iter().map(|f| (f.0, f.1)),
                 amber.stroke_width(2),
             ))
             .map_err(e)?
@@ -360,7 +368,7 @@ fn file_stem(key: &str) -> String {
 pub fn render(spec: &ReportSpec) -> Result<Vec<PathBuf>, ReportError> {
     fonts();
     let scores: Vec<OutlierRow> = rows(&spec.input, "outlier_scores")?;
-    let steps: Vec<ForecastStep> = rows(&spec.input, "forecasts")?;
+    let paths: Vec<ForecastPath> = jsonl_rows(&spec.input, "forecasts")?;
     let ticks: Vec<Tick> = rows(&spec.input, "throughput")?;
     if scores.is_empty() && ticks.is_empty() {
         return Err(ReportError::Empty(spec.input.clone()));
@@ -402,13 +410,11 @@ pub fn render(spec: &ReportSpec) -> Result<Vec<PathBuf>, ReportError> {
         let all = &by[&key];
         let shown = &all[all.len().saturating_sub(spec.points.max(2))..];
         // The last forecast path issued for this series.
-        let mut path: Vec<&ForecastStep> = steps
+        let path: &[(EventTime, f64, f64, f64)] = paths
             .iter()
-            .filter(|s| format!("{}/{}", s.series, s.field) == key)
-            .collect();
-        let last_issue = path.iter().map(|s| s.issued_ts).max();
-        path.retain(|s| Some(s.issued_ts) == last_issue);
-        path.sort_by_key(|s| s.step);
+            .filter(|p| format!("{}/{}", p.series, p.field) == key)
+            .max_by_key(|p| p.issued_ts)
+            .map_or(&[], |p| &p.steps);
         let stem = spec.output.join(format!("series_{}", file_stem(&key)));
         let png = stem.with_extension("png");
         let svg = stem.with_extension("svg");
@@ -416,14 +422,14 @@ pub fn render(spec: &ReportSpec) -> Result<Vec<PathBuf>, ReportError> {
             &BitMapBackend::new(&png, (1200, 480)).into_drawing_area(),
             &key,
             shown,
-            &path,
+            path,
         )
         .map_err(draw_err(&png))?;
         series_chart(
             &SVGBackend::new(&svg, (1200, 480)).into_drawing_area(),
             &key,
             shown,
-            &path,
+            path,
         )
         .map_err(draw_err(&svg))?;
         written.extend([png, svg]);

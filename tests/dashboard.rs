@@ -130,18 +130,22 @@ fn hub_matches_the_dataflow_outputs_and_the_api_has_its_shapes_on_1_2_4_workers(
                 v["field"].as_str().unwrap()
             );
             let issued = v["issued_ts"].as_i64().unwrap();
-            let step = (
-                v["ts"].as_i64().unwrap(),
-                v["point"].as_f64().unwrap().to_bits(),
-                v["lower"].as_f64().unwrap().to_bits(),
-                v["upper"].as_f64().unwrap().to_bits(),
-            );
+            let steps: Vec<Step> = v["steps"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|s| {
+                    (
+                        s[0].as_i64().unwrap(),
+                        s[1].as_f64().unwrap().to_bits(),
+                        s[2].as_f64().unwrap().to_bits(),
+                        s[3].as_f64().unwrap().to_bits(),
+                    )
+                })
+                .collect();
             let e = paths.entry(key).or_insert((issued, Vec::new()));
-            if issued > e.0 {
-                *e = (issued, Vec::new());
-            }
-            if issued == e.0 {
-                e.1.push(step);
+            if issued >= e.0 {
+                *e = (issued, steps);
             }
         }
 
@@ -495,4 +499,76 @@ fn get_ok(addr: &str) -> Option<()> {
     String::from_utf8_lossy(&buf)
         .starts_with("HTTP/1.1 200")
         .then_some(())
+}
+
+/// The notebook in `notebooks/` runs, as a user would run it, against a live dashboard: its
+/// code cells in order, in one Python process (pandas and matplotlib; `.ci/run` installs
+/// them), and it saves the plot it draws.
+#[test]
+fn the_notebook_reads_the_api_with_pandas_and_plots_a_series() {
+    let readings = common::load("nab:realKnownCause");
+    let hub = Hub::new(HubConfig::default());
+    let token = "nb-token";
+    let dash = Dashboard::start(
+        &DashboardOptions {
+            addr: "127.0.0.1:0".parse().unwrap(),
+            explicit: true,
+            token: Some(token.into()),
+            hub: hub.config(),
+        },
+        hub.clone(),
+    )
+    .unwrap();
+    let mut spec = RunSpec::new("sensor_outliers", Input::memory(readings));
+    spec.cluster.workers = 2;
+    spec.hub = Some((hub, String::new()));
+    common::run_ok(spec);
+
+    let nb: Value = serde_json::from_str(
+        &std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("notebooks/dashboard_api.ipynb"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let code: String = nb["cells"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["cell_type"] == "code")
+        .map(|c| {
+            c["source"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|l| l.as_str().unwrap())
+                .collect::<String>()
+                + "\n"
+        })
+        .collect();
+    let tmp = tempfile::tempdir().unwrap();
+    let png = tmp.path().join("series.png");
+    let out = Command::new("python3")
+        .arg("-c")
+        .arg(&code)
+        .env("STREAMGAUGE_URL", format!("http://{}", dash.addr()))
+        .env("STREAMGAUGE_DASHBOARD_TOKEN", token)
+        .env("SERIES_KEY", "realKnownCause/nyc_taxi/value")
+        .env("NOTEBOOK_OUT", &png)
+        .env("MPLBACKEND", "Agg")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "notebook failed (pandas and matplotlib are needed: .ci/run installs them):\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("dataset/sensor_outliers"), "{stdout}");
+    let bytes = std::fs::read(&png).unwrap();
+    assert!(
+        bytes.starts_with(b"\x89PNG") && bytes.len() > 20_000,
+        "{} bytes",
+        bytes.len()
+    );
 }

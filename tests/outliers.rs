@@ -240,20 +240,20 @@ fn sensor_outliers_match_oracle_and_sets_accumulate_on_1_2_4_workers() {
         let mut got_steps = 0;
         for line in common::read_lines(&out, "forecasts") {
             let v: serde_json::Value = serde_json::from_str(&line).unwrap();
-            let key = (
-                v["series"].as_str().unwrap().to_string(),
-                v["issued_ts"].as_i64().unwrap(),
-                v["step"].as_u64().unwrap() as usize,
-            );
-            let (ts, point, lower, upper) = want_steps
-                .get(&key)
-                .unwrap_or_else(|| panic!("unexpected forecast {key:?}"));
-            let close = |a: f64, b: f64| (a - b).abs() <= 1e-7 * b.abs().max(1.0);
-            assert_eq!(v["ts"].as_i64().unwrap(), *ts, "{key:?} ts");
-            assert!(close(v["point"].as_f64().unwrap(), *point), "{key:?} point");
-            assert!(close(v["lower"].as_f64().unwrap(), *lower), "{key:?} lower");
-            assert!(close(v["upper"].as_f64().unwrap(), *upper), "{key:?} upper");
-            got_steps += 1;
+            let series = v["series"].as_str().unwrap().to_string();
+            let issued = v["issued_ts"].as_i64().unwrap();
+            for (i, st) in v["steps"].as_array().unwrap().iter().enumerate() {
+                let key = (series.clone(), issued, i + 1);
+                let (ts, point, lower, upper) = want_steps
+                    .get(&key)
+                    .unwrap_or_else(|| panic!("unexpected forecast {key:?}"));
+                let close = |a: f64, b: f64| (a - b).abs() <= 1e-7 * b.abs().max(1.0);
+                assert_eq!(st[0].as_i64().unwrap(), *ts, "{key:?} ts");
+                assert!(close(st[1].as_f64().unwrap(), *point), "{key:?} point");
+                assert!(close(st[2].as_f64().unwrap(), *lower), "{key:?} lower");
+                assert!(close(st[3].as_f64().unwrap(), *upper), "{key:?} upper");
+                got_steps += 1;
+            }
         }
         assert!(!want_steps.is_empty());
         assert_eq!(got_steps, want_steps.len(), "{w} workers: forecast steps");

@@ -18,6 +18,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use serde::Serialize;
 
 use crate::engine::metrics::{Metrics, Snapshot, WorkerStatus};
+use crate::engine::FastBuild;
 use crate::record::EventTime;
 
 /// Bounds of the hub's memory.
@@ -120,6 +121,7 @@ pub struct Point {
 /// What the hub knows of one (series, field).
 #[derive(Debug)]
 struct SeriesBuf {
+    key: Arc<str>,
     series: Arc<str>,
     field: Arc<str>,
     pipeline: usize,
@@ -196,7 +198,7 @@ struct Pipeline {
     workers: usize,
     /// Output name -> the input frontier of its sink on each local worker.
     slots: BTreeMap<String, Vec<EventTime>>,
-    staged: BTreeMap<EventTime, Vec<Update>>,
+    staged: BTreeMap<EventTime, Staged>,
     released: EventTime,
     finished: bool,
     operators: BTreeMap<String, OperatorTiming>,
@@ -204,11 +206,45 @@ struct Pipeline {
     last: (Instant, Snapshot),
 }
 
+/// (series, field).
+type Id = (Arc<str>, Arc<str>);
+
+/// The updates of one time, waiting for every sink to pass it: the points in arrival order,
+/// the latest forecast of each series (all of a time's updates are released together, so an
+/// older forecast of the same time could never show), and every outlier change.
+#[derive(Debug, Default)]
+struct Staged {
+    points: Vec<PointUpdate>,
+    forecasts: HashMap<Id, ForecastUpdate, FastBuild>,
+    outliers: Vec<Update>,
+}
+
+impl Staged {
+    fn add(&mut self, u: Update) {
+        match u {
+            Update::Point(p) => self.points.push(p),
+            Update::Forecast(f) => {
+                let id = (f.series.clone(), f.field.clone());
+                match self.forecasts.get_mut(&id) {
+                    Some(cur) if cur.issued > f.issued => {}
+                    Some(cur) => *cur = f,
+                    None => {
+                        self.forecasts.insert(id, f);
+                    }
+                }
+            }
+            o @ Update::Outlier { .. } => self.outliers.push(o),
+        }
+    }
+}
+
 #[derive(Debug, Default)]
 struct State {
     seq: u64,
     frame_time: EventTime,
-    series: HashMap<Arc<str>, SeriesBuf>,
+    series: HashMap<Id, SeriesBuf, FastBuild>,
+    /// `series/field` -> (series, field), for the API.
+    by_key: HashMap<Arc<str>, Id, FastBuild>,
     outliers: BTreeMap<Arc<str>, OutlierEntry>,
     changes: VecDeque<Change>,
     pipelines: Vec<Pipeline>,
@@ -335,17 +371,25 @@ impl Hub {
         let seq = s.seq;
         match u {
             Update::Point(p) => {
-                let key = series_key(&p.series, &p.field);
                 let history = self.cfg.history;
-                let buf = s.series.entry(key).or_insert_with(|| SeriesBuf {
-                    series: p.series.clone(),
-                    field: p.field.clone(),
-                    pipeline,
-                    points: VecDeque::with_capacity(16),
-                    forecast: None,
-                    last_seq: seq,
-                });
-                if buf.points.len() == history {
+                let id = (p.series, p.field);
+                let buf = match s.series.get_mut(&id) {
+                    Some(b) => b,
+                    None => {
+                        let key = series_key(&id.0, &id.1);
+                        s.by_key.insert(key.clone(), id.clone());
+                        s.series.entry(id.clone()).or_insert(SeriesBuf {
+                            key,
+                            series: id.0.clone(),
+                            field: id.1.clone(),
+                            pipeline,
+                            points: VecDeque::with_capacity(16),
+                            forecast: None,
+                            last_seq: seq,
+                        })
+                    }
+                };
+                if buf.points.len() >= history {
                     buf.points.pop_front();
                 }
                 buf.points.push_back(Point {
@@ -358,37 +402,24 @@ impl Hub {
                     seq,
                 });
                 buf.last_seq = seq;
-                if let Some(o) = s.outliers.get_mut(&*series_key(&p.series, &p.field)) {
-                    if p.score.is_finite() {
+                if p.score.is_finite() && !s.outliers.is_empty() {
+                    if let Some(o) = s.outliers.get_mut(&buf.key) {
                         o.score = Some(p.score);
                     }
                 }
             }
-            Update::Forecast(f) => {
-                let key = series_key(&f.series, &f.field);
-                if let Some(buf) = s.series.get_mut(&key) {
-                    // Steps of one forecast may arrive as separate updates: merge them.
-                    match &mut buf.forecast {
-                        Some((fseq, cur)) if cur.issued == f.issued && cur.model == f.model => {
-                            cur.steps.extend(f.steps);
-                            cur.steps.sort_by_key(|s| s.0);
-                            *fseq = seq;
-                        }
-                        _ => buf.forecast = Some((seq, f)),
-                    }
-                    buf.last_seq = seq;
-                }
-            }
+            Update::Forecast(f) => self.apply_forecast(s, f),
             Update::Outlier {
                 series,
                 field,
                 score,
                 diff,
             } => {
-                let key = series_key(&series, &field);
+                let id = (series, field);
+                let known = s.series.get(&id);
+                let key = known.map_or_else(|| series_key(&id.0, &id.1), |b| b.key.clone());
                 let score = nan_none(score).or_else(|| {
-                    s.series
-                        .get(&key)
+                    known
                         .and_then(|b| b.points.back())
                         .and_then(|p| nan_none(Some(p.score)))
                 });
@@ -398,8 +429,8 @@ impl Hub {
                         key.clone(),
                         OutlierEntry {
                             key: key.clone(),
-                            series: series.clone(),
-                            field: field.clone(),
+                            series: id.0.clone(),
+                            field: id.1.clone(),
                             score,
                             since: time,
                             pipeline: name,
@@ -412,8 +443,8 @@ impl Hub {
                     seq,
                     time,
                     key,
-                    series,
-                    field,
+                    series: id.0,
+                    field: id.1,
                     diff: diff.signum(),
                     score,
                 });
@@ -424,20 +455,45 @@ impl Hub {
         }
     }
 
+    /// Sets a series' latest forecast.
+    fn apply_forecast(&self, s: &mut State, f: ForecastUpdate) {
+        let seq = s.seq;
+        let id = (f.series.clone(), f.field.clone());
+        if let Some(buf) = s.series.get_mut(&id) {
+            buf.forecast = Some((seq, f));
+            buf.last_seq = seq;
+        }
+    }
+
+    /// Applies one released time: points, then forecasts, then outlier changes.
+    fn apply_staged(&self, s: &mut State, pipeline: usize, time: EventTime, st: Staged) {
+        for p in st.points {
+            self.apply(s, pipeline, time, Update::Point(p));
+        }
+        for (_, f) in st.forecasts {
+            self.apply_forecast(s, f);
+        }
+        for o in st.outliers {
+            self.apply(s, pipeline, time, o);
+        }
+    }
+
     /// Drops the least recently updated tenth of the series once there are too many.
     fn trim(&self, s: &mut State) {
         if s.series.len() <= self.cfg.max_series {
             return;
         }
-        let mut ages: Vec<(u64, Arc<str>)> = s
+        let mut ages: Vec<(u64, Id)> = s
             .series
             .iter()
-            .map(|(k, b)| (b.last_seq, k.clone()))
+            .map(|(id, b)| (b.last_seq, id.clone()))
             .collect();
-        ages.sort_unstable();
         let drop = s.series.len() - self.cfg.max_series * 9 / 10;
-        for (_, k) in ages.into_iter().take(drop) {
-            s.series.remove(&k);
+        ages.select_nth_unstable_by_key(drop - 1, |a| a.0);
+        for (_, id) in ages.into_iter().take(drop) {
+            if let Some(b) = s.series.remove(&id) {
+                s.by_key.remove(&b.key);
+            }
         }
     }
 }
@@ -467,9 +523,16 @@ impl PipelineHandle {
         let mut guard = hub.lock();
         let s = &mut *guard;
         let p = &mut s.pipelines[self.id];
-        for (t, u) in updates.drain(..) {
-            p.staged.entry(t).or_default().push(u);
+        // Rows of one batch share a time: one map lookup per run of equal times.
+        let mut it = updates.drain(..).peekable();
+        while let Some((t, u)) = it.next() {
+            let st = p.staged.entry(t).or_default();
+            st.add(u);
+            while let Some((_, u)) = it.next_if(|(t2, _)| *t2 == t) {
+                st.add(u);
+            }
         }
+        drop(it);
         let w = p.workers;
         let slot = p
             .slots
@@ -499,11 +562,9 @@ impl PipelineHandle {
             return;
         }
         s.seq += 1;
-        for (t, us) in ready {
+        for (t, st) in ready {
             s.frame_time = s.frame_time.max(t);
-            for u in us {
-                hub.apply(s, self.id, t, u);
-            }
+            hub.apply_staged(s, self.id, t, st);
         }
         hub.trim(s);
         drop(guard);
@@ -647,16 +708,16 @@ impl Hub {
         let q = q.to_lowercase();
         let mut out: Vec<SeriesInfo> = s
             .series
-            .iter()
-            .filter(|(k, _)| q.is_empty() || k.to_lowercase().contains(&q))
-            .map(|(k, b)| SeriesInfo {
-                key: k.clone(),
+            .values()
+            .filter(|b| q.is_empty() || b.key.to_lowercase().contains(&q))
+            .map(|b| SeriesInfo {
+                key: b.key.clone(),
                 series: b.series.clone(),
                 field: b.field.clone(),
                 pipeline: s.pipelines[b.pipeline].name.clone(),
                 points: b.points.len(),
                 last: b.points.back().copied(),
-                outlier: s.outliers.contains_key(k),
+                outlier: s.outliers.contains_key(&b.key),
             })
             .collect();
         out.sort_by(|a, b| b.outlier.cmp(&a.outlier).then_with(|| a.key.cmp(&b.key)));
@@ -667,9 +728,9 @@ impl Hub {
     /// A series' history (None: unknown key).
     pub fn history(&self, key: &str) -> Option<History> {
         let s = self.lock();
-        let (k, b) = s.series.get_key_value(key)?;
+        let b = s.series.get(s.by_key.get(key)?)?;
         Some(History {
-            key: k.clone(),
+            key: b.key.clone(),
             series: b.series.clone(),
             field: b.field.clone(),
             points: b.points.iter().copied().collect(),
@@ -767,9 +828,10 @@ impl Hub {
         let mut points = BTreeMap::new();
         let mut forecasts = BTreeMap::new();
         for k in keys {
-            let Some((key, b)) = s.series.get_key_value(k.as_str()) else {
+            let Some(b) = s.by_key.get(k.as_str()).and_then(|id| s.series.get(id)) else {
                 continue;
             };
+            let key = &b.key;
             if b.last_seq <= since {
                 continue;
             }
@@ -904,6 +966,7 @@ mod tests {
         assert!(s.series.values().all(|b| b.points.len() <= 10));
         assert!(s.changes.len() <= 5);
         // The most recently updated series survive trimming.
-        assert!(s.series.contains_key("s99/value"));
+        assert!(s.by_key.contains_key("s99/value"));
+        assert_eq!(s.by_key.len(), s.series.len());
     }
 }
