@@ -12,6 +12,7 @@
 
 pub mod analytics;
 pub mod cli;
+pub mod collect;
 pub mod config;
 pub mod dashboard;
 pub mod dataset;

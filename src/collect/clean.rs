@@ -1,0 +1,630 @@
+//! Cleaning, common to every collector: parse (done by the collector into a [`Candidate`]),
+//! then validate and normalise into a [`Reading`], or reject with a reason.
+//!
+//! - Required fields: a series id, an event time and at least one value.
+//! - Values must be finite numbers (numbers or numeric strings); a value outside the plausible
+//!   range configured for its unit is rejected.
+//! - Times: numbers are epoch seconds below 10^11 (before the year 5138) and epoch
+//!   milliseconds above; strings are RFC 3339 with any offset (or such numbers as text). All
+//!   become UTC milliseconds.
+//! - Units: a value given in another unit of the same dimension as its configured unit is
+//!   converted (F to C, kPa to bar, mph to m/s ...; the table is [`UNITS`]).
+//! - Duplicates: a reading with the same series and event time as one seen within the
+//!   dedupe horizon (in event time) is dropped and counted.
+//!
+//! Counters: received = produced + quarantined + duplicates, always.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::duration::HumanDuration;
+use crate::quarantine::Quarantined;
+use crate::record::{EventTime, Interner, Reading};
+
+/// A value as the source gave it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RawValue {
+    /// A number.
+    Number(f64),
+    /// Text, expected to hold a number.
+    Text(String),
+    /// Anything else (null, object, bool ...), described.
+    Other(String),
+}
+
+/// A time as the source gave it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RawTime {
+    /// Epoch seconds or milliseconds (see the module docs).
+    Number(f64),
+    /// RFC 3339, or a number as text.
+    Text(String),
+    /// Already UTC milliseconds (e.g. the time a message was received).
+    Millis(EventTime),
+}
+
+/// A record parsed from a source, before validation.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Candidate {
+    /// Series id.
+    pub series: Option<String>,
+    /// Event time.
+    pub time: Option<RawTime>,
+    /// Values: name, value, unit it is given in (None: already in the configured unit).
+    pub values: Vec<(String, RawValue, Option<String>)>,
+    /// Tags.
+    pub tags: Vec<(String, String)>,
+}
+
+/// Cleaning rules.
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CleanConfig {
+    /// Unit each value name is normalised to (`temperature = "C"`).
+    #[serde(default)]
+    pub units: BTreeMap<String, String>,
+    /// Plausible range per unit, after normalisation (`C = [-60, 90]`).
+    #[serde(default)]
+    pub ranges: BTreeMap<String, (f64, f64)>,
+    /// Event-time horizon within which exact duplicates are dropped (default 1 hour).
+    #[serde(default)]
+    pub dedupe_horizon: Option<HumanDuration>,
+}
+
+/// What happened to one record.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    /// Clean: produce it.
+    Reading(Reading),
+    /// Rejected: produce it to the quarantine topic.
+    Quarantined(Quarantined),
+    /// A duplicate of a reading already produced: dropped.
+    Duplicate,
+}
+
+/// Per-collector counters (shared with whoever displays them).
+#[derive(Debug, Default)]
+pub struct Counters {
+    /// Records received from the source.
+    pub received: AtomicU64,
+    /// Readings produced.
+    pub produced: AtomicU64,
+    /// Records quarantined.
+    pub quarantined: AtomicU64,
+    /// Duplicates dropped.
+    pub duplicates: AtomicU64,
+}
+
+/// A copy of [`Counters`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct CounterSnapshot {
+    /// See [`Counters::received`].
+    pub received: u64,
+    /// See [`Counters::produced`].
+    pub produced: u64,
+    /// See [`Counters::quarantined`].
+    pub quarantined: u64,
+    /// See [`Counters::duplicates`].
+    pub duplicates: u64,
+}
+
+impl Counters {
+    /// Reads them.
+    pub fn snapshot(&self) -> CounterSnapshot {
+        let r = Ordering::Relaxed;
+        CounterSnapshot {
+            received: self.received.load(r),
+            produced: self.produced.load(r),
+            quarantined: self.quarantined.load(r),
+            duplicates: self.duplicates.load(r),
+        }
+    }
+}
+
+/// A unit: its dimension and how to reach the dimension's base unit (`base = v * f + o`).
+#[derive(Debug, Clone, Copy)]
+pub struct Unit {
+    /// Name (and aliases resolve to it).
+    pub name: &'static str,
+    /// Dimension.
+    pub dimension: &'static str,
+    /// Factor to the base unit.
+    pub factor: f64,
+    /// Offset to the base unit.
+    pub offset: f64,
+}
+
+const fn u(name: &'static str, dimension: &'static str, factor: f64, offset: f64) -> Unit {
+    Unit {
+        name,
+        dimension,
+        factor,
+        offset,
+    }
+}
+
+/// The unit table.
+pub const UNITS: &[Unit] = &[
+    u("K", "temperature", 1.0, 0.0),
+    u("C", "temperature", 1.0, 273.15),
+    u("F", "temperature", 5.0 / 9.0, 459.67 * 5.0 / 9.0),
+    u("Pa", "pressure", 1.0, 0.0),
+    u("hPa", "pressure", 100.0, 0.0),
+    u("mbar", "pressure", 100.0, 0.0),
+    u("kPa", "pressure", 1e3, 0.0),
+    u("bar", "pressure", 1e5, 0.0),
+    u("MPa", "pressure", 1e6, 0.0),
+    u("psi", "pressure", 6_894.757_293_168, 0.0),
+    u("atm", "pressure", 101_325.0, 0.0),
+    u("m/s", "speed", 1.0, 0.0),
+    u("km/h", "speed", 1.0 / 3.6, 0.0),
+    u("mph", "speed", 0.447_04, 0.0),
+    u("kn", "speed", 1_852.0 / 3_600.0, 0.0),
+    u("W", "power", 1.0, 0.0),
+    u("kW", "power", 1e3, 0.0),
+    u("MW", "power", 1e6, 0.0),
+    u("J", "energy", 1.0, 0.0),
+    u("Wh", "energy", 3_600.0, 0.0),
+    u("kWh", "energy", 3.6e6, 0.0),
+    u("MWh", "energy", 3.6e9, 0.0),
+    u("mm", "length", 1e-3, 0.0),
+    u("cm", "length", 1e-2, 0.0),
+    u("m", "length", 1.0, 0.0),
+    u("km", "length", 1e3, 0.0),
+    u("in", "length", 0.0254, 0.0),
+    u("ft", "length", 0.3048, 0.0),
+    u("%", "ratio", 0.01, 0.0),
+    u("ratio", "ratio", 1.0, 0.0),
+];
+
+/// Looks a unit up by name or common alias (`degC`, `°F`, `celsius`, `kph` ...).
+pub fn unit(name: &str) -> Option<&'static Unit> {
+    let n = name.trim();
+    let canon = match n.to_ascii_lowercase().as_str() {
+        "c" | "°c" | "degc" | "celsius" => "C",
+        "f" | "°f" | "degf" | "fahrenheit" => "F",
+        "k" | "kelvin" => "K",
+        "kph" | "kmh" | "km/h" => "km/h",
+        "knots" | "kt" | "kn" => "kn",
+        "ms" | "m/s" | "mps" => "m/s",
+        "percent" | "%" => "%",
+        _ => n,
+    };
+    UNITS.iter().find(|u| u.name == canon)
+}
+
+/// Converts `v` from one unit to another of the same dimension.
+pub fn convert(v: f64, from: &str, to: &str) -> Result<f64, String> {
+    let f = unit(from).ok_or_else(|| format!("unknown unit {from:?}"))?;
+    let t = unit(to).ok_or_else(|| format!("unknown unit {to:?}"))?;
+    if f.dimension != t.dimension {
+        return Err(format!(
+            "cannot convert {from} ({}) to {to} ({})",
+            f.dimension, t.dimension
+        ));
+    }
+    if f.name == t.name {
+        return Ok(v);
+    }
+    Ok((v * f.factor + f.offset - t.offset) / t.factor)
+}
+
+/// Seconds below this, milliseconds above.
+const SECONDS_BELOW: f64 = 1e11;
+
+fn event_time(t: &RawTime) -> Result<EventTime, String> {
+    let from_number = |n: f64| -> Result<EventTime, String> {
+        if !n.is_finite() || n < 0.0 || n > 1e16 {
+            return Err(format!("time {n} is out of range"));
+        }
+        Ok(if n < SECONDS_BELOW {
+            (n * 1000.0).round() as i64
+        } else {
+            n.round() as i64
+        })
+    };
+    match t {
+        RawTime::Millis(ms) => Ok(*ms),
+        RawTime::Number(n) => from_number(*n),
+        RawTime::Text(s) => {
+            let s = s.trim();
+            if let Ok(n) = s.parse::<f64>() {
+                return from_number(n);
+            }
+            chrono::DateTime::parse_from_rfc3339(s)
+                .map(|d| d.timestamp_millis())
+                .map_err(|e| {
+                    format!("unparseable time {s:?} ({e}); expected RFC 3339 or epoch seconds/ms")
+                })
+        }
+    }
+}
+
+/// The cleaner of one collector: rules, duplicate memory, counters.
+#[derive(Debug)]
+pub struct Cleaner {
+    cfg: CleanConfig,
+    horizon_ms: i64,
+    /// Per series: event times seen within the horizon of its latest.
+    seen: HashMap<Arc<str>, (EventTime, BTreeSet<EventTime>)>,
+    interner: Interner,
+    /// Counters.
+    pub counters: Arc<Counters>,
+}
+
+impl Cleaner {
+    /// A cleaner with these rules; checks that every configured unit is known.
+    pub fn new(cfg: CleanConfig) -> Result<Self, String> {
+        for (field, u) in &cfg.units {
+            if unit(u).is_none() {
+                return Err(format!(
+                    "units.{field} = {u:?}: unknown unit; known: {}",
+                    UNITS.iter().map(|u| u.name).collect::<Vec<_>>().join(", ")
+                ));
+            }
+        }
+        for (u, (lo, hi)) in &cfg.ranges {
+            if !(lo < hi) {
+                return Err(format!(
+                    "ranges.{u} = [{lo}, {hi}]: the low end must be below the high end"
+                ));
+            }
+        }
+        let horizon_ms = cfg
+            .dedupe_horizon
+            .map_or(Duration::from_secs(3600), |d| d.0)
+            .as_millis() as i64;
+        Ok(Cleaner {
+            cfg,
+            horizon_ms,
+            seen: HashMap::new(),
+            interner: Interner::default(),
+            counters: Arc::default(),
+        })
+    }
+
+    /// Validates and normalises one record from `source`; `payload` is what the source sent
+    /// (kept with a rejection). Counts it.
+    pub fn clean(
+        &mut self,
+        source: &str,
+        payload: &[u8],
+        parsed: Result<Candidate, String>,
+    ) -> Outcome {
+        self.counters.received.fetch_add(1, Ordering::Relaxed);
+        let out = match parsed.and_then(|c| self.validate(c)) {
+            Ok(r) => {
+                if self.duplicate(&r) {
+                    Outcome::Duplicate
+                } else {
+                    Outcome::Reading(r)
+                }
+            }
+            Err(reason) => Outcome::Quarantined(Quarantined::new(source, reason, payload)),
+        };
+        let c = match &out {
+            Outcome::Reading(_) => &self.counters.produced,
+            Outcome::Quarantined(_) => &self.counters.quarantined,
+            Outcome::Duplicate => &self.counters.duplicates,
+        };
+        c.fetch_add(1, Ordering::Relaxed);
+        out
+    }
+
+    fn validate(&mut self, c: Candidate) -> Result<Reading, String> {
+        let series = c
+            .series
+            .filter(|s| !s.trim().is_empty())
+            .ok_or("missing series id")?;
+        let ts = event_time(c.time.as_ref().ok_or("missing time")?)?;
+        if c.values.is_empty() {
+            return Err("no values".into());
+        }
+        let mut values = smallvec::SmallVec::new();
+        let mut tags: Vec<(Arc<str>, Arc<str>)> = Vec::new();
+        let single = c.values.len() == 1;
+        for (name, raw, given_unit) in c.values {
+            let v = match raw {
+                RawValue::Number(v) => v,
+                RawValue::Text(t) => t
+                    .trim()
+                    .parse::<f64>()
+                    .map_err(|_| format!("value {name} = {t:?} is not a number"))?,
+                RawValue::Other(what) => {
+                    return Err(format!("value {name} is {what}, not a number"))
+                }
+            };
+            if !v.is_finite() {
+                return Err(format!("value {name} = {v} is not finite"));
+            }
+            let target = self.cfg.units.get(&name).cloned();
+            let (v, unit_name) = match (&given_unit, &target) {
+                (Some(g), Some(t)) => (
+                    convert(v, g, t).map_err(|e| format!("value {name}: {e}"))?,
+                    Some(t.clone()),
+                ),
+                (None, Some(t)) => (v, Some(t.clone())),
+                (Some(g), None) => (v, Some(g.clone())),
+                (None, None) => (v, None),
+            };
+            if let Some(un) = &unit_name {
+                let canon = unit(un).map_or(un.as_str(), |u| u.name);
+                if let Some((lo, hi)) = self
+                    .cfg
+                    .ranges
+                    .get(canon)
+                    .or_else(|| self.cfg.ranges.get(un))
+                {
+                    if v < *lo || v > *hi {
+                        return Err(format!(
+                            "value {name} = {v} {canon} is outside the plausible range [{lo}, {hi}]"
+                        ));
+                    }
+                }
+                let key = if single {
+                    "unit".to_string()
+                } else {
+                    format!("unit.{name}")
+                };
+                tags.push((self.interner.intern(&key), self.interner.intern(canon)));
+            }
+            values.push((self.interner.intern(&name), v));
+        }
+        for (k, v) in c.tags {
+            tags.push((self.interner.intern(&k), self.interner.intern(&v)));
+        }
+        Ok(Reading {
+            series: self.interner.intern(series.trim()),
+            ts,
+            values,
+            tags,
+        })
+    }
+
+    /// Whether the same series and event time was produced within the horizon (and remembers it).
+    fn duplicate(&mut self, r: &Reading) -> bool {
+        let horizon = self.horizon_ms;
+        let (latest, times) = self
+            .seen
+            .entry(r.series.clone())
+            .or_insert((EventTime::MIN, BTreeSet::new()));
+        if times.contains(&r.ts) {
+            return true;
+        }
+        if r.ts > *latest {
+            *latest = r.ts;
+            let cut = latest.saturating_sub(horizon);
+            *times = times.split_off(&cut);
+        }
+        if r.ts >= latest.saturating_sub(horizon) {
+            times.insert(r.ts);
+        }
+        false
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cand(series: &str, time: RawTime, values: Vec<(&str, RawValue, Option<&str>)>) -> Candidate {
+        Candidate {
+            series: Some(series.into()),
+            time: Some(time),
+            values: values
+                .into_iter()
+                .map(|(n, v, u)| (n.to_string(), v, u.map(String::from)))
+                .collect(),
+            tags: vec![],
+        }
+    }
+
+    #[test]
+    fn units_convert_within_a_dimension_only() {
+        assert!((convert(212.0, "F", "C").unwrap() - 100.0).abs() < 1e-9);
+        assert!((convert(-40.0, "°F", "degC").unwrap() + 40.0).abs() < 1e-9);
+        assert!((convert(0.0, "C", "K").unwrap() - 273.15).abs() < 1e-9);
+        assert!((convert(250.0, "kPa", "bar").unwrap() - 2.5).abs() < 1e-12);
+        assert!((convert(36.0, "km/h", "m/s").unwrap() - 10.0).abs() < 1e-12);
+        assert!((convert(1.0, "kWh", "J").unwrap() - 3.6e6).abs() < 1e-6);
+        assert!(convert(1.0, "C", "bar")
+            .unwrap_err()
+            .contains("cannot convert"));
+        assert!(convert(1.0, "furlong", "m")
+            .unwrap_err()
+            .contains("unknown unit"));
+        // Round trips.
+        for u in UNITS {
+            for t in UNITS.iter().filter(|t| t.dimension == u.dimension) {
+                let x = 12.345;
+                let back = convert(convert(x, u.name, t.name).unwrap(), t.name, u.name).unwrap();
+                assert!(
+                    (back - x).abs() < 1e-9,
+                    "{} -> {} -> {}",
+                    u.name,
+                    t.name,
+                    u.name
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn times_in_seconds_millis_and_rfc3339_become_utc_ms() {
+        let want = 1_700_000_000_000;
+        for t in [
+            RawTime::Number(1_700_000_000.0),
+            RawTime::Number(1_700_000_000_000.0),
+            RawTime::Text("1700000000".into()),
+            RawTime::Text("2023-11-14T22:13:20Z".into()),
+            RawTime::Text("2023-11-15T00:13:20+02:00".into()),
+            RawTime::Text("2023-11-14T17:13:20.000-05:00".into()),
+            RawTime::Millis(want),
+        ] {
+            assert_eq!(event_time(&t).unwrap(), want, "{t:?}");
+        }
+        assert!(event_time(&RawTime::Text("yesterday".into()))
+            .unwrap_err()
+            .contains("RFC 3339"));
+        assert!(event_time(&RawTime::Number(f64::NAN)).is_err());
+    }
+
+    #[test]
+    fn bad_records_are_quarantined_with_reasons_and_counted() {
+        let mut c = Cleaner::new(CleanConfig {
+            units: [("temperature".to_string(), "C".to_string())].into(),
+            ranges: [("C".to_string(), (-60.0, 90.0))].into(),
+            dedupe_horizon: Some(HumanDuration(Duration::from_secs(60))),
+        })
+        .unwrap();
+        let t = RawTime::Number(1_700_000_000.0);
+        let ok = c.clean(
+            "src",
+            b"{}",
+            Ok(cand(
+                "a",
+                t.clone(),
+                vec![("temperature", RawValue::Number(68.0), Some("F"))],
+            )),
+        );
+        let Outcome::Reading(r) = ok else {
+            panic!("{ok:?}")
+        };
+        assert!((r.values[0].1 - 20.0).abs() < 1e-9);
+        assert_eq!(&*r.tags[0].1, "C");
+        let cases: Vec<(Result<Candidate, String>, &str)> = vec![
+            (Err("not JSON: expected value".into()), "not JSON"),
+            (
+                Ok(Candidate {
+                    series: None,
+                    ..cand("a", t.clone(), vec![("x", RawValue::Number(1.0), None)])
+                }),
+                "missing series",
+            ),
+            (
+                Ok(Candidate {
+                    time: None,
+                    ..cand("a", t.clone(), vec![("x", RawValue::Number(1.0), None)])
+                }),
+                "missing time",
+            ),
+            (Ok(cand("a", t.clone(), vec![])), "no values"),
+            (
+                Ok(cand(
+                    "a",
+                    t.clone(),
+                    vec![("x", RawValue::Text("abc".into()), None)],
+                )),
+                "not a number",
+            ),
+            (
+                Ok(cand(
+                    "a",
+                    t.clone(),
+                    vec![("x", RawValue::Number(f64::INFINITY), None)],
+                )),
+                "not finite",
+            ),
+            (
+                Ok(cand(
+                    "a",
+                    t.clone(),
+                    vec![("x", RawValue::Other("null".into()), None)],
+                )),
+                "null",
+            ),
+            (
+                Ok(cand(
+                    "a",
+                    t.clone(),
+                    vec![("temperature", RawValue::Number(500.0), Some("F"))],
+                )),
+                "plausible range",
+            ),
+            (
+                Ok(cand(
+                    "a",
+                    t.clone(),
+                    vec![("temperature", RawValue::Number(5.0), Some("bar"))],
+                )),
+                "cannot convert",
+            ),
+            (
+                Ok(cand(
+                    "a",
+                    RawTime::Text("soon".into()),
+                    vec![("x", RawValue::Number(1.0), None)],
+                )),
+                "unparseable time",
+            ),
+        ];
+        for (input, why) in cases {
+            match c.clean("src", b"raw", input) {
+                Outcome::Quarantined(q) => {
+                    assert!(q.reason.contains(why), "{} vs {why}", q.reason);
+                    assert_eq!(q.payload, "raw");
+                    assert_eq!(q.source, "src");
+                }
+                other => panic!("{why}: {other:?}"),
+            }
+        }
+        // Duplicates: same series and time within the horizon.
+        let again = c.clean(
+            "src",
+            b"{}",
+            Ok(cand(
+                "a",
+                t.clone(),
+                vec![("temperature", RawValue::Number(20.0), None)],
+            )),
+        );
+        assert_eq!(again, Outcome::Duplicate);
+        let s = c.counters.snapshot();
+        assert_eq!(
+            (s.received, s.produced, s.quarantined, s.duplicates),
+            (12, 1, 10, 1)
+        );
+        assert_eq!(s.received, s.produced + s.quarantined + s.duplicates);
+    }
+
+    #[test]
+    fn duplicates_are_remembered_within_the_horizon_only() {
+        let mut c = Cleaner::new(CleanConfig {
+            dedupe_horizon: Some(HumanDuration(Duration::from_secs(10))),
+            ..CleanConfig::default()
+        })
+        .unwrap();
+        let mut at = |ms: i64| {
+            c.clean(
+                "s",
+                b"",
+                Ok(cand(
+                    "a",
+                    RawTime::Millis(ms),
+                    vec![("x", RawValue::Number(1.0), None)],
+                )),
+            )
+        };
+        assert!(matches!(at(1_000), Outcome::Reading(_)));
+        assert!(matches!(at(5_000), Outcome::Reading(_)));
+        assert_eq!(at(1_000), Outcome::Duplicate);
+        assert!(matches!(at(30_000), Outcome::Reading(_)));
+        // 1,000 is now beyond the horizon of the latest (30,000): no longer remembered.
+        assert!(matches!(at(1_000), Outcome::Reading(_)));
+        assert_eq!(at(30_000), Outcome::Duplicate);
+    }
+
+    #[test]
+    fn unknown_configured_units_are_an_error() {
+        let e = Cleaner::new(CleanConfig {
+            units: [("t".to_string(), "furlongs".to_string())].into(),
+            ..CleanConfig::default()
+        })
+        .unwrap_err();
+        assert!(e.contains("units.t") && e.contains("known:"), "{e}");
+    }
+}
