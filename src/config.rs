@@ -10,6 +10,10 @@
 //! [kafka]            # any librdkafka property
 //! "security.protocol" = "SASL_SSL"
 //! "sasl.mechanism" = "SCRAM-SHA-512"
+//! [[mqtt]]           # collectors, run by `streamgauge collect` (see collect::mqtt)
+//! broker = "127.0.0.1:1883"
+//! topics = ["plant/#"]
+//! kafka_topic = "readings"
 //! ```
 
 use std::collections::BTreeMap;
@@ -67,6 +71,9 @@ pub struct FileConfig {
     /// librdkafka properties.
     #[serde(default)]
     pub kafka: BTreeMap<String, String>,
+    /// Collectors (`[[mqtt]]` tables), run by `streamgauge collect`.
+    #[serde(default)]
+    pub mqtt: Vec<crate::collect::mqtt::MqttConfig>,
 }
 
 /// Resolved settings (before command-specific flags are applied).
@@ -84,6 +91,8 @@ pub struct Settings {
     pub idle_timeout: Duration,
     /// librdkafka properties from the file (flags' `-X` come after).
     pub kafka: Vec<(String, String)>,
+    /// Collectors configured in the file.
+    pub collectors: crate::collect::Collectors,
 }
 
 impl Default for Settings {
@@ -95,6 +104,7 @@ impl Default for Settings {
             lateness: Duration::from_secs(5),
             idle_timeout: Duration::from_secs(30),
             kafka: Vec::new(),
+            collectors: crate::collect::Collectors::default(),
         }
     }
 }
@@ -118,6 +128,7 @@ impl Settings {
             s.lateness = f.lateness.map_or(s.lateness, |d| d.0);
             s.idle_timeout = f.idle_timeout.map_or(s.idle_timeout, |d| d.0);
             s.kafka = f.kafka.into_iter().collect();
+            s.collectors.mqtt = f.mqtt;
         }
         if let Ok(b) = std::env::var("STREAMGAUGE_BROKERS") {
             s.brokers = Some(b);

@@ -1,20 +1,17 @@
-//! The live dashboard:
-//! - in a real browser (Debian's Chromium driven by playwright-core; `.ci/run` installs
-//!   both): while the demo replays datasets, the page's counters move, an outlier appears in
-//!   the table and opens its series, and series charts receive points live; screenshots go
-//!   to `<target tmp>/dashboard/`;
+//! The live dashboard (the browser test is in `tests/dashboard_browser.rs`):
 //! - the hub against the dataflow's own output files on 1, 2 and 4 workers (outlier set,
 //!   per-series history, latest forecast), and the REST API and `/metrics` shapes, with a token;
-//! - a non-loopback bind without a token refuses to start.
+//! - a non-loopback bind without a token refuses to start;
+//! - the notebook reads the API with pandas and plots a series.
 
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
 
 use serde_json::Value;
 use streamgauge::dashboard::{Dashboard, DashboardOptions, Hub, HubConfig};
@@ -370,135 +367,6 @@ fn a_non_loopback_dashboard_without_a_token_refuses_to_start() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{err}");
     assert!(err.contains("token required"), "{err}");
-}
-
-fn browser_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser")
-}
-
-/// playwright-core from npm (installed here when missing; `.ci/run` installs it too).
-fn ensure_playwright() {
-    let dir = browser_dir();
-    if dir.join("node_modules/playwright-core").is_dir() {
-        return;
-    }
-    let st = Command::new("npm")
-        .args(["ci", "--no-audit", "--no-fund"])
-        .current_dir(&dir)
-        .status()
-        .expect("npm is needed for the browser test (Node.js 20)");
-    assert!(st.success(), "npm ci in {} failed", dir.display());
-}
-
-struct Kill(std::process::Child);
-impl Drop for Kill {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-#[test]
-fn browser_sees_counters_move_an_outlier_appear_and_charts_receive_points() {
-    let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
-    assert!(
-        Path::new(&chromium).is_file(),
-        "the browser test needs Debian's chromium at {chromium} (apt-get install chromium; .ci/run does)"
-    );
-    ensure_playwright();
-    let port = common::free_port();
-    let addr = format!("127.0.0.1:{port}");
-    let data = common::data_dir();
-    let log = tempfile::NamedTempFile::new().unwrap();
-    let _demo = Kill(
-        bin()
-            .args([
-                "demo",
-                "--duration",
-                "150s",
-                "--sensors",
-                "200",
-                "--rate",
-                "4000",
-                "--data-dir",
-            ])
-            .arg(&data)
-            .args(["--dashboard", &addr])
-            .stdout(Stdio::null())
-            .stderr(log.reopen().unwrap())
-            .spawn()
-            .unwrap(),
-    );
-    let t0 = Instant::now();
-    while get_ok(&addr).is_none() {
-        assert!(
-            t0.elapsed() < Duration::from_secs(60),
-            "dashboard did not answer: {}",
-            std::fs::read_to_string(log.path()).unwrap_or_default()
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    let outdir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("dashboard");
-    let out = Command::new("node")
-        .arg(browser_dir().join("check.mjs"))
-        .arg(format!("http://{addr}/"))
-        .arg(&outdir)
-        .env("CHROMIUM", &chromium)
-        .output()
-        .expect("node runs the browser check");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success(),
-        "browser check failed: {stdout}\n{stderr}\ndemo log: {}\nscreenshot: {}",
-        std::fs::read_to_string(log.path()).unwrap_or_default(),
-        outdir.join("failure.png").display()
-    );
-    let v: Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
-    let seen = &v["seen"];
-    assert!(
-        seen["counter1"].as_u64() > seen["counter0"].as_u64(),
-        "{seen}"
-    );
-    assert!(seen["outlierChartPoints"].as_i64().unwrap() > 0, "{seen}");
-    assert!(
-        seen["liveTs1"].as_i64() > seen["liveTs0"].as_i64(),
-        "{seen}"
-    );
-    assert!(seen["livePoints1"].as_i64().unwrap() > 0, "{seen}");
-    assert!(
-        seen["forecastSteps"].as_i64().unwrap() > 0,
-        "the live chart shows a forecast: {seen}"
-    );
-    assert!(
-        seen["workerRows"].as_i64().unwrap() >= 2,
-        "cluster view lists workers: {seen}"
-    );
-    for shot in [
-        "dashboard-series.png",
-        "dashboard-overview.png",
-        "dashboard-outliers.png",
-    ] {
-        let len = std::fs::metadata(outdir.join(shot))
-            .map(|m| m.len())
-            .unwrap_or(0);
-        assert!(len > 10_000, "{shot}: {len} bytes");
-    }
-}
-
-fn get_ok(addr: &str) -> Option<()> {
-    let mut s = TcpStream::connect(addr).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(
-        s,
-        "GET /api/overview HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-    )
-    .ok()?;
-    let mut buf = Vec::new();
-    s.read_to_end(&mut buf).ok()?;
-    String::from_utf8_lossy(&buf)
-        .starts_with("HTTP/1.1 200")
-        .then_some(())
 }
 
 /// The notebook in `notebooks/` runs, as a user would run it, against a live dashboard: its

@@ -64,6 +64,8 @@ through --listen they follow metadata to the broker's own loopback port."
     ForecastEval(forecast_eval::ForecastEvalArgs),
     /// Render PNG and SVG plots of a finished run's outputs (series with band, forecast and anomalies; throughput).
     Report(ReportArgs),
+    /// Run collectors: the [[mqtt]] tables of --config FILE, or one collector from flags (`collect mqtt ...`).
+    Collect(Box<CollectArgs>),
 }
 
 /// `nab` flags.
@@ -273,6 +275,187 @@ pub struct RunArgs {
     pub help: Option<bool>,
 }
 
+/// `collect` flags.
+#[derive(Debug, Args)]
+pub struct CollectArgs {
+    /// One collector from flags instead of the config file's tables.
+    #[command(subcommand)]
+    pub single: Option<CollectKind>,
+    /// Kafka connection.
+    #[command(flatten)]
+    pub kafka: KafkaFlags,
+    /// Stop after this long (default: until interrupted).
+    #[arg(long)]
+    pub duration: Option<HumanDuration>,
+}
+
+/// A single collector from flags.
+#[derive(Debug, Subcommand)]
+pub enum CollectKind {
+    /// Subscribe to an MQTT broker (see the README's MQTT section for the config-file form).
+    Mqtt(Box<MqttFlags>),
+}
+
+/// `collect mqtt` flags.
+#[derive(Debug, Args)]
+pub struct MqttFlags {
+    /// MQTT broker host:port.
+    #[arg(long)]
+    pub broker: String,
+    /// Topic filter (repeatable; + and # wildcards).
+    #[arg(long = "topic", required = true)]
+    pub topics: Vec<String>,
+    /// Kafka topic for the readings (rejects go to <topic>.quarantine).
+    #[arg(long)]
+    pub kafka_topic: String,
+    /// QoS: 0 or 1.
+    #[arg(long, default_value_t = 0)]
+    pub qos: u8,
+    /// MQTT version: 3 (3.1.1) or 5.
+    #[arg(long, default_value_t = 3)]
+    pub mqtt_version: u8,
+    /// Payloads: json or number.
+    #[arg(long, default_value = "json")]
+    pub payload: String,
+    /// JSON field with the series id (default: the topic).
+    #[arg(long)]
+    pub series_field: Option<String>,
+    /// JSON field with the event time (default: time of receipt).
+    #[arg(long)]
+    pub time_field: Option<String>,
+    /// JSON field to take as a value (repeatable; default: every numeric field).
+    #[arg(long = "value-field")]
+    pub value_fields: Vec<String>,
+    /// Unit a value is sent in, FIELD=UNIT (repeatable).
+    #[arg(long = "unit", value_name = "FIELD=UNIT")]
+    pub units: Vec<String>,
+    /// Unit a value is normalised to, FIELD=UNIT (repeatable).
+    #[arg(long = "normalise", value_name = "FIELD=UNIT")]
+    pub normalise: Vec<String>,
+    /// Username.
+    #[arg(long)]
+    pub username: Option<String>,
+    /// Password.
+    #[arg(long)]
+    pub password: Option<String>,
+    /// Connect with TLS.
+    #[arg(long)]
+    pub tls: bool,
+    /// CA certificate (PEM) to trust for TLS.
+    #[arg(long)]
+    pub ca_file: Option<PathBuf>,
+    /// Collector name.
+    #[arg(long, default_value = "mqtt")]
+    pub name: String,
+    /// Kafka connection.
+    #[command(flatten)]
+    pub kafka: KafkaFlags,
+}
+
+fn pairs(flag: &str, v: &[String]) -> Result<std::collections::BTreeMap<String, String>> {
+    v.iter()
+        .map(|p| match p.split_once('=') {
+            Some((k, u)) if !k.is_empty() && !u.is_empty() => Ok((k.to_string(), u.to_string())),
+            _ => bail!("{flag} {p:?}: expected FIELD=UNIT"),
+        })
+        .collect()
+}
+
+impl MqttFlags {
+    /// The collector these flags describe.
+    pub fn config(&self) -> Result<crate::collect::mqtt::MqttConfig> {
+        use crate::collect::mqtt::{MqttConfig, PayloadKind};
+        Ok(MqttConfig {
+            name: self.name.clone(),
+            broker: self.broker.clone(),
+            topics: self.topics.clone(),
+            kafka_topic: self.kafka_topic.clone(),
+            qos: self.qos,
+            version: self.mqtt_version,
+            client_id: None,
+            username: self.username.clone(),
+            password: self.password.clone(),
+            tls: self.tls,
+            ca_file: self.ca_file.clone(),
+            payload: match self.payload.as_str() {
+                "json" => PayloadKind::Json,
+                "number" => PayloadKind::Number,
+                other => bail!("--payload {other:?}: use json or number"),
+            },
+            series_field: self.series_field.clone(),
+            time_field: self.time_field.clone(),
+            value_fields: self.value_fields.clone(),
+            value_name: "value".into(),
+            units: pairs("--unit", &self.units)?,
+            tags: Default::default(),
+            clean: crate::collect::clean::CleanConfig {
+                units: pairs("--normalise", &self.normalise)?,
+                ..Default::default()
+            },
+        })
+    }
+}
+
+/// Executes `collect`.
+pub fn collect(a: CollectArgs, settings: &Settings) -> Result<()> {
+    let (collectors, flags) = match &a.single {
+        Some(CollectKind::Mqtt(m)) => (
+            crate::collect::Collectors {
+                mqtt: vec![m.config()?],
+            },
+            m.kafka.clone(),
+        ),
+        None => (settings.collectors.clone(), a.kafka.clone()),
+    };
+    if collectors.is_empty() {
+        bail!("no collectors: add [[mqtt]] tables to the --config FILE, or run one from flags with `streamgauge collect mqtt ...`");
+    }
+    let Some(kafka) = flags.settings(settings)? else {
+        bail!("collect needs --brokers (or STREAMGAUGE_BROKERS, or brokers in --config)")
+    };
+    let running = crate::collect::start(&collectors, &kafka)?;
+    eprintln!(
+        "{} collector(s) into Kafka at {}",
+        collectors.len(),
+        kafka.brokers
+    );
+    let started = std::time::Instant::now();
+    let mut reported = std::time::Instant::now();
+    loop {
+        std::thread::sleep(Duration::from_millis(200));
+        if a.duration.is_some_and(|d| started.elapsed() >= d.0) || running.any_finished() {
+            break;
+        }
+        if reported.elapsed() >= crate::collect::REPORT_EVERY {
+            reported = std::time::Instant::now();
+            for (name, c) in &running.counters {
+                let s = c.snapshot();
+                eprintln!(
+                    "{name}: received {} = produced {} + quarantined {} + duplicates {}",
+                    s.received, s.produced, s.quarantined, s.duplicates
+                );
+            }
+        }
+    }
+    let mut first_error = None;
+    for (name, r) in running.stop() {
+        match r {
+            Ok(s) => println!(
+                "{name}: received {} = produced {} + quarantined {} + duplicates {}",
+                s.received, s.produced, s.quarantined, s.duplicates
+            ),
+            Err(e) => {
+                eprintln!("{name}: {e}");
+                first_error.get_or_insert(e);
+            }
+        }
+    }
+    match first_error {
+        Some(e) => Err(e.into()),
+        None => Ok(()),
+    }
+}
+
 /// `report` flags.
 #[derive(Debug, Args)]
 pub struct ReportArgs {
@@ -325,6 +508,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Broker(a) => broker(a),
         Command::Replay(a) => replay::run(a, &settings).map(|_| ()),
         Command::Run(a) => run_dataflow(*a, &settings).map(|_| ()),
+        Command::Collect(a) => collect(*a, &settings),
         Command::Report(a) => {
             let files = crate::report::render(&crate::report::ReportSpec {
                 input: a.input,

@@ -218,7 +218,7 @@ const SECONDS_BELOW: f64 = 1e11;
 
 fn event_time(t: &RawTime) -> Result<EventTime, String> {
     let from_number = |n: f64| -> Result<EventTime, String> {
-        if !n.is_finite() || n < 0.0 || n > 1e16 {
+        if !n.is_finite() || !(0.0..=1e16).contains(&n) {
             return Err(format!("time {n} is out of range"));
         }
         Ok(if n < SECONDS_BELOW {
@@ -268,7 +268,7 @@ impl Cleaner {
             }
         }
         for (u, (lo, hi)) in &cfg.ranges {
-            if !(lo < hi) {
+            if lo.partial_cmp(hi) != Some(std::cmp::Ordering::Less) {
                 return Err(format!(
                     "ranges.{u} = [{lo}, {hi}]: the low end must be below the high end"
                 ));

@@ -18,7 +18,7 @@ if (!url || !outdir) {
 mkdirSync(outdir, { recursive: true });
 const seen = {};
 const fail = async (browser, page, why) => {
-  try { await page.screenshot({ path: join(outdir, "failure.png"), fullPage: true }); } catch (e) { /* best effort */ }
+  try { await page.screenshot({ path: join(outdir, "failure.png"), fullPage: true, timeout: 90000 }); } catch (e) { /* best effort */ }
   console.log(JSON.stringify({ ok: false, why, seen }));
   await browser.close();
   process.exit(1);
@@ -31,6 +31,7 @@ const browser = await chromium.launch({
     "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage"],
 });
 const page = await browser.newPage({ viewport: { width: 1400, height: 900 } });
+page.setDefaultTimeout(60000);
 const errors = [];
 page.on("pageerror", e => errors.push(String(e)));
 await page.goto(url, { waitUntil: "load" });
@@ -47,11 +48,15 @@ try {
   // 2. An outlier appears; clicking its row opens its chart.
   await page.click('nav button[data-view="outliers"]');
   await page.waitForFunction(() => document.querySelectorAll("#outliers tbody tr:not(.leave)").length > 0, null, { timeout: 60000 });
-  const row = page.locator("#outliers tbody tr:not(.leave)").first();
-  seen.outlier = await row.getAttribute("data-key");
   seen.outlierRows = await page.locator("#outliers tbody tr").count();
   seen.changes = await page.locator("#changes div").count();
-  await row.click();
+  // The table changes under us (rows enter and leave): pick and click one row in one step.
+  seen.outlier = await (await page.waitForFunction(() => {
+    const tr = document.querySelector("#outliers tbody tr:not(.leave)");
+    if (!tr) return null;
+    tr.click();
+    return tr.dataset.key;
+  }, null, { timeout: 60000 })).jsonValue();
   const chartPoints = key => page.evaluate(k => {
     const d = [...document.querySelectorAll(".series-chart")].find(e => e.dataset.key === k);
     return d && d.data ? d.data[3].x.length : -1;
@@ -65,8 +70,12 @@ try {
   // 3. A live series (the generator's sensors) keeps receiving points over the event stream.
   await page.fill("#series-search", "sensor/");
   await page.waitForSelector('#series-list li[data-key^="sensor/"]', { timeout: 30000 });
-  const live = await page.locator('#series-list li[data-key^="sensor/"]').first().getAttribute("data-key");
-  await page.locator('#series-list li[data-key^="sensor/"]').first().click();
+  const live = await (await page.waitForFunction(() => {
+    const li = document.querySelector('#series-list li[data-key^="sensor/"]');
+    if (!li) return null;
+    li.click();
+    return li.dataset.key;
+  }, null, { timeout: 30000 })).jsonValue();
   await page.waitForFunction(k => {
     const d = [...document.querySelectorAll(".series-chart")].find(e => e.dataset.key === k);
     return d && d.data && d.data[3].x.length > 0;
@@ -92,15 +101,15 @@ try {
   }, live);
   seen.frames = await page.evaluate(() => window.sg.frames);
   await page.waitForTimeout(1500);
-  await page.screenshot({ path: join(outdir, "dashboard-series.png"), fullPage: true });
+  await page.screenshot({ path: join(outdir, "dashboard-series.png"), fullPage: true, timeout: 90000 });
   await page.click('nav button[data-view="overview"]');
   await page.waitForTimeout(1200);
-  await page.screenshot({ path: join(outdir, "dashboard-overview.png"), fullPage: true });
+  await page.screenshot({ path: join(outdir, "dashboard-overview.png"), fullPage: true, timeout: 90000 });
   await page.click('nav button[data-view="outliers"]');
-  await page.screenshot({ path: join(outdir, "dashboard-outliers.png"), fullPage: true });
+  await page.screenshot({ path: join(outdir, "dashboard-outliers.png"), fullPage: true, timeout: 90000 });
   await page.click('nav button[data-view="cluster"]');
   seen.workerRows = await page.locator("#cluster table.workers tbody tr").count();
-  await page.screenshot({ path: join(outdir, "dashboard-cluster.png"), fullPage: true });
+  await page.screenshot({ path: join(outdir, "dashboard-cluster.png"), fullPage: true, timeout: 90000 });
 } catch (e) {
   await fail(browser, page, String(e));
 }

@@ -1,0 +1,488 @@
+//! The MQTT collector (IoT): subscribes to topic filters on an MQTT broker (3.1.1 or 5,
+//! QoS 0 or 1, optional TLS and username/password), turns each message into a
+//! [`Candidate`] and hands it to the shared [`Cleaner`]; readings go to the Kafka topic,
+//! rejects to `<topic>.quarantine` with the payload, the source (`mqtt://broker/topic`)
+//! and the reason.
+//!
+//! Payloads are JSON objects, mapped by the config (series id from a field or the topic,
+//! event time from a field or the time of receipt, values from listed fields or every
+//! numeric field, units per value), or bare numbers with the series taken from the topic.
+//! A lost connection is retried with backoff (0.5 s doubling to 30 s) and the filters are
+//! subscribed again.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use serde::Deserialize;
+use serde_json::Value;
+
+use super::clean::{Candidate, CleanConfig, Cleaner, CounterSnapshot, Outcome, RawTime, RawValue};
+use super::CollectError;
+use crate::kafka::producer::ReadingProducer;
+use crate::kafka::ClientSettings;
+
+/// How payloads are read.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PayloadKind {
+    /// A JSON object, mapped by the config.
+    #[default]
+    Json,
+    /// A bare number (text); the series is the topic.
+    Number,
+}
+
+/// One MQTT collector's config (a `[[mqtt]]` table of the collect file).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MqttConfig {
+    /// Name in logs, counters and quarantine sources.
+    #[serde(default = "default_name")]
+    pub name: String,
+    /// Broker `host:port`.
+    pub broker: String,
+    /// Topic filters (`+` and `#` wildcards).
+    pub topics: Vec<String>,
+    /// Kafka topic the readings go to (rejects to `<kafka_topic>.quarantine`).
+    pub kafka_topic: String,
+    /// QoS of the subscriptions: 0 or 1.
+    #[serde(default)]
+    pub qos: u8,
+    /// Protocol: 3 (3.1.1, default) or 5.
+    #[serde(default = "default_version")]
+    pub version: u8,
+    /// Client id (default `streamgauge-<name>`).
+    pub client_id: Option<String>,
+    /// Username.
+    pub username: Option<String>,
+    /// Password.
+    pub password: Option<String>,
+    /// Connect with TLS (the system's trust store, or `ca_file`).
+    #[serde(default)]
+    pub tls: bool,
+    /// PEM file of the CA to trust for TLS.
+    pub ca_file: Option<PathBuf>,
+    /// `json` (default) or `number`.
+    #[serde(default)]
+    pub payload: PayloadKind,
+    /// JSON field (dotted path) holding the series id; default: the MQTT topic.
+    pub series_field: Option<String>,
+    /// JSON field holding the event time; default: the time of receipt.
+    pub time_field: Option<String>,
+    /// JSON fields to take as values; default: every numeric top-level field except the
+    /// series and time fields.
+    #[serde(default)]
+    pub value_fields: Vec<String>,
+    /// Name of the value of a bare-number payload (default `value`).
+    #[serde(default = "default_value_name")]
+    pub value_name: String,
+    /// The unit each value is sent in (`temperature = "F"`), converted to `clean.units`.
+    #[serde(default)]
+    pub units: BTreeMap<String, String>,
+    /// Tags added to every reading.
+    #[serde(default)]
+    pub tags: BTreeMap<String, String>,
+    /// Cleaning rules.
+    #[serde(default)]
+    pub clean: CleanConfig,
+}
+
+fn default_name() -> String {
+    "mqtt".into()
+}
+fn default_version() -> u8 {
+    3
+}
+fn default_value_name() -> String {
+    "value".into()
+}
+
+impl MqttConfig {
+    /// Checks what can be checked before connecting.
+    pub fn validate(&self) -> Result<(), CollectError> {
+        let bad = |why: String| CollectError::Config {
+            collector: self.name.clone(),
+            why,
+        };
+        if self.topics.is_empty() {
+            return Err(bad("topics: give at least one topic filter".into()));
+        }
+        if self.qos > 1 {
+            return Err(bad(format!("qos = {}: use 0 or 1", self.qos)));
+        }
+        if !matches!(self.version, 3..=5) {
+            return Err(bad(format!(
+                "version = {}: use 3 (3.1.1) or 5",
+                self.version
+            )));
+        }
+        self.host_port().map_err(bad)?;
+        if self.payload == PayloadKind::Number
+            && (self.series_field.is_some() || self.time_field.is_some())
+        {
+            return Err(bad(
+                "series_field and time_field apply to JSON payloads only".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    fn host_port(&self) -> Result<(String, u16), String> {
+        let (h, p) = self
+            .broker
+            .rsplit_once(':')
+            .ok_or_else(|| format!("broker = {:?}: expected host:port", self.broker))?;
+        let port = p
+            .parse()
+            .map_err(|_| format!("broker = {:?}: bad port", self.broker))?;
+        Ok((h.trim_start_matches("mqtt://").to_string(), port))
+    }
+
+    /// The candidate a message makes (or why it cannot make one).
+    pub fn parse(
+        &self,
+        topic: &str,
+        payload: &[u8],
+        received_ms: i64,
+    ) -> Result<Candidate, String> {
+        let text = std::str::from_utf8(payload).map_err(|_| "payload is not UTF-8".to_string())?;
+        let unit = |name: &str| self.units.get(name).cloned();
+        let tags = self
+            .tags
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        if self.payload == PayloadKind::Number {
+            let v = text
+                .trim()
+                .parse::<f64>()
+                .map(RawValue::Number)
+                .unwrap_or_else(|_| RawValue::Text(text.trim().to_string()));
+            return Ok(Candidate {
+                series: Some(topic.to_string()),
+                time: Some(RawTime::Millis(received_ms)),
+                values: vec![(self.value_name.clone(), v, unit(&self.value_name))],
+                tags,
+            });
+        }
+        let json: Value = serde_json::from_str(text).map_err(|e| format!("not JSON: {e}"))?;
+        let obj = json
+            .as_object()
+            .ok_or("the JSON payload is not an object")?;
+        let get =
+            |path: &str| -> Option<&Value> { path.split('.').try_fold(&json, |v, k| v.get(k)) };
+        let series = match &self.series_field {
+            Some(f) => match get(f) {
+                Some(Value::String(s)) => Some(s.clone()),
+                Some(Value::Number(n)) => Some(n.to_string()),
+                _ => None,
+            },
+            None => Some(topic.to_string()),
+        };
+        let time = match &self.time_field {
+            Some(f) => match get(f) {
+                Some(Value::Number(n)) => n.as_f64().map(RawTime::Number),
+                Some(Value::String(s)) => Some(RawTime::Text(s.clone())),
+                _ => None,
+            },
+            None => Some(RawTime::Millis(received_ms)),
+        };
+        let raw = |v: &Value| match v {
+            Value::Number(n) => RawValue::Number(n.as_f64().unwrap_or(f64::NAN)),
+            Value::String(s) => RawValue::Text(s.clone()),
+            Value::Null => RawValue::Other("null".into()),
+            other => RawValue::Other(json_kind(other).to_string()),
+        };
+        let mut values = Vec::new();
+        if self.value_fields.is_empty() {
+            for (k, v) in obj {
+                let skip =
+                    Some(k) == self.series_field.as_ref() || Some(k) == self.time_field.as_ref();
+                if !skip && v.is_number() {
+                    values.push((k.clone(), raw(v), unit(k)));
+                }
+            }
+        } else {
+            for f in &self.value_fields {
+                let v = get(f).ok_or_else(|| format!("missing value field {f:?}"))?;
+                values.push((f.clone(), raw(v), unit(f)));
+            }
+        }
+        Ok(Candidate {
+            series,
+            time,
+            values,
+            tags,
+        })
+    }
+}
+
+fn json_kind(v: &Value) -> &'static str {
+    match v {
+        Value::Bool(_) => "a boolean",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+        Value::Null => "null",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+    }
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// A message from either protocol version.
+enum Message {
+    Publish(String, Vec<u8>),
+    Connected,
+    Other,
+}
+
+/// Runs the collector until `stop` is set; returns its counters.
+pub fn run(
+    cfg: &MqttConfig,
+    kafka: &ClientSettings,
+    stop: &AtomicBool,
+    counters: Option<std::sync::Arc<super::clean::Counters>>,
+) -> Result<CounterSnapshot, CollectError> {
+    cfg.validate()?;
+    let mut cleaner = Cleaner::new(cfg.clean.clone()).map_err(|why| CollectError::Config {
+        collector: cfg.name.clone(),
+        why,
+    })?;
+    if let Some(c) = counters {
+        cleaner.counters = c;
+    }
+    let mut producer = ReadingProducer::new(kafka, &cfg.kafka_topic)?;
+    let (host, port) = cfg.host_port().map_err(|why| CollectError::Config {
+        collector: cfg.name.clone(),
+        why,
+    })?;
+    let client_id = cfg
+        .client_id
+        .clone()
+        .unwrap_or_else(|| format!("streamgauge-{}", cfg.name));
+    let transport = if cfg.tls {
+        match &cfg.ca_file {
+            Some(ca) => {
+                rumqttc::Transport::tls_with_config(rumqttc::TlsConfiguration::SimpleNative {
+                    ca: std::fs::read(ca).map_err(|e| CollectError::Config {
+                        collector: cfg.name.clone(),
+                        why: format!("ca_file {}: {e}", ca.display()),
+                    })?,
+                    client_auth: None,
+                })
+            }
+            None => rumqttc::Transport::tls_with_config(rumqttc::TlsConfiguration::Native),
+        }
+    } else {
+        rumqttc::Transport::tcp()
+    };
+    let source = format!("mqtt://{}", cfg.broker);
+    let mut handle = |topic: &str, payload: &[u8]| -> Result<(), CollectError> {
+        let parsed = cfg.parse(topic, payload, now_ms());
+        match cleaner.clean(&format!("{source}/{topic}"), payload, parsed) {
+            Outcome::Reading(r) => producer.send(&r)?,
+            Outcome::Quarantined(q) => {
+                tracing::debug!(collector = %cfg.name, reason = %q.reason, "quarantined");
+                producer.quarantine(&q)?
+            }
+            Outcome::Duplicate => {}
+        }
+        Ok(())
+    };
+    let mut backoff = Duration::from_millis(500);
+    let tick = Duration::from_millis(200);
+    if cfg.version == 5 {
+        use rumqttc::v5::mqttbytes::v5::Packet;
+        use rumqttc::v5::mqttbytes::QoS;
+        let mut opts = rumqttc::v5::MqttOptions::new(client_id, host, port);
+        opts.set_keep_alive(Duration::from_secs(15));
+        opts.set_transport(transport);
+        if let (Some(u), Some(p)) = (&cfg.username, &cfg.password) {
+            opts.set_credentials(u.clone(), p.clone());
+        }
+        let (client, mut conn) = rumqttc::v5::Client::new(opts, 1024);
+        let qos = if cfg.qos == 1 {
+            QoS::AtLeastOnce
+        } else {
+            QoS::AtMostOnce
+        };
+        while !stop.load(Ordering::Relaxed) {
+            let m = match conn.recv_timeout(tick) {
+                Err(_) => continue,
+                Ok(Ok(rumqttc::v5::Event::Incoming(Packet::Publish(p)))) => Message::Publish(
+                    String::from_utf8_lossy(&p.topic).into_owned(),
+                    p.payload.to_vec(),
+                ),
+                Ok(Ok(rumqttc::v5::Event::Incoming(Packet::ConnAck(_)))) => Message::Connected,
+                Ok(Ok(_)) => Message::Other,
+                Ok(Err(e)) => {
+                    tracing::warn!(collector = %cfg.name, error = %e, retry_in = ?backoff, "MQTT connection failed");
+                    sleep_unless(stop, backoff);
+                    backoff = (backoff * 2).min(Duration::from_secs(30));
+                    continue;
+                }
+            };
+            match m {
+                Message::Publish(t, p) => handle(&t, &p)?,
+                Message::Connected => {
+                    backoff = Duration::from_millis(500);
+                    for t in &cfg.topics {
+                        client
+                            .subscribe(t.clone(), qos)
+                            .map_err(|e| CollectError::Source {
+                                collector: cfg.name.clone(),
+                                why: e.to_string(),
+                            })?;
+                    }
+                    tracing::info!(collector = %cfg.name, broker = %cfg.broker, "MQTT 5 connected, subscribed");
+                }
+                Message::Other => {}
+            }
+        }
+        let _ = client.disconnect();
+    } else {
+        use rumqttc::{Event, Packet, QoS};
+        let mut opts = rumqttc::MqttOptions::new(client_id, host, port);
+        opts.set_keep_alive(Duration::from_secs(15));
+        opts.set_transport(transport);
+        if let (Some(u), Some(p)) = (&cfg.username, &cfg.password) {
+            opts.set_credentials(u.clone(), p.clone());
+        }
+        let (client, mut conn) = rumqttc::Client::new(opts, 1024);
+        let qos = if cfg.qos == 1 {
+            QoS::AtLeastOnce
+        } else {
+            QoS::AtMostOnce
+        };
+        while !stop.load(Ordering::Relaxed) {
+            let m = match conn.recv_timeout(tick) {
+                Err(_) => continue,
+                Ok(Ok(Event::Incoming(Packet::Publish(p)))) => {
+                    Message::Publish(p.topic.clone(), p.payload.to_vec())
+                }
+                Ok(Ok(Event::Incoming(Packet::ConnAck(_)))) => Message::Connected,
+                Ok(Ok(_)) => Message::Other,
+                Ok(Err(e)) => {
+                    tracing::warn!(collector = %cfg.name, error = %e, retry_in = ?backoff, "MQTT connection failed");
+                    sleep_unless(stop, backoff);
+                    backoff = (backoff * 2).min(Duration::from_secs(30));
+                    continue;
+                }
+            };
+            match m {
+                Message::Publish(t, p) => handle(&t, &p)?,
+                Message::Connected => {
+                    backoff = Duration::from_millis(500);
+                    for t in &cfg.topics {
+                        client
+                            .subscribe(t.clone(), qos)
+                            .map_err(|e| CollectError::Source {
+                                collector: cfg.name.clone(),
+                                why: e.to_string(),
+                            })?;
+                    }
+                    tracing::info!(collector = %cfg.name, broker = %cfg.broker, "MQTT 3.1.1 connected, subscribed");
+                }
+                Message::Other => {}
+            }
+        }
+        let _ = client.disconnect();
+    }
+    producer.flush(Duration::from_secs(30))?;
+    Ok(cleaner.counters.snapshot())
+}
+
+fn sleep_unless(stop: &AtomicBool, d: Duration) {
+    let until = Instant::now() + d;
+    while Instant::now() < until && !stop.load(Ordering::Relaxed) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg(toml_text: &str) -> MqttConfig {
+        toml::from_str(toml_text).unwrap()
+    }
+
+    #[test]
+    fn json_payloads_map_by_config_and_bare_numbers_take_the_topic() {
+        let c = cfg(r#"
+            broker = "127.0.0.1:1883"
+            topics = ["plant/#"]
+            kafka_topic = "readings"
+            series_field = "device.id"
+            time_field = "ts"
+            units = { temperature = "F" }
+        "#);
+        c.validate().unwrap();
+        let got = c
+            .parse("plant/a", br#"{"device":{"id":"boiler-1"},"ts":"2024-05-01T12:00:00+02:00","temperature":98.6,"rssi":-70,"note":"x"}"#, 5)
+            .unwrap();
+        assert_eq!(got.series.as_deref(), Some("boiler-1"));
+        assert_eq!(
+            got.time,
+            Some(RawTime::Text("2024-05-01T12:00:00+02:00".into()))
+        );
+        let names: Vec<&str> = got.values.iter().map(|v| v.0.as_str()).collect();
+        assert_eq!(names, ["rssi", "temperature"]);
+        assert_eq!(got.values[1].2.as_deref(), Some("F"));
+
+        let n = cfg(r#"
+            broker = "localhost:1883"
+            topics = ["sensors/+/temp"]
+            kafka_topic = "readings"
+            payload = "number"
+        "#);
+        let got = n.parse("sensors/k1/temp", b" 21.5\n", 1234).unwrap();
+        assert_eq!(got.series.as_deref(), Some("sensors/k1/temp"));
+        assert_eq!(got.time, Some(RawTime::Millis(1234)));
+        assert_eq!(got.values[0].1, RawValue::Number(21.5));
+        assert!(c
+            .parse("t", b"{not json", 0)
+            .unwrap_err()
+            .starts_with("not JSON"));
+        assert!(c
+            .parse("t", b"[1,2]", 0)
+            .unwrap_err()
+            .contains("not an object"));
+    }
+
+    #[test]
+    fn bad_configs_say_what_to_fix() {
+        let e = cfg(r#"
+            broker = "nohost"
+            topics = ["a"]
+            kafka_topic = "r"
+        "#)
+        .validate()
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("host:port"), "{e}");
+        let e = cfg(r#"
+            broker = "h:1"
+            topics = ["a"]
+            kafka_topic = "r"
+            qos = 2
+        "#)
+        .validate()
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("use 0 or 1"), "{e}");
+        assert!(toml::from_str::<MqttConfig>(
+            "broker = \"h:1\"\ntopics=[]\nkafka_topic=\"r\"\ncolour = 1"
+        )
+        .unwrap_err()
+        .to_string()
+        .contains("colour"));
+    }
+}

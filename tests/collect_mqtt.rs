@@ -1,0 +1,351 @@
+//! The MQTT collector against a real broker: Mosquitto (Debian package `mosquitto`, started
+//! here on a free loopback port; `.ci/run` installs it). Two collectors run at once from one
+//! config file, MQTT 3.1.1 with JSON payloads and MQTT 5 with bare numbers, both QoS 1, into
+//! the embedded Kafka broker; every reading and every reject is then read back from Kafka.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::net::TcpStream;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Message;
+use rdkafka::{Offset, TopicPartitionList};
+use serde_json::Value;
+use streamgauge::collect::{self, Collectors};
+use streamgauge::kafka::broker::EmbeddedBroker;
+use streamgauge::kafka::{admin, ClientSettings};
+
+struct Mosquitto(Child);
+impl Drop for Mosquitto {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn mosquitto(dir: &std::path::Path) -> (Mosquitto, u16) {
+    let bin = ["/usr/sbin/mosquitto", "/usr/bin/mosquitto"]
+        .into_iter()
+        .find(|p| std::path::Path::new(p).is_file())
+        .expect("mosquitto is needed (apt-get install mosquitto; .ci/run does)");
+    let port = common::free_port();
+    let conf = dir.join("mosquitto.conf");
+    std::fs::write(
+        &conf,
+        format!("listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n"),
+    )
+    .unwrap();
+    let child = Command::new(bin)
+        .arg("-c")
+        .arg(&conf)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let m = Mosquitto(child);
+    let t0 = Instant::now();
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "mosquitto did not listen"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    (m, port)
+}
+
+/// Every record of a topic: (key, JSON payload).
+fn read_topic(settings: &ClientSettings, topic: &str) -> Vec<(String, Value)> {
+    let consumer: BaseConsumer = settings.consumer_config().create().unwrap();
+    let parts = admin::partitions(&consumer, topic, Duration::from_secs(10)).unwrap();
+    let mut tpl = TopicPartitionList::new();
+    let mut want = 0;
+    for p in &parts {
+        let (lo, hi) = consumer
+            .fetch_watermarks(topic, *p, Duration::from_secs(10))
+            .unwrap();
+        want += hi - lo;
+        tpl.add_partition_offset(topic, *p, Offset::Beginning)
+            .unwrap();
+    }
+    consumer.assign(&tpl).unwrap();
+    let mut out = Vec::new();
+    let t0 = Instant::now();
+    while (out.len() as i64) < want {
+        assert!(
+            t0.elapsed() < Duration::from_secs(30),
+            "{topic}: {} of {want}",
+            out.len()
+        );
+        if let Some(Ok(m)) = consumer.poll(Duration::from_millis(100)) {
+            let key = String::from_utf8_lossy(m.key().unwrap_or_default()).into_owned();
+            out.push((key, serde_json::from_slice(m.payload().unwrap()).unwrap()));
+        }
+    }
+    out
+}
+
+#[test]
+fn mqtt_v311_json_and_v5_numbers_are_cleaned_into_kafka_with_rejects_quarantined() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (_mosq, port) = mosquitto(tmp.path());
+    let broker = EmbeddedBroker::start(1).unwrap();
+    let kafka = ClientSettings::new(broker.bootstrap());
+    for t in ["iot", "iot.quarantine", "iot-num", "iot-num.quarantine"] {
+        broker.create_topic(t, 3).unwrap();
+    }
+    // One config file, two collectors: the shape the README documents.
+    let file = tmp.path().join("collect.toml");
+    std::fs::write(
+        &file,
+        format!(
+            r#"
+brokers = "{bootstrap}"
+
+[[mqtt]]
+name = "plant"
+broker = "127.0.0.1:{port}"
+topics = ["plant/#"]
+qos = 1
+version = 3
+kafka_topic = "iot"
+series_field = "device.id"
+time_field = "ts"
+units = {{ temperature = "F" }}
+tags = {{ site = "north" }}
+clean = {{ units = {{ temperature = "C" }}, ranges = {{ C = [-40.0, 150.0] }}, dedupe_horizon = "1h" }}
+
+[[mqtt]]
+name = "numbers"
+broker = "127.0.0.1:{port}"
+topics = ["sensors/+/temp"]
+qos = 1
+version = 5
+kafka_topic = "iot-num"
+payload = "number"
+"#,
+            bootstrap = broker.bootstrap()
+        ),
+    )
+    .unwrap();
+    let settings = streamgauge::config::Settings::load(Some(&file)).unwrap();
+    assert_eq!(settings.collectors.len(), 2);
+    let running = collect::start(&settings.collectors, &kafka).unwrap();
+
+    // A publisher (MQTT 3.1.1, QoS 1). Wait until both collectors have subscribed: publish
+    // sentinels until each has received one.
+    let mut opts = rumqttc::MqttOptions::new("test-publisher", "127.0.0.1", port);
+    opts.set_keep_alive(Duration::from_secs(5));
+    let (client, mut conn) = rumqttc::Client::new(opts, 100);
+    let pump = std::thread::spawn(move || for _ in conn.iter() {});
+    let qos = rumqttc::QoS::AtLeastOnce;
+    let counters: BTreeMap<String, _> = running.counters.iter().cloned().collect();
+    let t0 = Instant::now();
+    let mut sentinels = 0;
+    while counters["plant"].snapshot().received == 0 || counters["numbers"].snapshot().received == 0
+    {
+        assert!(
+            t0.elapsed() < Duration::from_secs(20),
+            "collectors did not subscribe"
+        );
+        sentinels += 1;
+        client
+            .publish(
+                "plant/sentinel",
+                qos,
+                false,
+                format!(r#"{{"device":{{"id":"sentinel"}},"ts":{sentinels},"temperature":50}}"#),
+            )
+            .unwrap();
+        client
+            .publish("sensors/sentinel/temp", qos, false, "0")
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let base = [counters["plant"].snapshot(), counters["numbers"].snapshot()];
+
+    // The real messages.
+    let good: Vec<(String, String, f64)> = (0..5)
+        .map(|i| {
+            let ts = format!("2024-05-01T12:00:0{i}+02:00");
+            (ts, "boiler-1".to_string(), 68.0 + 9.0 * i as f64)
+        })
+        .collect();
+    for (ts, id, f) in &good {
+        let p = format!(r#"{{"device":{{"id":"{id}"}},"ts":"{ts}","temperature":{f}}}"#);
+        client.publish("plant/boiler", qos, false, p).unwrap();
+    }
+    let bad = [
+        (
+            r#"{"device":{"id":"boiler-1"},"ts":"2024-05-01T12:00:00+02:00","temperature":70}"#,
+            None,
+        ), // duplicate
+        ("{oops", Some("not JSON")),
+        (
+            r#"{"device":{"id":"boiler-2"},"temperature":70}"#,
+            Some("missing time"),
+        ),
+        (
+            r#"{"device":{"id":"boiler-2"},"ts":1714557600,"temperature":500}"#,
+            Some("plausible range"),
+        ),
+        (
+            r#"{"ts":1714557600,"temperature":70}"#,
+            Some("missing series"),
+        ),
+        (
+            r#"{"device":{"id":"boiler-2"},"ts":"noon","temperature":70}"#,
+            Some("unparseable time"),
+        ),
+    ];
+    for (p, _) in &bad {
+        client.publish("plant/boiler", qos, false, *p).unwrap();
+    }
+    for (topic, p) in [
+        ("sensors/k1/temp", "21.5"),
+        ("sensors/k2/temp", " 19.25\n"),
+        ("sensors/k1/temp", "warm"),
+    ] {
+        client.publish(topic, qos, false, p).unwrap();
+    }
+    let want_plant = (good.len() + bad.len()) as u64;
+    let t0 = Instant::now();
+    while counters["plant"].snapshot().received - base[0].received < want_plant
+        || counters["numbers"].snapshot().received - base[1].received < 3
+    {
+        assert!(
+            t0.elapsed() < Duration::from_secs(20),
+            "messages did not arrive: {:?}",
+            counters["plant"].snapshot()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = client.disconnect();
+    drop(client);
+    drop(pump); // its iterator ends once every client handle is gone; no need to wait
+    let finals: BTreeMap<String, _> = running
+        .stop()
+        .into_iter()
+        .map(|(n, r)| (n, r.unwrap()))
+        .collect();
+    for s in finals.values() {
+        assert_eq!(
+            s.received,
+            s.produced + s.quarantined + s.duplicates,
+            "{s:?}"
+        );
+    }
+    let plant = finals["plant"];
+    assert_eq!(plant.received - base[0].received, want_plant);
+    assert_eq!(plant.duplicates, 1);
+    assert_eq!(plant.quarantined, 5);
+
+    // Kafka: the readings, converted to C, in UTC, keyed by series, tagged.
+    let readings: Vec<(String, Value)> = read_topic(&kafka, "iot")
+        .into_iter()
+        .filter(|(k, _)| k != "sentinel")
+        .collect();
+    assert_eq!(readings.len(), good.len());
+    let mut got: Vec<(i64, f64)> = readings
+        .iter()
+        .map(|(k, v)| {
+            assert_eq!(k, "boiler-1");
+            assert_eq!(v["series"], "boiler-1");
+            assert_eq!(v["tags"]["unit"], "C");
+            assert_eq!(v["tags"]["site"], "north");
+            (
+                v["ts"].as_i64().unwrap(),
+                v["values"]["temperature"].as_f64().unwrap(),
+            )
+        })
+        .collect();
+    got.sort_by_key(|g| g.0);
+    for (i, (ts, c)) in got.iter().enumerate() {
+        assert_eq!(
+            *ts,
+            1_714_557_600_000 + 1000 * i as i64,
+            "12:00:0{i}+02:00 is 10:00:0{i}Z"
+        );
+        let want_c = (good[i].2 - 32.0) * 5.0 / 9.0;
+        assert!((c - want_c).abs() < 1e-9, "{c} vs {want_c}");
+    }
+    let q = read_topic(&kafka, "iot.quarantine");
+    let reasons: Vec<String> = q
+        .iter()
+        .map(|(_, v)| v["reason"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(q.len(), 5, "{reasons:?}");
+    for (p, why) in bad.iter().filter_map(|(p, w)| w.map(|w| (p, w))) {
+        let hit = q
+            .iter()
+            .find(|(_, v)| v["payload"] == *p)
+            .unwrap_or_else(|| panic!("{p} not quarantined"));
+        assert!(
+            hit.1["reason"].as_str().unwrap().contains(why),
+            "{}: {}",
+            p,
+            hit.1["reason"]
+        );
+        assert_eq!(
+            hit.1["source"],
+            format!("mqtt://127.0.0.1:{port}/plant/boiler")
+        );
+    }
+
+    // MQTT 5, bare numbers: the series is the topic, the time the time of receipt.
+    let nums: BTreeMap<String, f64> = read_topic(&kafka, "iot-num")
+        .into_iter()
+        .filter(|(k, _)| !k.contains("sentinel"))
+        .map(|(k, v)| (k, v["values"]["value"].as_f64().unwrap()))
+        .collect();
+    assert_eq!(
+        nums,
+        BTreeMap::from([
+            ("sensors/k1/temp".to_string(), 21.5),
+            ("sensors/k2/temp".to_string(), 19.25)
+        ])
+    );
+    let nq = read_topic(&kafka, "iot-num.quarantine");
+    assert_eq!(nq.len(), 1);
+    assert!(
+        nq[0].1["reason"].as_str().unwrap().contains("not a number"),
+        "{}",
+        nq[0].1
+    );
+    assert_eq!(nq[0].1["payload"], "warm");
+}
+
+#[test]
+fn a_bad_collector_config_says_what_to_fix() {
+    let tmp = tempfile::tempdir().unwrap();
+    let file = tmp.path().join("c.toml");
+    std::fs::write(
+        &file,
+        "[[mqtt]]\nbroker = \"h:1\"\ntopics = [\"a\"]\nkafka_topic = \"r\"\nqos = 7\n",
+    )
+    .unwrap();
+    let s = streamgauge::config::Settings::load(Some(&file)).unwrap();
+    let e = s.collectors.validate().unwrap_err().to_string();
+    assert!(e.contains("qos = 7") && e.contains("use 0 or 1"), "{e}");
+    std::fs::write(
+        &file,
+        "[[mqtt]]\nbroker = \"h:1\"\ntopic = [\"a\"]\nkafka_topic = \"r\"\n",
+    )
+    .unwrap();
+    let e = streamgauge::config::Settings::load(Some(&file))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("topic"), "{e}");
+    let e = Collectors::default().validate();
+    assert!(e.is_ok());
+    // Through the command line: no collectors configured.
+    let out = Command::new(env!("CARGO_BIN_EXE_streamgauge"))
+        .args(["collect", "--brokers", "127.0.0.1:1"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no collectors"));
+}
