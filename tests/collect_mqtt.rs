@@ -97,42 +97,14 @@ fn mqtt_v311_json_and_v5_numbers_are_cleaned_into_kafka_with_rejects_quarantined
     for t in ["iot", "iot.quarantine", "iot-num", "iot-num.quarantine"] {
         broker.create_topic(t, 3).unwrap();
     }
-    // One config file, two collectors: the shape the README documents.
-    let file = tmp.path().join("collect.toml");
-    std::fs::write(
-        &file,
-        format!(
-            r#"
-brokers = "{bootstrap}"
-
-[[mqtt]]
-name = "plant"
-broker = "127.0.0.1:{port}"
-topics = ["plant/#"]
-qos = 1
-version = 3
-kafka_topic = "iot"
-series_field = "device.id"
-time_field = "ts"
-units = {{ temperature = "F" }}
-tags = {{ site = "north" }}
-clean = {{ units = {{ temperature = "C" }}, ranges = {{ C = [-40.0, 150.0] }}, dedupe_horizon = "1h" }}
-
-[[mqtt]]
-name = "numbers"
-broker = "127.0.0.1:{port}"
-topics = ["sensors/+/temp"]
-qos = 1
-version = 5
-kafka_topic = "iot-num"
-payload = "number"
-"#,
-            bootstrap = broker.bootstrap()
-        ),
-    )
-    .unwrap();
-    let settings = streamgauge::config::Settings::load(Some(&file)).unwrap();
+    // The example config of the repository, pointed at this test's brokers.
+    let example =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("configs/collect-mqtt.toml");
+    let mut settings = streamgauge::config::Settings::load(Some(&example)).unwrap();
     assert_eq!(settings.collectors.len(), 2);
+    for m in &mut settings.collectors.mqtt {
+        m.broker = format!("127.0.0.1:{port}");
+    }
     let running = collect::start(&settings.collectors, &kafka).unwrap();
 
     // A publisher (MQTT 3.1.1, QoS 1). Wait until both collectors have subscribed: publish

@@ -54,6 +54,10 @@ pub struct DemoArgs {
     /// Also write results to files under this directory (one folder per topic).
     #[arg(long)]
     pub output: Option<PathBuf>,
+    /// Also run the collectors of this config file ([[mqtt]] tables) into the embedded
+    /// broker, and the demo's dataflows on their topics.
+    #[arg(long, value_name = "FILE")]
+    pub collect: Option<PathBuf>,
     /// The live dashboard.
     #[command(flatten)]
     pub dashboard: crate::dashboard::DashboardArgs,
@@ -69,7 +73,7 @@ const DEMO_DATASETS: &[(&str, &str)] = &[
 ];
 
 struct Pipeline {
-    topic: &'static str,
+    topic: String,
     metrics: Arc<Metrics>,
 }
 
@@ -94,7 +98,7 @@ pub fn run(a: DemoArgs, settings: &Settings) -> Result<()> {
     // Live sensors: event time is the wall clock.
     broker.create_topic("demo.sensors", 8)?;
     let sensors = Pipeline {
-        topic: "demo.sensors",
+        topic: "demo.sensors".into(),
         metrics: Arc::new(Metrics::default()),
     };
     {
@@ -150,7 +154,7 @@ pub fn run(a: DemoArgs, settings: &Settings) -> Result<()> {
                 l.readings.iter().map(|r| &*r.series).collect();
             broker.create_topic(topic, series.len().clamp(1, 4) as i32)?;
             let pipe = Pipeline {
-                topic,
+                topic: topic.to_string(),
                 metrics: Arc::new(Metrics::default()),
             };
             let (kafka, stop, metrics) = (kafka.clone(), stop_inputs.clone(), pipe.metrics.clone());
@@ -171,6 +175,33 @@ pub fn run(a: DemoArgs, settings: &Settings) -> Result<()> {
         }
     }
 
+    // Collectors from a config file, into the embedded broker.
+    let collectors = match &a.collect {
+        Some(file) => {
+            let c = Settings::load(Some(file))?.collectors;
+            if c.is_empty() {
+                anyhow::bail!(
+                    "--collect {}: no collectors ([[mqtt]] tables) in it",
+                    file.display()
+                );
+            }
+            let mut topics: Vec<String> = c.mqtt.iter().map(|m| m.kafka_topic.clone()).collect();
+            topics.sort();
+            topics.dedup();
+            for t in topics {
+                broker.create_topic(&t, 4)?;
+                broker.create_topic(&format!("{t}.quarantine"), 1)?;
+                eprintln!("collectors -> {t}");
+                pipelines.push(Pipeline {
+                    topic: t,
+                    metrics: Arc::new(Metrics::default()),
+                });
+            }
+            Some(crate::collect::start(&c, &kafka)?)
+        }
+        None => None,
+    };
+
     // The demo's dataflows on every topic: windows (whose counters the screen shows) and the
     // live outlier set.
     let mut runs = Vec::new();
@@ -188,7 +219,7 @@ pub fn run(a: DemoArgs, settings: &Settings) -> Result<()> {
             spec.window = settings.window;
             spec.lateness = settings.lateness;
             spec.idle_timeout = settings.idle_timeout;
-            spec.output_dir = a.output.as_ref().map(|o| o.join(p.topic));
+            spec.output_dir = a.output.as_ref().map(|o| o.join(&p.topic));
             spec.result_topics = Some((kafka.clone(), p.topic.to_string()));
             // The screen counts the first dataflow's readings; the others count their own.
             spec.metrics = if d.name() == DEMO_DATAFLOWS[0] {
@@ -259,6 +290,17 @@ pub fn run(a: DemoArgs, settings: &Settings) -> Result<()> {
         }
     }
     stop_inputs.store(true, Ordering::Relaxed);
+    if let Some(running) = collectors {
+        for (name, r) in running.stop() {
+            match r {
+                Ok(s) => println!(
+                    "  collector {name}: received {} = produced {} + quarantined {} + duplicates {}",
+                    s.received, s.produced, s.quarantined, s.duplicates
+                ),
+                Err(e) => eprintln!("  collector {name}: {e}"),
+            }
+        }
+    }
     for t in threads {
         t.join()
             .map_err(|_| anyhow::anyhow!("input thread panicked"))??;
