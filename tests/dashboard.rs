@@ -47,6 +47,20 @@ fn get_json(addr: &str, path: &str, token: &str) -> Value {
     serde_json::from_str(&body).unwrap_or_else(|e| panic!("{path}: {e}: {body}"))
 }
 
+/// A dashboard on a free loopback port that requires `token`.
+fn dashboard(hub: &std::sync::Arc<Hub>, token: &str) -> Dashboard {
+    Dashboard::start(
+        &DashboardOptions {
+            addr: "127.0.0.1:0".parse().unwrap(),
+            explicit: true,
+            token: Some(token.into()),
+            hub: hub.config(),
+        },
+        hub.clone(),
+    )
+    .unwrap()
+}
+
 /// A forecast step as bits: (ts, point, lower, upper).
 type Step = (i64, u64, u64, u64);
 
@@ -71,16 +85,7 @@ fn hub_matches_the_dataflow_outputs_and_the_api_has_its_shapes_on_1_2_4_workers(
             ..HubConfig::default()
         });
         let token = "s3cret";
-        let dash = Dashboard::start(
-            &DashboardOptions {
-                addr: "127.0.0.1:0".parse().unwrap(),
-                explicit: true,
-                token: Some(token.into()),
-                hub: hub.config(),
-            },
-            hub.clone(),
-        )
-        .unwrap();
+        let dash = dashboard(&hub, token);
         let addr = dash.addr().to_string();
         let mut spec = RunSpec::new("sensor_outliers", Input::memory(readings.clone()));
         spec.cluster.workers = w;
@@ -311,61 +316,41 @@ fn bin() -> Command {
 
 #[test]
 fn a_non_loopback_dashboard_without_a_token_refuses_to_start() {
-    let data = common::data_dir();
-    let out = bin()
-        .args([
-            "run",
-            "series_stats",
-            "--dataset",
-            "nab:artificialNoAnomaly",
-            "--data-dir",
-        ])
-        .arg(&data)
-        .args(["--dashboard", "0.0.0.0:0"])
-        .env_remove("STREAMGAUGE_DASHBOARD_TOKEN")
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
+    // `run series_stats` on a small dataset with these dashboard flags: (success, stderr).
+    let run = |flags: &[&str]| {
+        let out = bin()
+            .args([
+                "run",
+                "series_stats",
+                "--dataset",
+                "nab:artificialNoAnomaly",
+                "--data-dir",
+            ])
+            .arg(common::data_dir())
+            .args(flags)
+            .env_remove("STREAMGAUGE_DASHBOARD_TOKEN")
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (ok, err) = run(&["--dashboard", "0.0.0.0:0"]);
+    assert!(!ok);
     assert!(
         err.contains("without a token") && err.contains("--dashboard-token"),
         "{err}"
     );
-
-    let out = bin()
-        .args([
-            "run",
-            "series_stats",
-            "--dataset",
-            "nab:artificialNoAnomaly",
-            "--data-dir",
-        ])
-        .arg(&data)
-        .args(["--dashboard", "not an address"])
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
+    let (ok, err) = run(&["--dashboard", "not an address"]);
+    assert!(!ok);
     assert!(
         err.contains("--dashboard") && err.contains("HOST:PORT"),
         "{err}"
     );
-
     // With a token it starts (and the run finishes as usual).
-    let out = bin()
-        .args([
-            "run",
-            "series_stats",
-            "--dataset",
-            "nab:artificialNoAnomaly",
-            "--data-dir",
-        ])
-        .arg(&data)
-        .args(["--dashboard", "0.0.0.0:0", "--dashboard-token", "t0ken"])
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{err}");
+    let (ok, err) = run(&["--dashboard", "0.0.0.0:0", "--dashboard-token", "t0ken"]);
+    assert!(ok, "{err}");
     assert!(err.contains("token required"), "{err}");
 }
 
@@ -377,16 +362,7 @@ fn the_notebook_reads_the_api_with_pandas_and_plots_a_series() {
     let readings = common::load("nab:realKnownCause");
     let hub = Hub::new(HubConfig::default());
     let token = "nb-token";
-    let dash = Dashboard::start(
-        &DashboardOptions {
-            addr: "127.0.0.1:0".parse().unwrap(),
-            explicit: true,
-            token: Some(token.into()),
-            hub: hub.config(),
-        },
-        hub.clone(),
-    )
-    .unwrap();
+    let dash = dashboard(&hub, token);
     let mut spec = RunSpec::new("sensor_outliers", Input::memory(readings));
     spec.cluster.workers = 2;
     spec.hub = Some((hub, String::new()));

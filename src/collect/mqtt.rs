@@ -296,7 +296,6 @@ pub fn run(
         }
         Ok(())
     };
-    let mut backoff = Duration::from_millis(500);
     let tick = Duration::from_millis(200);
     if cfg.version == 5 {
         use rumqttc::v5::mqttbytes::v5::Packet;
@@ -313,39 +312,22 @@ pub fn run(
         } else {
             QoS::AtMostOnce
         };
-        while !stop.load(Ordering::Relaxed) {
-            let m = match conn.recv_timeout(tick) {
-                Err(_) => continue,
-                Ok(Ok(rumqttc::v5::Event::Incoming(Packet::Publish(p)))) => Message::Publish(
+        pump(
+            cfg,
+            stop,
+            || match conn.recv_timeout(tick) {
+                Err(_) => Ok(Message::Other),
+                Ok(Ok(rumqttc::v5::Event::Incoming(Packet::Publish(p)))) => Ok(Message::Publish(
                     String::from_utf8_lossy(&p.topic).into_owned(),
                     p.payload.to_vec(),
-                ),
-                Ok(Ok(rumqttc::v5::Event::Incoming(Packet::ConnAck(_)))) => Message::Connected,
-                Ok(Ok(_)) => Message::Other,
-                Ok(Err(e)) => {
-                    tracing::warn!(collector = %cfg.name, error = %e, retry_in = ?backoff, "MQTT connection failed");
-                    sleep_unless(stop, backoff);
-                    backoff = (backoff * 2).min(Duration::from_secs(30));
-                    continue;
-                }
-            };
-            match m {
-                Message::Publish(t, p) => handle(&t, &p)?,
-                Message::Connected => {
-                    backoff = Duration::from_millis(500);
-                    for t in &cfg.topics {
-                        client
-                            .subscribe(t.clone(), qos)
-                            .map_err(|e| CollectError::Source {
-                                collector: cfg.name.clone(),
-                                why: e.to_string(),
-                            })?;
-                    }
-                    tracing::info!(collector = %cfg.name, broker = %cfg.broker, "MQTT 5 connected, subscribed");
-                }
-                Message::Other => {}
-            }
-        }
+                )),
+                Ok(Ok(rumqttc::v5::Event::Incoming(Packet::ConnAck(_)))) => Ok(Message::Connected),
+                Ok(Ok(_)) => Ok(Message::Other),
+                Ok(Err(e)) => Err(e.to_string()),
+            },
+            |t| client.subscribe(t, qos).map_err(|e| e.to_string()),
+            &mut handle,
+        )?;
         let _ = client.disconnect();
     } else {
         use rumqttc::{Event, Packet, QoS};
@@ -361,42 +343,62 @@ pub fn run(
         } else {
             QoS::AtMostOnce
         };
-        while !stop.load(Ordering::Relaxed) {
-            let m = match conn.recv_timeout(tick) {
-                Err(_) => continue,
+        pump(
+            cfg,
+            stop,
+            || match conn.recv_timeout(tick) {
+                Err(_) => Ok(Message::Other),
                 Ok(Ok(Event::Incoming(Packet::Publish(p)))) => {
-                    Message::Publish(p.topic.clone(), p.payload.to_vec())
+                    Ok(Message::Publish(p.topic.clone(), p.payload.to_vec()))
                 }
-                Ok(Ok(Event::Incoming(Packet::ConnAck(_)))) => Message::Connected,
-                Ok(Ok(_)) => Message::Other,
-                Ok(Err(e)) => {
-                    tracing::warn!(collector = %cfg.name, error = %e, retry_in = ?backoff, "MQTT connection failed");
-                    sleep_unless(stop, backoff);
-                    backoff = (backoff * 2).min(Duration::from_secs(30));
-                    continue;
-                }
-            };
-            match m {
-                Message::Publish(t, p) => handle(&t, &p)?,
-                Message::Connected => {
-                    backoff = Duration::from_millis(500);
-                    for t in &cfg.topics {
-                        client
-                            .subscribe(t.clone(), qos)
-                            .map_err(|e| CollectError::Source {
-                                collector: cfg.name.clone(),
-                                why: e.to_string(),
-                            })?;
-                    }
-                    tracing::info!(collector = %cfg.name, broker = %cfg.broker, "MQTT 3.1.1 connected, subscribed");
-                }
-                Message::Other => {}
-            }
-        }
+                Ok(Ok(Event::Incoming(Packet::ConnAck(_)))) => Ok(Message::Connected),
+                Ok(Ok(_)) => Ok(Message::Other),
+                Ok(Err(e)) => Err(e.to_string()),
+            },
+            |t| client.subscribe(t, qos).map_err(|e| e.to_string()),
+            &mut handle,
+        )?;
         let _ = client.disconnect();
     }
     producer.flush(Duration::from_secs(30))?;
     Ok(cleaner.counters.snapshot())
+}
+
+/// What a message goes to: topic and payload.
+type Handler<'a> = dyn FnMut(&str, &[u8]) -> Result<(), CollectError> + 'a;
+
+/// The receive loop both protocol versions share: hands publishes to `handle`, subscribes
+/// again on every (re)connection, backs off after a failed connection.
+fn pump(
+    cfg: &MqttConfig,
+    stop: &AtomicBool,
+    mut recv: impl FnMut() -> Result<Message, String>,
+    subscribe: impl Fn(String) -> Result<(), String>,
+    handle: &mut Handler<'_>,
+) -> Result<(), CollectError> {
+    let mut backoff = Duration::from_millis(500);
+    while !stop.load(Ordering::Relaxed) {
+        match recv() {
+            Ok(Message::Publish(t, p)) => handle(&t, &p)?,
+            Ok(Message::Connected) => {
+                backoff = Duration::from_millis(500);
+                for t in &cfg.topics {
+                    subscribe(t.clone()).map_err(|why| CollectError::Source {
+                        collector: cfg.name.clone(),
+                        why,
+                    })?;
+                }
+                tracing::info!(collector = %cfg.name, broker = %cfg.broker, version = cfg.version, "MQTT connected, subscribed");
+            }
+            Ok(Message::Other) => {}
+            Err(e) => {
+                tracing::warn!(collector = %cfg.name, error = %e, retry_in = ?backoff, "MQTT connection failed");
+                sleep_unless(stop, backoff);
+                backoff = (backoff * 2).min(Duration::from_secs(30));
+            }
+        }
+    }
+    Ok(())
 }
 
 fn sleep_unless(stop: &AtomicBool, d: Duration) {
