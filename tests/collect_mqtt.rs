@@ -438,3 +438,76 @@ time_field = "t"
     );
     assert_eq!(got.len() as u64, s.produced);
 }
+
+/// With QoS 1 the collector's session is persistent: messages published while it is
+/// stopped are delivered when it comes back (MQTT 3.1.1 and 5).
+#[test]
+fn a_restarted_collector_receives_what_was_published_while_it_was_away() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (_mosq, port) = mosquitto(tmp.path());
+    let broker = EmbeddedBroker::start(1).unwrap();
+    let kafka = ClientSettings::new(broker.bootstrap());
+    for version in [3, 5] {
+        let topic = format!("away{version}");
+        broker.create_topic(&topic, 1).unwrap();
+        broker
+            .create_topic(&format!("{topic}.quarantine"), 1)
+            .unwrap();
+        let cfg: collect::mqtt::MqttConfig = toml::from_str(&format!(
+            "name = \"away{version}\"\nbroker = \"127.0.0.1:{port}\"\ntopics = [\"a{version}/#\"]\nqos = 1\nversion = {version}\nkafka_topic = \"{topic}\"\npayload = \"number\"\n"
+        ))
+        .unwrap();
+        let collectors = Collectors { mqtt: vec![cfg] };
+        let mut opts = rumqttc::MqttOptions::new(format!("away-pub{version}"), "127.0.0.1", port);
+        opts.set_keep_alive(Duration::from_secs(5));
+        let (client, mut conn) = rumqttc::Client::new(opts, 1000);
+        let pump = std::thread::spawn(move || for _ in conn.iter() {});
+        let qos = rumqttc::QoS::AtLeastOnce;
+
+        // First run: until subscribed (its session now exists on the broker), then stop.
+        let running = collect::start(&collectors, &kafka).unwrap();
+        let t0 = Instant::now();
+        while running.counters[0].1.snapshot().received == 0 {
+            assert!(t0.elapsed() < Duration::from_secs(20), "not subscribed");
+            client
+                .publish(format!("a{version}/sentinel"), qos, false, "0")
+                .unwrap();
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        std::thread::sleep(Duration::from_millis(300));
+        running.stop().pop().unwrap().1.unwrap();
+
+        // Published while away.
+        for i in 0..50 {
+            client
+                .publish(format!("a{version}/s{}", i % 5), qos, false, format!("{i}"))
+                .unwrap();
+        }
+        std::thread::sleep(Duration::from_millis(500));
+
+        // Second run, same name: the broker delivers them.
+        let running = collect::start(&collectors, &kafka).unwrap();
+        let t0 = Instant::now();
+        let values = || -> Vec<i64> {
+            read_topic(&kafka, &topic)
+                .into_iter()
+                .filter(|(k, _)| !k.contains("sentinel"))
+                .map(|(_, v)| v["values"]["value"].as_f64().unwrap() as i64)
+                .collect()
+        };
+        while running.counters[0].1.snapshot().received < 50 {
+            assert!(
+                t0.elapsed() < Duration::from_secs(20),
+                "MQTT {version}: {:?}",
+                running.counters[0].1.snapshot()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        running.stop().pop().unwrap().1.unwrap();
+        let mut got = values();
+        got.sort();
+        assert_eq!(got, (0..50).collect::<Vec<_>>(), "MQTT {version}");
+        drop(client);
+        drop(pump);
+    }
+}

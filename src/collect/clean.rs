@@ -10,7 +10,8 @@
 //! - Units: a value given in another unit of the same dimension as its configured unit is
 //!   converted (F to C, kPa to bar, mph to m/s ...; the table is [`UNITS`]).
 //! - Duplicates: a reading with the same series and event time as one seen within the
-//!   dedupe horizon (in event time) is dropped and counted.
+//!   dedupe horizon (in event time) is dropped and counted. Readings stamped with the time
+//!   of receipt (the source sent no time) are never duplicates of each other.
 //!
 //! Counters: received = produced + quarantined + duplicates, always.
 
@@ -43,8 +44,11 @@ pub enum RawTime {
     Number(f64),
     /// RFC 3339, or a number as text.
     Text(String),
-    /// Already UTC milliseconds (e.g. the time a message was received).
+    /// Already UTC milliseconds, from the source.
     Millis(EventTime),
+    /// The time the collector received the record (the source sent none). Duplicates are not
+    /// looked for by it: a burst of messages can share a millisecond.
+    Received(EventTime),
 }
 
 /// A record parsed from a source, before validation.
@@ -228,7 +232,7 @@ fn event_time(t: &RawTime) -> Result<EventTime, String> {
         })
     };
     match t {
-        RawTime::Millis(ms) => Ok(*ms),
+        RawTime::Millis(ms) | RawTime::Received(ms) => Ok(*ms),
         RawTime::Number(n) => from_number(*n),
         RawTime::Text(s) => {
             let s = s.trim();
@@ -296,9 +300,13 @@ impl Cleaner {
         parsed: Result<Candidate, String>,
     ) -> Outcome {
         self.counters.received.fetch_add(1, Ordering::Relaxed);
+        let stamped_here = matches!(
+            parsed.as_ref().map(|c| &c.time),
+            Ok(Some(RawTime::Received(_)))
+        );
         let out = match parsed.and_then(|c| self.validate(c)) {
             Ok(r) => {
-                if self.duplicate(&r) {
+                if !stamped_here && self.duplicate(&r) {
                     Outcome::Duplicate
                 } else {
                     Outcome::Reading(r)
@@ -616,6 +624,19 @@ mod tests {
         // 1,000 is now beyond the horizon of the latest (30,000): no longer remembered.
         assert!(matches!(at(1_000), Outcome::Reading(_)));
         assert_eq!(at(30_000), Outcome::Duplicate);
+        // Times of receipt: a burst within one millisecond is not a run of duplicates.
+        for _ in 0..3 {
+            let r = c.clean(
+                "s",
+                b"",
+                Ok(cand(
+                    "b",
+                    RawTime::Received(7),
+                    vec![("x", RawValue::Number(1.0), None)],
+                )),
+            );
+            assert!(matches!(r, Outcome::Reading(_)), "{r:?}");
+        }
     }
 
     #[test]

@@ -8,7 +8,10 @@
 //! event time from a field or the time of receipt, values from listed fields or every
 //! numeric field, units per value), or bare numbers with the series taken from the topic.
 //! A lost connection is retried with backoff (0.5 s doubling to 30 s) and the filters are
-//! subscribed again.
+//! subscribed again. With QoS 1 the session is persistent (client id `streamgauge-<name>`;
+//! MQTT 5 sessions expire after a day), so the broker keeps the messages that arrive while
+//! the collector is away, and a restarted collector receives them (duplicates are dropped by
+//! the cleaner).
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -162,7 +165,7 @@ impl MqttConfig {
                 .unwrap_or_else(|_| RawValue::Text(text.trim().to_string()));
             return Ok(Candidate {
                 series: Some(topic.to_string()),
-                time: Some(RawTime::Millis(received_ms)),
+                time: Some(RawTime::Received(received_ms)),
                 values: vec![(self.value_name.clone(), v, unit(&self.value_name))],
                 tags,
             });
@@ -187,7 +190,7 @@ impl MqttConfig {
                 Some(Value::String(s)) => Some(RawTime::Text(s.clone())),
                 _ => None,
             },
-            None => Some(RawTime::Millis(received_ms)),
+            None => Some(RawTime::Received(received_ms)),
         };
         let raw = |v: &Value| match v {
             Value::Number(n) => RawValue::Number(n.as_f64().unwrap_or(f64::NAN)),
@@ -235,6 +238,9 @@ fn now_ms() -> i64 {
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64)
 }
+
+/// How long an MQTT 5 broker keeps a QoS 1 collector's session after it disconnects.
+const SESSION_EXPIRY_S: u32 = 24 * 3600;
 
 /// A message from either protocol version.
 enum Message {
@@ -306,6 +312,11 @@ pub fn run(
         if let (Some(u), Some(p)) = (&cfg.username, &cfg.password) {
             opts.set_credentials(u.clone(), p.clone());
         }
+        if cfg.qos == 1 {
+            // A persistent session: the broker keeps QoS 1 messages while we are away.
+            opts.set_clean_start(false);
+            opts.set_session_expiry_interval(Some(SESSION_EXPIRY_S));
+        }
         let (client, mut conn) = rumqttc::v5::Client::new(opts, 1024);
         let qos = if cfg.qos == 1 {
             QoS::AtLeastOnce
@@ -336,6 +347,10 @@ pub fn run(
         opts.set_transport(transport);
         if let (Some(u), Some(p)) = (&cfg.username, &cfg.password) {
             opts.set_credentials(u.clone(), p.clone());
+        }
+        if cfg.qos == 1 {
+            // A persistent session: the broker keeps QoS 1 messages while we are away.
+            opts.set_clean_session(false);
         }
         let (client, mut conn) = rumqttc::Client::new(opts, 1024);
         let qos = if cfg.qos == 1 {
@@ -447,7 +462,7 @@ mod tests {
         "#);
         let got = n.parse("sensors/k1/temp", b" 21.5\n", 1234).unwrap();
         assert_eq!(got.series.as_deref(), Some("sensors/k1/temp"));
-        assert_eq!(got.time, Some(RawTime::Millis(1234)));
+        assert_eq!(got.time, Some(RawTime::Received(1234)));
         assert_eq!(got.values[0].1, RawValue::Number(21.5));
         assert!(c
             .parse("t", b"{not json", 0)
