@@ -22,8 +22,8 @@ use crate::record::EventTime;
 /// Why a report could not be drawn.
 #[derive(Debug, Error)]
 pub enum ReportError {
-    /// The input folder cannot be read.
-    #[error("--input {path}: {source}")]
+    /// A folder or file that cannot be read (or the output folder created).
+    #[error("{path}")]
     Input {
         /// Folder.
         path: PathBuf,

@@ -26,7 +26,7 @@ use crate::kafka::ClientSettings;
 #[derive(Debug, Parser)]
 #[command(name = "streamgauge", version, about, long_about = None)]
 pub struct Cli {
-    /// Config file (TOML): brokers, data_dir, window, lateness, idle_timeout, [kafka] properties.
+    /// Config file (TOML): brokers, data_dir, window, lateness, idle_timeout, [kafka] properties, [[mqtt]] collectors.
     #[arg(long, global = true, value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// More logging (-v info, -vv debug); RUST_LOG overrides.
