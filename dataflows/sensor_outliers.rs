@@ -37,7 +37,7 @@ use super::{Dataflow, Outputs, Params};
 use crate::analytics::forecast::{Forecast, RlsAr, Z_975};
 use crate::analytics::outlier::{z_to_score, Model, ResidualZ, RobustZ};
 use crate::analytics::rolling::CountWindow;
-use crate::dashboard::hub::{ForecastUpdate, PointUpdate, Update};
+use crate::dashboard::hub::{ForecastUpdate, Point, PointUpdate, Update};
 use crate::engine::keyed::{in_order, PerField};
 use crate::engine::output::{csv_f64s, csv_field, csv_series_field_ts, Row};
 use crate::engine::reference::reference_stream;
@@ -107,25 +107,28 @@ impl Row for OutlierRow {
         write_i64(out, self.change as i64);
     }
     fn publish(&self, out: &mut Vec<Update>) {
+        let (mean, std) = self.stats().unwrap_or((f64::NAN, f64::NAN));
         out.push(Update::Point(PointUpdate {
             series: self.series.clone(),
             field: self.field.clone(),
-            ts: self.ts,
-            value: self.value,
-            // Before its first reading a series has no statistics (the row says 0, 0).
-            mean: if self.mean == 0.0 && self.std == 0.0 {
-                f64::NAN
-            } else {
-                self.mean
+            point: Point {
+                ts: self.ts,
+                value: self.value,
+                mean,
+                std,
+                score: self.score,
+                anomalous: self.anomalous,
+                seq: 0,
             },
-            std: if self.mean == 0.0 && self.std == 0.0 {
-                f64::NAN
-            } else {
-                self.std
-            },
-            score: self.score,
-            anomalous: self.anomalous,
         }));
+    }
+}
+
+impl OutlierRow {
+    /// The rolling mean and std, or None before the series' first reading (the row then
+    /// says 0 and 0).
+    pub fn stats(&self) -> Option<(f64, f64)> {
+        (!(self.mean == 0.0 && self.std == 0.0)).then_some((self.mean, self.std))
     }
 }
 

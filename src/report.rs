@@ -182,15 +182,14 @@ fn series_chart<DB: DrawingBackend>(
         .max()
         .unwrap_or(x0 + 1)
         .max(x0 + 1);
-    let has_stats = |r: &OutlierRow| !(r.mean == 0.0 && r.std == 0.0);
     let mut lo = f64::INFINITY;
     let mut hi = f64::NEG_INFINITY;
     for r in rows {
         lo = lo.min(r.value);
         hi = hi.max(r.value);
-        if has_stats(r) {
-            lo = lo.min(r.mean - 2.0 * r.std);
-            hi = hi.max(r.mean + 2.0 * r.std);
+        if let Some((mean, std)) = r.stats() {
+            lo = lo.min(mean - 2.0 * std);
+            hi = hi.max(mean + 2.0 * std);
         }
     }
     for f in forecast {
@@ -215,7 +214,7 @@ fn series_chart<DB: DrawingBackend>(
         .light_line_style(RGBColor(235, 238, 242))
         .draw()
         .map_err(e)?;
-    let band: Vec<&&OutlierRow> = rows.iter().filter(|r| has_stats(r)).collect();
+    let band: Vec<&&OutlierRow> = rows.iter().filter(|r| r.stats().is_some()).collect();
     if band.len() > 1 {
         let mut poly: Vec<(i64, f64)> = band.iter().map(|r| (r.ts, r.mean + 2.0 * r.std)).collect();
         poly.extend(band.iter().rev().map(|r| (r.ts, r.mean - 2.0 * r.std)));

@@ -62,25 +62,15 @@ pub enum Update {
     Forecast(ForecastUpdate),
 }
 
-/// A reading as the series chart shows it.
+/// A reading of a series, as the series chart shows it.
 #[derive(Debug, Clone)]
 pub struct PointUpdate {
     /// Series id.
     pub series: Arc<str>,
     /// Value name.
     pub field: Arc<str>,
-    /// Event time, UTC ms.
-    pub ts: EventTime,
-    /// The value.
-    pub value: f64,
-    /// Rolling mean (NaN when the dataflow has none).
-    pub mean: f64,
-    /// Rolling standard deviation (NaN when none).
-    pub std: f64,
-    /// Anomaly score in [0, 1] (NaN when none).
-    pub score: f64,
-    /// Whether the series is anomalous after this reading.
-    pub anomalous: bool,
+    /// The point (its `seq` is set when the hub releases it).
+    pub point: Point,
 }
 
 /// A forecast path with its 95% interval.
@@ -105,11 +95,11 @@ pub struct Point {
     pub ts: EventTime,
     /// Value.
     pub value: f64,
-    /// Rolling mean (null when none).
+    /// Rolling mean (NaN, shown as null, when the dataflow has none).
     pub mean: f64,
-    /// Rolling std (null when none).
+    /// Rolling std (NaN / null when none).
     pub std: f64,
-    /// Score (null when none).
+    /// Score in [0, 1] (NaN / null when none).
     pub score: f64,
     /// Anomalous after this reading.
     pub anomalous: bool,
@@ -392,19 +382,12 @@ impl Hub {
                 if buf.points.len() >= history {
                     buf.points.pop_front();
                 }
-                buf.points.push_back(Point {
-                    ts: p.ts,
-                    value: p.value,
-                    mean: p.mean,
-                    std: p.std,
-                    score: p.score,
-                    anomalous: p.anomalous,
-                    seq,
-                });
+                let score = p.point.score;
+                buf.points.push_back(Point { seq, ..p.point });
                 buf.last_seq = seq;
-                if p.score.is_finite() && !s.outliers.is_empty() {
+                if score.is_finite() && !s.outliers.is_empty() {
                     if let Some(o) = s.outliers.get_mut(&buf.key) {
-                        o.score = Some(p.score);
+                        o.score = Some(score);
                     }
                 }
             }
@@ -878,12 +861,15 @@ mod tests {
         Update::Point(PointUpdate {
             series: series.into(),
             field: "value".into(),
-            ts,
-            value,
-            mean: f64::NAN,
-            std: f64::NAN,
-            score: 0.5,
-            anomalous: false,
+            point: Point {
+                ts,
+                value,
+                mean: f64::NAN,
+                std: f64::NAN,
+                score: 0.5,
+                anomalous: false,
+                seq: 0,
+            },
         })
     }
 
