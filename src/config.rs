@@ -10,7 +10,8 @@
 //! [kafka]            # any librdkafka property
 //! "security.protocol" = "SASL_SSL"
 //! "sasl.mechanism" = "SCRAM-SHA-512"
-//! [[mqtt]]           # collectors, run by `streamgauge collect` (see collect::mqtt)
+//! [[mqtt]]           # collectors, run by `streamgauge collect`: [[mqtt]], [[modbus]],
+//!                    # [[http]], [[websocket]], [[cctv]], [[file]] (see collect::*)
 //! broker = "127.0.0.1:1883"
 //! topics = ["plant/#"]
 //! kafka_topic = "readings"
@@ -71,9 +72,24 @@ pub struct FileConfig {
     /// librdkafka properties.
     #[serde(default)]
     pub kafka: BTreeMap<String, String>,
-    /// Collectors (`[[mqtt]]` tables), run by `streamgauge collect`.
+    /// `[[mqtt]]` collectors, run by `streamgauge collect`.
     #[serde(default)]
     pub mqtt: Vec<crate::collect::mqtt::MqttConfig>,
+    /// `[[modbus]]` collectors.
+    #[serde(default)]
+    pub modbus: Vec<crate::collect::modbus::ModbusConfig>,
+    /// `[[http]]` collectors.
+    #[serde(default)]
+    pub http: Vec<crate::collect::http::HttpConfig>,
+    /// `[[websocket]]` collectors.
+    #[serde(default)]
+    pub websocket: Vec<crate::collect::websocket::WebSocketConfig>,
+    /// `[[cctv]]` collectors.
+    #[serde(default)]
+    pub cctv: Vec<crate::collect::cctv::CctvConfig>,
+    /// `[[file]]` collectors.
+    #[serde(default)]
+    pub file: Vec<crate::collect::file::FileConfig>,
 }
 
 /// Resolved settings (before command-specific flags are applied).
@@ -128,7 +144,14 @@ impl Settings {
             s.lateness = f.lateness.map_or(s.lateness, |d| d.0);
             s.idle_timeout = f.idle_timeout.map_or(s.idle_timeout, |d| d.0);
             s.kafka = f.kafka.into_iter().collect();
-            s.collectors.mqtt = f.mqtt;
+            s.collectors = crate::collect::Collectors {
+                mqtt: f.mqtt,
+                modbus: f.modbus,
+                http: f.http,
+                websocket: f.websocket,
+                cctv: f.cctv,
+                file: f.file,
+            };
         }
         if let Ok(b) = std::env::var("STREAMGAUGE_BROKERS") {
             s.brokers = Some(b);

@@ -345,7 +345,14 @@ time_field = "t"
 "#
     ))
     .unwrap();
-    let running = collect::start(&Collectors { mqtt: vec![cfg] }, &kafka).unwrap();
+    let running = collect::start(
+        &Collectors {
+            mqtt: vec![cfg],
+            ..Default::default()
+        },
+        &kafka,
+    )
+    .unwrap();
     let counters = running.counters[0].1.clone();
 
     let mut opts = rumqttc::MqttOptions::new("down-publisher", "127.0.0.1", port);
@@ -457,7 +464,10 @@ fn a_restarted_collector_receives_what_was_published_while_it_was_away() {
             "name = \"away{version}\"\nbroker = \"127.0.0.1:{port}\"\ntopics = [\"a{version}/#\"]\nqos = 1\nversion = {version}\nkafka_topic = \"{topic}\"\npayload = \"number\"\n"
         ))
         .unwrap();
-        let collectors = Collectors { mqtt: vec![cfg] };
+        let collectors = Collectors {
+            mqtt: vec![cfg],
+            ..Default::default()
+        };
         let mut opts = rumqttc::MqttOptions::new(format!("away-pub{version}"), "127.0.0.1", port);
         opts.set_keep_alive(Duration::from_secs(5));
         let (client, mut conn) = rumqttc::Client::new(opts, 1000);

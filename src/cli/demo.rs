@@ -54,7 +54,7 @@ pub struct DemoArgs {
     /// Also write results to files under this directory (one folder per topic).
     #[arg(long)]
     pub output: Option<PathBuf>,
-    /// Also run the collectors of this config file ([[mqtt]] tables) into the embedded
+    /// Also run the collectors of this config file ([[mqtt]], [[modbus]] ... tables) into the embedded
     /// broker, and the demo's dataflows on their topics.
     #[arg(long, value_name = "FILE")]
     pub collect: Option<PathBuf>,
@@ -181,14 +181,11 @@ pub fn run(a: DemoArgs, settings: &Settings) -> Result<()> {
             let c = Settings::load(Some(file))?.collectors;
             if c.is_empty() {
                 anyhow::bail!(
-                    "--collect {}: no collectors ([[mqtt]] tables) in it",
+                    "--collect {}: no collectors ([[mqtt]], [[modbus]], [[http]] ... tables) in it",
                     file.display()
                 );
             }
-            let mut topics: Vec<String> = c.mqtt.iter().map(|m| m.kafka_topic.clone()).collect();
-            topics.sort();
-            topics.dedup();
-            for t in topics {
+            for t in c.topics() {
                 broker.create_topic(&t, 4)?;
                 broker.create_topic(&format!("{t}.quarantine"), 1)?;
                 eprintln!("collectors -> {t}");
@@ -293,10 +290,7 @@ pub fn run(a: DemoArgs, settings: &Settings) -> Result<()> {
     if let Some(running) = collectors {
         for (name, r) in running.stop() {
             match r {
-                Ok(s) => println!(
-                    "  collector {name}: received {} = produced {} + quarantined {} + duplicates {}",
-                    s.received, s.produced, s.quarantined, s.duplicates
-                ),
+                Ok(s) => println!("  collector {name}: {s}"),
                 Err(e) => eprintln!("  collector {name}: {e}"),
             }
         }

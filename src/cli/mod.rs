@@ -64,7 +64,7 @@ through --listen they follow metadata to the broker's own loopback port."
     ForecastEval(forecast_eval::ForecastEvalArgs),
     /// Render PNG and SVG plots of a finished run's outputs (series with band, forecast and anomalies; throughput).
     Report(ReportArgs),
-    /// Run collectors: the [[mqtt]] tables of --config FILE, or one collector from flags (`collect mqtt ...`).
+    /// Run collectors: the [[mqtt]], [[modbus]], [[http]], [[websocket]], [[cctv]] and [[file]] tables of --config FILE, or one from flags (`collect <kind> ...`).
     Collect(Box<CollectArgs>),
 }
 
@@ -289,11 +289,332 @@ pub struct CollectArgs {
     pub duration: Option<HumanDuration>,
 }
 
-/// A single collector from flags.
+/// A single collector from flags (the README's collector sections give each config-file form,
+/// which can do more).
 #[derive(Debug, Subcommand)]
 pub enum CollectKind {
-    /// Subscribe to an MQTT broker (see the README's MQTT section for the config-file form).
+    /// Subscribe to an MQTT broker (IoT).
     Mqtt(Box<MqttFlags>),
+    /// Poll registers of a Modbus TCP device (SCADA).
+    Modbus(Box<ModbusFlags>),
+    /// Poll a JSON endpoint over HTTP (weather, quotes).
+    Http(Box<HttpFlags>),
+    /// Read JSON messages from a WebSocket (streaming quotes).
+    Websocket(Box<WebSocketFlags>),
+    /// Motion and brightness from camera snapshots or MJPEG streams, or object counts from
+    /// Frigate's MQTT events.
+    Cctv(Box<CctvFlags>),
+    /// Stream a dataset's files through the cleaning into Kafka.
+    File(Box<FileFlags>),
+}
+
+/// Flags every single collector has.
+#[derive(Debug, Args)]
+pub struct CommonCollectFlags {
+    /// Kafka topic for the readings (rejects go to <topic>.quarantine).
+    #[arg(long)]
+    pub kafka_topic: String,
+    /// Collector name (default: its kind).
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Unit a value is given in, FIELD=UNIT (repeatable).
+    #[arg(long = "unit", value_name = "FIELD=UNIT")]
+    pub units: Vec<String>,
+    /// Unit a value is normalised to, FIELD=UNIT (repeatable).
+    #[arg(long = "normalise", value_name = "FIELD=UNIT")]
+    pub normalise: Vec<String>,
+    /// Kafka connection.
+    #[command(flatten)]
+    pub kafka: KafkaFlags,
+}
+
+impl CommonCollectFlags {
+    /// A config table with these flags in it, to which a kind adds its own.
+    fn table(&self, kind: &str, with_units: bool) -> Result<toml::Table> {
+        let mut t = toml::Table::new();
+        t.insert(
+            "name".into(),
+            self.name.clone().unwrap_or_else(|| kind.into()).into(),
+        );
+        t.insert("kafka_topic".into(), self.kafka_topic.clone().into());
+        let units = pairs("--unit", &self.units)?;
+        if !units.is_empty() {
+            if !with_units {
+                bail!("--unit: `collect {kind}` takes units from its own flags");
+            }
+            t.insert("units".into(), toml::Value::try_from(units)?);
+        }
+        let mut clean = toml::Table::new();
+        clean.insert(
+            "units".into(),
+            toml::Value::try_from(pairs("--normalise", &self.normalise)?)?,
+        );
+        t.insert("clean".into(), clean.into());
+        Ok(t)
+    }
+}
+
+/// A collector config from a table built of flags (the config file's own checks apply).
+fn from_table<T: serde::de::DeserializeOwned>(kind: &str, t: toml::Table) -> Result<T> {
+    toml::Value::Table(t)
+        .try_into()
+        .map_err(|e| anyhow::anyhow!("collect {kind}: {e}"))
+}
+
+/// `collect modbus` flags.
+#[derive(Debug, Args)]
+pub struct ModbusFlags {
+    /// Device host:port.
+    #[arg(long)]
+    pub device: String,
+    /// Unit (slave) id.
+    #[arg(long, default_value_t = 1)]
+    pub unit_id: u8,
+    /// Poll interval.
+    #[arg(long, default_value = "1s")]
+    pub interval: HumanDuration,
+    /// A register: SERIES/NAME=TABLE:ADDRESS:TYPE[:SCALE[:UNIT]], e.g.
+    /// boiler/temperature=holding:0:f32 or pump/rpm=input:4:u16:0.1 (repeatable).
+    #[arg(
+        long = "register",
+        required = true,
+        value_name = "SERIES/NAME=TABLE:ADDR:TYPE"
+    )]
+    pub registers: Vec<String>,
+    /// Common flags.
+    #[command(flatten)]
+    pub common: CommonCollectFlags,
+}
+
+impl ModbusFlags {
+    /// The collector these flags describe.
+    pub fn config(&self) -> Result<crate::collect::modbus::ModbusConfig> {
+        let mut t = self.common.table("modbus", false)?;
+        t.insert("device".into(), self.device.clone().into());
+        t.insert("unit_id".into(), (self.unit_id as i64).into());
+        t.insert("interval".into(), self.interval.to_string().into());
+        let mut regs = Vec::new();
+        for r in &self.registers {
+            let bad = || {
+                anyhow::anyhow!("--register {r:?}: expected SERIES/NAME=TABLE:ADDRESS:TYPE[:SCALE[:UNIT]], e.g. boiler/temperature=holding:0:f32")
+            };
+            let (key, spec) = r.split_once('=').ok_or_else(bad)?;
+            let (series, name) = key.rsplit_once('/').ok_or_else(bad)?;
+            let parts: Vec<&str> = spec.split(':').collect();
+            if !(3..=5).contains(&parts.len()) {
+                return Err(bad());
+            }
+            let mut e = toml::Table::new();
+            e.insert("series".into(), series.into());
+            e.insert("name".into(), name.into());
+            e.insert("table".into(), parts[0].into());
+            e.insert(
+                "address".into(),
+                parts[1].parse::<i64>().map_err(|_| bad())?.into(),
+            );
+            e.insert("type".into(), parts[2].into());
+            if let Some(s) = parts.get(3) {
+                e.insert("scale".into(), s.parse::<f64>().map_err(|_| bad())?.into());
+            }
+            if let Some(u) = parts.get(4) {
+                e.insert("unit".into(), (*u).into());
+            }
+            regs.push(toml::Value::Table(e));
+        }
+        t.insert("registers".into(), regs.into());
+        from_table("modbus", t)
+    }
+}
+
+/// `collect http` flags.
+#[derive(Debug, Args)]
+pub struct HttpFlags {
+    /// URL to poll ({symbol} is replaced by each --symbol).
+    #[arg(long)]
+    pub url: String,
+    /// Response shape: open-meteo or finnhub-quote (default: generic JSON records).
+    #[arg(long)]
+    pub preset: Option<String>,
+    /// Symbol for {symbol} in the URL (repeatable).
+    #[arg(long = "symbol")]
+    pub symbols: Vec<String>,
+    /// Poll interval.
+    #[arg(long, default_value = "1m")]
+    pub interval: HumanDuration,
+    /// Request header, NAME=VALUE (repeatable).
+    #[arg(long = "header", value_name = "NAME=VALUE")]
+    pub headers: Vec<String>,
+    /// Series id (open-meteo), prefix (finnhub-quote), or series of records without one.
+    #[arg(long)]
+    pub series: Option<String>,
+    /// Generic: dotted path of the array of records.
+    #[arg(long)]
+    pub records: Option<String>,
+    /// Generic: field with the series id.
+    #[arg(long)]
+    pub series_field: Option<String>,
+    /// Generic: field with the event time.
+    #[arg(long)]
+    pub time_field: Option<String>,
+    /// Common flags.
+    #[command(flatten)]
+    pub common: CommonCollectFlags,
+}
+
+fn put_opt(t: &mut toml::Table, k: &str, v: &Option<String>) {
+    if let Some(v) = v {
+        t.insert(k.into(), v.clone().into());
+    }
+}
+
+impl HttpFlags {
+    /// The collector these flags describe.
+    pub fn config(&self) -> Result<crate::collect::http::HttpConfig> {
+        let mut t = self.common.table("http", true)?;
+        t.insert("url".into(), self.url.clone().into());
+        t.insert("interval".into(), self.interval.to_string().into());
+        put_opt(&mut t, "preset", &self.preset);
+        put_opt(&mut t, "series", &self.series);
+        put_opt(&mut t, "records", &self.records);
+        put_opt(&mut t, "series_field", &self.series_field);
+        put_opt(&mut t, "time_field", &self.time_field);
+        t.insert("symbols".into(), self.symbols.clone().into());
+        let headers: std::collections::BTreeMap<String, String> = self
+            .headers
+            .iter()
+            .map(|h| match h.split_once('=') {
+                Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
+                _ => bail!("--header {h:?}: expected NAME=VALUE"),
+            })
+            .collect::<Result<_>>()?;
+        t.insert("headers".into(), toml::Value::try_from(headers)?);
+        from_table("http", t)
+    }
+}
+
+/// `collect websocket` flags.
+#[derive(Debug, Args)]
+pub struct WebSocketFlags {
+    /// ws:// or wss:// URL.
+    #[arg(long)]
+    pub url: String,
+    /// Message shape: finnhub-trades (default: generic JSON records).
+    #[arg(long)]
+    pub preset: Option<String>,
+    /// Symbol to subscribe to (finnhub-trades; repeatable).
+    #[arg(long = "symbol")]
+    pub symbols: Vec<String>,
+    /// Text message to send after connecting (repeatable).
+    #[arg(long)]
+    pub send: Vec<String>,
+    /// Generic: dotted path of the array of records.
+    #[arg(long)]
+    pub records: Option<String>,
+    /// Generic: field with the series id.
+    #[arg(long)]
+    pub series_field: Option<String>,
+    /// Generic: field with the event time.
+    #[arg(long)]
+    pub time_field: Option<String>,
+    /// Common flags.
+    #[command(flatten)]
+    pub common: CommonCollectFlags,
+}
+
+impl WebSocketFlags {
+    /// The collector these flags describe.
+    pub fn config(&self) -> Result<crate::collect::websocket::WebSocketConfig> {
+        let mut t = self.common.table("websocket", true)?;
+        t.insert("url".into(), self.url.clone().into());
+        put_opt(&mut t, "preset", &self.preset);
+        put_opt(&mut t, "records", &self.records);
+        put_opt(&mut t, "series_field", &self.series_field);
+        put_opt(&mut t, "time_field", &self.time_field);
+        t.insert("symbols".into(), self.symbols.clone().into());
+        t.insert("send".into(), self.send.clone().into());
+        from_table("websocket", t)
+    }
+}
+
+/// `collect cctv` flags.
+#[derive(Debug, Args)]
+pub struct CctvFlags {
+    /// A camera's JPEG snapshot URL, NAME=URL (repeatable).
+    #[arg(long = "snapshot", value_name = "NAME=URL")]
+    pub snapshots: Vec<String>,
+    /// A camera's MJPEG stream URL, NAME=URL (repeatable).
+    #[arg(long = "mjpeg", value_name = "NAME=URL")]
+    pub mjpeg: Vec<String>,
+    /// Snapshot poll interval.
+    #[arg(long, default_value = "1s")]
+    pub interval: HumanDuration,
+    /// Frigate: the MQTT broker host:port it publishes events to (instead of cameras).
+    #[arg(long)]
+    pub frigate_broker: Option<String>,
+    /// Common flags.
+    #[command(flatten)]
+    pub common: CommonCollectFlags,
+}
+
+impl CctvFlags {
+    /// The collector these flags describe.
+    pub fn config(&self) -> Result<crate::collect::cctv::CctvConfig> {
+        let mut t = self.common.table("cctv", false)?;
+        let mut cams = Vec::new();
+        for (flag, key, list) in [
+            ("--snapshot", "snapshot", &self.snapshots),
+            ("--mjpeg", "mjpeg", &self.mjpeg),
+        ] {
+            for c in list {
+                let Some((name, url)) = c.split_once('=') else {
+                    bail!("{flag} {c:?}: expected NAME=URL");
+                };
+                let mut e = toml::Table::new();
+                e.insert("name".into(), name.into());
+                e.insert(key.into(), url.into());
+                cams.push(toml::Value::Table(e));
+            }
+        }
+        if !cams.is_empty() {
+            t.insert("cameras".into(), cams.into());
+            t.insert("interval".into(), self.interval.to_string().into());
+        }
+        if let Some(b) = &self.frigate_broker {
+            let mut f = toml::Table::new();
+            f.insert("broker".into(), b.clone().into());
+            t.insert("frigate".into(), f.into());
+        }
+        from_table("cctv", t)
+    }
+}
+
+/// `collect file` flags.
+#[derive(Debug, Args)]
+pub struct FileFlags {
+    /// A dataset manifest name, optionally with a file filter (`nab:machine_temperature`).
+    pub dataset: String,
+    /// Pace: max, 1x, 60x ...
+    #[arg(long, default_value = "max")]
+    pub speed: String,
+    /// Where the data is (default: $STREAMGAUGE_DATA, ../shared/datasets).
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// Common flags.
+    #[command(flatten)]
+    pub common: CommonCollectFlags,
+}
+
+impl FileFlags {
+    /// The collector these flags describe.
+    pub fn config(&self) -> Result<crate::collect::file::FileConfig> {
+        let mut t = self.common.table("file", true)?;
+        t.insert("dataset".into(), self.dataset.clone().into());
+        t.insert("speed".into(), self.speed.clone().into());
+        if let Some(d) = &self.data_dir {
+            t.insert("data_dir".into(), d.display().to_string().into());
+        }
+        from_table("file", t)
+    }
 }
 
 /// `collect mqtt` flags.
@@ -398,17 +719,55 @@ impl MqttFlags {
 
 /// Executes `collect`.
 pub fn collect(a: CollectArgs, settings: &Settings) -> Result<()> {
+    use crate::collect::Collectors;
+    let none = Collectors::default;
     let (collectors, flags) = match &a.single {
         Some(CollectKind::Mqtt(m)) => (
-            crate::collect::Collectors {
+            Collectors {
                 mqtt: vec![m.config()?],
+                ..none()
             },
             m.kafka.clone(),
+        ),
+        Some(CollectKind::Modbus(m)) => (
+            Collectors {
+                modbus: vec![m.config()?],
+                ..none()
+            },
+            m.common.kafka.clone(),
+        ),
+        Some(CollectKind::Http(m)) => (
+            Collectors {
+                http: vec![m.config()?],
+                ..none()
+            },
+            m.common.kafka.clone(),
+        ),
+        Some(CollectKind::Websocket(m)) => (
+            Collectors {
+                websocket: vec![m.config()?],
+                ..none()
+            },
+            m.common.kafka.clone(),
+        ),
+        Some(CollectKind::Cctv(m)) => (
+            Collectors {
+                cctv: vec![m.config()?],
+                ..none()
+            },
+            m.common.kafka.clone(),
+        ),
+        Some(CollectKind::File(m)) => (
+            Collectors {
+                file: vec![m.config()?],
+                ..none()
+            },
+            m.common.kafka.clone(),
         ),
         None => (settings.collectors.clone(), a.kafka.clone()),
     };
     if collectors.is_empty() {
-        bail!("no collectors: add [[mqtt]] tables to the --config FILE, or run one from flags with `streamgauge collect mqtt ...`");
+        bail!("no collectors: add [[mqtt]], [[modbus]], [[http]], [[websocket]], [[cctv]] or [[file]] tables to the --config FILE, or run one from flags with `streamgauge collect <kind> ...`");
     }
     let Some(kafka) = flags.settings(settings)? else {
         bail!("collect needs --brokers (or STREAMGAUGE_BROKERS, or brokers in --config)")
@@ -423,27 +782,21 @@ pub fn collect(a: CollectArgs, settings: &Settings) -> Result<()> {
     let mut reported = std::time::Instant::now();
     loop {
         std::thread::sleep(Duration::from_millis(200));
-        if a.duration.is_some_and(|d| started.elapsed() >= d.0) || running.any_finished() {
+        if a.duration.is_some_and(|d| started.elapsed() >= d.0) || running.should_stop() {
             break;
         }
         if reported.elapsed() >= crate::collect::REPORT_EVERY {
             reported = std::time::Instant::now();
             for (name, c) in &running.counters {
                 let s = c.snapshot();
-                eprintln!(
-                    "{name}: received {} = produced {} + quarantined {} + duplicates {}",
-                    s.received, s.produced, s.quarantined, s.duplicates
-                );
+                eprintln!("{name}: {s}");
             }
         }
     }
     let mut first_error = None;
     for (name, r) in running.stop() {
         match r {
-            Ok(s) => println!(
-                "{name}: received {} = produced {} + quarantined {} + duplicates {}",
-                s.received, s.produced, s.quarantined, s.duplicates
-            ),
+            Ok(s) => println!("{name}: {s}"),
             Err(e) => {
                 eprintln!("{name}: {e}");
                 first_error.get_or_insert(e);

@@ -35,29 +35,7 @@ pub struct ReplayArgs {
     pub data: DatasetFlags,
 }
 
-/// Replay pace.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub enum Speed {
-    /// As fast as the broker takes it.
-    Max,
-    /// Event time runs this many times faster than the wall clock.
-    Factor(f64),
-}
-
-impl std::str::FromStr for Speed {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        if s == "max" {
-            return Ok(Speed::Max);
-        }
-        match s.strip_suffix('x').and_then(|n| n.parse::<f64>().ok()) {
-            Some(f) if f > 0.0 && f.is_finite() => Ok(Speed::Factor(f)),
-            _ => Err(format!(
-                "--speed {s:?}: use max, 1x, 60x (a positive factor followed by x)"
-            )),
-        }
-    }
-}
+pub use crate::dataset::Speed;
 
 /// Counts of a finished replay.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

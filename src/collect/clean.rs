@@ -51,6 +51,10 @@ pub enum RawTime {
     Received(EventTime),
 }
 
+/// A value of a [`Candidate`]: name, value, the unit it is given in (None: already in the
+/// configured unit).
+pub type NamedValue = (String, RawValue, Option<String>);
+
 /// A record parsed from a source, before validation.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Candidate {
@@ -59,7 +63,7 @@ pub struct Candidate {
     /// Event time.
     pub time: Option<RawTime>,
     /// Values: name, value, unit it is given in (None: already in the configured unit).
-    pub values: Vec<(String, RawValue, Option<String>)>,
+    pub values: Vec<NamedValue>,
     /// Tags.
     pub tags: Vec<(String, String)>,
 }
@@ -101,6 +105,10 @@ pub struct Counters {
     pub quarantined: AtomicU64,
     /// Duplicates dropped.
     pub duplicates: AtomicU64,
+    /// Failures of the source itself (a poll that failed, a lost connection): no record was
+    /// received, so they are outside the sum above; each is also written to the quarantine
+    /// topic with its reason.
+    pub source_errors: AtomicU64,
 }
 
 /// A copy of [`Counters`].
@@ -114,6 +122,18 @@ pub struct CounterSnapshot {
     pub quarantined: u64,
     /// See [`Counters::duplicates`].
     pub duplicates: u64,
+    /// See [`Counters::source_errors`].
+    pub source_errors: u64,
+}
+
+impl std::fmt::Display for CounterSnapshot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "received {} = produced {} + quarantined {} + duplicates {}; source errors {}",
+            self.received, self.produced, self.quarantined, self.duplicates, self.source_errors
+        )
+    }
 }
 
 impl Counters {
@@ -125,6 +145,7 @@ impl Counters {
             produced: self.produced.load(r),
             quarantined: self.quarantined.load(r),
             duplicates: self.duplicates.load(r),
+            source_errors: self.source_errors.load(r),
         }
     }
 }

@@ -1,19 +1,29 @@
 //! Collectors: live sources cleaned into readings and produced into Kafka, keyed by series.
-//! The cleaning every collector shares lives in [`clean`]; each source kind has a file of its
-//! own ([`mqtt`]). Collectors are configured as tables of the config file (`[[mqtt]]`) and
-//! run together by `streamgauge collect`, each on its own thread.
+//! The cleaning every collector shares lives in [`clean`], the hand-off to Kafka in [`Sink`];
+//! each source kind has a file of its own ([`mqtt`], [`modbus`], [`http`], [`websocket`],
+//! [`cctv`], [`file`]) and implements [`Collector`]. Collectors are configured as tables of
+//! the config file (`[[mqtt]]`, `[[modbus]]` ...) and run together by `streamgauge collect`,
+//! each on its own thread.
 
+pub mod cctv;
 pub mod clean;
+pub mod file;
+pub mod http;
+pub mod json;
+pub mod modbus;
 pub mod mqtt;
+pub mod websocket;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde::Deserialize;
 use thiserror::Error;
 
+use crate::kafka::producer::ReadingProducer;
 use crate::kafka::{ClientSettings, KafkaError};
+use clean::{Candidate, CleanConfig, Cleaner, CounterSnapshot, Counters, Outcome};
 
 /// Why a collector could not run.
 #[derive(Debug, Error)]
@@ -39,18 +49,136 @@ pub enum CollectError {
     Kafka(#[from] KafkaError),
 }
 
-/// The collectors of a config file.
+/// What every collector hands its records to: the shared [`Cleaner`] and the Kafka producer
+/// of its topic (readings keyed by series; rejects to `<topic>.quarantine`).
+pub struct Sink {
+    name: String,
+    cleaner: Cleaner,
+    producer: ReadingProducer,
+}
+
+impl Sink {
+    /// A sink for collector `name` into `topic`, cleaning by `clean`.
+    pub fn new(
+        name: &str,
+        clean: &CleanConfig,
+        kafka: &ClientSettings,
+        topic: &str,
+        counters: Arc<Counters>,
+    ) -> Result<Sink, CollectError> {
+        let mut cleaner = Cleaner::new(clean.clone()).map_err(|why| CollectError::Config {
+            collector: name.to_string(),
+            why,
+        })?;
+        cleaner.counters = counters;
+        Ok(Sink {
+            name: name.to_string(),
+            cleaner,
+            producer: ReadingProducer::new(kafka, topic)?,
+        })
+    }
+
+    /// Cleans one record from `source` (`payload` is what the source sent, kept with a
+    /// rejection) and produces the reading or the rejection. Waits while Kafka's local queue
+    /// is full: the source is not read meanwhile (backpressure, not drops).
+    pub fn offer(
+        &mut self,
+        source: &str,
+        payload: &[u8],
+        parsed: Result<Candidate, String>,
+    ) -> Result<(), CollectError> {
+        match self.cleaner.clean(source, payload, parsed) {
+            Outcome::Reading(r) => self.producer.send(&r)?,
+            Outcome::Quarantined(q) => {
+                tracing::debug!(collector = %self.name, reason = %q.reason, "quarantined");
+                self.producer.quarantine(&q)?
+            }
+            Outcome::Duplicate => {}
+        }
+        Ok(())
+    }
+
+    /// Records a failure of the source itself (a poll that failed, a connection lost): counted
+    /// in `source_errors`, logged, and written to the quarantine topic with its reason. Nothing
+    /// is produced in place of the missing data.
+    pub fn source_failed(&mut self, source: &str, why: &str) -> Result<(), CollectError> {
+        self.cleaner
+            .counters
+            .source_errors
+            .fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(collector = %self.name, %source, error = %why, "source failed");
+        self.producer
+            .quarantine(&crate::quarantine::Quarantined::new(source, why, b""))?;
+        Ok(())
+    }
+
+    /// The counters.
+    pub fn counters(&self) -> CounterSnapshot {
+        self.cleaner.counters.snapshot()
+    }
+
+    /// Waits until Kafka has everything; returns the counters.
+    pub fn finish(self) -> Result<CounterSnapshot, CollectError> {
+        self.producer.flush(Duration::from_secs(30))?;
+        Ok(self.cleaner.counters.snapshot())
+    }
+}
+
+/// One configured collector of any kind.
+pub trait Collector: Send + Sync + std::fmt::Debug {
+    /// Its name (logs, counters, quarantine sources).
+    fn name(&self) -> &str;
+    /// Its kind (`mqtt`, `modbus` ...).
+    fn kind(&self) -> &'static str;
+    /// The Kafka topic it produces into.
+    fn kafka_topic(&self) -> &str;
+    /// Its cleaning rules.
+    fn clean(&self) -> &CleanConfig;
+    /// Checks what can be checked before connecting.
+    fn validate(&self) -> Result<(), CollectError>;
+    /// Reads the source into `sink` until `stop` is set (or the source ends, for files).
+    fn run(&self, sink: &mut Sink, stop: &AtomicBool) -> Result<(), CollectError>;
+}
+
+/// The collectors of a config file, one list per kind.
 #[derive(Debug, Clone, Default, Deserialize)]
 pub struct Collectors {
     /// `[[mqtt]]` tables.
     #[serde(default)]
     pub mqtt: Vec<mqtt::MqttConfig>,
+    /// `[[modbus]]` tables.
+    #[serde(default)]
+    pub modbus: Vec<modbus::ModbusConfig>,
+    /// `[[http]]` tables.
+    #[serde(default)]
+    pub http: Vec<http::HttpConfig>,
+    /// `[[websocket]]` tables.
+    #[serde(default)]
+    pub websocket: Vec<websocket::WebSocketConfig>,
+    /// `[[cctv]]` tables.
+    #[serde(default)]
+    pub cctv: Vec<cctv::CctvConfig>,
+    /// `[[file]]` tables.
+    #[serde(default)]
+    pub file: Vec<file::FileConfig>,
 }
 
 impl Collectors {
+    /// Every collector, of every kind.
+    pub fn all(&self) -> Vec<&dyn Collector> {
+        let mut v: Vec<&dyn Collector> = Vec::new();
+        v.extend(self.mqtt.iter().map(|c| c as &dyn Collector));
+        v.extend(self.modbus.iter().map(|c| c as &dyn Collector));
+        v.extend(self.http.iter().map(|c| c as &dyn Collector));
+        v.extend(self.websocket.iter().map(|c| c as &dyn Collector));
+        v.extend(self.cctv.iter().map(|c| c as &dyn Collector));
+        v.extend(self.file.iter().map(|c| c as &dyn Collector));
+        v
+    }
+
     /// How many are configured.
     pub fn len(&self) -> usize {
-        self.mqtt.len()
+        self.all().len()
     }
 
     /// Whether none are.
@@ -58,14 +186,28 @@ impl Collectors {
         self.len() == 0
     }
 
+    /// The Kafka topics they produce into, each once.
+    pub fn topics(&self) -> Vec<String> {
+        let t: std::collections::BTreeSet<String> = self
+            .all()
+            .iter()
+            .map(|c| c.kafka_topic().to_string())
+            .collect();
+        t.into_iter().collect()
+    }
+
     /// Checks every collector's config; names must be unique.
     pub fn validate(&self) -> Result<(), CollectError> {
         let mut names = std::collections::BTreeSet::new();
-        for m in &self.mqtt {
-            m.validate()?;
-            if !names.insert(m.name.clone()) {
+        for c in self.all() {
+            c.validate()?;
+            Cleaner::new(c.clean().clone()).map_err(|why| CollectError::Config {
+                collector: c.name().to_string(),
+                why,
+            })?;
+            if !names.insert(c.name().to_string()) {
                 return Err(CollectError::Config {
-                    collector: m.name.clone(),
+                    collector: c.name().to_string(),
                     why: "two collectors have this name; give each a unique `name`".into(),
                 });
             }
@@ -74,15 +216,28 @@ impl Collectors {
     }
 }
 
+type Joined = Result<CounterSnapshot, CollectError>;
+
 /// A running set of collectors.
 pub struct Running {
     /// Name and counters of each collector.
-    pub counters: Vec<(String, Arc<clean::Counters>)>,
+    pub counters: Vec<(String, Arc<Counters>)>,
     stop: Arc<AtomicBool>,
-    threads: Vec<(
-        String,
-        std::thread::JoinHandle<Result<clean::CounterSnapshot, CollectError>>,
-    )>,
+    threads: Vec<(String, &'static str, std::thread::JoinHandle<Joined>)>,
+}
+
+/// Runs one collector on this thread until `stop` is set (or its source ends); returns its
+/// counters.
+pub fn run_one(
+    c: &dyn Collector,
+    kafka: &ClientSettings,
+    stop: &AtomicBool,
+    counters: Arc<Counters>,
+) -> Result<CounterSnapshot, CollectError> {
+    c.validate()?;
+    let mut sink = Sink::new(c.name(), c.clean(), kafka, c.kafka_topic(), counters)?;
+    c.run(&mut sink, stop)?;
+    sink.finish()
 }
 
 /// Starts every collector on its own thread.
@@ -91,19 +246,30 @@ pub fn start(c: &Collectors, kafka: &ClientSettings) -> Result<Running, CollectE
     let stop = Arc::new(AtomicBool::new(false));
     let mut counters = Vec::new();
     let mut threads = Vec::new();
-    for m in &c.mqtt {
-        let counts = Arc::new(clean::Counters::default());
-        counters.push((m.name.clone(), counts.clone()));
-        let (m, kafka, stop) = (m.clone(), kafka.clone(), stop.clone());
-        let name = m.name.clone();
+    let all: Vec<Arc<dyn Collector>> = c
+        .mqtt
+        .iter()
+        .map(|x| Arc::new(x.clone()) as Arc<dyn Collector>)
+        .chain(c.modbus.iter().map(|x| Arc::new(x.clone()) as _))
+        .chain(c.http.iter().map(|x| Arc::new(x.clone()) as _))
+        .chain(c.websocket.iter().map(|x| Arc::new(x.clone()) as _))
+        .chain(c.cctv.iter().map(|x| Arc::new(x.clone()) as _))
+        .chain(c.file.iter().map(|x| Arc::new(x.clone()) as _))
+        .collect();
+    for col in all {
+        let counts = Arc::new(Counters::default());
+        let name = col.name().to_string();
+        let kind = col.kind();
+        counters.push((name.clone(), counts.clone()));
+        let (kafka, stop) = (kafka.clone(), stop.clone());
         let t = std::thread::Builder::new()
             .name(format!("collect-{name}"))
-            .spawn(move || mqtt::run(&m, &kafka, &stop, Some(counts)))
+            .spawn(move || run_one(&*col, &kafka, &stop, counts))
             .map_err(|e| CollectError::Source {
                 collector: name.clone(),
                 why: e.to_string(),
             })?;
-        threads.push((name, t));
+        threads.push((name, kind, t));
     }
     Ok(Running {
         counters,
@@ -113,18 +279,23 @@ pub fn start(c: &Collectors, kafka: &ClientSettings) -> Result<Running, CollectE
 }
 
 impl Running {
-    /// Whether any collector has stopped (with an error: see [`Running::stop`]).
-    pub fn any_finished(&self) -> bool {
-        self.threads.iter().any(|(_, t)| t.is_finished())
+    /// Whether to stop the rest: every collector has stopped, or one that runs until told to
+    /// (all but `file`) has, which is an error (see [`Running::stop`]).
+    pub fn should_stop(&self) -> bool {
+        self.threads.iter().all(|(_, _, t)| t.is_finished())
+            || self
+                .threads
+                .iter()
+                .any(|(_, kind, t)| *kind != "file" && t.is_finished())
     }
 
     /// Stops every collector, waits for them to flush, returns each one's final counters or
     /// its error.
-    pub fn stop(self) -> Vec<(String, Result<clean::CounterSnapshot, CollectError>)> {
+    pub fn stop(self) -> Vec<(String, Joined)> {
         self.stop.store(true, Ordering::Relaxed);
         self.threads
             .into_iter()
-            .map(|(name, t)| {
+            .map(|(name, _, t)| {
                 let r = t.join().unwrap_or_else(|_| {
                     Err(CollectError::Source {
                         collector: name.clone(),
@@ -135,6 +306,62 @@ impl Running {
             })
             .collect()
     }
+}
+
+/// Sleeps for `d`, or less if `stop` is set meanwhile; returns whether it was.
+pub fn sleep_unless(stop: &AtomicBool, d: Duration) -> bool {
+    let until = Instant::now() + d;
+    while Instant::now() < until {
+        if stop.load(Ordering::Relaxed) {
+            return true;
+        }
+        std::thread::sleep((until - Instant::now()).min(Duration::from_millis(50)));
+    }
+    stop.load(Ordering::Relaxed)
+}
+
+/// Exponential backoff for reconnecting: 0.5 s doubling to 30 s, reset on success.
+#[derive(Debug, Clone, Copy)]
+pub struct Backoff(Duration);
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Backoff(Duration::from_millis(500))
+    }
+}
+
+impl Backoff {
+    /// The next wait (and doubles the one after).
+    pub fn next_wait(&mut self) -> Duration {
+        let d = self.0;
+        self.0 = (self.0 * 2).min(Duration::from_secs(30));
+        d
+    }
+
+    /// After a success.
+    pub fn reset(&mut self) {
+        *self = Backoff::default();
+    }
+}
+
+/// Milliseconds since the epoch, now.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// Splits `host:port` (an optional `scheme://` in front is dropped).
+pub fn host_port(addr: &str) -> Result<(String, u16), String> {
+    let a = addr.split_once("://").map_or(addr, |(_, r)| r);
+    let (h, p) = a
+        .rsplit_once(':')
+        .ok_or_else(|| format!("{addr:?}: expected host:port"))?;
+    let port = p.parse().map_err(|_| format!("{addr:?}: bad port"))?;
+    if h.is_empty() {
+        return Err(format!("{addr:?}: no host"));
+    }
+    Ok((h.to_string(), port))
 }
 
 /// How often `collect` logs its counters.

@@ -16,15 +16,14 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::clean::{Candidate, CleanConfig, Cleaner, CounterSnapshot, Outcome, RawTime, RawValue};
-use super::CollectError;
-use crate::kafka::producer::ReadingProducer;
-use crate::kafka::ClientSettings;
+use super::clean::{Candidate, CleanConfig, RawTime, RawValue};
+use super::json::JsonMap;
+use super::{now_ms, sleep_unless, Backoff, CollectError, Collector, Sink};
 
 /// How payloads are read.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -133,14 +132,7 @@ impl MqttConfig {
     }
 
     fn host_port(&self) -> Result<(String, u16), String> {
-        let (h, p) = self
-            .broker
-            .rsplit_once(':')
-            .ok_or_else(|| format!("broker = {:?}: expected host:port", self.broker))?;
-        let port = p
-            .parse()
-            .map_err(|_| format!("broker = {:?}: bad port", self.broker))?;
-        Ok((h.trim_start_matches("mqtt://").to_string(), port))
+        super::host_port(&self.broker).map_err(|e| format!("broker = {e}"))
     }
 
     /// The candidate a message makes (or why it cannot make one).
@@ -171,72 +163,15 @@ impl MqttConfig {
             });
         }
         let json: Value = serde_json::from_str(text).map_err(|e| format!("not JSON: {e}"))?;
-        let obj = json
-            .as_object()
-            .ok_or("the JSON payload is not an object")?;
-        let get =
-            |path: &str| -> Option<&Value> { path.split('.').try_fold(&json, |v, k| v.get(k)) };
-        let series = match &self.series_field {
-            Some(f) => match get(f) {
-                Some(Value::String(s)) => Some(s.clone()),
-                Some(Value::Number(n)) => Some(n.to_string()),
-                _ => None,
-            },
-            None => Some(topic.to_string()),
-        };
-        let time = match &self.time_field {
-            Some(f) => match get(f) {
-                Some(Value::Number(n)) => n.as_f64().map(RawTime::Number),
-                Some(Value::String(s)) => Some(RawTime::Text(s.clone())),
-                _ => None,
-            },
-            None => Some(RawTime::Received(received_ms)),
-        };
-        let raw = |v: &Value| match v {
-            Value::Number(n) => RawValue::Number(n.as_f64().unwrap_or(f64::NAN)),
-            Value::String(s) => RawValue::Text(s.clone()),
-            Value::Null => RawValue::Other("null".into()),
-            other => RawValue::Other(json_kind(other).to_string()),
-        };
-        let mut values = Vec::new();
-        if self.value_fields.is_empty() {
-            for (k, v) in obj {
-                let skip =
-                    Some(k) == self.series_field.as_ref() || Some(k) == self.time_field.as_ref();
-                if !skip && v.is_number() {
-                    values.push((k.clone(), raw(v), unit(k)));
-                }
-            }
-        } else {
-            for f in &self.value_fields {
-                let v = get(f).ok_or_else(|| format!("missing value field {f:?}"))?;
-                values.push((f.clone(), raw(v), unit(f)));
-            }
+        JsonMap {
+            series_field: self.series_field.as_deref(),
+            time_field: self.time_field.as_deref(),
+            value_fields: &self.value_fields,
+            units: &self.units,
+            tags: &self.tags,
         }
-        Ok(Candidate {
-            series,
-            time,
-            values,
-            tags,
-        })
+        .candidate(&json, Some(topic), received_ms)
     }
-}
-
-fn json_kind(v: &Value) -> &'static str {
-    match v {
-        Value::Bool(_) => "a boolean",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
-        Value::Null => "null",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-    }
-}
-
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
 }
 
 /// How long an MQTT 5 broker keeps a QoS 1 collector's session after it disconnects.
@@ -249,22 +184,39 @@ enum Message {
     Other,
 }
 
-/// Runs the collector until `stop` is set; returns its counters.
-pub fn run(
-    cfg: &MqttConfig,
-    kafka: &ClientSettings,
-    stop: &AtomicBool,
-    counters: Option<std::sync::Arc<super::clean::Counters>>,
-) -> Result<CounterSnapshot, CollectError> {
-    cfg.validate()?;
-    let mut cleaner = Cleaner::new(cfg.clean.clone()).map_err(|why| CollectError::Config {
-        collector: cfg.name.clone(),
-        why,
-    })?;
-    if let Some(c) = counters {
-        cleaner.counters = c;
+impl Collector for MqttConfig {
+    fn name(&self) -> &str {
+        &self.name
     }
-    let mut producer = ReadingProducer::new(kafka, &cfg.kafka_topic)?;
+    fn kind(&self) -> &'static str {
+        "mqtt"
+    }
+    fn kafka_topic(&self) -> &str {
+        &self.kafka_topic
+    }
+    fn clean(&self) -> &CleanConfig {
+        &self.clean
+    }
+    fn validate(&self) -> Result<(), CollectError> {
+        MqttConfig::validate(self)
+    }
+    fn run(&self, sink: &mut Sink, stop: &AtomicBool) -> Result<(), CollectError> {
+        let source = format!("mqtt://{}", self.broker);
+        subscribe(self, stop, &mut |topic, payload| {
+            let parsed = self.parse(topic, payload, now_ms());
+            sink.offer(&format!("{source}/{topic}"), payload, parsed)
+        })
+    }
+}
+
+/// Connects as `cfg` says, subscribes to its topic filters and hands every message (topic,
+/// payload) to `handle` until `stop` is set; reconnects with backoff. The CCTV collector's
+/// Frigate mode uses it too.
+pub fn subscribe(
+    cfg: &MqttConfig,
+    stop: &AtomicBool,
+    handle: &mut Handler<'_>,
+) -> Result<(), CollectError> {
     let (host, port) = cfg.host_port().map_err(|why| CollectError::Config {
         collector: cfg.name.clone(),
         why,
@@ -288,19 +240,6 @@ pub fn run(
         }
     } else {
         rumqttc::Transport::tcp()
-    };
-    let source = format!("mqtt://{}", cfg.broker);
-    let mut handle = |topic: &str, payload: &[u8]| -> Result<(), CollectError> {
-        let parsed = cfg.parse(topic, payload, now_ms());
-        match cleaner.clean(&format!("{source}/{topic}"), payload, parsed) {
-            Outcome::Reading(r) => producer.send(&r)?,
-            Outcome::Quarantined(q) => {
-                tracing::debug!(collector = %cfg.name, reason = %q.reason, "quarantined");
-                producer.quarantine(&q)?
-            }
-            Outcome::Duplicate => {}
-        }
-        Ok(())
     };
     let tick = Duration::from_millis(200);
     if cfg.version == 5 {
@@ -337,7 +276,7 @@ pub fn run(
                 Ok(Err(e)) => Err(e.to_string()),
             },
             |t| client.subscribe(t, qos).map_err(|e| e.to_string()),
-            &mut handle,
+            handle,
         )?;
         let _ = client.disconnect();
     } else {
@@ -371,16 +310,15 @@ pub fn run(
                 Ok(Err(e)) => Err(e.to_string()),
             },
             |t| client.subscribe(t, qos).map_err(|e| e.to_string()),
-            &mut handle,
+            handle,
         )?;
         let _ = client.disconnect();
     }
-    producer.flush(Duration::from_secs(30))?;
-    Ok(cleaner.counters.snapshot())
+    Ok(())
 }
 
 /// What a message goes to: topic and payload.
-type Handler<'a> = dyn FnMut(&str, &[u8]) -> Result<(), CollectError> + 'a;
+pub type Handler<'a> = dyn FnMut(&str, &[u8]) -> Result<(), CollectError> + 'a;
 
 /// The receive loop both protocol versions share: hands publishes to `handle`, subscribes
 /// again on every (re)connection, backs off after a failed connection.
@@ -391,12 +329,12 @@ fn pump(
     subscribe: impl Fn(String) -> Result<(), String>,
     handle: &mut Handler<'_>,
 ) -> Result<(), CollectError> {
-    let mut backoff = Duration::from_millis(500);
+    let mut backoff = Backoff::default();
     while !stop.load(Ordering::Relaxed) {
         match recv() {
             Ok(Message::Publish(t, p)) => handle(&t, &p)?,
             Ok(Message::Connected) => {
-                backoff = Duration::from_millis(500);
+                backoff.reset();
                 for t in &cfg.topics {
                     subscribe(t.clone()).map_err(|why| CollectError::Source {
                         collector: cfg.name.clone(),
@@ -407,20 +345,13 @@ fn pump(
             }
             Ok(Message::Other) => {}
             Err(e) => {
-                tracing::warn!(collector = %cfg.name, error = %e, retry_in = ?backoff, "MQTT connection failed");
-                sleep_unless(stop, backoff);
-                backoff = (backoff * 2).min(Duration::from_secs(30));
+                let wait = backoff.next_wait();
+                tracing::warn!(collector = %cfg.name, error = %e, retry_in = ?wait, "MQTT connection failed");
+                sleep_unless(stop, wait);
             }
         }
     }
     Ok(())
-}
-
-fn sleep_unless(stop: &AtomicBool, d: Duration) {
-    let until = Instant::now() + d;
-    while Instant::now() < until && !stop.load(Ordering::Relaxed) {
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 #[cfg(test)]

@@ -222,6 +222,7 @@ pub fn load_manifest(
         match f.format {
             Format::Csv => load_csv(f, &mut loaded)?,
             Format::Parquet => load_parquet(f, &mut loaded)?,
+            Format::Jsonl => load_jsonl(f, &mut loaded)?,
         }
         loaded.files.push(f.rel.clone());
     }
@@ -271,6 +272,69 @@ fn load_csv(f: &ResolvedFile, out: &mut Loaded) -> Result<(), DatasetError> {
                     format!("unreadable CSV row: {e}"),
                     b"",
                 ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// JSON lines: the columns are the fields of the first object; each line's fields are handed
+/// to the mapper as text (strings as they are, numbers as written). A line that is not a JSON
+/// object, or lacks a field, is quarantined.
+fn load_jsonl(f: &ResolvedFile, out: &mut Loaded) -> Result<(), DatasetError> {
+    use serde_json::Value;
+    use std::io::BufRead;
+    let io = |e: std::io::Error| DatasetError::Io {
+        path: f.path.clone(),
+        source: e,
+    };
+    let file = std::io::BufReader::new(std::fs::File::open(&f.path).map_err(io)?);
+    let mut mapper: Option<(Vec<String>, RowMapper)> = None;
+    let mut cells: Vec<Option<String>> = Vec::new();
+    for (n, line) in file.split(b'\n').enumerate() {
+        let line = line.map_err(io)?;
+        if line.iter().all(u8::is_ascii_whitespace) {
+            continue;
+        }
+        out.rows += 1;
+        let source = format!("{}:{}", f.rel, n + 1);
+        let obj = match serde_json::from_slice::<Value>(&line) {
+            Ok(Value::Object(o)) => o,
+            Ok(_) => {
+                out.quarantined
+                    .push(Quarantined::new(source, "line is not a JSON object", &line));
+                continue;
+            }
+            Err(e) => {
+                out.quarantined
+                    .push(Quarantined::new(source, format!("not JSON: {e}"), &line));
+                continue;
+            }
+        };
+        if mapper.is_none() {
+            let names: Vec<String> = obj.keys().cloned().collect();
+            let cols: Vec<&str> = names.iter().map(String::as_str).collect();
+            let m = RowMapper::new(&cols, &f.path, &f.time, &f.series, &f.values, &f.tags)?;
+            mapper = Some((names, m));
+        }
+        let Some((names, m)) = mapper.as_mut() else {
+            continue;
+        };
+        cells.clear();
+        cells.extend(names.iter().map(|k| match obj.get(k) {
+            None => None,
+            Some(Value::String(s)) => Some(s.clone()),
+            Some(Value::Null) => Some(String::new()),
+            Some(v) => Some(v.to_string()),
+        }));
+        match m.map(cells.len(), |i| cells[i].as_deref()) {
+            Ok(r) => out.readings.push(r),
+            Err(why) => {
+                let why = match cells.iter().position(Option::is_none) {
+                    Some(i) => format!("missing field {:?}", names[i]),
+                    None => why,
+                };
+                out.quarantined.push(Quarantined::new(source, why, &line));
             }
         }
     }

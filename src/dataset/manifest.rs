@@ -74,6 +74,9 @@ pub enum Format {
     Csv,
     /// Apache Parquet.
     Parquet,
+    /// JSON lines: one object per line; its fields are the columns (named as in the first
+    /// object).
+    Jsonl,
 }
 
 /// How one file (or all files matching a glob) map to readings; unset fields inherit defaults.
@@ -84,7 +87,8 @@ pub struct FileSpec {
     pub path: Option<String>,
     /// `*.csv` (this folder) or `**/*.csv` (recursive).
     pub glob: Option<String>,
-    /// csv or parquet; inferred from the extension when unset.
+    /// csv, parquet or jsonl; inferred from the extension (`.parquet`, `.jsonl`/`.ndjson`,
+    /// else csv) when unset.
     pub format: Option<Format>,
     /// The event-time column.
     pub time: Option<TimeSpec>,
@@ -212,6 +216,8 @@ impl Manifest {
                 let format = pick(&spec.format, &self.defaults.format).unwrap_or(
                     if rel.ends_with(".parquet") {
                         Format::Parquet
+                    } else if rel.ends_with(".jsonl") || rel.ends_with(".ndjson") {
+                        Format::Jsonl
                     } else {
                         Format::Csv
                     },
