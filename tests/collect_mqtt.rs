@@ -6,87 +6,15 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::net::TcpStream;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::Message;
-use rdkafka::{Offset, TopicPartitionList};
 use serde_json::Value;
 use streamgauge::collect::{self, Collectors};
 use streamgauge::kafka::broker::EmbeddedBroker;
-use streamgauge::kafka::{admin, ClientSettings};
+use streamgauge::kafka::ClientSettings;
 
-struct Mosquitto(Child);
-impl Drop for Mosquitto {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn mosquitto(dir: &std::path::Path) -> (Mosquitto, u16) {
-    let bin = ["/usr/sbin/mosquitto", "/usr/bin/mosquitto"]
-        .into_iter()
-        .find(|p| std::path::Path::new(p).is_file())
-        .expect("mosquitto is needed (apt-get install mosquitto; .ci/run does)");
-    let port = common::free_port();
-    let conf = dir.join("mosquitto.conf");
-    std::fs::write(
-        &conf,
-        format!("listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n"),
-    )
-    .unwrap();
-    let child = Command::new(bin)
-        .arg("-c")
-        .arg(&conf)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let m = Mosquitto(child);
-    let t0 = Instant::now();
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            t0.elapsed() < Duration::from_secs(10),
-            "mosquitto did not listen"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    (m, port)
-}
-
-/// Every record of a topic: (key, JSON payload).
-fn read_topic(settings: &ClientSettings, topic: &str) -> Vec<(String, Value)> {
-    let consumer: BaseConsumer = settings.consumer_config().create().unwrap();
-    let parts = admin::partitions(&consumer, topic, Duration::from_secs(10)).unwrap();
-    let mut tpl = TopicPartitionList::new();
-    let mut want = 0;
-    for p in &parts {
-        let (lo, hi) = consumer
-            .fetch_watermarks(topic, *p, Duration::from_secs(10))
-            .unwrap();
-        want += hi - lo;
-        tpl.add_partition_offset(topic, *p, Offset::Beginning)
-            .unwrap();
-    }
-    consumer.assign(&tpl).unwrap();
-    let mut out = Vec::new();
-    let t0 = Instant::now();
-    while (out.len() as i64) < want {
-        assert!(
-            t0.elapsed() < Duration::from_secs(30),
-            "{topic}: {} of {want}",
-            out.len()
-        );
-        if let Some(Ok(m)) = consumer.poll(Duration::from_millis(100)) {
-            let key = String::from_utf8_lossy(m.key().unwrap_or_default()).into_owned();
-            out.push((key, serde_json::from_slice(m.payload().unwrap()).unwrap()));
-        }
-    }
-    out
-}
+use common::{mosquitto, read_topic};
 
 #[test]
 fn mqtt_v311_json_and_v5_numbers_are_cleaned_into_kafka_with_rejects_quarantined() {

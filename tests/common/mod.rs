@@ -3,8 +3,16 @@
 #![allow(dead_code)]
 
 use std::collections::BTreeMap;
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Message;
+use rdkafka::{Offset, TopicPartitionList};
+use serde_json::Value;
+use streamgauge::kafka::admin;
 
 use streamgauge::analytics::window::{batch_stats, Tumbling};
 use streamgauge::dataset::{load::load_manifest, locate, Manifest};
@@ -240,4 +248,76 @@ pub fn free_port() -> u16 {
         .local_addr()
         .unwrap()
         .port()
+}
+
+/// A Mosquitto broker process, killed on drop.
+pub struct Mosquitto(Child);
+impl Drop for Mosquitto {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts Mosquitto on a free loopback port (config in `dir`).
+pub fn mosquitto(dir: &std::path::Path) -> (Mosquitto, u16) {
+    let bin = ["/usr/sbin/mosquitto", "/usr/bin/mosquitto"]
+        .into_iter()
+        .find(|p| std::path::Path::new(p).is_file())
+        .expect("mosquitto is needed (apt-get install mosquitto; .ci/run does)");
+    let port = free_port();
+    let conf = dir.join("mosquitto.conf");
+    std::fs::write(
+        &conf,
+        format!("listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n"),
+    )
+    .unwrap();
+    let child = Command::new(bin)
+        .arg("-c")
+        .arg(&conf)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let m = Mosquitto(child);
+    let t0 = Instant::now();
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "mosquitto did not listen"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    (m, port)
+}
+
+/// Every record of a topic: (key, JSON payload).
+pub fn read_topic(settings: &ClientSettings, topic: &str) -> Vec<(String, Value)> {
+    let consumer: BaseConsumer = settings.consumer_config().create().unwrap();
+    let parts = admin::partitions(&consumer, topic, Duration::from_secs(10)).unwrap();
+    let mut tpl = TopicPartitionList::new();
+    let mut want = 0;
+    for p in &parts {
+        let (lo, hi) = consumer
+            .fetch_watermarks(topic, *p, Duration::from_secs(10))
+            .unwrap();
+        want += hi - lo;
+        tpl.add_partition_offset(topic, *p, Offset::Beginning)
+            .unwrap();
+    }
+    consumer.assign(&tpl).unwrap();
+    let mut out = Vec::new();
+    let t0 = Instant::now();
+    while (out.len() as i64) < want {
+        assert!(
+            t0.elapsed() < Duration::from_secs(30),
+            "{topic}: {} of {want}",
+            out.len()
+        );
+        if let Some(Ok(m)) = consumer.poll(Duration::from_millis(100)) {
+            let key = String::from_utf8_lossy(m.key().unwrap_or_default()).into_owned();
+            out.push((key, serde_json::from_slice(m.payload().unwrap()).unwrap()));
+        }
+    }
+    out
 }
