@@ -8,7 +8,9 @@
 //!   in the unit `hourly_units` names; times are local to `utc_offset_seconds` and converted to
 //!   UTC. The series is `series` (default `open-meteo/<latitude>,<longitude>`). A poll repeats
 //!   hours already produced: those are dropped as duplicates by the cleaner (a revised forecast
-//!   for an hour already produced is therefore not produced again).
+//!   for an hour already produced is therefore not produced again), as long as
+//!   `clean.dedupe_horizon` spans the forecast (set it to the forecast's length, e.g. `16d`;
+//!   the default 1 h lets older hours through again).
 //! - `finnhub-quote`: Finnhub's `/api/v1/quote?symbol=S` shape,
 //!   `{"c": price, "o": open, "h": high, "l": low, "pc": previous close, "d": change,
 //!   "dp": change %, "t": epoch seconds}`, one request per entry of `symbols` (the url's
