@@ -27,7 +27,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io::{BufRead, BufReader, Read};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc;
+use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
 use serde::Deserialize;
@@ -316,54 +316,55 @@ impl CctvConfig {
 
     fn run_frames(&self, sink: &mut Sink, stop: &AtomicBool) -> Result<(), CollectError> {
         let (tx, rx) = mpsc::sync_channel::<Event>(64);
-        std::thread::scope(|s| -> Result<(), CollectError> {
-            for cam in &self.cameras {
-                let tx = tx.clone();
-                s.spawn(move || self.camera_loop(cam, &tx, stop));
-            }
-            drop(tx);
-            let mut analysers: HashMap<String, FrameAnalyser> = HashMap::new();
-            let result = (|| loop {
-                match rx.recv_timeout(Duration::from_millis(200)) {
-                    Ok(Event::Frame {
-                        camera,
-                        source,
-                        bytes,
-                        received,
-                    }) => {
-                        let a = analysers.entry(camera.clone()).or_insert_with(|| {
-                            FrameAnalyser::new(self.analysis_width, self.threshold)
-                        });
-                        let parsed = a.frame(&bytes).map(|st| {
-                            let mut values = Vec::new();
-                            if let Some(m) = st.motion {
-                                values.push(("motion".into(), RawValue::Number(m), None));
-                            }
-                            values.push((
-                                "brightness".into(),
-                                RawValue::Number(st.brightness),
-                                None,
-                            ));
-                            Candidate {
-                                series: Some(format!("{}{camera}", self.series_prefix)),
-                                time: Some(RawTime::Received(received)),
-                                values,
-                                tags: self.tags(),
-                            }
-                        });
-                        let head = &bytes[..bytes.len().min(64)];
-                        sink.offer(&source, head, parsed)?;
-                    }
-                    Ok(Event::Failed { source, why }) => sink.source_failed(&source, &why)?,
-                    Err(mpsc::RecvTimeoutError::Timeout) => {}
-                    Err(mpsc::RecvTimeoutError::Disconnected) => return Ok(()),
+        // The camera threads are not waited for: one blocked reading a silent stream notices
+        // `quit` when its read times out, and ends on its own.
+        let quit = Arc::new(AtomicBool::new(false));
+        for cam in &self.cameras {
+            let (me, cam, tx, quit) = (self.clone(), cam.clone(), tx.clone(), quit.clone());
+            std::thread::Builder::new()
+                .name(format!("cctv-{}", cam.name))
+                .spawn(move || me.camera_loop(&cam, &tx, &quit))
+                .map_err(|e| CollectError::Source {
+                    collector: self.name.clone(),
+                    why: e.to_string(),
+                })?;
+        }
+        drop(tx);
+        let _quit_on_return = QuitOnDrop(quit);
+        let mut analysers: HashMap<String, FrameAnalyser> = HashMap::new();
+        while !stop.load(Ordering::Relaxed) {
+            match rx.recv_timeout(Duration::from_millis(200)) {
+                Ok(Event::Frame {
+                    camera,
+                    source,
+                    bytes,
+                    received,
+                }) => {
+                    let a = analysers
+                        .entry(camera.clone())
+                        .or_insert_with(|| FrameAnalyser::new(self.analysis_width, self.threshold));
+                    let parsed = a.frame(&bytes).map(|st| {
+                        let mut values = Vec::new();
+                        if let Some(m) = st.motion {
+                            values.push(("motion".into(), RawValue::Number(m), None));
+                        }
+                        values.push(("brightness".into(), RawValue::Number(st.brightness), None));
+                        Candidate {
+                            series: Some(format!("{}{camera}", self.series_prefix)),
+                            time: Some(RawTime::Received(received)),
+                            values,
+                            tags: self.tags(),
+                        }
+                    });
+                    let head = &bytes[..bytes.len().min(64)];
+                    sink.offer(&source, head, parsed)?;
                 }
-            })();
-            if result.is_err() {
-                stop.store(true, Ordering::Relaxed);
+                Ok(Event::Failed { source, why }) => sink.source_failed(&source, &why)?,
+                Err(mpsc::RecvTimeoutError::Timeout) => {}
+                Err(mpsc::RecvTimeoutError::Disconnected) => break,
             }
-            result
-        })
+        }
+        Ok(())
     }
 
     /// Fetches one camera's frames into `tx` until `stop`.
@@ -480,6 +481,15 @@ impl CctvConfig {
                 sleep_unless(stop, backoff.next_wait());
             }
         }
+    }
+}
+
+/// Sets the flag when dropped (on every way out of a function).
+struct QuitOnDrop(Arc<AtomicBool>);
+
+impl Drop for QuitOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
     }
 }
 
