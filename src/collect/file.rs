@@ -160,6 +160,12 @@ impl Collector for FileConfig {
             let base = d.split(':').next().unwrap_or(d);
             Manifest::builtin(base).map_err(|e| bad(e.to_string()))?;
         }
+        if let Some(m) = &self.manifest {
+            let text = std::fs::read_to_string(m)
+                .map_err(|e| bad(format!("manifest {}: {e}", m.display())))?;
+            Manifest::from_toml("manifest", &text)
+                .map_err(|e| bad(format!("manifest {}: {e}", m.display())))?;
+        }
         self.speed
             .parse::<Speed>()
             .map_err(|e| bad(e.replace("--speed", "speed =")))?;

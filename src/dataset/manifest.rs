@@ -53,6 +53,7 @@ pub struct Manifest {
     /// Dataset name (the CLI argument).
     pub name: String,
     /// One line on what it is.
+    #[serde(default)]
     pub description: String,
     /// Folder under a data directory that holds the files.
     pub folder: String,
