@@ -164,7 +164,7 @@ fn collect_file_from_flags_ends_when_the_file_is_done() {
             "--kafka-topic",
             "nab",
             "--brokers",
-            &broker.bootstrap(),
+            broker.bootstrap(),
             "--data-dir",
         ])
         .arg(common::data_dir())
