@@ -10,7 +10,7 @@
 //! [kafka]            # any librdkafka property
 //! "security.protocol" = "SASL_SSL"
 //! "sasl.mechanism" = "SCRAM-SHA-512"
-//! [[mqtt]]           # collectors, run by `streamgauge collect`: [[mqtt]], [[modbus]],
+//! [[mqtt]]           # collectors, run by `streamgauge collect`: [[mqtt]], [[modbus]], [[opcua]],
 //!                    # [[http]], [[websocket]], [[cctv]], [[file]] (see collect::*)
 //! broker = "127.0.0.1:1883"
 //! topics = ["plant/#"]
@@ -78,6 +78,9 @@ pub struct FileConfig {
     /// `[[modbus]]` collectors.
     #[serde(default)]
     pub modbus: Vec<crate::collect::modbus::ModbusConfig>,
+    /// `[[opcua]]` collectors.
+    #[serde(default)]
+    pub opcua: Vec<crate::collect::opcua::OpcUaConfig>,
     /// `[[http]]` collectors.
     #[serde(default)]
     pub http: Vec<crate::collect::http::HttpConfig>,
@@ -147,6 +150,7 @@ impl Settings {
             s.collectors = crate::collect::Collectors {
                 mqtt: f.mqtt,
                 modbus: f.modbus,
+                opcua: f.opcua,
                 http: f.http,
                 websocket: f.websocket,
                 cctv: f.cctv,

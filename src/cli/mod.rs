@@ -64,7 +64,7 @@ through --listen they follow metadata to the broker's own loopback port."
     ForecastEval(forecast_eval::ForecastEvalArgs),
     /// Render PNG and SVG plots of a finished run's outputs (series with band, forecast and anomalies; throughput).
     Report(ReportArgs),
-    /// Run collectors: the [[mqtt]], [[modbus]], [[http]], [[websocket]], [[cctv]] and [[file]] tables of --config FILE, or one from flags (`collect <kind> ...`).
+    /// Run collectors: the [[mqtt]], [[modbus]], [[opcua]], [[http]], [[websocket]], [[cctv]] and [[file]] tables of --config FILE, or one from flags (`collect <kind> ...`).
     Collect(Box<CollectArgs>),
 }
 
@@ -297,6 +297,8 @@ pub enum CollectKind {
     Mqtt(Box<MqttFlags>),
     /// Poll registers of a Modbus TCP device (SCADA).
     Modbus(Box<ModbusFlags>),
+    /// Subscribe to nodes of an OPC UA server (SCADA).
+    Opcua(Box<OpcUaFlags>),
     /// Poll a JSON endpoint over HTTP (weather, quotes).
     Http(Box<HttpFlags>),
     /// Read JSON messages from a WebSocket (streaming quotes).
@@ -423,6 +425,51 @@ impl ModbusFlags {
         }
         t.insert("registers".into(), regs.into());
         from_table("modbus", t)
+    }
+}
+
+/// `collect opcua` flags.
+#[derive(Debug, Args)]
+pub struct OpcUaFlags {
+    /// Endpoint URL, opc.tcp://host:port/path.
+    #[arg(long)]
+    pub endpoint: String,
+    /// A monitored item: SERIES/NAME=NODE, e.g. boiler/temperature=ns=2;s=Boiler.Temperature
+    /// (repeatable).
+    #[arg(long = "item", required = true, value_name = "SERIES/NAME=NODE")]
+    pub items: Vec<String>,
+    /// Publishing interval.
+    #[arg(long, default_value = "500ms")]
+    pub publishing_interval: HumanDuration,
+    /// Common flags.
+    #[command(flatten)]
+    pub common: CommonCollectFlags,
+}
+
+impl OpcUaFlags {
+    /// The collector these flags describe.
+    pub fn config(&self) -> Result<crate::collect::opcua::OpcUaConfig> {
+        let mut t = self.common.table("opcua", false)?;
+        t.insert("endpoint".into(), self.endpoint.clone().into());
+        t.insert(
+            "publishing_interval".into(),
+            self.publishing_interval.to_string().into(),
+        );
+        let mut items = Vec::new();
+        for i in &self.items {
+            let bad = || {
+                anyhow::anyhow!("--item {i:?}: expected SERIES/NAME=NODE, e.g. boiler/temperature=ns=2;s=Boiler.Temperature")
+            };
+            let (key, node) = i.split_once('=').ok_or_else(bad)?;
+            let (series, name) = key.rsplit_once('/').ok_or_else(bad)?;
+            let mut e = toml::Table::new();
+            e.insert("series".into(), series.into());
+            e.insert("name".into(), name.into());
+            e.insert("node".into(), node.into());
+            items.push(toml::Value::Table(e));
+        }
+        t.insert("items".into(), items.into());
+        from_table("opcua", t)
     }
 }
 
@@ -736,6 +783,13 @@ pub fn collect(a: CollectArgs, settings: &Settings) -> Result<()> {
             },
             m.common.kafka.clone(),
         ),
+        Some(CollectKind::Opcua(m)) => (
+            Collectors {
+                opcua: vec![m.config()?],
+                ..none()
+            },
+            m.common.kafka.clone(),
+        ),
         Some(CollectKind::Http(m)) => (
             Collectors {
                 http: vec![m.config()?],
@@ -767,7 +821,7 @@ pub fn collect(a: CollectArgs, settings: &Settings) -> Result<()> {
         None => (settings.collectors.clone(), a.kafka.clone()),
     };
     if collectors.is_empty() {
-        bail!("no collectors: add [[mqtt]], [[modbus]], [[http]], [[websocket]], [[cctv]] or [[file]] tables to the --config FILE, or run one from flags with `streamgauge collect <kind> ...`");
+        bail!("no collectors: add [[mqtt]], [[modbus]], [[opcua]], [[http]], [[websocket]], [[cctv]] or [[file]] tables to the --config FILE, or run one from flags with `streamgauge collect <kind> ...`");
     }
     let Some(kafka) = flags.settings(settings)? else {
         bail!("collect needs --brokers (or STREAMGAUGE_BROKERS, or brokers in --config)")

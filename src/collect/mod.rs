@@ -1,7 +1,7 @@
 //! Collectors: live sources cleaned into readings and produced into Kafka, keyed by series.
 //! The cleaning every collector shares lives in [`clean`], the hand-off to Kafka in [`Sink`];
 //! each source kind has a file of its own ([`mqtt`], [`modbus`], [`http`], [`websocket`],
-//! [`cctv`], [`file`]) and implements [`Collector`]. Collectors are configured as tables of
+//! [`opcua`], [`cctv`], [`file`]) and implements [`Collector`]. Collectors are configured as tables of
 //! the config file (`[[mqtt]]`, `[[modbus]]` ...) and run together by `streamgauge collect`,
 //! each on its own thread.
 
@@ -12,6 +12,7 @@ pub mod http;
 pub mod json;
 pub mod modbus;
 pub mod mqtt;
+pub mod opcua;
 pub mod websocket;
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -149,6 +150,9 @@ pub struct Collectors {
     /// `[[modbus]]` tables.
     #[serde(default)]
     pub modbus: Vec<modbus::ModbusConfig>,
+    /// `[[opcua]]` tables.
+    #[serde(default)]
+    pub opcua: Vec<opcua::OpcUaConfig>,
     /// `[[http]]` tables.
     #[serde(default)]
     pub http: Vec<http::HttpConfig>,
@@ -169,6 +173,7 @@ impl Collectors {
         let mut v: Vec<&dyn Collector> = Vec::new();
         v.extend(self.mqtt.iter().map(|c| c as &dyn Collector));
         v.extend(self.modbus.iter().map(|c| c as &dyn Collector));
+        v.extend(self.opcua.iter().map(|c| c as &dyn Collector));
         v.extend(self.http.iter().map(|c| c as &dyn Collector));
         v.extend(self.websocket.iter().map(|c| c as &dyn Collector));
         v.extend(self.cctv.iter().map(|c| c as &dyn Collector));
@@ -251,6 +256,7 @@ pub fn start(c: &Collectors, kafka: &ClientSettings) -> Result<Running, CollectE
         .iter()
         .map(|x| Arc::new(x.clone()) as Arc<dyn Collector>)
         .chain(c.modbus.iter().map(|x| Arc::new(x.clone()) as _))
+        .chain(c.opcua.iter().map(|x| Arc::new(x.clone()) as _))
         .chain(c.http.iter().map(|x| Arc::new(x.clone()) as _))
         .chain(c.websocket.iter().map(|x| Arc::new(x.clone()) as _))
         .chain(c.cctv.iter().map(|x| Arc::new(x.clone()) as _))
