@@ -196,3 +196,76 @@ fn collect_file_from_flags_ends_when_the_file_is_done() {
     let got = read_topic(&ClientSettings::new(broker.bootstrap()), "nab");
     assert_eq!(got.len(), distinct);
 }
+
+fn http_get(addr: &str, path: &str) -> Option<String> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).ok()?;
+    s.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .ok()?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf).ok()?;
+    Some(String::from_utf8_lossy(&buf).into_owned())
+}
+
+#[test]
+fn the_demo_runs_collectors_and_shows_their_counters_on_metrics_and_the_overview() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = tmp.path().join("collect.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[[file]]\nname = \"seattle\"\ndataset = \"weather_vega:seattle\"\ndata_dir = {:?}\nkafka_topic = \"weather\"\n",
+            common::data_dir().display().to_string()
+        ),
+    )
+    .unwrap();
+    let addr = format!("127.0.0.1:{}", common::free_port());
+    let mut child = Command::new(env!("CARGO_BIN_EXE_streamgauge"))
+        .args([
+            "demo",
+            "--duration",
+            "60s",
+            "--no-datasets",
+            "--sensors",
+            "20",
+            "--rate",
+            "200",
+        ])
+        .arg("--collect")
+        .arg(&cfg)
+        .args(["--dashboard", &addr])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let n = common::load("weather_vega:seattle").len();
+    let want =
+        format!("streamgauge_collector_produced_total{{collector=\"seattle\",kind=\"file\"}} {n}");
+    let t0 = std::time::Instant::now();
+    let mut last = String::new();
+    let found = loop {
+        if let Some(m) = http_get(&addr, "/metrics") {
+            if m.contains(&want) {
+                break true;
+            }
+            last = m;
+        }
+        if t0.elapsed().as_secs() > 45 {
+            break false;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(300));
+    };
+    let overview = http_get(&addr, "/api/overview").unwrap_or_default();
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(found, "{want} not in\n{last}");
+    assert!(
+        overview.contains("\"collectors\":[{\"name\":\"seattle\",\"kind\":\"file\",\"received\":"),
+        "{overview}"
+    );
+}

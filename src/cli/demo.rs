@@ -194,7 +194,13 @@ pub fn run(a: DemoArgs, settings: &Settings) -> Result<()> {
                     metrics: Arc::new(Metrics::default()),
                 });
             }
-            Some(crate::collect::start(&c, &kafka)?)
+            let running = crate::collect::start(&c, &kafka)?;
+            if let Some((hub, _)) = &dashboard {
+                for (name, kind, counters) in running.entries() {
+                    hub.add_collector(&name, kind, counters);
+                }
+            }
+            Some(running)
         }
         None => None,
     };

@@ -285,6 +285,15 @@ pub fn start(c: &Collectors, kafka: &ClientSettings) -> Result<Running, CollectE
 }
 
 impl Running {
+    /// Name, kind and counters of each collector.
+    pub fn entries(&self) -> Vec<(String, &'static str, Arc<Counters>)> {
+        self.threads
+            .iter()
+            .zip(&self.counters)
+            .map(|((name, kind, _), (_, c))| (name.clone(), *kind, c.clone()))
+            .collect()
+    }
+
     /// Whether to stop the rest: every collector has stopped, or one that runs until told to
     /// (all but `file`) has, which is an error (see [`Running::stop`]).
     pub fn should_stop(&self) -> bool {

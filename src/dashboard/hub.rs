@@ -238,6 +238,7 @@ struct State {
     outliers: BTreeMap<Arc<str>, OutlierEntry>,
     changes: VecDeque<Change>,
     pipelines: Vec<Pipeline>,
+    collectors: Vec<(String, &'static str, Arc<crate::collect::clean::Counters>)>,
 }
 
 /// The hub: shared by every run of a process and by the HTTP server.
@@ -287,6 +288,18 @@ impl Hub {
 
     fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Shows a collector's counters (overview, `/metrics`).
+    pub fn add_collector(
+        &self,
+        name: &str,
+        kind: &'static str,
+        counters: Arc<crate::collect::clean::Counters>,
+    ) {
+        self.lock()
+            .collectors
+            .push((name.to_string(), kind, counters));
     }
 
     /// Registers a pipeline (one dataflow run) with its counters and local worker count.
@@ -667,6 +680,20 @@ pub struct Overview {
     pub outliers: usize,
     /// Pipelines.
     pub pipelines: Vec<PipelineView>,
+    /// Collectors feeding Kafka in this process.
+    pub collectors: Vec<CollectorView>,
+}
+
+/// A collector's counters.
+#[derive(Debug, Clone, Serialize)]
+pub struct CollectorView {
+    /// Its name.
+    pub name: String,
+    /// Its kind (`mqtt`, `modbus` ...).
+    pub kind: &'static str,
+    /// Received = produced + quarantined + duplicates; plus source errors.
+    #[serde(flatten)]
+    pub counters: crate::collect::clean::CounterSnapshot,
 }
 
 /// Newer data for a page that has seen frames up to `since`.
@@ -797,6 +824,15 @@ impl Hub {
             series: s.series.len(),
             outliers: s.outliers.len(),
             pipelines,
+            collectors: s
+                .collectors
+                .iter()
+                .map(|(name, kind, c)| CollectorView {
+                    name: name.clone(),
+                    kind,
+                    counters: c.snapshot(),
+                })
+                .collect(),
         }
     }
 

@@ -355,6 +355,49 @@ pub fn prometheus(hub: &Hub) -> String {
             );
         }
     }
+    type GetC = fn(&crate::collect::clean::CounterSnapshot) -> u64;
+    let collector_counters: [(&str, &str, GetC); 5] = [
+        (
+            "received",
+            "Records a collector received from its source.",
+            |c| c.received,
+        ),
+        (
+            "produced",
+            "Readings a collector produced into Kafka.",
+            |c| c.produced,
+        ),
+        (
+            "quarantined",
+            "Records a collector rejected (to <topic>.quarantine).",
+            |c| c.quarantined,
+        ),
+        (
+            "duplicates",
+            "Duplicate readings a collector dropped.",
+            |c| c.duplicates,
+        ),
+        (
+            "source_errors",
+            "Failures of a collector's source (failed polls, lost connections).",
+            |c| c.source_errors,
+        ),
+    ];
+    if !o.collectors.is_empty() {
+        for (what, help, get) in collector_counters {
+            let name = format!("streamgauge_collector_{what}_total");
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+            for c in &o.collectors {
+                let _ = writeln!(
+                    out,
+                    "{name}{{collector=\"{}\",kind=\"{}\"}} {}",
+                    label(&c.name),
+                    c.kind,
+                    get(&c.counters)
+                );
+            }
+        }
+    }
     let _ = writeln!(
         out,
         "# HELP streamgauge_kafka_lag Records behind the partition's end.\n# TYPE streamgauge_kafka_lag gauge"
