@@ -93,6 +93,8 @@ pub struct FileConfig {
     /// `[[file]]` collectors.
     #[serde(default)]
     pub file: Vec<crate::collect::file::FileConfig>,
+    /// The collectors' disk spool.
+    pub spool: Option<crate::collect::spool::SpoolConfig>,
 }
 
 /// Resolved settings (before command-specific flags are applied).
@@ -155,6 +157,7 @@ impl Settings {
                 websocket: f.websocket,
                 cctv: f.cctv,
                 file: f.file,
+                spool: f.spool,
             };
         }
         if let Ok(b) = std::env::var("STREAMGAUGE_BROKERS") {

@@ -287,6 +287,13 @@ pub struct CollectArgs {
     /// Stop after this long (default: until interrupted).
     #[arg(long)]
     pub duration: Option<HumanDuration>,
+    /// Spool what Kafka's memory queue cannot hold to this directory (one folder per
+    /// collector); overrides the config file's [spool].
+    #[arg(long)]
+    pub spool_dir: Option<PathBuf>,
+    /// Most megabytes spooled per collector before it blocks.
+    #[arg(long, default_value_t = 1024)]
+    pub spool_max_mb: u64,
 }
 
 /// A single collector from flags (the README's collector sections give each config-file form,
@@ -820,6 +827,13 @@ pub fn collect(a: CollectArgs, settings: &Settings) -> Result<()> {
         ),
         None => (settings.collectors.clone(), a.kafka.clone()),
     };
+    let mut collectors = collectors;
+    if let Some(dir) = &a.spool_dir {
+        collectors.spool = Some(crate::collect::spool::SpoolConfig {
+            dir: dir.clone(),
+            max_mb: a.spool_max_mb,
+        });
+    }
     if collectors.is_empty() {
         bail!("no collectors: add [[mqtt]], [[modbus]], [[opcua]], [[http]], [[websocket]], [[cctv]] or [[file]] tables to the --config FILE, or run one from flags with `streamgauge collect <kind> ...`");
     }

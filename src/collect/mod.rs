@@ -13,6 +13,7 @@ pub mod json;
 pub mod modbus;
 pub mod mqtt;
 pub mod opcua;
+pub mod spool;
 pub mod websocket;
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -22,7 +23,6 @@ use std::time::{Duration, Instant};
 use serde::Deserialize;
 use thiserror::Error;
 
-use crate::kafka::producer::ReadingProducer;
 use crate::kafka::{ClientSettings, KafkaError};
 use clean::{Candidate, CleanConfig, Cleaner, CounterSnapshot, Counters, Outcome};
 
@@ -50,22 +50,28 @@ pub enum CollectError {
     Kafka(#[from] KafkaError),
 }
 
-/// What every collector hands its records to: the shared [`Cleaner`] and the Kafka producer
-/// of its topic (readings keyed by series; rejects to `<topic>.quarantine`).
+/// What every collector hands its records to: the shared [`Cleaner`] and the collector's
+/// [`spool::Delivery`] into its topic (readings keyed by series; rejects to
+/// `<topic>.quarantine`).
 pub struct Sink {
     name: String,
     cleaner: Cleaner,
-    producer: ReadingProducer,
+    delivery: spool::Delivery,
+    topic: String,
+    quarantine_topic: String,
+    spooling: bool,
 }
 
 impl Sink {
-    /// A sink for collector `name` into `topic`, cleaning by `clean`.
+    /// A sink for collector `name` into `topic`, cleaning by `clean`, spooling as `spool`
+    /// says.
     pub fn new(
         name: &str,
         clean: &CleanConfig,
         kafka: &ClientSettings,
         topic: &str,
         counters: Arc<Counters>,
+        spool: Option<&spool::SpoolConfig>,
     ) -> Result<Sink, CollectError> {
         let mut cleaner = Cleaner::new(clean.clone()).map_err(|why| CollectError::Config {
             collector: name.to_string(),
@@ -75,13 +81,26 @@ impl Sink {
         Ok(Sink {
             name: name.to_string(),
             cleaner,
-            producer: ReadingProducer::new(kafka, topic)?,
+            delivery: spool::Delivery::new(name, kafka, spool)?,
+            topic: topic.to_string(),
+            quarantine_topic: format!("{topic}.quarantine"),
+            spooling: spool.is_some(),
         })
     }
 
+    fn quarantine(&self, q: &crate::quarantine::Quarantined) -> Result<(), CollectError> {
+        self.delivery.send(spool::Rec {
+            topic: self.quarantine_topic.clone(),
+            key: q.source.clone().into_bytes(),
+            payload: q.to_json().into_bytes(),
+        })?;
+        Ok(())
+    }
+
     /// Cleans one record from `source` (`payload` is what the source sent, kept with a
-    /// rejection) and produces the reading or the rejection. Waits while Kafka's local queue
-    /// is full: the source is not read meanwhile (backpressure, not drops).
+    /// rejection) and produces the reading or the rejection. Waits while Kafka's memory queue
+    /// (and the spool, if any) is full: the source is not read meanwhile (backpressure, not
+    /// drops).
     pub fn offer(
         &mut self,
         source: &str,
@@ -89,10 +108,18 @@ impl Sink {
         parsed: Result<Candidate, String>,
     ) -> Result<(), CollectError> {
         match self.cleaner.clean(source, payload, parsed) {
-            Outcome::Reading(r) => self.producer.send(&r)?,
+            Outcome::Reading(r) => {
+                let mut buf = Vec::with_capacity(128);
+                crate::record::WireFormat::Json.encode(&r, &mut buf);
+                self.delivery.send(spool::Rec {
+                    topic: self.topic.clone(),
+                    key: r.series.as_bytes().to_vec(),
+                    payload: buf,
+                })?
+            }
             Outcome::Quarantined(q) => {
                 tracing::debug!(collector = %self.name, reason = %q.reason, "quarantined");
-                self.producer.quarantine(&q)?
+                self.quarantine(&q)?
             }
             Outcome::Duplicate => {}
         }
@@ -108,9 +135,7 @@ impl Sink {
             .source_errors
             .fetch_add(1, Ordering::Relaxed);
         tracing::warn!(collector = %self.name, %source, error = %why, "source failed");
-        self.producer
-            .quarantine(&crate::quarantine::Quarantined::new(source, why, b""))?;
-        Ok(())
+        self.quarantine(&crate::quarantine::Quarantined::new(source, why, b""))
     }
 
     /// The counters.
@@ -118,9 +143,16 @@ impl Sink {
         self.cleaner.counters.snapshot()
     }
 
-    /// Waits until Kafka has everything; returns the counters.
+    /// Records waiting in the spool.
+    pub fn spooled(&self) -> u64 {
+        self.delivery.spooled()
+    }
+
+    /// Waits until Kafka has everything (30 s at most; 10 s with a spool, which keeps what is
+    /// left for the next run); returns the counters.
     pub fn finish(self) -> Result<CounterSnapshot, CollectError> {
-        self.producer.flush(Duration::from_secs(30))?;
+        let wait = Duration::from_secs(if self.spooling { 10 } else { 30 });
+        self.delivery.finish(wait)?;
         Ok(self.cleaner.counters.snapshot())
     }
 }
@@ -165,6 +197,9 @@ pub struct Collectors {
     /// `[[file]]` tables.
     #[serde(default)]
     pub file: Vec<file::FileConfig>,
+    /// The `[spool]` table: a disk spool behind each collector's memory queue.
+    #[serde(default)]
+    pub spool: Option<spool::SpoolConfig>,
 }
 
 impl Collectors {
@@ -238,9 +273,10 @@ pub fn run_one(
     kafka: &ClientSettings,
     stop: &AtomicBool,
     counters: Arc<Counters>,
+    spool: Option<&spool::SpoolConfig>,
 ) -> Result<CounterSnapshot, CollectError> {
     c.validate()?;
-    let mut sink = Sink::new(c.name(), c.clean(), kafka, c.kafka_topic(), counters)?;
+    let mut sink = Sink::new(c.name(), c.clean(), kafka, c.kafka_topic(), counters, spool)?;
     c.run(&mut sink, stop)?;
     sink.finish()
 }
@@ -267,10 +303,10 @@ pub fn start(c: &Collectors, kafka: &ClientSettings) -> Result<Running, CollectE
         let name = col.name().to_string();
         let kind = col.kind();
         counters.push((name.clone(), counts.clone()));
-        let (kafka, stop) = (kafka.clone(), stop.clone());
+        let (kafka, stop, spool) = (kafka.clone(), stop.clone(), c.spool.clone());
         let t = std::thread::Builder::new()
             .name(format!("collect-{name}"))
-            .spawn(move || run_one(&*col, &kafka, &stop, counts))
+            .spawn(move || run_one(&*col, &kafka, &stop, counts, spool.as_ref()))
             .map_err(|e| CollectError::Source {
                 collector: name.clone(),
                 why: e.to_string(),
