@@ -441,10 +441,16 @@ impl Delivery {
             let n = name.to_string();
             std::thread::spawn(move || {
                 while !st.load(Ordering::Relaxed) {
-                    if let Err(e) = drain(&p, &s) {
-                        tracing::error!(collector = %n, error = %e, "spool drain");
-                    }
-                    std::thread::sleep(Duration::from_millis(20));
+                    // Busy: come back as soon as the producer may have room; idle: rest.
+                    let wait = match drain(&p, &s) {
+                        Ok(0) => 20,
+                        Ok(_) => 1,
+                        Err(e) => {
+                            tracing::error!(collector = %n, error = %e, "spool drain");
+                            100
+                        }
+                    };
+                    std::thread::sleep(Duration::from_millis(wait));
                 }
             })
         });
