@@ -285,14 +285,14 @@ pub struct CollectArgs {
     #[command(flatten)]
     pub kafka: KafkaFlags,
     /// Stop after this long (default: until interrupted).
-    #[arg(long)]
+    #[arg(long, global = true)]
     pub duration: Option<HumanDuration>,
     /// Spool what Kafka's memory queue cannot hold to this directory (one folder per
     /// collector); overrides the config file's [spool].
-    #[arg(long)]
+    #[arg(long, global = true)]
     pub spool_dir: Option<PathBuf>,
     /// Most megabytes spooled per collector before it blocks.
-    #[arg(long, default_value_t = 1024)]
+    #[arg(long, global = true, default_value_t = 1024)]
     pub spool_max_mb: u64,
 }
 

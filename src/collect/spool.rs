@@ -537,7 +537,11 @@ impl Delivery {
             s.sync().map_err(io_err)?;
             s.compact().map_err(io_err)?;
         }
-        flushed.map_err(client_err("flushing producer"))
+        let unacked = self.producer.in_flight_count();
+        flushed.map_err(client_err(format!(
+            "Kafka did not acknowledge {unacked} record(s) within {timeout:?}; without a [spool] \
+             (or --spool-dir) they are lost"
+        )))
     }
 }
 
