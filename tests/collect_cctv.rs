@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{mosquitto, read_topic};
+use common::{mosquitto, read_topic, wait_for};
 use serde_json::Value;
 use streamgauge::collect;
 use streamgauge::kafka::broker::EmbeddedBroker;
@@ -133,17 +133,6 @@ fn assert_motion_story(camera: &str, readings: &[Value]) {
         class.chars().filter(|c| *c == 'H').count() >= 3,
         "{camera}: {class}"
     );
-}
-
-fn wait_for(what: &str, secs: u64, mut cond: impl FnMut() -> bool) {
-    let t0 = Instant::now();
-    while !cond() {
-        assert!(
-            t0.elapsed() < Duration::from_secs(secs),
-            "timed out: {what}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 #[test]

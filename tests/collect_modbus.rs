@@ -7,24 +7,15 @@
 
 mod common;
 
-use std::net::TcpStream;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
-use common::read_topic;
+use common::{read_topic, service, wait_for, Service};
 use streamgauge::collect;
 use streamgauge::kafka::broker::EmbeddedBroker;
 use streamgauge::kafka::ClientSettings;
 
-struct Device(Child);
-impl Drop for Device {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn device(port: u16) -> Device {
+fn device(port: u16) -> Service {
     let script =
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/modbus_server.py");
     // Debian's python3 has Debian's pymodbus; a pyenv python3 on PATH may not.
@@ -33,34 +24,14 @@ fn device(port: u16) -> Device {
     } else {
         "python3"
     };
-    let child = Command::new(python)
-        .arg(&script)
-        .arg(port.to_string())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("python3 is needed");
-    let d = Device(child);
-    let t0 = Instant::now();
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            t0.elapsed() < Duration::from_secs(20),
-            "the pymodbus device did not listen (apt-get install python3-pymodbus; .ci/run does)"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    d
-}
-
-fn wait_for(what: &str, secs: u64, mut cond: impl FnMut() -> bool) {
-    let t0 = Instant::now();
-    while !cond() {
-        assert!(
-            t0.elapsed() < Duration::from_secs(secs),
-            "timed out: {what}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let mut cmd = Command::new(python);
+    cmd.arg(&script).arg(port.to_string());
+    service(
+        cmd,
+        port,
+        20,
+        "the pymodbus device (apt-get install python3-pymodbus; .ci/run does)",
+    )
 }
 
 #[test]

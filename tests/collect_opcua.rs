@@ -7,11 +7,9 @@
 
 mod common;
 
-use std::net::TcpStream;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
 
-use common::read_topic;
+use common::{read_topic, service, wait_for, Service};
 use streamgauge::collect;
 use streamgauge::kafka::broker::EmbeddedBroker;
 use streamgauge::kafka::ClientSettings;
@@ -19,45 +17,17 @@ use streamgauge::kafka::ClientSettings;
 /// 2024-01-01T00:00:00Z, the server's first source timestamp.
 const BASE_MS: i64 = 1_704_067_200_000;
 
-struct Server(Child);
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn server(port: u16) -> Server {
+fn server(port: u16) -> Service {
     let script =
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/opcua_server.py");
-    let child = Command::new("python3")
-        .arg(&script)
-        .arg(port.to_string())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("python3 is needed");
-    let s = Server(child);
-    let t0 = Instant::now();
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            t0.elapsed() < Duration::from_secs(30),
-            "the asyncua server did not listen (pip install asyncua; .ci/run does)"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    s
-}
-
-fn wait_for(what: &str, secs: u64, mut cond: impl FnMut() -> bool) {
-    let t0 = Instant::now();
-    while !cond() {
-        assert!(
-            t0.elapsed() < Duration::from_secs(secs),
-            "timed out: {what}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let mut cmd = Command::new("python3");
+    cmd.arg(&script).arg(port.to_string());
+    service(
+        cmd,
+        port,
+        30,
+        "the asyncua server (pip install asyncua; .ci/run does)",
+    )
 }
 
 #[test]

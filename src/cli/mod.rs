@@ -154,14 +154,8 @@ impl DatasetFlags {
                 files: vec![name.to_string()],
             });
         }
-        let (base, filter) = match name.split_once(':') {
-            Some((b, f)) => (b, Some(f)),
-            None => (name, None),
-        };
-        let manifest = Manifest::builtin(base)?;
         let dir = self.data_dir.clone().or_else(|| settings.data_dir.clone());
-        let folder = dataset::locate(&manifest, dir.as_deref())?;
-        Ok(dataset::load::load_manifest(&manifest, &folder, filter)?)
+        Ok(dataset::load_builtin(name, dir.as_deref())?)
     }
 }
 
@@ -773,61 +767,41 @@ impl MqttFlags {
 
 /// Executes `collect`.
 pub fn collect(a: CollectArgs, settings: &Settings) -> Result<()> {
-    use crate::collect::Collectors;
-    let none = Collectors::default;
-    let (collectors, flags) = match &a.single {
-        Some(CollectKind::Mqtt(m)) => (
-            Collectors {
-                mqtt: vec![m.config()?],
-                ..none()
-            },
-            m.kafka.clone(),
-        ),
-        Some(CollectKind::Modbus(m)) => (
-            Collectors {
-                modbus: vec![m.config()?],
-                ..none()
-            },
-            m.common.kafka.clone(),
-        ),
-        Some(CollectKind::Opcua(m)) => (
-            Collectors {
-                opcua: vec![m.config()?],
-                ..none()
-            },
-            m.common.kafka.clone(),
-        ),
-        Some(CollectKind::Http(m)) => (
-            Collectors {
-                http: vec![m.config()?],
-                ..none()
-            },
-            m.common.kafka.clone(),
-        ),
-        Some(CollectKind::Websocket(m)) => (
-            Collectors {
-                websocket: vec![m.config()?],
-                ..none()
-            },
-            m.common.kafka.clone(),
-        ),
-        Some(CollectKind::Cctv(m)) => (
-            Collectors {
-                cctv: vec![m.config()?],
-                ..none()
-            },
-            m.common.kafka.clone(),
-        ),
-        Some(CollectKind::File(m)) => (
-            Collectors {
-                file: vec![m.config()?],
-                ..none()
-            },
-            m.common.kafka.clone(),
-        ),
-        None => (settings.collectors.clone(), a.kafka.clone()),
+    let mut collectors = crate::collect::Collectors::default();
+    let flags = match &a.single {
+        Some(CollectKind::Mqtt(m)) => {
+            collectors.mqtt.push(m.config()?);
+            &m.kafka
+        }
+        Some(CollectKind::Modbus(m)) => {
+            collectors.modbus.push(m.config()?);
+            &m.common.kafka
+        }
+        Some(CollectKind::Opcua(m)) => {
+            collectors.opcua.push(m.config()?);
+            &m.common.kafka
+        }
+        Some(CollectKind::Http(m)) => {
+            collectors.http.push(m.config()?);
+            &m.common.kafka
+        }
+        Some(CollectKind::Websocket(m)) => {
+            collectors.websocket.push(m.config()?);
+            &m.common.kafka
+        }
+        Some(CollectKind::Cctv(m)) => {
+            collectors.cctv.push(m.config()?);
+            &m.common.kafka
+        }
+        Some(CollectKind::File(m)) => {
+            collectors.file.push(m.config()?);
+            &m.common.kafka
+        }
+        None => {
+            collectors = settings.collectors.clone();
+            &a.kafka
+        }
     };
-    let mut collectors = collectors;
     if let Some(dir) = &a.spool_dir {
         collectors.spool = Some(crate::collect::spool::SpoolConfig {
             dir: dir.clone(),

@@ -62,13 +62,9 @@ fn default_speed() -> String {
 impl FileConfig {
     /// Loads the files (every row a reading or a quarantined record).
     pub fn load(&self) -> Result<dataset::Loaded, String> {
-        let (manifest, filter) = match (&self.dataset, &self.manifest) {
+        match (&self.dataset, &self.manifest) {
             (Some(name), None) => {
-                let (base, filter) = match name.split_once(':') {
-                    Some((b, f)) => (b, Some(f)),
-                    None => (name.as_str(), None),
-                };
-                (Manifest::builtin(base).map_err(|e| e.to_string())?, filter)
+                dataset::load_builtin(name, self.data_dir.as_deref()).map_err(|e| e.to_string())
             }
             (None, Some(path)) => {
                 let text = std::fs::read_to_string(path)
@@ -76,24 +72,21 @@ impl FileConfig {
                 let stem = path
                     .file_stem()
                     .map_or("manifest".into(), |s| s.to_string_lossy());
-                (
-                    Manifest::from_toml(&stem, &text).map_err(|e| e.to_string())?,
-                    None,
-                )
+                let manifest = Manifest::from_toml(&stem, &text).map_err(|e| e.to_string())?;
+                // A manifest of one's own: its folder is relative to data_dir, else to the
+                // manifest file.
+                let base = match &self.data_dir {
+                    Some(d) => d.clone(),
+                    None => path
+                        .parent()
+                        .unwrap_or(std::path::Path::new("."))
+                        .to_path_buf(),
+                };
+                dataset::load::load_manifest(&manifest, &base.join(&manifest.folder), None)
+                    .map_err(|e| e.to_string())
             }
-            _ => return Err("give exactly one of dataset or manifest".into()),
-        };
-        let folder = match (&self.manifest, &self.data_dir) {
-            // A manifest of one's own: its folder is relative to data_dir, else to the
-            // manifest file.
-            (Some(m), None) => m
-                .parent()
-                .unwrap_or(std::path::Path::new("."))
-                .join(&manifest.folder),
-            (Some(_), Some(d)) => d.join(&manifest.folder),
-            (None, d) => dataset::locate(&manifest, d.as_deref()).map_err(|e| e.to_string())?,
-        };
-        dataset::load::load_manifest(&manifest, &folder, filter).map_err(|e| e.to_string())
+            _ => Err("give exactly one of dataset or manifest".into()),
+        }
     }
 
     /// A loaded reading as a candidate for the cleaner.
@@ -157,8 +150,7 @@ impl Collector for FileConfig {
             ));
         }
         if let Some(d) = &self.dataset {
-            let base = d.split(':').next().unwrap_or(d);
-            Manifest::builtin(base).map_err(|e| bad(e.to_string()))?;
+            Manifest::builtin(dataset::split_name(d).0).map_err(|e| bad(e.to_string()))?;
         }
         if let Some(m) = &self.manifest {
             let text = std::fs::read_to_string(m)

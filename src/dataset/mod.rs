@@ -136,7 +136,23 @@ pub fn locate(manifest: &Manifest, explicit: Option<&Path>) -> Result<PathBuf, D
     })
 }
 
-/// Replay pace.
+/// A dataset name as users write it, `name` or `name:filter` (a part of a file's path).
+pub fn split_name(name: &str) -> (&str, Option<&str>) {
+    match name.split_once(':') {
+        Some((b, f)) => (b, Some(f)),
+        None => (name, None),
+    }
+}
+
+/// Loads a built-in dataset, `name` or `name:filter`, found as [`locate`] says.
+pub fn load_builtin(name: &str, data_dir: Option<&Path>) -> Result<Loaded, DatasetError> {
+    let (base, filter) = split_name(name);
+    let manifest = Manifest::builtin(base)?;
+    let folder = locate(&manifest, data_dir)?;
+    load::load_manifest(&manifest, &folder, filter)
+}
+
+/// Replay pace (`replay`, the file collector).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Speed {
     /// As fast as the broker takes it.

@@ -15,7 +15,6 @@ use serde_json::Value;
 use streamgauge::kafka::admin;
 
 use streamgauge::analytics::window::{batch_stats, Tumbling};
-use streamgauge::dataset::{load::load_manifest, locate, Manifest};
 use streamgauge::engine::{run, Input, RunReport, RunSpec};
 use streamgauge::kafka::source::KafkaInput;
 use streamgauge::kafka::ClientSettings;
@@ -38,13 +37,7 @@ pub fn data_dir() -> PathBuf {
 
 /// Loads a built-in dataset (with an optional `:filter`).
 pub fn load(name: &str) -> Vec<Reading> {
-    let (base, filter) = match name.split_once(':') {
-        Some((b, f)) => (b, Some(f)),
-        None => (name, None),
-    };
-    let m = Manifest::builtin(base).unwrap();
-    let folder = locate(&m, Some(&data_dir())).unwrap();
-    let l = load_manifest(&m, &folder, filter).unwrap();
+    let l = streamgauge::dataset::load_builtin(name, Some(&data_dir())).unwrap();
     assert!(
         l.quarantined.is_empty(),
         "{name}: unexpected bad rows {:?}",
@@ -250,17 +243,44 @@ pub fn free_port() -> u16 {
         .port()
 }
 
-/// A Mosquitto broker process, killed on drop.
-pub struct Mosquitto(Child);
-impl Drop for Mosquitto {
+/// A service process the test started (a broker, a device), killed on drop.
+pub struct Service(Child);
+impl Drop for Service {
     fn drop(&mut self) {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
 }
 
+/// Starts `cmd` (output discarded) and waits up to `secs` for it to listen on `port`;
+/// `what` names it in the failure, with how to install it.
+pub fn service(mut cmd: Command, port: u16, secs: u64, what: &str) -> Service {
+    let child = cmd
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{what}: {e}"));
+    let s = Service(child);
+    wait_for(&format!("{what} to listen"), secs, || {
+        TcpStream::connect(("127.0.0.1", port)).is_ok()
+    });
+    s
+}
+
+/// Polls `cond` every 50 ms; fails the test after `secs` seconds, naming `what`.
+pub fn wait_for(what: &str, secs: u64, mut cond: impl FnMut() -> bool) {
+    let t0 = Instant::now();
+    while !cond() {
+        assert!(
+            t0.elapsed() < Duration::from_secs(secs),
+            "timed out: {what}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// Starts Mosquitto on a free loopback port (config in `dir`).
-pub fn mosquitto(dir: &std::path::Path) -> (Mosquitto, u16) {
+pub fn mosquitto(dir: &std::path::Path) -> (Service, u16) {
     let bin = ["/usr/sbin/mosquitto", "/usr/bin/mosquitto"]
         .into_iter()
         .find(|p| std::path::Path::new(p).is_file())
@@ -272,22 +292,9 @@ pub fn mosquitto(dir: &std::path::Path) -> (Mosquitto, u16) {
         format!("listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n"),
     )
     .unwrap();
-    let child = Command::new(bin)
-        .arg("-c")
-        .arg(&conf)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let m = Mosquitto(child);
-    let t0 = Instant::now();
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            t0.elapsed() < Duration::from_secs(10),
-            "mosquitto did not listen"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let mut cmd = Command::new(bin);
+    cmd.arg("-c").arg(&conf);
+    let m = service(cmd, port, 10, "mosquitto");
     (m, port)
 }
 
