@@ -60,6 +60,8 @@ pub struct Sink {
     topic: String,
     quarantine_topic: String,
     spooling: bool,
+    /// The encoded reading, reused.
+    buf: Vec<u8>,
 }
 
 impl Sink {
@@ -85,14 +87,15 @@ impl Sink {
             topic: topic.to_string(),
             quarantine_topic: format!("{topic}.quarantine"),
             spooling: spool.is_some(),
+            buf: Vec::with_capacity(256),
         })
     }
 
     fn quarantine(&self, q: &crate::quarantine::Quarantined) -> Result<(), CollectError> {
-        self.delivery.send(spool::Rec {
-            topic: self.quarantine_topic.clone(),
-            key: q.source.clone().into_bytes(),
-            payload: q.to_json().into_bytes(),
+        self.delivery.send(spool::RecRef {
+            topic: &self.quarantine_topic,
+            key: q.source.as_bytes(),
+            payload: q.to_json().as_bytes(),
         })?;
         Ok(())
     }
@@ -109,12 +112,11 @@ impl Sink {
     ) -> Result<(), CollectError> {
         match self.cleaner.clean(source, payload, parsed) {
             Outcome::Reading(r) => {
-                let mut buf = Vec::with_capacity(128);
-                crate::record::WireFormat::Json.encode(&r, &mut buf);
-                self.delivery.send(spool::Rec {
-                    topic: self.topic.clone(),
-                    key: r.series.as_bytes().to_vec(),
-                    payload: buf,
+                crate::record::WireFormat::Json.encode(&r, &mut self.buf);
+                self.delivery.send(spool::RecRef {
+                    topic: &self.topic,
+                    key: r.series.as_bytes(),
+                    payload: &self.buf,
                 })?
             }
             Outcome::Quarantined(q) => {

@@ -64,6 +64,28 @@ pub struct Rec {
 }
 
 impl Rec {
+    /// The record, borrowed.
+    pub fn as_ref(&self) -> RecRef<'_> {
+        RecRef {
+            topic: &self.topic,
+            key: &self.key,
+            payload: &self.payload,
+        }
+    }
+}
+
+/// A record to send, borrowed (the hot path copies nothing unless it spools).
+#[derive(Debug, Clone, Copy)]
+pub struct RecRef<'a> {
+    /// Topic.
+    pub topic: &'a str,
+    /// Key.
+    pub key: &'a [u8],
+    /// Payload.
+    pub payload: &'a [u8],
+}
+
+impl RecRef<'_> {
     fn size(&self) -> u64 {
         (12 + self.topic.len() + self.key.len() + self.payload.len()) as u64
     }
@@ -76,7 +98,8 @@ pub struct Spool {
     max_bytes: u64,
     /// Segment numbers on disk, oldest first.
     segments: VecDeque<u64>,
-    writer: Option<(u64, BufWriter<File>)>,
+    /// The segment being written: number, file, bytes in it.
+    writer: Option<(u64, BufWriter<File>, u64)>,
     reader: Option<(u64, BufReader<File>)>,
     /// A record read but not yet taken by the producer.
     pending: Option<Rec>,
@@ -149,20 +172,16 @@ impl Spool {
     }
 
     /// Appends a record; `Ok(false)` when the spool is full.
-    pub fn push(&mut self, r: &Rec) -> std::io::Result<bool> {
+    pub fn push(&mut self, r: RecRef<'_>) -> std::io::Result<bool> {
         if self.bytes + r.size() > self.max_bytes {
             return Ok(false);
         }
         let rotate = match &self.writer {
             None => true,
-            Some((n, w)) => {
-                w.get_ref().metadata().map(|m| m.len()).unwrap_or(0) + w.buffer().len() as u64
-                    >= SEGMENT_BYTES
-                    || self.segments.back() != Some(n)
-            }
+            Some((n, _, written)) => *written >= SEGMENT_BYTES || self.segments.back() != Some(n),
         };
         if rotate {
-            if let Some((_, mut w)) = self.writer.take() {
+            if let Some((_, mut w, _)) = self.writer.take() {
                 w.flush()?;
             }
             let n = self.segments.back().map_or(0, |n| n + 1);
@@ -171,15 +190,13 @@ impl Spool {
                 .append(true)
                 .open(seg_path(&self.dir, n))?;
             self.segments.push_back(n);
-            self.writer = Some((n, BufWriter::new(f)));
+            self.writer = Some((n, BufWriter::new(f), 0));
         }
-        let Some((_, w)) = self.writer.as_mut() else {
+        let Some((_, w, written)) = self.writer.as_mut() else {
             return Ok(false);
         };
-        for part in [r.topic.as_bytes(), &r.key, &r.payload] {
-            w.write_all(&(part.len() as u32).to_le_bytes())?;
-            w.write_all(part)?;
-        }
+        write_rec(w, r)?;
+        *written += r.size();
         self.bytes += r.size();
         self.records += 1;
         Ok(true)
@@ -187,7 +204,7 @@ impl Spool {
 
     /// Writes buffered records to the files.
     pub fn sync(&mut self) -> std::io::Result<()> {
-        if let Some((_, w)) = self.writer.as_mut() {
+        if let Some((_, w, _)) = self.writer.as_mut() {
             w.flush()?;
         }
         Ok(())
@@ -200,7 +217,7 @@ impl Spool {
         let Some((n, mut r)) = self.reader.take() else {
             return Ok(());
         };
-        if self.writer.as_ref().is_some_and(|(w, _)| *w == n) {
+        if self.writer.as_ref().is_some_and(|(w, _, _)| *w == n) {
             self.sync()?;
             self.writer = None;
         }
@@ -211,10 +228,7 @@ impl Spool {
             rest.push(rec);
         }
         for rec in &rest {
-            for part in [rec.topic.as_bytes(), &rec.key, &rec.payload] {
-                w.write_all(&(part.len() as u32).to_le_bytes())?;
-                w.write_all(part)?;
-            }
+            write_rec(&mut w, rec.as_ref())?;
         }
         w.flush()?;
         w.get_ref().sync_all()?;
@@ -251,7 +265,7 @@ impl Spool {
                 let Some(&n) = self.segments.front() else {
                     return Ok(None);
                 };
-                if self.writer.as_ref().is_some_and(|(w, _)| *w == n) {
+                if self.writer.as_ref().is_some_and(|(w, _, _)| *w == n) {
                     self.sync()?;
                 }
                 self.reader = Some((n, BufReader::new(File::open(seg_path(&self.dir, n))?)));
@@ -262,7 +276,7 @@ impl Spool {
             };
             // The segment being written: flush whole records first, so that no half-written
             // record is read (the BufWriter writes out whenever its buffer fills).
-            if self.writer.as_ref().is_some_and(|(w, _)| *w == n) {
+            if self.writer.as_ref().is_some_and(|(w, _, _)| *w == n) {
                 self.sync()?;
             }
             let Some((_, r)) = self.reader.as_mut() else {
@@ -273,7 +287,7 @@ impl Spool {
                 return Ok(Some(rec));
             }
             // The end of this segment: if it is being written, flush and look again once.
-            if self.writer.as_ref().is_some_and(|(w, _)| *w == n) {
+            if self.writer.as_ref().is_some_and(|(w, _, _)| *w == n) {
                 let before = self.records;
                 self.sync()?;
                 if let Some((_, r)) = self.reader.as_mut() {
@@ -296,6 +310,14 @@ impl Spool {
             self.bytes = self.bytes.saturating_sub(len);
         }
     }
+}
+
+fn write_rec(w: &mut impl Write, r: RecRef<'_>) -> std::io::Result<()> {
+    for part in [r.topic.as_bytes(), r.key, r.payload] {
+        w.write_all(&(part.len() as u32).to_le_bytes())?;
+        w.write_all(part)?;
+    }
+    Ok(())
 }
 
 fn read_rec(r: &mut impl Read) -> std::io::Result<Option<Rec>> {
@@ -361,7 +383,7 @@ impl ProducerContext for SpoolContext {
         };
         let mut g = lock(&self.spool);
         match (retry, g.as_mut()) {
-            (true, Some(s)) => match s.push(&rec) {
+            (true, Some(s)) => match s.push(rec.as_ref()) {
                 Ok(true) => {}
                 Ok(false) => {
                     tracing::error!(collector = %self.name, "spool full: an undelivered record is lost")
@@ -390,12 +412,8 @@ pub struct Delivery {
     name: String,
 }
 
-fn try_send(p: &ThreadedProducer<SpoolContext>, r: &Rec) -> Result<bool, RdError> {
-    match p.send(
-        BaseRecord::to(&r.topic)
-            .key(&r.key[..])
-            .payload(&r.payload[..]),
-    ) {
+fn try_send(p: &ThreadedProducer<SpoolContext>, r: RecRef<'_>) -> Result<bool, RdError> {
+    match p.send(BaseRecord::to(r.topic).key(r.key).payload(r.payload)) {
         Ok(()) => Ok(true),
         Err((RdError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => Ok(false),
         Err((e, _)) => Err(e),
@@ -465,7 +483,7 @@ impl Delivery {
 
     /// Sends a record: to the producer, or behind what is spooled, or into the spool when
     /// the memory queue is full; blocks only when neither has room.
-    pub fn send(&self, r: Rec) -> Result<(), KafkaError> {
+    pub fn send(&self, r: RecRef<'_>) -> Result<(), KafkaError> {
         let err = |e: RdError| KafkaError::Client {
             context: "producing".into(),
             source: e,
@@ -475,20 +493,20 @@ impl Delivery {
                 let mut g = lock(&self.spool);
                 match g.as_mut() {
                     Some(s) if !s.is_empty() => {
-                        if s.push(&r).map_err(io_err)? {
+                        if s.push(r).map_err(io_err)? {
                             return Ok(());
                         }
                     }
                     Some(s) => {
-                        if try_send(&self.producer, &r).map_err(err)? {
+                        if try_send(&self.producer, r).map_err(err)? {
                             return Ok(());
                         }
-                        if s.push(&r).map_err(io_err)? {
+                        if s.push(r).map_err(io_err)? {
                             return Ok(());
                         }
                     }
                     None => {
-                        if try_send(&self.producer, &r).map_err(err)? {
+                        if try_send(&self.producer, r).map_err(err)? {
                             return Ok(());
                         }
                     }
@@ -558,7 +576,7 @@ fn drain(p: &ThreadedProducer<SpoolContext>, spool: &Mutex<Option<Spool>>) -> st
     if s.is_empty() {
         return Ok(0);
     }
-    s.drain(|r| match try_send(p, r) {
+    s.drain(|r| match try_send(p, r.as_ref()) {
         Ok(sent) => sent,
         Err(e) => {
             tracing::error!(error = %e, topic = %r.topic, "spool: a record Kafka refuses is dropped");
@@ -590,7 +608,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut s = Spool::open(dir.path(), 1 << 30).unwrap();
         for i in 0..1000 {
-            assert!(s.push(&rec(i)).unwrap());
+            assert!(s.push(rec(i).as_ref()).unwrap());
         }
         let mut got = Vec::new();
         // The producer takes 300, then refuses one.
@@ -604,7 +622,7 @@ mod tests {
         .unwrap();
         assert_eq!(s.len(), 700);
         for i in 1000..1100 {
-            assert!(s.push(&rec(i)).unwrap());
+            assert!(s.push(rec(i).as_ref()).unwrap());
         }
         s.sync().unwrap();
         s.compact().unwrap();
@@ -629,7 +647,7 @@ mod tests {
             "drained segments are deleted"
         );
         let mut small = Spool::open(dir.path(), 100).unwrap();
-        assert!(small.push(&rec(49)).unwrap());
-        assert!(!small.push(&rec(49)).unwrap(), "full");
+        assert!(small.push(rec(49).as_ref()).unwrap());
+        assert!(!small.push(rec(49).as_ref()).unwrap(), "full");
     }
 }
