@@ -5,6 +5,7 @@
 use streamgauge::analytics::forecast::{HoltWinters, LogReturns, RlsAr};
 use streamgauge::analytics::outlier::{RobustZ, RollingZ};
 use streamgauge::analytics::rolling::{Ewma, Extent, Rolling};
+use streamgauge::analytics::sketch::DEFAULT_BITS;
 use streamgauge::analytics::trend::{Crossover, Trend};
 use streamgauge::dataset::generate::SplitMix64;
 
@@ -153,6 +154,80 @@ fn rolling_time_window_matches_batch_over_10m_updates() {
 #[test]
 fn rolling_quantiles_and_mad_are_exact_over_10m_updates() {
     check_rolling(Extent::Count(501), true, N, 199_999, 3);
+}
+
+/// The sketched window against the exact order statistics of the same window: every
+/// quantile, the median and the MAD within the bounds `analytics::sketch` documents.
+fn check_sketch(extent: Extent, updates: usize, every: usize, seed: u64) {
+    let mut r = Rolling::sketched(extent, DEFAULT_BITS);
+    let mut g = Hostile::new(seed);
+    let (mut checks, mut rel_mad) = (0, Vec::new());
+    for i in 1..=updates {
+        let (ts, x) = g.next();
+        r.push(ts, x);
+        if i % every != 0 && i != updates {
+            continue;
+        }
+        checks += 1;
+        let sk = r.sketch().expect("sketched");
+        let mut sorted: Vec<f64> = r.values().collect();
+        sorted.sort_by(f64::total_cmp);
+        let n = sorted.len();
+        // A few ulps of the center and the value for the subtraction and the interpolation.
+        let ulps = |x: f64| 8.0 * f64::EPSILON * (sk.center().abs() + x.abs());
+        let bound = |a: f64, b: f64| sk.width(a).max(sk.width(b)) + ulps(a).max(ulps(b));
+        for q in [0.0, 0.01, 0.25, 0.5, 0.9, 0.99, 1.0] {
+            let h = (n - 1) as f64 * q;
+            let lo = h.floor() as usize;
+            let hi = (lo + 1).min(n - 1);
+            let want = sorted[lo] + (h - lo as f64) * (sorted[hi] - sorted[lo]);
+            let got = r.quantile(q).expect("non-empty");
+            let tol = bound(sorted[lo], sorted[hi]);
+            assert!(
+                (got - want).abs() <= tol,
+                "p{q} at {i}: sketch {got}, exact {want}, bound {tol}"
+            );
+        }
+        let (a, b) = (sorted[(n - 1) / 2], sorted[n / 2]);
+        let med = 0.5 * (a + b);
+        let got = r.median().expect("non-empty");
+        assert!(
+            (got - med).abs() <= bound(a, b),
+            "median at {i}: {got} vs {med}"
+        );
+        let mut dev: Vec<f64> = sorted.iter().map(|v| (v - med).abs()).collect();
+        dev.sort_by(f64::total_cmp);
+        let mad = 0.5 * (dev[(n - 1) / 2] + dev[n / 2]);
+        let w = sorted
+            .iter()
+            .map(|&v| sk.width(v) + ulps(v))
+            .fold(0.0, f64::max);
+        let got = r.mad().expect("non-empty");
+        assert!(
+            (got - mad).abs() <= 2.0 * w,
+            "MAD at {i}: sketch {got}, exact {mad}, bound {}",
+            2.0 * w
+        );
+        if mad > 0.0 {
+            rel_mad.push((got - mad).abs() / mad);
+        }
+    }
+    assert!(checks >= 10);
+    rel_mad.sort_by(f64::total_cmp);
+    let p50 = rel_mad[rel_mad.len() / 2];
+    eprintln!(
+        "{extent:?}: {checks} checks; MAD relative error p50 {p50:.2e}, max {:.2e}",
+        rel_mad[rel_mad.len() - 1]
+    );
+    // The bound is loose (it allows for the widest bucket); typical errors are a small
+    // fraction of a bucket near the MAD.
+    assert!(p50 < 2f64.powi(-(DEFAULT_BITS as i32)), "p50 {p50}");
+}
+
+#[test]
+fn rolling_sketch_quantiles_and_mad_stay_within_their_bounds_over_10m_updates() {
+    check_sketch(Extent::Count(1000), N, 9_973, 4);
+    check_sketch(Extent::Time(600_000), N, 10_007, 5);
 }
 
 #[test]

@@ -9,5 +9,6 @@ pub mod forecast;
 pub mod orderstat;
 pub mod outlier;
 pub mod rolling;
+pub mod sketch;
 pub mod trend;
 pub mod window;

@@ -6,13 +6,15 @@
 //! Neumaier compensation, and are recomputed from the window's values (amortised O(1): at
 //! most once per window length of evictions, or when the mean drifts far from the reference),
 //! which keeps results within 1e-9 relative of a two-pass batch computation over arbitrarily
-//! long streams. Min and max use monotonic deques; quantiles an [`OrderStat`] multiset.
+//! long streams. Min and max use monotonic deques; quantiles an [`OrderStat`] multiset
+//! (exact, O(log n)) or a [`QuantileSketch`] (bounded error, cost independent of n).
 //!
 //! Readings of one window must arrive in event-time order (the operators sort them).
 
 use std::collections::VecDeque;
 
 use super::orderstat::OrderStat;
+use super::sketch::QuantileSketch;
 
 /// Adds `v` to the compensated sum `(s, c)` (Neumaier's variant of Kahan summation).
 #[inline]
@@ -88,9 +90,22 @@ impl Moments {
     }
 }
 
+/// How a [`Rolling`] window answers quantiles, median and MAD.
+#[derive(Debug, Clone)]
+enum Order {
+    /// Not at all.
+    Off,
+    /// Exactly, from an order-statistic multiset: O(log n) per reading.
+    Exact(OrderStat),
+    /// Within the [`QuantileSketch`] bounds, at a cost independent of n; `evicted` counts
+    /// evictions since the sketch was last re-centred.
+    Sketch(QuantileSketch, usize),
+}
+
 /// Statistics of a sliding window. Memory per series: the window's readings (24 bytes each)
-/// plus the min/max deques (at most the window, 16 bytes each) and, when quantiles are on, one
-/// 40-byte tree node per reading.
+/// plus the min/max deques (at most the window, 16 bytes each) and, with exact quantiles,
+/// 16 bytes per reading in the order-statistic blocks; with the sketch, 16 bytes per bucket
+/// (see [`QuantileSketch`]).
 #[derive(Debug, Clone)]
 pub struct Rolling {
     extent: Extent,
@@ -100,7 +115,7 @@ pub struct Rolling {
     evicted: usize,
     min: VecDeque<(u64, f64)>,
     max: VecDeque<(u64, f64)>,
-    order: Option<OrderStat>,
+    order: Order,
 }
 
 impl Rolling {
@@ -115,7 +130,22 @@ impl Rolling {
             evicted: 0,
             min: VecDeque::new(),
             max: VecDeque::new(),
-            order: quantiles.then(OrderStat::new),
+            order: if quantiles {
+                Order::Exact(OrderStat::new())
+            } else {
+                Order::Off
+            },
+        }
+    }
+
+    /// A window whose quantiles, median and MAD come from a [`QuantileSketch`] with `bits`
+    /// mantissa bits per bucket (errors within its documented bounds; the cost per reading
+    /// does not grow with the window). The sketch is re-centred on the window's median once
+    /// per window length of evictions (O(n) then, O(1) amortised).
+    pub fn sketched(extent: Extent, bits: u32) -> Self {
+        Rolling {
+            order: Order::Sketch(QuantileSketch::new(bits, 0.0, 0.0), 0),
+            ..Rolling::new(extent, false)
         }
     }
 
@@ -139,8 +169,15 @@ impl Rolling {
             self.max.pop_back();
         }
         self.max.push_back((seq, x));
-        if let Some(o) = &mut self.order {
-            o.insert(x, seq);
+        match &mut self.order {
+            Order::Off => {}
+            Order::Exact(o) => o.insert(x, seq),
+            Order::Sketch(s, _) => {
+                if s.is_empty() {
+                    s.rebuild(x, 0.0, std::iter::empty());
+                }
+                s.insert(x);
+            }
         }
         match self.extent {
             Extent::Count(n) => {
@@ -175,8 +212,15 @@ impl Rolling {
         if self.max.front().is_some_and(|&(s, _)| s == seq) {
             self.max.pop_front();
         }
-        if let Some(o) = &mut self.order {
-            o.remove(x, seq);
+        match &mut self.order {
+            Order::Off => {}
+            Order::Exact(o) => {
+                o.remove(x, seq);
+            }
+            Order::Sketch(s, evicted) => {
+                s.remove(x);
+                *evicted += 1;
+            }
         }
     }
 
@@ -186,6 +230,21 @@ impl Rolling {
         if n > 0 && (self.evicted >= n.max(16) || self.m.drifted(n)) {
             self.m.rebase(self.buf.iter().map(|(_, x, _)| x));
             self.evicted = 0;
+        }
+        if let Order::Sketch(s, evicted) = &mut self.order {
+            // Re-centre once per window of evictions, and once early (at 32 readings) so the
+            // first window gets a knee from real data.
+            if n > 0 && (*evicted >= n.max(16) || (*evicted == 0 && n == 32)) {
+                let center = s.median().unwrap_or(0.0);
+                let mad = s.mad().unwrap_or(0.0);
+                let scale = if mad > 0.0 {
+                    mad
+                } else {
+                    self.m.variance(n).sqrt()
+                };
+                s.rebuild(center, scale, self.buf.iter().map(|&(_, x, _)| x));
+                *evicted = 0;
+            }
         }
     }
 
@@ -238,19 +297,41 @@ impl Rolling {
         self.max.front().map(|&(_, v)| v)
     }
 
-    /// Exact quantile (type 7); None when empty or quantiles are off.
+    /// Quantile (type 7): exact, or within the sketch's bounds; None when empty or
+    /// quantiles are off.
     pub fn quantile(&self, q: f64) -> Option<f64> {
-        self.order.as_ref()?.quantile(q)
+        match &self.order {
+            Order::Off => None,
+            Order::Exact(o) => o.quantile(q),
+            Order::Sketch(s, _) => s.quantile(q),
+        }
     }
 
-    /// Exact median; None when empty or quantiles are off.
+    /// Median: exact, or within the sketch's bounds; None when empty or quantiles are off.
     pub fn median(&self) -> Option<f64> {
-        self.order.as_ref()?.median()
+        match &self.order {
+            Order::Off => None,
+            Order::Exact(o) => o.median(),
+            Order::Sketch(s, _) => s.median(),
+        }
     }
 
-    /// Exact median absolute deviation; None when empty or quantiles are off.
+    /// Median absolute deviation: exact, or within the sketch's bounds; None when empty or
+    /// quantiles are off.
     pub fn mad(&self) -> Option<f64> {
-        self.order.as_ref()?.mad()
+        match &self.order {
+            Order::Off => None,
+            Order::Exact(o) => o.mad(),
+            Order::Sketch(s, _) => s.mad(),
+        }
+    }
+
+    /// The quantile sketch, when the window was made with [`Rolling::sketched`].
+    pub fn sketch(&self) -> Option<&QuantileSketch> {
+        match &self.order {
+            Order::Sketch(s, _) => Some(s),
+            _ => None,
+        }
     }
 
     /// The window's values, oldest first (for oracles and debugging).
