@@ -59,88 +59,80 @@ pub fn value_name() -> Arc<str> {
     VALUE.with(Arc::clone)
 }
 
-/// An interner key: strings up to 22 bytes are stored inline, so a lookup compares bytes in
-/// the table itself instead of following a pointer to the heap.
-#[derive(Debug, Clone)]
-enum Key {
-    Inline { len: u8, bytes: [u8; 22] },
-    Heap(Box<str>),
-}
+/// An interner key for strings up to 23 bytes: the bytes, zero-padded, in three words, with
+/// the length in the last byte. A lookup copies the string into one such key and compares and
+/// hashes three words (no `memcmp` call, no UTF-8 check, no pointer chase).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct ShortKey([u64; 3]);
 
-impl Key {
-    fn new(s: &str) -> Key {
-        if s.len() <= 22 {
-            let mut bytes = [0u8; 22];
-            bytes[..s.len()].copy_from_slice(s.as_bytes());
-            Key::Inline {
-                len: s.len() as u8,
-                bytes,
-            }
-        } else {
-            Key::Heap(s.into())
-        }
-    }
-    fn as_str(&self) -> &str {
-        match self {
-            // Built from a &str, so always valid UTF-8.
-            Key::Inline { len, bytes } => {
-                std::str::from_utf8(&bytes[..*len as usize]).unwrap_or("")
-            }
-            Key::Heap(b) => b,
-        }
-    }
-}
-
-impl std::hash::Hash for Key {
+impl std::hash::Hash for ShortKey {
+    #[inline]
     fn hash<H: std::hash::Hasher>(&self, h: &mut H) {
-        self.as_str().hash(h)
-    }
-}
-
-impl PartialEq for Key {
-    fn eq(&self, other: &Key) -> bool {
-        match (self, other) {
-            (Key::Inline { len: a, bytes: x }, Key::Inline { len: b, bytes: y }) => {
-                a == b && x == y
-            }
-            _ => self.as_str() == other.as_str(),
+        for w in self.0 {
+            h.write_u64(w);
         }
     }
 }
 
-impl Eq for Key {}
+/// Longest string a [`ShortKey`] holds.
+pub(crate) const SHORT: usize = 23;
 
-impl std::borrow::Borrow<str> for Key {
-    fn borrow(&self) -> &str {
-        self.as_str()
+impl ShortKey {
+    #[inline]
+    pub(crate) fn new(s: &str) -> ShortKey {
+        debug_assert!(s.len() <= SHORT);
+        let mut b = [0u8; 24];
+        b[..s.len()].copy_from_slice(s.as_bytes());
+        b[23] = s.len() as u8;
+        let w = |i: usize| {
+            u64::from_le_bytes([
+                b[i],
+                b[i + 1],
+                b[i + 2],
+                b[i + 3],
+                b[i + 4],
+                b[i + 5],
+                b[i + 6],
+                b[i + 7],
+            ])
+        };
+        ShortKey([w(0), w(8), w(16)])
     }
 }
 
 /// Deduplicates series and field names so that millions of readings share a few allocations.
 #[derive(Debug, Default)]
 pub struct Interner {
-    map: HashMap<Key, Arc<str>, crate::engine::FastBuild>,
+    short: HashMap<ShortKey, Arc<str>, crate::engine::FastBuild>,
+    long: HashMap<Box<str>, Arc<str>, crate::engine::FastBuild>,
 }
 
 impl Interner {
     /// Returns the shared copy of `s`, creating it on first sight.
+    #[inline]
     pub fn intern(&mut self, s: &str) -> Arc<str> {
-        if let Some(a) = self.map.get(s) {
-            return a.clone();
+        if s.len() <= SHORT {
+            self.short
+                .entry(ShortKey::new(s))
+                .or_insert_with(|| Arc::from(s))
+                .clone()
+        } else if let Some(a) = self.long.get(s) {
+            a.clone()
+        } else {
+            let a: Arc<str> = Arc::from(s);
+            self.long.insert(s.into(), a.clone());
+            a
         }
-        let a: Arc<str> = Arc::from(s);
-        self.map.insert(Key::new(s), a.clone());
-        a
     }
 
     /// Number of distinct strings seen.
     pub fn len(&self) -> usize {
-        self.map.len()
+        self.short.len() + self.long.len()
     }
 
     /// True when nothing was interned yet.
     pub fn is_empty(&self) -> bool {
-        self.map.is_empty()
+        self.len() == 0
     }
 }
 

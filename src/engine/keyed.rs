@@ -19,7 +19,7 @@ use timely::dataflow::operators::Capability;
 use timely::dataflow::Stream;
 
 use super::{series_hash, FastBuild};
-use crate::record::{EventTime, Reading};
+use crate::record::{EventTime, Reading, ShortKey, SHORT};
 
 /// Runs `logic(reading, emit)` for every reading, per series in event-time order, on the
 /// worker that owns the series; `emit` sends an output record at the reading's completed time.
@@ -105,7 +105,9 @@ fn order(a: &Reading, b: &Reading) -> Ordering {
 /// then among its few value names, so the hot path clones no `Arc` (only a first sighting
 /// stores the names).
 pub struct PerField<V> {
-    map: HashMap<Arc<str>, Fields<V>, FastBuild>,
+    /// Series ids of up to 23 bytes, by their three-word key (no `memcmp` per lookup).
+    short: HashMap<ShortKey, Fields<V>, FastBuild>,
+    long: HashMap<Arc<str>, Fields<V>, FastBuild>,
 }
 
 /// One series' states, by value name.
@@ -114,7 +116,8 @@ type Fields<V> = Vec<(Arc<str>, V)>;
 impl<V> Default for PerField<V> {
     fn default() -> Self {
         PerField {
-            map: HashMap::default(),
+            short: HashMap::default(),
+            long: HashMap::default(),
         }
     }
 }
@@ -129,9 +132,13 @@ impl<V> PerField<V> {
         make: impl FnOnce() -> V,
         f: impl FnOnce(&mut V) -> R,
     ) -> R {
-        let fields = match self.map.get_mut(series.as_ref()) {
-            Some(fields) => fields,
-            None => self.map.entry(series.clone()).or_default(),
+        let fields = if series.len() <= SHORT {
+            self.short.entry(ShortKey::new(series)).or_default()
+        } else {
+            match self.long.get_mut(series.as_ref()) {
+                Some(fields) => fields,
+                None => self.long.entry(series.clone()).or_default(),
+            }
         };
         let i = match fields
             .iter()

@@ -58,6 +58,12 @@ impl std::hash::Hasher for FastHasher {
         }
         self.0 = h;
     }
+    #[inline]
+    fn write_u64(&mut self, w: u64) {
+        self.0 = ((self.0 ^ 0xcbf2_9ce4_8422_2325) ^ w)
+            .wrapping_mul(0x9E37_79B9_7F4A_7C15)
+            .rotate_left(29);
+    }
 }
 
 /// `BuildHasher` for [`FastHasher`].
