@@ -104,7 +104,7 @@ impl Row for WindowRow {
 /// The registered dataflow.
 pub struct SeriesStats;
 
-type Fields = Vec<(Arc<str>, WindowStats)>;
+type Fields = smallvec::SmallVec<[(Arc<str>, WindowStats); 1]>;
 /// Open windows by end time: the capability to emit at the end, and per-series state.
 type OpenWindows =
     BTreeMap<EventTime, (Capability<EventTime>, HashMap<Arc<str>, Fields, FastBuild>)>;
