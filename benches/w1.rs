@@ -3,7 +3,7 @@
 //! window written out, over the generated W1 file.
 //!
 //! ```text
-//! cargo bench --bench w1 -- [--rows 10000000] [--cases naive,file-1,file-2,broker-1,broker-2] [--no-check]
+//! cargo bench --bench w1 -- [--rows 10000000] [--cases naive,file-1,file-2,broker-1,broker-2,batched-1,batched-2] [--no-check]
 //! ```
 //!
 //! Each case runs in a child process (so peak memory is its own) and reports readings/s, wall
@@ -11,7 +11,9 @@
 //! window): counts exact, floats within 1e-9 relative. Broker cases replay the file into the
 //! embedded broker while the dataflow consumes it (the embedded broker keeps only the newest
 //! 5 MB / 100,000 messages per partition, so the producer is held within 100,000 readings of
-//! the consumer), timed from the first produced reading to the last window written.
+//! the consumer), timed from the first produced reading to the last window written. `broker-N`
+//! sends one reading per Kafka message; `batched-N` sends up to [`BATCH`] readings of one
+//! partition per message (`replay --batch`).
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, BufWriter, Write};
@@ -48,8 +50,8 @@ fn main() -> Result<()> {
     if let Some(case) = arg(&args, "--case") {
         return child(&case, &file, rows, &dir);
     }
-    let cases =
-        arg(&args, "--cases").unwrap_or_else(|| "naive,file-1,file-2,broker-1,broker-2".into());
+    let cases = arg(&args, "--cases")
+        .unwrap_or_else(|| "naive,file-1,file-2,broker-1,broker-2,batched-1,batched-2".into());
     let check = !args.iter().any(|a| a == "--no-check");
     let oracle = if check { Some(oracle(&file)?) } else { None };
     println!("W1: {rows} rows, 10,000 sensors, 10 s tumbling windows, every window written (CSV)");
@@ -86,11 +88,15 @@ fn child(case: &str, file: &Path, rows: u64, dir: &Path) -> Result<()> {
         }
         c if c.starts_with("broker-") => {
             let workers: usize = c[7..].parse()?;
-            through_broker(file, rows, workers, &out)?
+            through_broker(file, rows, workers, 1, &out)?
+        }
+        c if c.starts_with("batched-") => {
+            let workers: usize = c[8..].parse()?;
+            through_broker(file, rows, workers, BATCH, &out)?
         }
         other => bail!("unknown case {other}"),
     };
-    let output = if case.starts_with("broker") {
+    let output = if case.starts_with("broker") || case.starts_with("batched") {
         None
     } else {
         Some(out.join("series_stats.csv"))
@@ -103,7 +109,16 @@ fn child(case: &str, file: &Path, rows: u64, dir: &Path) -> Result<()> {
     Ok(())
 }
 
-fn through_broker(file: &Path, rows: u64, workers: usize, out: &Path) -> Result<(u64, u64, f64)> {
+/// Readings per message in the `batched-N` cases.
+const BATCH: usize = 500;
+
+fn through_broker(
+    file: &Path,
+    rows: u64,
+    workers: usize,
+    batch: usize,
+    out: &Path,
+) -> Result<(u64, u64, f64)> {
     let broker = EmbeddedBroker::start(1)?;
     broker.create_topic("w1", 8)?;
     let mut input = KafkaInput {
@@ -121,7 +136,7 @@ fn through_broker(file: &Path, rows: u64, workers: usize, out: &Path) -> Result<
     let engine = std::thread::spawn(move || run(spec));
     std::thread::sleep(Duration::from_millis(500));
     let t = Instant::now();
-    let mut p = ReadingProducer::new(&ClientSettings::new(broker.bootstrap()), "w1")?;
+    let mut p = ReadingProducer::batched(&ClientSettings::new(broker.bootstrap()), "w1", batch)?;
     let mut reader = BlockReader::new(&spec_csv(file), 0, 1)?;
     let (mut good, mut bad) = (Vec::new(), Vec::new());
     let mut sent = 0u64;

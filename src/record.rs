@@ -215,14 +215,44 @@ impl WireFormat {
         }
     }
 
+    /// Appends a reading to `out` (batched messages: one reading per line).
+    pub fn append(self, r: &Reading, out: &mut Vec<u8>) {
+        match self {
+            WireFormat::Json => encode_json(r, out),
+        }
+    }
+
     /// Decodes a payload, interning names through `interner`.
     pub fn decode(self, bytes: &[u8], interner: &mut Interner) -> Result<Reading, DecodeError> {
         match self {
             WireFormat::Json => decode_json(bytes, interner),
         }
     }
+
+    /// Decodes a payload of one reading or of several, one per line (a batched message), and
+    /// hands each line's index, bytes and result to `each`: a bad line is one error, the
+    /// other lines still decode. Empty lines are skipped.
+    pub fn decode_lines(
+        self,
+        bytes: &[u8],
+        interner: &mut Interner,
+        mut each: impl FnMut(usize, &[u8], Result<Reading, DecodeError>),
+    ) {
+        if !bytes.contains(&b'\n') {
+            each(0, bytes, self.decode(bytes, interner));
+            return;
+        }
+        for (i, line) in bytes.split(|&b| b == b'\n').enumerate() {
+            let line = line.strip_suffix(b"\r").unwrap_or(line);
+            if line.iter().all(u8::is_ascii_whitespace) {
+                continue;
+            }
+            each(i, line, self.decode(line, interner));
+        }
+    }
 }
 
+/// Appends `r` as one JSON object (no newline).
 fn encode_json(r: &Reading, out: &mut Vec<u8>) {
     out.extend_from_slice(b"{\"series\":");
     serde_json::to_writer(&mut *out, &*r.series).expect("writing to a Vec cannot fail");

@@ -56,38 +56,52 @@ fn standalone_broker_serves_replay_and_run_in_other_processes() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let dir = tempfile::tempdir().unwrap();
+    // The same dataset again, 200 readings per message.
     let out = bin()
-        .args([
-            "run",
-            "series_stats",
-            "--brokers",
-            &addr,
-            "--topic",
-            "art",
-            "--until-end",
-            "-w",
-            "2",
-            "--window",
-            "1h",
-            "--output",
-        ])
-        .arg(dir.path())
+        .args(["replay", "nab:artificialWithAnomaly", "--brokers", &addr])
+        .args(["--topic", "artb", "--batch", "200", "--partitions", "3"])
+        .arg("--data-dir")
+        .arg(&data)
         .output()
         .unwrap();
-    let _ = broker.kill();
-    let _ = broker.wait();
     assert!(
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let readings = load("nab:artificialWithAnomaly");
-    assert_windows_eq(
-        &read_windows(dir.path()),
-        &oracle(&readings, 3_600_000),
-        "via the standalone broker",
+    let bad = bin()
+        .args(["replay", "nab:artificialWithAnomaly", "--brokers", &addr])
+        .args(["--topic", "artb", "--batch", "0"])
+        .output()
+        .unwrap();
+    assert!(!bad.status.success());
+    assert!(
+        String::from_utf8_lossy(&bad.stderr).contains("--batch"),
+        "{}",
+        String::from_utf8_lossy(&bad.stderr)
     );
+    let readings = load("nab:artificialWithAnomaly");
+    for topic in ["art", "artb"] {
+        let dir = tempfile::tempdir().unwrap();
+        let out = bin()
+            .args(["run", "series_stats", "--brokers", &addr, "--topic", topic])
+            .args(["--until-end", "-w", "2", "--window", "1h", "--output"])
+            .arg(dir.path())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_windows_eq(
+            &read_windows(dir.path()),
+            &oracle(&readings, 3_600_000),
+            &format!("{topic} via the standalone broker"),
+        );
+    }
+    let _ = broker.kill();
+    let _ = broker.wait();
 }
 
 #[test]

@@ -9,7 +9,7 @@ use std::time::Duration;
 use common::*;
 use streamgauge::dataset::generate::SplitMix64;
 use streamgauge::kafka::broker::EmbeddedBroker;
-use streamgauge::kafka::producer::ReadingProducer;
+use streamgauge::kafka::producer::{partition_for, ReadingProducer};
 use streamgauge::kafka::ClientSettings;
 use streamgauge::record::Reading;
 
@@ -73,6 +73,91 @@ fn hundred_thousand_readings_over_8_partitions_3_workers_counted_once() {
         );
     }
     assert_windows_eq(&got, &oracle(&readings, 10_000), "exactly once");
+}
+
+#[test]
+fn batched_messages_deliver_every_reading_once_in_the_partition_librdkafka_picks() {
+    let broker = EmbeddedBroker::start(1).unwrap();
+    let settings = ClientSettings::new(broker.bootstrap());
+    broker.create_topic("batched", 8).unwrap();
+    broker.create_topic("keyed", 8).unwrap();
+    let mut rng = SplitMix64(12);
+    let names: Vec<Arc<str>> = (0..300)
+        .map(|i| Arc::from(format!("dev{i:03}").as_str()))
+        .collect();
+    let readings: Vec<Reading> = (0..60_000i64)
+        .map(|i| {
+            Reading::single(
+                names[rng.below(300) as usize].clone(),
+                1_000_000 + i * 3,
+                i as f64,
+            )
+        })
+        .collect();
+    let mut batched = ReadingProducer::batched(&settings, "batched", 250).unwrap();
+    let mut keyed = ReadingProducer::new(&settings, "keyed").unwrap();
+    for (i, r) in readings.iter().enumerate() {
+        batched.send(r).unwrap();
+        if i % 50 == 0 {
+            keyed.send(r).unwrap();
+        }
+    }
+    // A batch with a broken line in the middle: the other lines still count.
+    let good = |s: &str, ts: i64| {
+        let mut b = Vec::new();
+        streamgauge::record::WireFormat::Json
+            .append(&Reading::single(Arc::from(s), ts, 1.0), &mut b);
+        String::from_utf8(b).unwrap()
+    };
+    let payload = format!(
+        "{}\n{{\"series\":\"x\",\"ts\":oops}}\n{}\n",
+        good("dev000", 1_180_001),
+        good("dev000", 1_180_002)
+    );
+    batched.flush(Duration::from_secs(30)).unwrap();
+    batched.send_raw("", payload.as_bytes()).unwrap();
+    batched.flush(Duration::from_secs(30)).unwrap();
+    keyed.flush(Duration::from_secs(30)).unwrap();
+
+    // librdkafka's own partitioner put each keyed reading where partition_for says.
+    for (part, key, _) in read_messages(&settings, "keyed") {
+        assert_eq!(part, partition_for(&key, 8), "{key}");
+    }
+    // Batches: many readings per message, each series only in its partition.
+    let messages = read_messages(&settings, "batched");
+    assert!(
+        messages.len() < readings.len() / 100,
+        "{} messages",
+        messages.len()
+    );
+    // (The hand-made batch went out unkeyed, to any partition.)
+    for (part, _, payload) in messages
+        .iter()
+        .filter(|m| !m.2.windows(4).any(|w| w == b"oops"))
+    {
+        for line in payload.split(|&b| b == b'\n') {
+            let v: serde_json::Value = serde_json::from_slice(line).unwrap();
+            let series = v["series"].as_str().unwrap();
+            assert_eq!(*part, partition_for(series, 8), "{series}");
+        }
+    }
+
+    let dir = tempfile::tempdir().unwrap();
+    let report = run_ok(spec(
+        kafka_input(broker.bootstrap(), "batched"),
+        3,
+        Duration::from_secs(10),
+        dir.path(),
+    ));
+    assert_eq!(report.metrics.readings_in, 60_002);
+    assert_eq!(report.metrics.quarantined, 1, "the broken line");
+    assert_eq!(report.metrics.late, 0);
+    let mut want = readings.clone();
+    want.push(Reading::single(Arc::from("dev000"), 1_180_001, 1.0));
+    want.push(Reading::single(Arc::from("dev000"), 1_180_002, 1.0));
+    assert_windows_eq(&read_windows(dir.path()), &oracle(&want, 10_000), "batched");
+    let q = std::fs::read_to_string(dir.path().join("quarantine.jsonl")).unwrap();
+    assert!(q.contains("line 2") && q.contains("oops"), "{q}");
 }
 
 /// Readings of `series` on one partition each, event time rising 1 s per reading.

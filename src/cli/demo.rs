@@ -164,7 +164,7 @@ pub fn run(a: DemoArgs, settings: &Settings) -> Result<()> {
                     topic,
                     &l.readings,
                     &l.quarantined,
-                    speed,
+                    super::replay::Pace { speed, batch: 1 },
                     Some(&stop),
                     Some(&metrics.produced),
                 )?;

@@ -30,6 +30,11 @@ pub struct ReplayArgs {
     /// Partitions when the topic is created.
     #[arg(long, default_value_t = 8)]
     pub partitions: i32,
+    /// Readings per Kafka message: 1 sends one reading per message; N > 1 batches up to N
+    /// readings of one partition per message, one per line (much less per-message overhead;
+    /// streamgauge consumers read both).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub batch: u32,
     /// Dataset location and CSV columns.
     #[command(flatten)]
     pub data: DatasetFlags,
@@ -61,7 +66,10 @@ pub fn run(a: ReplayArgs, settings: &Settings) -> Result<ReplayReport> {
         &a.topic,
         &loaded.readings,
         &loaded.quarantined,
-        speed,
+        Pace {
+            speed,
+            batch: a.batch as usize,
+        },
         None,
         None,
     )?;
@@ -75,18 +83,28 @@ pub fn run(a: ReplayArgs, settings: &Settings) -> Result<ReplayReport> {
     })
 }
 
-/// Produces readings (already in event-time order) at `speed`, and quarantined rows to
+/// How a replay produces: its pace, and readings per message.
+#[derive(Debug, Clone, Copy)]
+pub struct Pace {
+    /// Event-time pace.
+    pub speed: Speed,
+    /// Readings per Kafka message (1: one per message).
+    pub batch: usize,
+}
+
+/// Produces readings (already in event-time order) at `pace`, and quarantined rows to
 /// `<topic>.quarantine`. `stop` ends it early; `progress` counts produced readings live.
 pub fn produce(
     kafka: &ClientSettings,
     topic: &str,
     readings: &[Reading],
     quarantined: &[crate::quarantine::Quarantined],
-    speed: Speed,
+    pace: Pace,
     stop: Option<&std::sync::atomic::AtomicBool>,
     progress: Option<&std::sync::atomic::AtomicU64>,
 ) -> Result<ReplayReport> {
-    let mut p = ReadingProducer::new(kafka, topic)?;
+    let speed = pace.speed;
+    let mut p = ReadingProducer::batched(kafka, topic, pace.batch)?;
     for q in quarantined {
         p.quarantine(q)?;
     }
@@ -105,6 +123,7 @@ pub fn produce(
             let due = Duration::from_secs_f64(((r.ts - first_ts).max(0) as f64 / 1000.0) / f);
             let elapsed = start.elapsed();
             if due > elapsed {
+                p.send_due().context("producing")?;
                 std::thread::sleep(due - elapsed);
             }
         }

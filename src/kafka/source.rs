@@ -128,7 +128,8 @@ impl Feed for KafkaFeed {
             match self.consumer.poll(Duration::ZERO) {
                 None => break,
                 Some(Ok(m)) => {
-                    taken += 1;
+                    // The budget counts readings (a batched message holds many).
+                    let before = batch.data.len() + batch.bad.len();
                     let (p, off) = (m.partition(), m.offset());
                     let expected = self.expected.insert(p, off + 1).unwrap_or(off);
                     if off > expected {
@@ -136,20 +137,33 @@ impl Feed for KafkaFeed {
                         tracing::warn!(topic = %self.input.topic, partition = p, from = expected, to = off,
                             "offsets skipped: the broker no longer had these records (retention?) or they were compacted");
                     }
-                    let source = || format!("{}/{p}@{off}", m.topic());
+                    let topic = m.topic();
                     match m.payload() {
-                        None => batch
-                            .bad
-                            .push(Quarantined::new(source(), "empty payload", b"")),
-                        Some(bytes) => match self.format.decode(bytes, &mut self.interner) {
-                            Ok(r) => batch.data.push((p, off, r)),
-                            Err(e) => {
-                                batch
-                                    .bad
-                                    .push(Quarantined::new(source(), e.to_string(), bytes))
-                            }
-                        },
+                        None => batch.bad.push(Quarantined::new(
+                            format!("{topic}/{p}@{off}"),
+                            "empty payload",
+                            b"",
+                        )),
+                        // One reading, or a batched message of one reading per line: every
+                        // reading of a message carries the message's offset.
+                        Some(bytes) => self.format.decode_lines(
+                            bytes,
+                            &mut self.interner,
+                            |line, text, decoded| match decoded {
+                                Ok(r) => batch.data.push((p, off, r)),
+                                Err(e) => batch.bad.push(Quarantined::new(
+                                    if line == 0 && text.len() == bytes.len() {
+                                        format!("{topic}/{p}@{off}")
+                                    } else {
+                                        format!("{topic}/{p}@{off} line {}", line + 1)
+                                    },
+                                    e.to_string(),
+                                    text,
+                                )),
+                            },
+                        ),
                     }
+                    taken += (batch.data.len() + batch.bad.len() - before).max(1);
                 }
                 Some(Err(e)) => {
                     tracing::warn!(topic = %self.input.topic, error = %e, "consumer error");

@@ -300,6 +300,14 @@ pub fn mosquitto(dir: &std::path::Path) -> (Service, u16) {
 
 /// Every record of a topic: (key, JSON payload).
 pub fn read_topic(settings: &ClientSettings, topic: &str) -> Vec<(String, Value)> {
+    read_messages(settings, topic)
+        .into_iter()
+        .map(|(_, key, payload)| (key, serde_json::from_slice(&payload).unwrap()))
+        .collect()
+}
+
+/// Every message of a topic: (partition, key, payload).
+pub fn read_messages(settings: &ClientSettings, topic: &str) -> Vec<(i32, String, Vec<u8>)> {
     let consumer: BaseConsumer = settings.consumer_config().create().unwrap();
     let parts = admin::partitions(&consumer, topic, Duration::from_secs(10)).unwrap();
     let mut tpl = TopicPartitionList::new();
@@ -323,7 +331,7 @@ pub fn read_topic(settings: &ClientSettings, topic: &str) -> Vec<(String, Value)
         );
         if let Some(Ok(m)) = consumer.poll(Duration::from_millis(100)) {
             let key = String::from_utf8_lossy(m.key().unwrap_or_default()).into_owned();
-            out.push((key, serde_json::from_slice(m.payload().unwrap()).unwrap()));
+            out.push((m.partition(), key, m.payload().unwrap_or_default().to_vec()));
         }
     }
     out
