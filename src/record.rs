@@ -299,6 +299,157 @@ pub fn write_i64(out: &mut Vec<u8>, v: i64) {
 }
 
 fn decode_json(bytes: &[u8], interner: &mut Interner) -> Result<Reading, DecodeError> {
+    if let Some(r) = decode_canonical(bytes, interner) {
+        return Ok(r);
+    }
+    decode_json_serde(bytes, interner)
+}
+
+/// A cursor over a payload for [`decode_canonical`].
+struct Cursor<'a> {
+    b: &'a [u8],
+    i: usize,
+}
+
+impl<'a> Cursor<'a> {
+    #[inline]
+    fn lit(&mut self, s: &[u8]) -> Option<()> {
+        let end = self.i + s.len();
+        (self.b.get(self.i..end)? == s).then(|| self.i = end)
+    }
+    #[inline]
+    fn byte(&mut self) -> Option<u8> {
+        let c = *self.b.get(self.i)?;
+        self.i += 1;
+        Some(c)
+    }
+    /// The rest of a string up to its closing quote, if it has no escapes or control bytes.
+    #[inline]
+    fn plain_str(&mut self) -> Option<&'a str> {
+        let start = self.i;
+        let len = self.b[start..].iter().position(|&c| c == b'"')?;
+        let raw = &self.b[start..start + len];
+        if raw.iter().any(|&c| c == b'\\' || c < 0x20) {
+            return None;
+        }
+        self.i = start + len + 1;
+        std::str::from_utf8(raw).ok()
+    }
+    #[inline]
+    fn digits(&mut self) -> usize {
+        let start = self.i;
+        while self.b.get(self.i).is_some_and(u8::is_ascii_digit) {
+            self.i += 1;
+        }
+        self.i - start
+    }
+    /// A JSON integer that fits an i64.
+    fn int(&mut self) -> Option<i64> {
+        let neg = self.lit(b"-").is_some();
+        let start = self.i;
+        let n = self.digits();
+        if n == 0 || (n > 1 && self.b[start] == b'0') {
+            return None;
+        }
+        let mut v: i64 = 0;
+        for &d in &self.b[start..self.i] {
+            v = v.checked_mul(10)?.checked_add(i64::from(d - b'0'))?;
+        }
+        // serde_json reads `-0` as a float, which no i64 field takes: leave it to serde.
+        match (neg, v) {
+            (true, 0) => None,
+            (true, v) => Some(-v),
+            (false, v) => Some(v),
+        }
+    }
+    /// A number in JSON's grammar (Rust's own parser also takes `inf`, `+1`, `.5`: those are
+    /// not JSON and go to the full parser).
+    fn number(&mut self) -> Option<f64> {
+        let start = self.i;
+        let _ = self.lit(b"-");
+        let int_start = self.i;
+        let n = self.digits();
+        if n == 0 || (n > 1 && self.b[int_start] == b'0') {
+            return None;
+        }
+        if self.lit(b".").is_some() && self.digits() == 0 {
+            return None;
+        }
+        if matches!(self.b.get(self.i), Some(b'e' | b'E')) {
+            self.i += 1;
+            if matches!(self.b.get(self.i), Some(b'+' | b'-')) {
+                self.i += 1;
+            }
+            if self.digits() == 0 {
+                return None;
+            }
+        }
+        std::str::from_utf8(&self.b[start..self.i])
+            .ok()?
+            .parse()
+            .ok()
+    }
+}
+
+/// The fast path of the JSON decoder: exactly the shape [`WireFormat::encode`] writes
+/// (`{"series":..,"ts":..,"values":{..}}`, optional `"tags"` last, no whitespace, no escapes,
+/// finite values). Anything else returns None and goes to the full serde parser, which accepts
+/// any JSON layout and gives the error for what is wrong; both give the same reading for the
+/// same payload (tested).
+fn decode_canonical(b: &[u8], interner: &mut Interner) -> Option<Reading> {
+    let mut c = Cursor { b, i: 0 };
+    c.lit(b"{\"series\":\"")?;
+    let series = c.plain_str()?;
+    if series.is_empty() {
+        return None;
+    }
+    c.lit(b",\"ts\":")?;
+    let ts = c.int()?;
+    c.lit(b",\"values\":{")?;
+    let mut values = Values::new();
+    loop {
+        c.lit(b"\"")?;
+        let name = c.plain_str()?;
+        c.lit(b":")?;
+        let v = c.number().filter(|v| v.is_finite())?;
+        values.push((interner.intern(name), v));
+        match c.byte()? {
+            b',' => {}
+            b'}' => break,
+            _ => return None,
+        }
+    }
+    let mut tags = Vec::new();
+    match c.byte()? {
+        b'}' => {}
+        b',' => {
+            c.lit(b"\"tags\":{")?;
+            loop {
+                c.lit(b"\"")?;
+                let k = c.plain_str()?;
+                c.lit(b":\"")?;
+                let v = c.plain_str()?;
+                tags.push((interner.intern(k), interner.intern(v)));
+                match c.byte()? {
+                    b',' => {}
+                    b'}' => break,
+                    _ => return None,
+                }
+            }
+            c.lit(b"}")?;
+        }
+        _ => return None,
+    }
+    (c.i == b.len()).then(|| Reading {
+        series: interner.intern(series),
+        ts,
+        values,
+        tags,
+    })
+}
+
+/// The full JSON decoder (any layout, precise errors).
+fn decode_json_serde(bytes: &[u8], interner: &mut Interner) -> Result<Reading, DecodeError> {
     let j: JsonReading = serde_json::from_slice(bytes)?;
     if j.series.is_empty() {
         return Err(DecodeError::Invalid("empty series id".into()));
@@ -353,6 +504,98 @@ mod tests {
                 "{\"series\":\"turbine/CO\",\"ts\":1700000000123,\"values\":{\"co\":0.32663"
             ),
             "{text}"
+        );
+    }
+
+    /// The fast path and the serde path agree on every payload: canonical ones (random
+    /// readings, every float shape ryu writes) and every variation the fast path hands over.
+    #[test]
+    fn fast_and_full_json_decoders_agree() {
+        let mut i = Interner::default();
+        let agree = |payload: &[u8], i: &mut Interner| {
+            let full = decode_json_serde(payload, i);
+            let fast = decode_canonical(payload, i);
+            let got = WireFormat::Json.decode(payload, i);
+            let text = String::from_utf8_lossy(payload);
+            match (&full, &got) {
+                (Ok(a), Ok(b)) => assert_eq!(a, b, "{text}"),
+                (Err(_), Err(_)) => {}
+                _ => panic!("{text}: full {full:?}, decoded {got:?}"),
+            }
+            if let Some(r) = fast {
+                assert_eq!(Some(&r), full.as_ref().ok(), "{text}");
+            }
+        };
+        let mut rng = crate::dataset::generate::SplitMix64(5);
+        let mut buf = Vec::new();
+        let mut fast_hits = 0;
+        for k in 0..20_000 {
+            let x = match k % 5 {
+                0 => rng.normal() * 1e-300,
+                1 => rng.normal() * 1e300,
+                2 => (rng.normal() * 1e4).round(),
+                3 => -0.0,
+                _ => rng.normal(),
+            };
+            let r = Reading {
+                series: format!("s{k}/é").into(),
+                ts: (rng.next_f64() * 4e12) as i64 - 2_000_000_000_000,
+                values: smallvec::smallvec![("v".into(), x), ("w".into(), 1.0 / (1.0 + x.abs()))],
+                tags: if k % 2 == 0 {
+                    vec![("unit".into(), "C".into())]
+                } else {
+                    Vec::new()
+                },
+            };
+            WireFormat::Json.encode(&r, &mut buf);
+            assert_eq!(WireFormat::Json.decode(&buf, &mut i).unwrap(), r);
+            fast_hits += usize::from(decode_canonical(&buf, &mut i).is_some());
+            agree(&buf, &mut i);
+        }
+        assert_eq!(fast_hits, 20_000, "canonical payloads take the fast path");
+        for p in [
+            r#"{"series":"a","ts":1,"values":{"v":1}}"#,
+            r#"{"series":"a","ts":1,"values":{"v":1},"tags":{"u":"C","k":"x"}}"#,
+            r#"{ "series":"a","ts":1,"values":{"v":1}}"#,
+            r#"{"ts":1,"series":"a","values":{"v":1}}"#,
+            r#"{"series":"a\"b","ts":1,"values":{"v":1}}"#,
+            r#"{"series":"a\u00e9","ts":1,"values":{"v\n":1}}"#,
+            r#"{"series":"","ts":1,"values":{"v":1}}"#,
+            r#"{"series":"a","ts":01,"values":{"v":1}}"#,
+            r#"{"series":"a","ts":-0,"values":{"v":-0}}"#,
+            r#"{"series":"a","ts":99999999999999999999,"values":{"v":1}}"#,
+            r#"{"series":"a","ts":1.5,"values":{"v":1}}"#,
+            r#"{"series":"a","ts":1,"values":{}}"#,
+            r#"{"series":"a","ts":1,"values":{"v":null}}"#,
+            r#"{"series":"a","ts":1,"values":{"v":1e999}}"#,
+            r#"{"series":"a","ts":1,"values":{"v":inf}}"#,
+            r#"{"series":"a","ts":1,"values":{"v":NaN}}"#,
+            r#"{"series":"a","ts":1,"values":{"v":+1}}"#,
+            r#"{"series":"a","ts":1,"values":{"v":.5}}"#,
+            r#"{"series":"a","ts":1,"values":{"v":1.}}"#,
+            r#"{"series":"a","ts":1,"values":{"v":01}}"#,
+            r#"{"series":"a","ts":1,"values":{"v":1e}}"#,
+            r#"{"series":"a","ts":1,"values":{"v":2.5E-3,"v":4}}"#,
+            r#"{"series":"a","ts":1,"values":{"v":"1"}}"#,
+            r#"{"series":"a","ts":1,"values":{"v":1},"tags":{}}"#,
+            r#"{"series":"a","ts":1,"values":{"v":1},"tags":{"u":1}}"#,
+            r#"{"series":"a","ts":1,"values":{"v":1},"extra":true}"#,
+            r#"{"series":"a","ts":1,"values":{"v":1}} "#,
+            r#"{"series":"a","ts":1,"values":{"v":1}}x"#,
+            r#"{"series":"a","ts":1,"values":{"v":1}"#,
+            r#"{"series":"a","ts":1,"values":{"v":1"#,
+            r#"{"series":"a"#,
+            "",
+        ] {
+            agree(p.as_bytes(), &mut i);
+        }
+        agree(
+            b"{\"series\":\"a\xff\",\"ts\":1,\"values\":{\"v\":1}}",
+            &mut i,
+        );
+        agree(
+            b"{\"series\":\"a\tb\",\"ts\":1,\"values\":{\"v\":1}}",
+            &mut i,
         );
     }
 
