@@ -21,6 +21,19 @@ use crate::engine::run::EngineError;
 use crate::engine::Metrics;
 use crate::record::{EventTime, Reading};
 
+/// How rolling quantiles, medians and MADs are computed (`--quantiles`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum Quantiles {
+    /// Exactly, from an order-statistic multiset: O(log n) per reading, growing with the
+    /// window through cache misses.
+    #[default]
+    Exact,
+    /// From `analytics::sketch::QuantileSketch` (error within its documented bounds, about
+    /// 2^-8 of a value's distance from the median): the cost per reading does not depend on
+    /// the window, for windows of 10^5 and more.
+    Sketch,
+}
+
 /// Parameters every dataflow can read.
 #[derive(Clone)]
 pub struct Params {
@@ -36,6 +49,8 @@ pub struct Params {
     pub horizon: usize,
     /// Reference table joined with results (`--reference`), see `engine::reference`.
     pub reference: Option<std::path::PathBuf>,
+    /// How rolling medians and MADs are computed (`--quantiles`, default exact).
+    pub quantiles: Quantiles,
     /// Index of the worker building the dataflow.
     pub worker: usize,
     /// Process counters (open windows ...).

@@ -3,7 +3,9 @@
 //!
 //! Per reading (output `outlier_scores`), against the series' previous `--readings` readings
 //! (default 100; the reading itself is never included): mean, population std and z; the
-//! robust z `(x - median) / (1.4826 MAD)`; the forecast-residual z of an RLS AR(2) model
+//! robust z `(x - median) / (1.4826 MAD)` (exact; with `--quantiles sketch`, median and MAD
+//! from a quantile sketch whose cost does not grow with the window, within its documented
+//! bounds); the forecast-residual z of an RLS AR(2) model
 //! (forgetting 0.995). Each z becomes a score `P(|Z| < |z|)` in [0, 1]; the reading's `score`
 //! is the largest of the three. A series is anomalous while its latest reading's score is at
 //! least the score of `|z| = --threshold` (default 4).
@@ -33,10 +35,11 @@ use timely::dataflow::channels::pact::Pipeline;
 use timely::dataflow::operators::generic::Operator;
 use timely::dataflow::Stream;
 
-use super::{Dataflow, Outputs, Params};
+use super::{Dataflow, Outputs, Params, Quantiles};
 use crate::analytics::forecast::{Forecast, RlsAr, Z_975};
 use crate::analytics::outlier::{z_to_score, Model, ResidualZ, RobustZ};
 use crate::analytics::rolling::CountWindow;
+use crate::analytics::sketch::DEFAULT_BITS;
 use crate::dashboard::hub::{ForecastUpdate, Point, PointUpdate, Update};
 use crate::engine::keyed::{in_order, PerField};
 use crate::engine::output::{csv_f64s, csv_field, csv_series_field_ts, Row};
@@ -323,13 +326,17 @@ impl Dataflow for SensorOutliers {
         let enter = z_to_score(params.threshold);
         let k = params.top.max(1);
         let horizon = params.horizon;
+        let quantiles = params.quantiles;
         let refs = reference_stream(&input, params.reference.clone(), params.worker);
         let mut state: PerField<SeriesState> = PerField::default();
         let out = in_order(input, "sensor_outliers", move |r: &Reading, emit| {
             for &(ref field, x) in &r.values {
                 let make = || SeriesState {
                     window: CountWindow::new(n),
-                    robust: RobustZ::new(n, 10),
+                    robust: match quantiles {
+                        Quantiles::Exact => RobustZ::new(n, 10),
+                        Quantiles::Sketch => RobustZ::sketched(n, 10, DEFAULT_BITS),
+                    },
                     residual: ResidualZ {
                         model: Model::Rls(RlsAr::new(2, 0.995, 1e-3)),
                     },

@@ -147,6 +147,73 @@ fn accumulate(
         .collect()
 }
 
+/// `--quantiles sketch`: every reading's robust z equals its kernel's (`RobustZ::sketched`,
+/// itself tested against exact windows), on 1, 2 and 4 workers, and stays close to the
+/// exact robust z.
+#[test]
+fn sketched_robust_scores_equal_their_kernel_on_1_2_4_workers() {
+    use streamgauge::analytics::outlier::RobustZ;
+    use streamgauge::analytics::sketch::DEFAULT_BITS;
+    use streamgauge::dataflows::Quantiles;
+    const WINDOW: usize = 1000;
+    let mut readings = common::load("nab:artificialWithAnomaly");
+    readings.sort_by_key(|r| r.ts);
+    let mut by: BTreeMap<String, Vec<(i64, f64)>> = BTreeMap::new();
+    for r in &readings {
+        by.entry(r.series.to_string())
+            .or_default()
+            .push((r.ts, r.values[0].1));
+    }
+    let mut want: BTreeMap<(String, i64, u64), (f64, f64)> = BTreeMap::new();
+    for (s, mut v) in by {
+        v.sort_by(|a, b| a.0.cmp(&b.0).then(a.1.total_cmp(&b.1)));
+        let mut sketched = RobustZ::sketched(WINDOW, 10, DEFAULT_BITS);
+        let mut exact = RobustZ::new(WINDOW, 10);
+        for (ts, x) in v {
+            let z = sketched.z(ts, x).unwrap_or(0.0);
+            let e = exact.z(ts, x).unwrap_or(0.0);
+            want.insert((s.clone(), ts, x.to_bits()), (z, e));
+        }
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    for w in [1, 2, 4] {
+        let out = tmp.path().join(format!("w{w}"));
+        let mut spec = RunSpec::new("sensor_outliers", Input::memory(readings.clone()));
+        spec.cluster.workers = w;
+        spec.readings = WINDOW;
+        spec.quantiles = Quantiles::Sketch;
+        spec.output_dir = Some(out.clone());
+        common::run_ok(spec);
+        let (mut seen, mut rel) = (0, Vec::new());
+        for line in common::read_lines(&out, "outlier_scores") {
+            let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+            let key = (
+                v["series"].as_str().unwrap().to_string(),
+                v["ts"].as_i64().unwrap(),
+                v["value"].as_f64().unwrap().to_bits(),
+            );
+            let (z, exact) = want[&key];
+            let got = v["robust_z"].as_f64().unwrap();
+            assert!(
+                (got - z).abs() <= 1e-9 * z.abs().max(1.0),
+                "{w} workers {key:?}: {got} vs kernel {z}"
+            );
+            if exact.abs() > 1.0 {
+                rel.push(((got - exact) / exact).abs());
+            }
+            seen += 1;
+        }
+        assert_eq!(seen, want.len(), "{w} workers: rows");
+        rel.sort_by(f64::total_cmp);
+        let p50 = rel[rel.len() / 2];
+        eprintln!("{w} workers: sketched robust z vs exact: median relative difference {p50:.2e}, max {:.2e}", rel[rel.len() - 1]);
+        assert!(
+            p50 < 0.01,
+            "{w} workers: median relative error vs exact {p50}"
+        );
+    }
+}
+
 #[test]
 fn sensor_outliers_match_oracle_and_sets_accumulate_on_1_2_4_workers() {
     let mut readings = common::load("nab:realKnownCause");

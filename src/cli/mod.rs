@@ -246,6 +246,10 @@ pub struct RunArgs {
     /// Reference table `series,location,unit[,valid_from]` joined with results (sensor_outliers).
     #[arg(long, value_name = "FILE")]
     pub reference: Option<PathBuf>,
+    /// Rolling median and MAD (sensor_outliers' robust score): exact, or from a quantile
+    /// sketch whose cost does not grow with --readings (bounded error; for windows of 10^5+).
+    #[arg(long, value_enum, default_value_t = crate::dataflows::Quantiles::Exact)]
+    pub quantiles: crate::dataflows::Quantiles,
     /// Allowed lateness (default 5s).
     #[arg(long)]
     pub lateness: Option<HumanDuration>,
@@ -1114,6 +1118,7 @@ pub fn run_dataflow(a: RunArgs, settings: &Settings) -> Result<engine::RunReport
         top: a.top as usize,
         horizon: a.horizon as usize,
         reference: a.reference.clone(),
+        quantiles: a.quantiles,
         lateness: a.lateness.map_or(settings.lateness, |d| d.0),
         idle_timeout: a.idle_timeout.map_or(settings.idle_timeout, |d| d.0),
         end_confirm: a.end_confirm.0,

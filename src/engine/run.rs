@@ -114,6 +114,8 @@ pub struct RunSpec {
     pub horizon: usize,
     /// Reference table for joins (`--reference`).
     pub reference: Option<PathBuf>,
+    /// Exact or sketched rolling quantiles (`--quantiles`).
+    pub quantiles: crate::dataflows::Quantiles,
     /// Allowed lateness.
     pub lateness: Duration,
     /// Idle timeout of a partition (ignored with until-end inputs).
@@ -148,6 +150,7 @@ impl RunSpec {
             threshold: 4.0,
             top: 10,
             horizon: 5,
+            quantiles: crate::dataflows::Quantiles::Exact,
             reference: None,
             lateness: Duration::from_secs(5),
             idle_timeout: Duration::from_secs(30),
@@ -271,6 +274,7 @@ pub fn run(spec: RunSpec) -> Result<RunReport, EngineError> {
         top: spec.top,
         horizon: spec.horizon,
         reference: spec.reference.clone(),
+        quantiles: spec.quantiles,
         worker: 0,
         metrics: spec.metrics.clone(),
     };
