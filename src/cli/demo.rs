@@ -54,7 +54,7 @@ pub struct DemoArgs {
     /// Also write results to files under this directory (one folder per topic).
     #[arg(long)]
     pub output: Option<PathBuf>,
-    /// Also run the collectors of this config file ([[mqtt]], [[modbus]] ... tables) into the embedded
+    /// Also run the collectors of this config file (`[[mqtt]]`, `[[modbus]]` ... tables) into the embedded
     /// broker, and the demo's dataflows on their topics.
     #[arg(long, value_name = "FILE")]
     pub collect: Option<PathBuf>,

@@ -26,7 +26,7 @@ use crate::kafka::ClientSettings;
 #[derive(Debug, Parser)]
 #[command(name = "streamgauge", version, about, long_about = None)]
 pub struct Cli {
-    /// Config file (TOML): brokers, data_dir, window, lateness, idle_timeout, [kafka] properties, [[mqtt]] collectors.
+    /// Config file (TOML): brokers, data_dir, window, lateness, idle_timeout, `[kafka]` properties, `[[mqtt]]` collectors.
     #[arg(long, global = true, value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// More logging (-v info, -vv debug); RUST_LOG overrides.
@@ -64,7 +64,7 @@ through --listen they follow metadata to the broker's own loopback port."
     ForecastEval(forecast_eval::ForecastEvalArgs),
     /// Render PNG and SVG plots of a finished run's outputs (series with band, forecast and anomalies; throughput).
     Report(ReportArgs),
-    /// Run collectors: the [[mqtt]], [[modbus]], [[opcua]], [[http]], [[websocket]], [[cctv]] and [[file]] tables of --config FILE, or one from flags (`collect <kind> ...`).
+    /// Run collectors: the `[[mqtt]]`, `[[modbus]]`, `[[opcua]]`, `[[http]]`, `[[websocket]]`, `[[cctv]]` and `[[file]]` tables of --config FILE, or one from flags (`collect <kind> ...`).
     Collect(Box<CollectArgs>),
 }
 
@@ -259,7 +259,7 @@ pub struct RunArgs {
     /// With --until-end: how long an end-of-partition must stay quiet to be trusted.
     #[arg(long, default_value = "500ms")]
     pub end_confirm: HumanDuration,
-    /// Do not write results to Kafka topics (<topic>.<output>).
+    /// Do not write results to Kafka topics (`<topic>.<output>`).
     #[arg(long)]
     pub no_result_topics: bool,
     /// Stop after this long.
@@ -286,7 +286,7 @@ pub struct CollectArgs {
     #[arg(long, global = true)]
     pub duration: Option<HumanDuration>,
     /// Spool what Kafka's memory queue cannot hold to this directory (one folder per
-    /// collector); overrides the config file's [spool].
+    /// collector); overrides the config file's `[spool]`.
     #[arg(long, global = true)]
     pub spool_dir: Option<PathBuf>,
     /// Most megabytes spooled per collector before it blocks.
@@ -318,7 +318,7 @@ pub enum CollectKind {
 /// Flags every single collector has.
 #[derive(Debug, Args)]
 pub struct CommonCollectFlags {
-    /// Kafka topic for the readings (rejects go to <topic>.quarantine).
+    /// Kafka topic for the readings (rejects go to `<topic>.quarantine`).
     #[arg(long)]
     pub kafka_topic: String,
     /// Collector name (default: its kind).
@@ -380,7 +380,7 @@ pub struct ModbusFlags {
     /// Poll interval.
     #[arg(long, default_value = "1s")]
     pub interval: HumanDuration,
-    /// A register: SERIES/NAME=TABLE:ADDRESS:TYPE[:SCALE[:UNIT]], e.g.
+    /// A register: `SERIES/NAME=TABLE:ADDRESS:TYPE[:SCALE[:UNIT]]`, e.g.
     /// boiler/temperature=holding:0:f32 or pump/rpm=input:4:u16:0.1 (repeatable).
     #[arg(
         long = "register",
@@ -678,7 +678,7 @@ pub struct MqttFlags {
     /// Topic filter (repeatable; + and # wildcards).
     #[arg(long = "topic", required = true)]
     pub topics: Vec<String>,
-    /// Kafka topic for the readings (rejects go to <topic>.quarantine).
+    /// Kafka topic for the readings (rejects go to `<topic>.quarantine`).
     #[arg(long)]
     pub kafka_topic: String,
     /// QoS: 0 or 1.

@@ -21,7 +21,7 @@ pub struct ReplayArgs {
     /// Kafka connection.
     #[command(flatten)]
     pub kafka: KafkaFlags,
-    /// Topic to produce into (created if missing; quarantined rows go to <topic>.quarantine).
+    /// Topic to produce into (created if missing; quarantined rows go to `<topic>.quarantine`).
     #[arg(long)]
     pub topic: String,
     /// Pace: max, 1x, 60x, 0.5x ...

@@ -1,7 +1,7 @@
 //! Collectors: live sources cleaned into readings and produced into Kafka, keyed by series.
 //! The cleaning every collector shares lives in [`clean`], the hand-off to Kafka in [`Sink`];
 //! each source kind has a file of its own ([`mqtt`], [`modbus`], [`http`], [`websocket`],
-//! [`opcua`], [`cctv`], [`file`]) and implements [`Collector`]. Collectors are configured as tables of
+//! [`opcua`], [`cctv`], [`file`](mod@file)) and implements [`Collector`]. Collectors are configured as tables of
 //! the config file (`[[mqtt]]`, `[[modbus]]` ...) and run together by `streamgauge collect`,
 //! each on its own thread.
 

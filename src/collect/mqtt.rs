@@ -1,6 +1,6 @@
 //! The MQTT collector (IoT): subscribes to topic filters on an MQTT broker (3.1.1 or 5,
 //! QoS 0 or 1, optional TLS and username/password), turns each message into a
-//! [`Candidate`] and hands it to the shared [`Cleaner`]; readings go to the Kafka topic,
+//! [`Candidate`] and hands it to the shared [`Cleaner`](super::clean::Cleaner); readings go to the Kafka topic,
 //! rejects to `<topic>.quarantine` with the payload, the source (`mqtt://broker/topic`)
 //! and the reason.
 //!
