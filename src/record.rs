@@ -63,7 +63,7 @@ pub fn value_name() -> Arc<str> {
 /// the length in the last byte. A lookup copies the string into one such key and compares and
 /// hashes three words (no `memcmp` call, no UTF-8 check, no pointer chase).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct ShortKey([u64; 3]);
+struct ShortKey([u64; 3]);
 
 impl std::hash::Hash for ShortKey {
     #[inline]
@@ -75,11 +75,11 @@ impl std::hash::Hash for ShortKey {
 }
 
 /// Longest string a [`ShortKey`] holds.
-pub(crate) const SHORT: usize = 23;
+const SHORT: usize = 23;
 
 impl ShortKey {
     #[inline]
-    pub(crate) fn new(s: &str) -> ShortKey {
+    fn new(s: &str) -> ShortKey {
         debug_assert!(s.len() <= SHORT);
         let mut b = [0u8; 24];
         b[..s.len()].copy_from_slice(s.as_bytes());
@@ -100,34 +100,67 @@ impl ShortKey {
     }
 }
 
+/// A map keyed by strings: those of up to [`SHORT`] bytes by their [`ShortKey`] (three words
+/// hashed and compared, no `memcmp` or pointer chase per lookup), longer ones by the string.
+/// The interner and the per-series state of keyed operators both look up by it.
+#[derive(Debug)]
+pub(crate) struct StrMap<V> {
+    short: HashMap<ShortKey, V, crate::engine::FastBuild>,
+    /// Long keys to their slot in `long_values` (one lookup per hit).
+    long: HashMap<Box<str>, usize, crate::engine::FastBuild>,
+    long_values: Vec<V>,
+}
+
+impl<V> Default for StrMap<V> {
+    fn default() -> Self {
+        StrMap {
+            short: HashMap::default(),
+            long: HashMap::default(),
+            long_values: Vec::new(),
+        }
+    }
+}
+
+impl<V> StrMap<V> {
+    /// The value of `key`, made by `make` on first sight.
+    #[inline]
+    pub(crate) fn get_or_insert_with(&mut self, key: &str, make: impl FnOnce() -> V) -> &mut V {
+        if key.len() <= SHORT {
+            return self.short.entry(ShortKey::new(key)).or_insert_with(make);
+        }
+        let i = match self.long.get(key) {
+            Some(&i) => i,
+            None => {
+                self.long_values.push(make());
+                self.long.insert(key.into(), self.long_values.len() - 1);
+                self.long_values.len() - 1
+            }
+        };
+        &mut self.long_values[i]
+    }
+
+    /// Number of keys.
+    pub(crate) fn len(&self) -> usize {
+        self.short.len() + self.long.len()
+    }
+}
+
 /// Deduplicates series and field names so that millions of readings share a few allocations.
 #[derive(Debug, Default)]
 pub struct Interner {
-    short: HashMap<ShortKey, Arc<str>, crate::engine::FastBuild>,
-    long: HashMap<Box<str>, Arc<str>, crate::engine::FastBuild>,
+    map: StrMap<Arc<str>>,
 }
 
 impl Interner {
     /// Returns the shared copy of `s`, creating it on first sight.
     #[inline]
     pub fn intern(&mut self, s: &str) -> Arc<str> {
-        if s.len() <= SHORT {
-            self.short
-                .entry(ShortKey::new(s))
-                .or_insert_with(|| Arc::from(s))
-                .clone()
-        } else if let Some(a) = self.long.get(s) {
-            a.clone()
-        } else {
-            let a: Arc<str> = Arc::from(s);
-            self.long.insert(s.into(), a.clone());
-            a
-        }
+        self.map.get_or_insert_with(s, || Arc::from(s)).clone()
     }
 
     /// Number of distinct strings seen.
     pub fn len(&self) -> usize {
-        self.short.len() + self.long.len()
+        self.map.len()
     }
 
     /// True when nothing was interned yet.

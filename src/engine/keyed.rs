@@ -9,7 +9,7 @@
 //! produced them (the operator holds one capability, at the earliest pending reading).
 
 use std::cmp::Ordering;
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::sync::Arc;
 
 use timely::container::CapacityContainerBuilder;
@@ -18,8 +18,8 @@ use timely::dataflow::operators::generic::Operator;
 use timely::dataflow::operators::Capability;
 use timely::dataflow::Stream;
 
-use super::{series_hash, FastBuild};
-use crate::record::{EventTime, Reading, ShortKey, SHORT};
+use super::series_hash;
+use crate::record::{EventTime, Reading, StrMap};
 
 /// Runs `logic(reading, emit)` for every reading, per series in event-time order, on the
 /// worker that owns the series; `emit` sends an output record at the reading's completed time.
@@ -105,9 +105,7 @@ fn order(a: &Reading, b: &Reading) -> Ordering {
 /// then among its few value names, so the hot path clones no `Arc` (only a first sighting
 /// stores the names).
 pub struct PerField<V> {
-    /// Series ids of up to 23 bytes, by their three-word key (no `memcmp` per lookup).
-    short: HashMap<ShortKey, Fields<V>, FastBuild>,
-    long: HashMap<Arc<str>, Fields<V>, FastBuild>,
+    map: StrMap<Fields<V>>,
 }
 
 /// One series' states, by value name.
@@ -116,8 +114,7 @@ type Fields<V> = Vec<(Arc<str>, V)>;
 impl<V> Default for PerField<V> {
     fn default() -> Self {
         PerField {
-            short: HashMap::default(),
-            long: HashMap::default(),
+            map: StrMap::default(),
         }
     }
 }
@@ -132,14 +129,7 @@ impl<V> PerField<V> {
         make: impl FnOnce() -> V,
         f: impl FnOnce(&mut V) -> R,
     ) -> R {
-        let fields = if series.len() <= SHORT {
-            self.short.entry(ShortKey::new(series)).or_default()
-        } else {
-            match self.long.get_mut(series.as_ref()) {
-                Some(fields) => fields,
-                None => self.long.entry(series.clone()).or_default(),
-            }
-        };
+        let fields = self.map.get_or_insert_with(series, Fields::default);
         let i = match fields
             .iter()
             .position(|(n, _)| Arc::ptr_eq(n, field) || n == field)
