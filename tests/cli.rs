@@ -38,37 +38,24 @@ fn standalone_broker_serves_replay_and_run_in_other_processes() {
         std::thread::sleep(Duration::from_millis(50));
     }
     let data = data_dir();
-    let out = bin()
-        .args([
-            "replay",
-            "nab:artificialWithAnomaly",
-            "--brokers",
-            &addr,
-            "--topic",
-            "art",
-        ])
-        .arg("--data-dir")
-        .arg(&data)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let replay = |topic: &str, extra: &[&str]| {
+        let out = bin()
+            .args(["replay", "nab:artificialWithAnomaly", "--brokers", &addr])
+            .args(["--topic", topic])
+            .args(extra)
+            .arg("--data-dir")
+            .arg(&data)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    replay("art", &[]);
     // The same dataset again, 200 readings per message.
-    let out = bin()
-        .args(["replay", "nab:artificialWithAnomaly", "--brokers", &addr])
-        .args(["--topic", "artb", "--batch", "200", "--partitions", "3"])
-        .arg("--data-dir")
-        .arg(&data)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    replay("artb", &["--batch", "200", "--partitions", "3"]);
     let bad = bin()
         .args(["replay", "nab:artificialWithAnomaly", "--brokers", &addr])
         .args(["--topic", "artb", "--batch", "0"])

@@ -117,6 +117,15 @@ fn oracle(readings: &[Reading]) -> (Rows, Last, Steps) {
     (rows, last, steps)
 }
 
+/// An `outlier_scores` row's (series, ts, value bits), as the oracles key them.
+fn row_key(v: &serde_json::Value) -> (String, i64, u64) {
+    (
+        v["series"].as_str().unwrap().to_string(),
+        v["ts"].as_i64().unwrap(),
+        v["value"].as_f64().unwrap().to_bits(),
+    )
+}
+
 /// Accumulates `diff`s of an output by a key; asserts every time's running total is 0 or 1.
 fn accumulate(
     dir: &Path,
@@ -187,11 +196,7 @@ fn sketched_robust_scores_equal_their_kernel_on_1_2_4_workers() {
         let (mut seen, mut rel) = (0, Vec::new());
         for line in common::read_lines(&out, "outlier_scores") {
             let v: serde_json::Value = serde_json::from_str(&line).unwrap();
-            let key = (
-                v["series"].as_str().unwrap().to_string(),
-                v["ts"].as_i64().unwrap(),
-                v["value"].as_f64().unwrap().to_bits(),
-            );
+            let key = row_key(&v);
             let (z, exact) = want[&key];
             let got = v["robust_z"].as_f64().unwrap();
             assert!(
@@ -273,11 +278,7 @@ fn sensor_outliers_match_oracle_and_sets_accumulate_on_1_2_4_workers() {
         let mut seen = 0;
         for line in common::read_lines(&out, "outlier_scores") {
             let v: serde_json::Value = serde_json::from_str(&line).unwrap();
-            let key = (
-                v["series"].as_str().unwrap().to_string(),
-                v["ts"].as_i64().unwrap(),
-                v["value"].as_f64().unwrap().to_bits(),
-            );
+            let key = row_key(&v);
             let o = want
                 .get(&key)
                 .unwrap_or_else(|| panic!("unexpected row {key:?}"));
