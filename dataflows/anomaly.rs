@@ -7,7 +7,7 @@
 //! depends only on readings at or before it. State: one detector per (series, value name) plus
 //! the readings of times not yet complete.
 
-use std::sync::Arc;
+use crate::record::Sym;
 
 use serde::{Deserialize, Serialize};
 use timely::dataflow::Stream;
@@ -22,9 +22,9 @@ use crate::record::{EventTime, Reading};
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ScoreRow {
     /// Series id.
-    pub series: Arc<str>,
+    pub series: Sym,
     /// Value name.
-    pub field: Arc<str>,
+    pub field: Sym,
     /// Event time, UTC ms.
     pub ts: EventTime,
     /// The value.
@@ -65,10 +65,10 @@ impl Dataflow for Anomaly {
         let scores = in_order(input, "anomaly", move |r: &Reading, emit| {
             for (field, v) in &r.values {
                 let make = || Detector::new(det_params.clone());
-                let score = detectors.with(&r.series, field, make, |d| d.update(r.ts, *v));
+                let score = detectors.with(r.series, *field, make, |d| d.update(r.ts, *v));
                 emit(ScoreRow {
-                    series: r.series.clone(),
-                    field: field.clone(),
+                    series: r.series,
+                    field: *field,
                     ts: r.ts,
                     value: *v,
                     score,

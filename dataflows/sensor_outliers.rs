@@ -25,8 +25,8 @@
 //! - `outliers_ref`: the outlier set joined with the reference table (`--reference FILE`,
 //!   a versioned, changing collection; see `engine::reference`).
 
+use crate::record::Sym;
 use std::cmp::Reverse;
-use std::sync::Arc;
 
 use differential_dataflow::AsCollection;
 use serde::{Deserialize, Serialize};
@@ -48,15 +48,15 @@ use crate::engine::series_hash;
 use crate::record::{write_f64, write_i64, EventTime, Reading};
 
 /// (series, field).
-pub type Key = (Arc<str>, Arc<str>);
+pub type Key = (Sym, Sym);
 
 /// One reading with its statistics and scores.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct OutlierRow {
     /// Series id.
-    pub series: Arc<str>,
+    pub series: Sym,
     /// Value name.
-    pub field: Arc<str>,
+    pub field: Sym,
     /// Event time, UTC ms.
     pub ts: EventTime,
     /// The value.
@@ -112,8 +112,8 @@ impl Row for OutlierRow {
     fn publish(&self, out: &mut Vec<Update>) {
         let (mean, std) = self.stats().unwrap_or((f64::NAN, f64::NAN));
         out.push(Update::Point(PointUpdate {
-            series: self.series.clone(),
-            field: self.field.clone(),
+            series: self.series,
+            field: self.field,
             point: Point {
                 ts: self.ts,
                 value: self.value,
@@ -139,9 +139,9 @@ impl OutlierRow {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ForecastPath {
     /// Series id.
-    pub series: Arc<str>,
+    pub series: Sym,
     /// Value name.
-    pub field: Arc<str>,
+    pub field: Sym,
     /// Event time of the reading it was issued after.
     pub issued_ts: EventTime,
     /// For 1..=horizon readings ahead: `(ts, point, lower, upper)`, `ts` the time the reading
@@ -172,8 +172,8 @@ impl Row for ForecastPath {
     }
     fn publish(&self, out: &mut Vec<Update>) {
         out.push(Update::Forecast(ForecastUpdate {
-            series: self.series.clone(),
-            field: self.field.clone(),
+            series: self.series,
+            field: self.field,
             model: "rls_ar2",
             issued: self.issued_ts,
             steps: self.steps.clone(),
@@ -192,15 +192,15 @@ enum Out {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SetChange {
     /// Series id.
-    pub series: Arc<str>,
+    pub series: Sym,
     /// Value name.
-    pub field: Arc<str>,
+    pub field: Sym,
     /// Latest score (top-k) or NaN.
     pub score: Option<f64>,
     /// Location from the reference table (joined output only).
-    pub location: Option<Arc<str>>,
+    pub location: Option<Sym>,
     /// Unit from the reference table (joined output only).
-    pub unit: Option<Arc<str>>,
+    pub unit: Option<Sym>,
     /// The dataflow time (event-time frontier, UTC ms) at which the change holds.
     pub time: EventTime,
     /// +1 inserted, -1 retracted.
@@ -236,8 +236,8 @@ impl Row for SetChange {
     fn publish(&self, out: &mut Vec<Update>) {
         if self.score.is_none() && self.location.is_none() {
             out.push(Update::Outlier {
-                series: self.series.clone(),
-                field: self.field.clone(),
+                series: self.series,
+                field: self.field,
                 score: None,
                 diff: self.diff,
             });
@@ -344,7 +344,7 @@ impl Dataflow for SensorOutliers {
                     anomalous: false,
                     last_ts: None,
                 };
-                state.with(&r.series, field, make, |s| {
+                state.with(r.series, *field, make, |s| {
                     let (mean, var) = s.window.mean_var().unwrap_or((0.0, 0.0));
                     let std = var.sqrt();
                     let z = if s.window.len() >= 10 && std > 0.0 {
@@ -368,8 +368,8 @@ impl Dataflow for SensorOutliers {
                     let prev_score = s.last_score.replace(score);
                     let spacing = s.last_ts.replace(r.ts).map(|t| r.ts - t);
                     emit(Out::Scores(OutlierRow {
-                        series: r.series.clone(),
-                        field: field.clone(),
+                        series: r.series,
+                        field: *field,
                         ts: r.ts,
                         value: x,
                         mean,
@@ -390,8 +390,8 @@ impl Dataflow for SensorOutliers {
                             });
                             if !steps.is_empty() {
                                 emit(Out::Forecast(ForecastPath {
-                                    series: r.series.clone(),
-                                    field: field.clone(),
+                                    series: r.series,
+                                    field: *field,
                                     issued_ts: r.ts,
                                     steps,
                                 }));
@@ -414,7 +414,7 @@ impl Dataflow for SensorOutliers {
         // The outlier set.
         let set = updates(&rows, "outlier set", |r: &OutlierRow, give| {
             if r.change != 0 {
-                give((r.series.clone(), r.field.clone()), r.change as isize);
+                give((r.series, r.field), r.change as isize);
             }
         })
         .as_collection()
@@ -422,9 +422,9 @@ impl Dataflow for SensorOutliers {
 
         // Top-k by latest score: per bucket, then overall.
         let top = updates(&rows, "latest scores", |r: &OutlierRow, give| {
-            let key = (r.series.clone(), r.field.clone());
+            let key = (r.series, r.field);
             if let Some(p) = r.prev_score {
-                give((Reverse(score_key(p)), key.clone()), -1);
+                give((Reverse(score_key(p)), key), -1);
             }
             give((Reverse(score_key(r.score)), key), 1);
         })
@@ -432,13 +432,13 @@ impl Dataflow for SensorOutliers {
         .map(|(score, key): (Reverse<u64>, Key)| (series_hash(&key.0) % 64, (score, key)))
         .reduce(move |_bucket, input, output| {
             for (v, c) in input.iter().filter(|(_, c)| *c > 0).take(k) {
-                output.push(((*v).clone(), *c));
+                output.push((*(*v), *c));
             }
         })
         .map(|(_bucket, v)| ((), v))
         .reduce(move |_, input, output| {
             for (v, c) in input.iter().filter(|(_, c)| *c > 0).take(k) {
-                output.push(((*v).clone(), *c));
+                output.push((*(*v), *c));
             }
         })
         .map(|((), v)| v);
@@ -469,7 +469,7 @@ impl Dataflow for SensorOutliers {
                 )
             }
         };
-        let change = |series: Arc<str>, field: Arc<str>| SetChange {
+        let change = |series: Sym, field: Sym| SetChange {
             series,
             field,
             score: None,

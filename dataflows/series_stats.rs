@@ -7,9 +7,9 @@
 //! `lateness / window + 2` windows per series in a steady stream). Late data never reaches
 //! this operator: the source sends it to the `late` output.
 
+use crate::record::Sym;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use timely::container::CapacityContainerBuilder;
@@ -28,9 +28,9 @@ use crate::record::{write_f64, write_i64, EventTime, Reading};
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct WindowRow {
     /// Series id.
-    pub series: Arc<str>,
+    pub series: Sym,
     /// Value name.
-    pub field: Arc<str>,
+    pub field: Sym,
     /// Window start (inclusive), UTC ms.
     pub window_start: EventTime,
     /// Window end (exclusive), UTC ms.
@@ -104,10 +104,9 @@ impl Row for WindowRow {
 /// The registered dataflow.
 pub struct SeriesStats;
 
-type Fields = smallvec::SmallVec<[(Arc<str>, WindowStats); 1]>;
+type Fields = smallvec::SmallVec<[(Sym, WindowStats); 1]>;
 /// Open windows by end time: the capability to emit at the end, and per-series state.
-type OpenWindows =
-    BTreeMap<EventTime, (Capability<EventTime>, HashMap<Arc<str>, Fields, FastBuild>)>;
+type OpenWindows = BTreeMap<EventTime, (Capability<EventTime>, HashMap<Sym, Fields, FastBuild>)>;
 
 impl Dataflow for SeriesStats {
     fn name(&self) -> &'static str {
@@ -149,18 +148,15 @@ impl Dataflow for SeriesStats {
                             });
                             let fields = match per_series.get_mut(&r.series) {
                                 Some(f) => f,
-                                None => per_series.entry(r.series.clone()).or_default(),
+                                None => per_series.entry(r.series).or_default(),
                             };
                             for (name, v) in &r.values {
-                                match fields
-                                    .iter_mut()
-                                    .find(|(n, _)| Arc::ptr_eq(n, name) || n == name)
-                                {
+                                match fields.iter_mut().find(|(n, _)| n == name) {
                                     Some((_, st)) => st.update(*v),
                                     None => {
                                         let mut st = WindowStats::default();
                                         st.update(*v);
-                                        fields.push((name.clone(), st));
+                                        fields.push((*name, st));
                                         opened += 1;
                                     }
                                 }
@@ -180,7 +176,7 @@ impl Dataflow for SeriesStats {
                             for (field, st) in fields {
                                 closed += 1;
                                 session.give(WindowRow {
-                                    series: series.clone(),
+                                    series,
                                     field,
                                     window_start: end - tumbling.width_ms,
                                     window_end: end,

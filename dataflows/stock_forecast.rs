@@ -10,8 +10,8 @@
 //! `analytics::evaluate::Calibrator`). Built on `engine::keyed::in_order`; state per ticker:
 //! the two models plus the forecasts waiting for their actual (2 × horizons × horizon).
 
+use crate::record::Sym;
 use std::collections::{HashMap, VecDeque};
-use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use timely::dataflow::operators::core::Filter;
@@ -29,7 +29,7 @@ use crate::record::{write_f64, write_i64, EventTime, Reading};
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ForecastRow {
     /// Ticker (series id).
-    pub series: Arc<str>,
+    pub series: Sym,
     /// `rls` or `holt`.
     pub model: &'static str,
     /// Readings ahead.
@@ -122,7 +122,7 @@ impl Ticker {
     /// Adds a price at `ts`: emits the realised forecasts it completes, then the new ones.
     pub fn update(
         &mut self,
-        series: &Arc<str>,
+        series: &Sym,
         ts: EventTime,
         price: f64,
         emit: &mut dyn FnMut(ForecastRow),
@@ -161,7 +161,7 @@ impl Ticker {
             // Scale both half-widths by the calibrated multiplier over the nominal 1.96.
             let k = self.calibrators[slot].multiplier() / crate::analytics::forecast::Z_975;
             let row = ForecastRow {
-                series: series.clone(),
+                series: *series,
                 model,
                 horizon: h,
                 issued_ts: ts,
@@ -197,7 +197,7 @@ impl Dataflow for StockForecast {
         outputs: &mut Outputs<'_>,
     ) {
         let horizon = params.horizon.max(1);
-        let mut tickers: HashMap<Arc<str>, Ticker, FastBuild> = HashMap::default();
+        let mut tickers: HashMap<Sym, Ticker, FastBuild> = HashMap::default();
         let rows = in_order(input, "stock_forecast", move |r: &Reading, emit| {
             let price = r
                 .values
@@ -209,7 +209,7 @@ impl Dataflow for StockForecast {
                 return;
             }
             tickers
-                .entry(r.series.clone())
+                .entry(r.series)
                 .or_insert_with(|| Ticker::new(horizon))
                 .update(&r.series, r.ts, price, emit);
         });

@@ -6,7 +6,7 @@
 //! Built on `engine::keyed::in_order`; state per series and value: a [`Trend`] and a
 //! [`Crossover`] (the window's readings, twice).
 
-use std::sync::Arc;
+use crate::record::Sym;
 
 use serde::{Deserialize, Serialize};
 use timely::dataflow::operators::core::Filter;
@@ -23,9 +23,9 @@ use crate::record::{write_f64, write_i64, EventTime, Reading};
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TrendRow {
     /// Series id.
-    pub series: Arc<str>,
+    pub series: Sym,
     /// Value name.
-    pub field: Arc<str>,
+    pub field: Sym,
     /// Event time, UTC ms.
     pub ts: EventTime,
     /// The value.
@@ -94,12 +94,12 @@ impl Dataflow for TrendFlow {
         let rows = in_order(input, "trend", move |r: &Reading, emit| {
             for &(ref field, x) in &r.values {
                 let make = || (Trend::new(Extent::Count(n)), Crossover::new(short, n));
-                state.with(&r.series, field, make, |(trend, cross)| {
+                state.with(r.series, *field, make, |(trend, cross)| {
                     trend.push(r.ts, x);
                     let fit = trend.fit();
                     let row = TrendRow {
-                        series: r.series.clone(),
-                        field: field.clone(),
+                        series: r.series,
+                        field: *field,
                         ts: r.ts,
                         value: x,
                         n: fit.n,

@@ -6,7 +6,7 @@
 //! Built on `engine::keyed::in_order` (per-series event-time order). State per series and
 //! value: a [`CountWindow`] (8 bytes per reading held plus six numbers).
 
-use std::sync::Arc;
+use crate::record::Sym;
 
 use serde::{Deserialize, Serialize};
 use timely::dataflow::Stream;
@@ -21,9 +21,9 @@ use crate::record::{EventTime, Reading};
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ZRow {
     /// Series id.
-    pub series: Arc<str>,
+    pub series: Sym,
     /// Value name.
-    pub field: Arc<str>,
+    pub field: Sym,
     /// Event time, UTC ms.
     pub ts: EventTime,
     /// The value.
@@ -69,8 +69,8 @@ impl Dataflow for ZScore {
             for (field, v) in &r.values {
                 // The previous readings' mean and std (the reading itself is added after).
                 let prev = windows.with(
-                    &r.series,
-                    field,
+                    r.series,
+                    *field,
                     || CountWindow::new(n),
                     |w| {
                         let prev = w.mean_var();
@@ -83,8 +83,8 @@ impl Dataflow for ZScore {
                 let z = (v - mean) / std;
                 if std > 0.0 && z.abs() > threshold {
                     emit(ZRow {
-                        series: r.series.clone(),
-                        field: field.clone(),
+                        series: r.series,
+                        field: *field,
                         ts: r.ts,
                         value: *v,
                         mean,

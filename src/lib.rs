@@ -23,6 +23,7 @@ pub mod nab;
 pub mod quarantine;
 pub mod record;
 pub mod report;
+pub mod sym;
 
 #[path = "../dataflows/mod.rs"]
 pub mod dataflows;

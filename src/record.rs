@@ -5,34 +5,35 @@
 //! chosen by [`WireFormat`] (JSON today; the enum is where a binary format goes).
 
 use std::collections::HashMap;
-use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use smallvec::SmallVec;
 use thiserror::Error;
 
+pub use crate::sym::Sym;
+
 /// Event time: milliseconds since the Unix epoch, UTC. Also the timely timestamp type.
 pub type EventTime = i64;
 
 /// Named values of a reading; one value is stored inline (no allocation).
-pub type Values = SmallVec<[(Arc<str>, f64); 1]>;
+pub type Values = SmallVec<[(Sym, f64); 1]>;
 
 /// A measurement of one series at one event time.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Reading {
     /// Series id; also the Kafka key, so one series always lands in one partition.
-    pub series: Arc<str>,
+    pub series: Sym,
     /// Event time, UTC milliseconds.
     pub ts: EventTime,
     /// Named values, in the order the source gave them (at least one).
     pub values: Values,
     /// Optional tags (unit, location, source ...).
-    pub tags: Vec<(Arc<str>, Arc<str>)>,
+    pub tags: Vec<(Sym, Sym)>,
 }
 
 impl Reading {
     /// A reading with a single value named `value` and no tags.
-    pub fn single(series: Arc<str>, ts: EventTime, value: f64) -> Self {
+    pub fn single(series: Sym, ts: EventTime, value: f64) -> Self {
         Reading {
             series,
             ts,
@@ -50,13 +51,10 @@ impl Reading {
     }
 }
 
-thread_local! {
-    static VALUE: Arc<str> = Arc::from("value");
-}
-
-/// The shared name `value`, used by single-valued readings (cloning it is one atomic add).
-pub fn value_name() -> Arc<str> {
-    VALUE.with(Arc::clone)
+/// The name `value`, used by single-valued readings.
+pub fn value_name() -> Sym {
+    static VALUE: std::sync::OnceLock<Sym> = std::sync::OnceLock::new();
+    *VALUE.get_or_init(|| Sym::new("value"))
 }
 
 /// An interner key for strings up to 23 bytes: the bytes, zero-padded, in three words, with
@@ -145,17 +143,18 @@ impl<V> StrMap<V> {
     }
 }
 
-/// Deduplicates series and field names so that millions of readings share a few allocations.
+/// One reader's cache of interned names: a [`Sym`] per distinct string, without the
+/// thread-local lookup of [`Sym::new`] on every hit.
 #[derive(Debug, Default)]
 pub struct Interner {
-    map: StrMap<Arc<str>>,
+    map: StrMap<Sym>,
 }
 
 impl Interner {
-    /// Returns the shared copy of `s`, creating it on first sight.
+    /// The symbol of `s`, interned on first sight.
     #[inline]
-    pub fn intern(&mut self, s: &str) -> Arc<str> {
-        self.map.get_or_insert_with(s, || Arc::from(s)).clone()
+    pub fn intern(&mut self, s: &str) -> Sym {
+        *self.map.get_or_insert_with(s, || Sym::new(s))
     }
 
     /// Number of distinct strings seen.

@@ -165,7 +165,7 @@ fn keyed_dataflows_are_order_and_worker_independent_on_random_input() {
     let mut rng = SplitMix64(99);
     let mut readings = Vec::new();
     for s in 0..60 {
-        let series: std::sync::Arc<str> = format!("rand/{s:02}").into();
+        let series: streamgauge::record::Sym = format!("rand/{s:02}").into();
         let (mut ts, mut x) = (1_700_000_000_000i64 + rng.below(1000) as i64, 100.0);
         for _ in 0..400 {
             ts += 500 + rng.below(1500) as i64;
@@ -175,7 +175,7 @@ fn keyed_dataflows_are_order_and_worker_independent_on_random_input() {
             } else {
                 x.max(1.0)
             };
-            readings.push(Reading::single(series.clone(), ts, v));
+            readings.push(Reading::single(series, ts, v));
         }
     }
     readings.sort_by_key(|r| r.ts);

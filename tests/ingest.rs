@@ -3,7 +3,6 @@
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::Arc;
 use std::time::Duration;
 
 use common::*;
@@ -11,7 +10,7 @@ use streamgauge::dataset::generate::SplitMix64;
 use streamgauge::kafka::broker::EmbeddedBroker;
 use streamgauge::kafka::producer::{partition_for, ReadingProducer};
 use streamgauge::kafka::ClientSettings;
-use streamgauge::record::Reading;
+use streamgauge::record::{Reading, Sym};
 
 #[test]
 fn hundred_thousand_readings_over_8_partitions_3_workers_counted_once() {
@@ -19,17 +18,11 @@ fn hundred_thousand_readings_over_8_partitions_3_workers_counted_once() {
     broker.create_topic("once", 8).unwrap();
     let mut p = ReadingProducer::new(&ClientSettings::new(broker.bootstrap()), "once").unwrap();
     let mut rng = SplitMix64(11);
-    let names: Vec<Arc<str>> = (0..500)
-        .map(|i| Arc::from(format!("dev{i:03}").as_str()))
-        .collect();
+    let names: Vec<Sym> = (0..500).map(|i| Sym::new(&format!("dev{i:03}"))).collect();
     let mut readings = Vec::new();
     for i in 0..100_000i64 {
         // Each reading carries its own id as its value: the windows' sums identify them.
-        let r = Reading::single(
-            names[rng.below(500) as usize].clone(),
-            1_000_000 + i * 3,
-            i as f64,
-        );
+        let r = Reading::single(names[rng.below(500) as usize], 1_000_000 + i * 3, i as f64);
         p.send(&r).unwrap();
         readings.push(r);
     }
@@ -82,17 +75,9 @@ fn batched_messages_deliver_every_reading_once_in_the_partition_librdkafka_picks
     broker.create_topic("batched", 8).unwrap();
     broker.create_topic("keyed", 8).unwrap();
     let mut rng = SplitMix64(12);
-    let names: Vec<Arc<str>> = (0..300)
-        .map(|i| Arc::from(format!("dev{i:03}").as_str()))
-        .collect();
+    let names: Vec<Sym> = (0..300).map(|i| Sym::new(&format!("dev{i:03}"))).collect();
     let readings: Vec<Reading> = (0..60_000i64)
-        .map(|i| {
-            Reading::single(
-                names[rng.below(300) as usize].clone(),
-                1_000_000 + i * 3,
-                i as f64,
-            )
-        })
+        .map(|i| Reading::single(names[rng.below(300) as usize], 1_000_000 + i * 3, i as f64))
         .collect();
     let mut batched = ReadingProducer::batched(&settings, "batched", 250).unwrap();
     let mut keyed = ReadingProducer::new(&settings, "keyed").unwrap();
@@ -106,7 +91,7 @@ fn batched_messages_deliver_every_reading_once_in_the_partition_librdkafka_picks
     let good = |s: &str, ts: i64| {
         let mut b = Vec::new();
         streamgauge::record::WireFormat::Json
-            .append(&Reading::single(Arc::from(s), ts, 1.0), &mut b);
+            .append(&Reading::single(Sym::new(s), ts, 1.0), &mut b);
         String::from_utf8(b).unwrap()
     };
     let payload = format!(
@@ -153,8 +138,8 @@ fn batched_messages_deliver_every_reading_once_in_the_partition_librdkafka_picks
     assert_eq!(report.metrics.quarantined, 1, "the broken line");
     assert_eq!(report.metrics.late, 0);
     let mut want = readings.clone();
-    want.push(Reading::single(Arc::from("dev000"), 1_180_001, 1.0));
-    want.push(Reading::single(Arc::from("dev000"), 1_180_002, 1.0));
+    want.push(Reading::single(Sym::new("dev000"), 1_180_001, 1.0));
+    want.push(Reading::single(Sym::new("dev000"), 1_180_002, 1.0));
     assert_windows_eq(&read_windows(dir.path()), &oracle(&want, 10_000), "batched");
     let q = std::fs::read_to_string(dir.path().join("quarantine.jsonl")).unwrap();
     assert!(q.contains("line 2") && q.contains("oops"), "{q}");
@@ -164,12 +149,12 @@ fn batched_messages_deliver_every_reading_once_in_the_partition_librdkafka_picks
 fn stream(series: usize, per_series: i64) -> Vec<(i32, Reading)> {
     let mut out = Vec::new();
     for s in 0..series {
-        let name: Arc<str> = Arc::from(format!("s{s}").as_str());
+        let name = Sym::new(&format!("s{s}"));
         for i in 0..per_series {
             out.push((
                 s as i32,
                 Reading::single(
-                    name.clone(),
+                    name,
                     1_700_000_000_000 + i * 1000,
                     (i % 17) as f64 + s as f64,
                 ),

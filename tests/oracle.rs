@@ -134,7 +134,7 @@ fn gas_turbine_eleven_channels_match_batch_oracle() {
 #[test]
 fn all_58_nab_series_load_and_match_at_default_window() {
     let readings = load("nab");
-    let series: std::collections::BTreeSet<_> = readings.iter().map(|r| r.series.clone()).collect();
+    let series: std::collections::BTreeSet<_> = readings.iter().map(|r| r.series).collect();
     assert_eq!(series.len(), 58);
     assert_eq!(readings.len(), 365_558);
     let want = oracle(&readings, 10_000);
@@ -208,8 +208,7 @@ fn every_builtin_manifest_loads_every_row() {
             readings.windows(2).all(|w| w[0].ts <= w[1].ts),
             "{name}: sorted by event time"
         );
-        let distinct: std::collections::HashSet<_> =
-            readings.iter().map(|r| r.series.clone()).collect();
+        let distinct: std::collections::HashSet<_> = readings.iter().map(|r| r.series).collect();
         if series > 0 {
             assert_eq!(distinct.len(), series, "{name}: series");
         }

@@ -8,13 +8,12 @@ mod common;
 use std::net::TcpStream;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::*;
 use streamgauge::kafka::producer::ReadingProducer;
 use streamgauge::kafka::{admin, ClientSettings};
-use streamgauge::record::Reading;
+use streamgauge::record::{Reading, Sym};
 
 struct Tansu(Child);
 
@@ -81,10 +80,10 @@ fn oracle_against_tansu() {
     let mut readings = load("nab:machine_temperature_system_failure");
     // Plus a few synthetic series so every partition carries data.
     for s in 0..6 {
-        let name: Arc<str> = Arc::from(format!("synthetic/{s}").as_str());
+        let name = Sym::new(&format!("synthetic/{s}"));
         for i in 0..3000i64 {
             readings.push(Reading::single(
-                name.clone(),
+                name,
                 1_386_000_000_000 + i * 60_000,
                 ((i * 7 + s) % 23) as f64 * 0.25,
             ));

@@ -24,7 +24,7 @@ use serde::Serialize;
 
 use crate::duration::HumanDuration;
 use crate::quarantine::Quarantined;
-use crate::record::{EventTime, Interner, Reading};
+use crate::record::{EventTime, Interner, Reading, Sym};
 
 /// A value as the source gave it.
 #[derive(Debug, Clone, PartialEq)]
@@ -275,7 +275,7 @@ pub struct Cleaner {
     cfg: CleanConfig,
     horizon_ms: i64,
     /// Per series: event times seen within the horizon of its latest.
-    seen: HashMap<Arc<str>, (EventTime, BTreeSet<EventTime>)>,
+    seen: HashMap<Sym, (EventTime, BTreeSet<EventTime>)>,
     interner: Interner,
     /// Counters.
     pub counters: Arc<Counters>,
@@ -354,7 +354,7 @@ impl Cleaner {
             return Err("no values".into());
         }
         let mut values = smallvec::SmallVec::new();
-        let mut tags: Vec<(Arc<str>, Arc<str>)> = Vec::new();
+        let mut tags: Vec<(Sym, Sym)> = Vec::new();
         let single = c.values.len() == 1;
         for (name, raw, given_unit) in c.values {
             let v = match raw {
@@ -419,7 +419,7 @@ impl Cleaner {
         let horizon = self.horizon_ms;
         let (latest, times) = self
             .seen
-            .entry(r.series.clone())
+            .entry(r.series)
             .or_insert((EventTime::MIN, BTreeSet::new()));
         if times.contains(&r.ts) {
             return true;

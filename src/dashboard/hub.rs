@@ -20,6 +20,7 @@ use serde::Serialize;
 use crate::engine::metrics::{Metrics, Snapshot, WorkerStatus};
 use crate::engine::FastBuild;
 use crate::record::EventTime;
+use crate::record::Sym;
 
 /// Bounds of the hub's memory.
 #[derive(Debug, Clone, Copy)]
@@ -50,9 +51,9 @@ pub enum Update {
     /// A change to the outlier set: `diff` +1 entered, -1 left.
     Outlier {
         /// Series id.
-        series: Arc<str>,
+        series: Sym,
         /// Value name.
-        field: Arc<str>,
+        field: Sym,
         /// Latest score, when known.
         score: Option<f64>,
         /// +1 or -1.
@@ -66,9 +67,9 @@ pub enum Update {
 #[derive(Debug, Clone)]
 pub struct PointUpdate {
     /// Series id.
-    pub series: Arc<str>,
+    pub series: Sym,
     /// Value name.
-    pub field: Arc<str>,
+    pub field: Sym,
     /// The point (its `seq` is set when the hub releases it).
     pub point: Point,
 }
@@ -77,9 +78,9 @@ pub struct PointUpdate {
 #[derive(Debug, Clone, Serialize)]
 pub struct ForecastUpdate {
     /// Series id.
-    pub series: Arc<str>,
+    pub series: Sym,
     /// Value name.
-    pub field: Arc<str>,
+    pub field: Sym,
     /// Model name.
     pub model: &'static str,
     /// Event time of the reading it was issued after.
@@ -112,8 +113,8 @@ pub struct Point {
 #[derive(Debug)]
 struct SeriesBuf {
     key: Arc<str>,
-    series: Arc<str>,
-    field: Arc<str>,
+    series: Sym,
+    field: Sym,
     pipeline: usize,
     points: VecDeque<Point>,
     forecast: Option<(u64, ForecastUpdate)>,
@@ -126,9 +127,9 @@ pub struct OutlierEntry {
     /// Series key (`series/field`).
     pub key: Arc<str>,
     /// Series id.
-    pub series: Arc<str>,
+    pub series: Sym,
     /// Value name.
-    pub field: Arc<str>,
+    pub field: Sym,
     /// Latest score known to the hub.
     pub score: Option<f64>,
     /// Frame time (event time, UTC ms) at which it entered.
@@ -147,9 +148,9 @@ pub struct Change {
     /// Series key.
     pub key: Arc<str>,
     /// Series id.
-    pub series: Arc<str>,
+    pub series: Sym,
     /// Value name.
-    pub field: Arc<str>,
+    pub field: Sym,
     /// +1 entered, -1 left.
     pub diff: i64,
     /// Score at the change, when known.
@@ -197,7 +198,7 @@ struct Pipeline {
 }
 
 /// (series, field).
-type Id = (Arc<str>, Arc<str>);
+type Id = (Sym, Sym);
 
 /// The updates of one time, waiting for every sink to pass it: the points in arrival order,
 /// the latest forecast of each series (all of a time's updates are released together, so an
@@ -214,7 +215,7 @@ impl Staged {
         match u {
             Update::Point(p) => self.points.push(p),
             Update::Forecast(f) => {
-                let id = (f.series.clone(), f.field.clone());
+                let id = (f.series, f.field);
                 match self.forecasts.get_mut(&id) {
                     Some(cur) if cur.issued > f.issued => {}
                     Some(cur) => *cur = f,
@@ -380,11 +381,11 @@ impl Hub {
                     Some(b) => b,
                     None => {
                         let key = series_key(&id.0, &id.1);
-                        s.by_key.insert(key.clone(), id.clone());
-                        s.series.entry(id.clone()).or_insert(SeriesBuf {
+                        s.by_key.insert(key.clone(), id);
+                        s.series.entry(id).or_insert(SeriesBuf {
                             key,
-                            series: id.0.clone(),
-                            field: id.1.clone(),
+                            series: id.0,
+                            field: id.1,
                             pipeline,
                             points: VecDeque::with_capacity(16),
                             forecast: None,
@@ -425,8 +426,8 @@ impl Hub {
                         key.clone(),
                         OutlierEntry {
                             key: key.clone(),
-                            series: id.0.clone(),
-                            field: id.1.clone(),
+                            series: id.0,
+                            field: id.1,
                             score,
                             since: time,
                             pipeline: name,
@@ -454,7 +455,7 @@ impl Hub {
     /// Sets a series' latest forecast.
     fn apply_forecast(&self, s: &mut State, f: ForecastUpdate) {
         let seq = s.seq;
-        let id = (f.series.clone(), f.field.clone());
+        let id = (f.series, f.field);
         if let Some(buf) = s.series.get_mut(&id) {
             buf.forecast = Some((seq, f));
             buf.last_seq = seq;
@@ -479,11 +480,7 @@ impl Hub {
         if s.series.len() <= self.cfg.max_series {
             return;
         }
-        let mut ages: Vec<(u64, Id)> = s
-            .series
-            .iter()
-            .map(|(id, b)| (b.last_seq, id.clone()))
-            .collect();
+        let mut ages: Vec<(u64, Id)> = s.series.iter().map(|(id, b)| (b.last_seq, *id)).collect();
         let drop = s.series.len() - self.cfg.max_series * 9 / 10;
         ages.select_nth_unstable_by_key(drop - 1, |a| a.0);
         for (_, id) in ages.into_iter().take(drop) {
@@ -585,9 +582,9 @@ pub struct SeriesInfo {
     /// Key (`series/field`): what the history API takes.
     pub key: Arc<str>,
     /// Series id.
-    pub series: Arc<str>,
+    pub series: Sym,
     /// Value name.
-    pub field: Arc<str>,
+    pub field: Sym,
     /// Pipeline that feeds it.
     pub pipeline: String,
     /// Points held.
@@ -604,9 +601,9 @@ pub struct History {
     /// Key.
     pub key: Arc<str>,
     /// Series id.
-    pub series: Arc<str>,
+    pub series: Sym,
     /// Value name.
-    pub field: Arc<str>,
+    pub field: Sym,
     /// Points, oldest first.
     pub points: Vec<Point>,
     /// Latest forecast, if the dataflow makes them.
@@ -722,8 +719,8 @@ impl Hub {
             .filter(|b| q.is_empty() || b.key.to_lowercase().contains(&q))
             .map(|b| SeriesInfo {
                 key: b.key.clone(),
-                series: b.series.clone(),
-                field: b.field.clone(),
+                series: b.series,
+                field: b.field,
                 pipeline: s.pipelines[b.pipeline].name.clone(),
                 points: b.points.len(),
                 last: b.points.back().copied(),
@@ -741,8 +738,8 @@ impl Hub {
         let b = s.series.get(s.by_key.get(key)?)?;
         Some(History {
             key: b.key.clone(),
-            series: b.series.clone(),
-            field: b.field.clone(),
+            series: b.series,
+            field: b.field,
             points: b.points.iter().copied().collect(),
             forecast: b.forecast.as_ref().map(|(_, f)| f.clone()),
             outlier: s.outliers.contains_key(key),

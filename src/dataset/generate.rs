@@ -6,8 +6,8 @@
 //! `20 + 5 sin(2 pi ts / 1 day + phase(sensor)) + N(0,1)`, with 0.1% of rows spiking by +-30;
 //! four decimals.
 
+use crate::record::Sym;
 use std::io::Write;
-use std::sync::Arc;
 
 use crate::record::{EventTime, Reading};
 
@@ -98,7 +98,7 @@ pub fn write_w1(out: &mut impl Write, rows: u64, seed: u64) -> std::io::Result<(
 /// time, in event-time order, values as in W1.
 #[derive(Debug)]
 pub struct SensorStream {
-    names: Vec<Arc<str>>,
+    names: Vec<Sym>,
     rng: SplitMix64,
     /// Event time of the next round.
     pub ts: EventTime,
@@ -111,7 +111,7 @@ impl SensorStream {
     pub fn new(sensors: u32, start_ms: EventTime, step_ms: i64, seed: u64) -> Self {
         SensorStream {
             names: (0..sensors)
-                .map(|i| Arc::from(format!("sensor/s{i:05}").as_str()))
+                .map(|i| Sym::new(&format!("sensor/s{i:05}")))
                 .collect(),
             rng: SplitMix64(seed),
             ts: start_ms,
@@ -136,11 +136,7 @@ impl Iterator for SensorStream {
             self.next_sensor = 0;
             self.ts += self.step_ms;
         }
-        Some(Reading::single(
-            self.names[i].clone(),
-            ts,
-            (v * 1e4).round() / 1e4,
-        ))
+        Some(Reading::single(self.names[i], ts, (v * 1e4).round() / 1e4))
     }
 }
 

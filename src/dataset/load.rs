@@ -4,8 +4,8 @@
 //! [`RowMapper`] is the one place where a row of text cells becomes a reading; the manifest
 //! loader, the ad-hoc CSV reader ([`super::csvspec`]) and the file collector all use it.
 
+use crate::record::Sym;
 use std::path::Path;
-use std::sync::Arc;
 
 use super::manifest::{Format, Manifest, ResolvedFile, TagSpec, TimeSpec, ValueSpec};
 use super::timefmt::{parse_time, TimeFormat, Zone};
@@ -29,7 +29,7 @@ pub struct Loaded {
 /// Where a tag's value comes from.
 enum TagSource {
     Column(usize),
-    Constant(Arc<str>),
+    Constant(Sym),
 }
 
 enum SeriesPart {
@@ -43,8 +43,8 @@ pub struct RowMapper {
     time_fmt: TimeFormat,
     zone: Zone,
     series: Vec<SeriesPart>,
-    values: Vec<(usize, Arc<str>)>,
-    tags: Vec<(Arc<str>, TagSource)>,
+    values: Vec<(usize, Sym)>,
+    tags: Vec<(Sym, TagSource)>,
     interner: Interner,
     scratch: String,
     width: usize,
@@ -191,15 +191,15 @@ impl RowMapper {
             if !v.is_finite() {
                 return Err(format!("non-finite value {raw:?} for {name}"));
             }
-            values.push((name.clone(), v));
+            values.push((*name, v));
         }
         let mut tags = Vec::with_capacity(self.tags.len());
         for (name, src) in &self.tags {
             let v = match src {
                 TagSource::Column(i) => self.interner.intern(cell(*i)?.trim()),
-                TagSource::Constant(c) => c.clone(),
+                TagSource::Constant(c) => *c,
             };
-            tags.push((name.clone(), v));
+            tags.push((*name, v));
         }
         Ok(Reading {
             series,

@@ -8,9 +8,9 @@
 //! Records are emitted at a timely time no later than the event time of the readings that
 //! produced them (the operator holds one capability, at the earliest pending reading).
 
+use crate::record::Sym;
 use std::cmp::Ordering;
-use std::collections::VecDeque;
-use std::sync::Arc;
+use std::collections::{HashMap, VecDeque};
 
 use timely::container::CapacityContainerBuilder;
 use timely::dataflow::channels::pact::Exchange;
@@ -18,8 +18,8 @@ use timely::dataflow::operators::generic::Operator;
 use timely::dataflow::operators::Capability;
 use timely::dataflow::Stream;
 
-use super::series_hash;
-use crate::record::{EventTime, Reading, StrMap};
+use super::{series_hash, FastBuild};
+use crate::record::{EventTime, Reading};
 
 /// Runs `logic(reading, emit)` for every reading, per series in event-time order, on the
 /// worker that owns the series; `emit` sends an output record at the reading's completed time.
@@ -101,20 +101,19 @@ fn order(a: &Reading, b: &Reading) -> Ordering {
         .then_with(|| a.values[0].1.total_cmp(&b.values[0].1))
 }
 
-/// Per (series, value name) state for the logic of [`in_order`]: looked up by the series and
-/// then among its few value names, so the hot path clones no `Arc` (only a first sighting
-/// stores the names).
+/// Per (series, value name) state for the logic of [`in_order`]: looked up by the series
+/// symbol's address (one word hashed, no string read) and then among its few value names.
 pub struct PerField<V> {
-    map: StrMap<Fields<V>>,
+    map: HashMap<usize, Fields<V>, FastBuild>,
 }
 
 /// One series' states, by value name.
-type Fields<V> = Vec<(Arc<str>, V)>;
+type Fields<V> = Vec<(Sym, V)>;
 
 impl<V> Default for PerField<V> {
     fn default() -> Self {
         PerField {
-            map: StrMap::default(),
+            map: HashMap::default(),
         }
     }
 }
@@ -124,19 +123,16 @@ impl<V> PerField<V> {
     #[inline]
     pub fn with<R>(
         &mut self,
-        series: &Arc<str>,
-        field: &Arc<str>,
+        series: Sym,
+        field: Sym,
         make: impl FnOnce() -> V,
         f: impl FnOnce(&mut V) -> R,
     ) -> R {
-        let fields = self.map.get_or_insert_with(series, Fields::default);
-        let i = match fields
-            .iter()
-            .position(|(n, _)| Arc::ptr_eq(n, field) || n == field)
-        {
+        let fields = self.map.entry(series.addr()).or_default();
+        let i = match fields.iter().position(|(n, _)| *n == field) {
             Some(i) => i,
             None => {
-                fields.push((field.clone(), make()));
+                fields.push((field, make()));
                 fields.len() - 1
             }
         };

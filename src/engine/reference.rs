@@ -8,9 +8,9 @@
 //! The file is re-read when it changes while a run is live; the new table replaces the old one
 //! from the current input frontier on. Only worker 0 reads it; joins route the rows.
 
+use crate::record::Sym;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use timely::container::CapacityContainerBuilder;
@@ -48,11 +48,11 @@ pub enum ReferenceError {
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub struct RefRow {
     /// Series id.
-    pub series: Arc<str>,
+    pub series: Sym,
     /// Where the series is measured.
-    pub location: Arc<str>,
+    pub location: Sym,
     /// Its unit.
-    pub unit: Arc<str>,
+    pub unit: Sym,
     /// Event time from which this version holds (`i64::MIN` = always).
     pub valid_from: EventTime,
 }
@@ -61,7 +61,7 @@ pub struct RefRow {
 pub type RefUpdate = (RefRecord, EventTime, isize);
 
 /// A reference record: `(series, (location, unit))`.
-pub type RefRecord = (Arc<str>, (Arc<str>, Arc<str>));
+pub type RefRecord = (Sym, (Sym, Sym));
 
 /// Reads the table.
 pub fn load(path: &Path) -> Result<Vec<RefRow>, ReferenceError> {
@@ -112,7 +112,7 @@ pub fn load(path: &Path) -> Result<Vec<RefRow>, ReferenceError> {
 /// The table as timed updates: each version inserted at its `valid_from`, the series'
 /// previous version retracted at the same time. Times are clamped to at least `floor`.
 pub fn updates(rows: &[RefRow], floor: EventTime) -> Vec<RefUpdate> {
-    let mut by: BTreeMap<&Arc<str>, Vec<&RefRow>> = BTreeMap::new();
+    let mut by: BTreeMap<&Sym, Vec<&RefRow>> = BTreeMap::new();
     for r in rows {
         by.entry(&r.series).or_default().push(r);
     }
@@ -123,17 +123,9 @@ pub fn updates(rows: &[RefRow], floor: EventTime) -> Vec<RefUpdate> {
         for v in versions {
             let t = v.valid_from.max(floor);
             if let Some(p) = prev {
-                out.push((
-                    (p.series.clone(), (p.location.clone(), p.unit.clone())),
-                    t,
-                    -1,
-                ));
+                out.push(((p.series, (p.location, p.unit)), t, -1));
             }
-            out.push((
-                (v.series.clone(), (v.location.clone(), v.unit.clone())),
-                t,
-                1,
-            ));
+            out.push(((v.series, (v.location, v.unit)), t, 1));
             prev = Some(v);
         }
     }
@@ -145,7 +137,7 @@ fn as_of(updates: &[RefUpdate], t: EventTime) -> BTreeMap<RefRecord, isize> {
     let mut acc = BTreeMap::new();
     for (d, time, diff) in updates {
         if *time <= t {
-            *acc.entry(d.clone()).or_insert(0) += diff;
+            *acc.entry(*d).or_insert(0) += diff;
         }
     }
     acc.retain(|_, v| *v != 0);
@@ -203,17 +195,17 @@ pub fn reference_stream<'s>(
                                 let mut session = output.session(c);
                                 // Future versions the old table scheduled are withdrawn.
                                 for (d, t, n) in emitted.iter().filter(|u| u.1 > now) {
-                                    session.give((d.clone(), *t, -n));
+                                    session.give((*d, *t, -n));
                                 }
                                 emitted.retain(|u| u.1 <= now);
                                 for (d, n) in diff {
                                     if n != 0 {
-                                        session.give((d.clone(), now, n));
+                                        session.give((d, now, n));
                                         emitted.push((d, now, n));
                                     }
                                 }
                                 for u in new.into_iter().filter(|u| u.1 > now) {
-                                    session.give(u.clone());
+                                    session.give(u);
                                     emitted.push(u);
                                 }
                             }

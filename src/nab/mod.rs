@@ -269,12 +269,12 @@ pub fn run_detector(
     use crate::engine::run::{run, Input, RunSpec};
     use crate::engine::ClusterArgs;
     use crate::record::Reading;
-    use std::sync::Arc;
+    use crate::record::Sym;
 
     let mut readings = Vec::with_capacity(corpus.files.iter().map(|f| f.values.len()).sum());
     let mut order: Vec<Vec<usize>> = Vec::with_capacity(corpus.files.len());
     for f in &corpus.files {
-        let series: Arc<str> = Arc::from(f.series());
+        let series = Sym::new(f.series());
         let mut ts = Vec::with_capacity(f.values.len());
         for t in &f.timestamps {
             ts.push(timestamp_ms(t).ok_or_else(|| NabError::Format {
@@ -286,7 +286,7 @@ pub fn run_detector(
         let mut idx: Vec<usize> = (0..f.values.len()).collect();
         idx.sort_by(|&a, &b| ts[a].cmp(&ts[b]).then(f.values[a].total_cmp(&f.values[b])));
         for (&t, &v) in ts.iter().zip(&f.values) {
-            readings.push(Reading::single(series.clone(), t, v));
+            readings.push(Reading::single(series, t, v));
         }
         order.push(idx);
     }
