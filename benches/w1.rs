@@ -3,7 +3,7 @@
 //! window written out, over the generated W1 file.
 //!
 //! ```text
-//! cargo bench --bench w1 -- [--rows 10000000] [--cases naive,file-1,file-2,broker-1,broker-2,batched-1,batched-2] [--no-check]
+//! cargo bench --bench w1 -- [--rows 10000000] [--cases naive,file-1,file-2,broker-1,broker-2,batched-1,batched-2] [--reps N] [--no-check]
 //! ```
 //!
 //! Each case runs in a child process (so peak memory is its own) and reports readings/s, wall

@@ -3,7 +3,7 @@
 //! and |z| > 4. Input: the generated W1 file (10,000 sensors).
 //!
 //! ```text
-//! cargo bench --bench w2 -- [--rows 10000000] [--cases naive,file-1,file-2] [--no-check]
+//! cargo bench --bench w2 -- [--rows 10000000] [--cases naive,file-1,file-2] [--reps N] [--no-check]
 //! ```
 //!
 //! Each case runs in a child process and reports readings/s, wall time and peak RSS; outputs

@@ -68,31 +68,54 @@ pub fn run_case(case: &str, rows: u64) -> Result<serde_json::Value> {
 /// Runs each case in a child process and prints one table row per case: readings/s, wall
 /// time, peak RSS, the count under `count` (the JSON key the child printed, also the column
 /// title), and `check(output file)`'s verdict when the child named an output.
+///
+/// With `--reps N` on the command line every case runs N times, the cases taking turns
+/// (A, B, C, A, B, C ...) so that a slow spell of this shared machine hits them alike; the row
+/// shows the best run (readings/s, wall, its peak RSS) and the median wall time. Outputs are
+/// checked on the first run of each case.
 pub fn run_table(
     cases: &str,
     rows: u64,
     count: &str,
     mut check: impl FnMut(&Path) -> Result<String>,
 ) -> Result<()> {
+    let args: Vec<String> = std::env::args().collect();
+    let reps: usize = arg(&args, "--reps")
+        .map_or(Ok(1), |s| s.parse())
+        .context("--reps")?;
+    let cases: Vec<&str> = cases.split(',').collect();
+    // Per case: (wall s, JSON line) of every run, and the verdict of the first.
+    let mut runs: Vec<Vec<(f64, serde_json::Value)>> = vec![Vec::new(); cases.len()];
+    let mut verdicts = vec![String::from("-"); cases.len()];
+    for rep in 0..reps.max(1) {
+        for (i, case) in cases.iter().enumerate() {
+            let v = run_case(case, rows)?;
+            if rep == 0 {
+                if let Some(path) = v["output"].as_str() {
+                    verdicts[i] = check(Path::new(path))?;
+                }
+            }
+            runs[i].push((v["secs"].as_f64().unwrap_or(f64::NAN), v));
+        }
+    }
     println!(
-        "{:<10} {:>12} {:>10} {:>14} {:>12} {:>8}",
-        "case", "readings/s", "wall s", "peak RSS MiB", count, "oracle"
+        "{:<10} {:>12} {:>10} {:>10} {:>14} {:>12} {:>8}",
+        "case", "readings/s", "wall s", "median s", "peak RSS MiB", count, "oracle"
     );
-    for case in cases.split(',') {
-        let v = run_case(case, rows)?;
-        let secs = v["secs"].as_f64().unwrap_or(0.0);
-        let verdict = match v["output"].as_str() {
-            Some(path) => check(Path::new(path))?,
-            None => "-".to_string(),
-        };
+    for (i, case) in cases.iter().enumerate() {
+        let r = &mut runs[i];
+        r.sort_by(|a, b| a.0.total_cmp(&b.0));
+        let median = r[r.len() / 2].0;
+        let (secs, v) = &r[0];
         println!(
-            "{:<10} {:>12.0} {:>10.2} {:>14.1} {:>12} {:>8}",
+            "{:<10} {:>12.0} {:>10.2} {:>10.2} {:>14.1} {:>12} {:>8}",
             case,
             v["readings"].as_f64().unwrap_or(0.0) / secs,
             secs,
+            median,
             v["peak_kb"].as_f64().unwrap_or(0.0) / 1024.0,
             v[count],
-            verdict
+            verdicts[i]
         );
     }
     Ok(())
