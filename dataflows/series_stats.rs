@@ -8,7 +8,8 @@
 //! this operator: the source sends it to the `late` output.
 
 use crate::record::Sym;
-use std::collections::{BTreeMap, HashMap};
+use crate::sym::SymMap;
+use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
 
 use serde::{Deserialize, Serialize};
@@ -21,7 +22,7 @@ use timely::dataflow::Stream;
 use super::{Dataflow, Outputs, Params};
 use crate::analytics::window::{Tumbling, WindowStats};
 use crate::engine::output::{csv_field, Row};
-use crate::engine::{series_hash, FastBuild};
+use crate::engine::series_hash;
 use crate::record::{write_f64, write_i64, EventTime, Reading};
 
 /// One closed window of one value of one series.
@@ -106,7 +107,7 @@ pub struct SeriesStats;
 
 type Fields = smallvec::SmallVec<[(Sym, WindowStats); 1]>;
 /// Open windows by end time: the capability to emit at the end, and per-series state.
-type OpenWindows = BTreeMap<EventTime, (Capability<EventTime>, HashMap<Sym, Fields, FastBuild>)>;
+type OpenWindows = BTreeMap<EventTime, (Capability<EventTime>, SymMap<Fields>)>;
 
 impl Dataflow for SeriesStats {
     fn name(&self) -> &'static str {
@@ -132,24 +133,20 @@ impl Dataflow for SeriesStats {
                 let mut windows: OpenWindows = BTreeMap::new();
                 // Series in the last closed window: the size new windows start at.
                 let mut typical = 16usize;
+                // Maps of closed windows, drained and kept for new windows.
+                let mut spare: Vec<SymMap<Fields>> = Vec::new();
                 move |(input, frontier), output| {
                     let mut opened = 0i64;
                     input.for_each(|cap, data| {
                         for r in data.drain(..) {
                             let end = tumbling.end(r.ts);
                             let (_, per_series) = windows.entry(end).or_insert_with(|| {
-                                (
-                                    cap.delayed(&end, 0),
-                                    HashMap::with_capacity_and_hasher(
-                                        typical,
-                                        FastBuild::default(),
-                                    ),
-                                )
+                                let map = spare
+                                    .pop()
+                                    .unwrap_or_else(|| SymMap::with_capacity(typical));
+                                (cap.delayed(&end, 0), map)
                             });
-                            let fields = match per_series.get_mut(&r.series) {
-                                Some(f) => f,
-                                None => per_series.entry(r.series).or_default(),
-                            };
+                            let fields = per_series.get_or_insert_with(r.series, Fields::new);
                             for (name, v) in &r.values {
                                 match fields.iter_mut().find(|(n, _)| n == name) {
                                     Some((_, st)) => st.update(*v),
@@ -168,11 +165,11 @@ impl Dataflow for SeriesStats {
                         if frontier.less_than(&end) {
                             break;
                         }
-                        let (cap, per_series) =
+                        let (cap, mut per_series) =
                             windows.pop_first().map(|(_, v)| v).expect("non-empty");
                         typical = per_series.len().max(16);
                         let mut session = output.session(&cap);
-                        for (series, fields) in per_series {
+                        for (series, fields) in per_series.drain() {
                             for (field, st) in fields {
                                 closed += 1;
                                 session.give(WindowRow {
@@ -187,6 +184,9 @@ impl Dataflow for SeriesStats {
                                     std: st.std(),
                                 });
                             }
+                        }
+                        if spare.len() < 4 {
+                            spare.push(per_series);
                         }
                     }
                     if closed > 0 {

@@ -17,7 +17,7 @@
 //! key for lookup-only maps within one process.
 
 use std::cell::RefCell;
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::fmt;
 use std::sync::{Mutex, OnceLock};
 
@@ -25,13 +25,24 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::record::StrMap;
 
-/// An interned string: `Copy`, compared by pointer, hashed and ordered by content.
+/// An interned string: `Copy`, compared by pointer, hashed and ordered by content, with a
+/// dense process-wide [`index`](Sym::index).
 #[derive(Clone, Copy)]
-pub struct Sym(&'static str);
+pub struct Sym {
+    ptr: std::ptr::NonNull<u8>,
+    len: u32,
+    index: u32,
+}
 
-/// The process-wide table: every string interned so far, leaked once.
-fn table() -> &'static Mutex<HashSet<&'static str>> {
-    static TABLE: OnceLock<Mutex<HashSet<&'static str>>> = OnceLock::new();
+// SAFETY: a `Sym` points at leaked, never-mutated bytes; sharing or sending it shares nothing
+// mutable.
+unsafe impl Send for Sym {}
+// SAFETY: as above.
+unsafe impl Sync for Sym {}
+
+/// The process-wide table: every string interned so far (leaked once) and its index.
+fn table() -> &'static Mutex<HashMap<&'static str, u32>> {
+    static TABLE: OnceLock<Mutex<HashMap<&'static str, u32>>> = OnceLock::new();
     TABLE.get_or_init(Mutex::default)
 }
 
@@ -42,6 +53,9 @@ thread_local! {
 
 impl Sym {
     /// The interned copy of `s` (made on first sight in this process).
+    ///
+    /// Names are capped at 4 GiB (far above anything an input can carry: a Kafka message, a
+    /// CSV line held in memory).
     #[inline]
     pub fn new(s: &str) -> Sym {
         CACHE.with(|c| *c.borrow_mut().get_or_insert_with(s, || Sym::global(s)))
@@ -49,38 +63,55 @@ impl Sym {
 
     /// Looks `s` up in (or adds it to) the process-wide table.
     fn global(s: &str) -> Sym {
-        // A poisoned lock still holds a valid set: entries are only ever added.
+        // A poisoned lock still holds a valid table: entries are only ever added.
         let mut t = table().lock().unwrap_or_else(|p| p.into_inner());
-        match t.get(s) {
-            Some(&k) => Sym(k),
+        let (text, index) = match t.get_key_value(s) {
+            Some((&k, &i)) => (k, i),
             None => {
                 let k: &'static str = Box::leak(s.into());
-                t.insert(k);
-                Sym(k)
+                let i = u32::try_from(t.len()).expect("more than 4 billion distinct names");
+                t.insert(k, i);
+                (k, i)
             }
+        };
+        Sym {
+            ptr: std::ptr::NonNull::from(text.as_bytes()).cast(),
+            len: u32::try_from(text.len()).expect("a name over 4 GiB"),
+            index,
         }
     }
 
     /// The text.
     #[inline]
     pub fn as_str(&self) -> &'static str {
-        self.0
+        // SAFETY: `ptr`/`len` come from a leaked `&'static str` (see `global`).
+        unsafe {
+            std::str::from_utf8_unchecked(std::slice::from_raw_parts(
+                self.ptr.as_ptr(),
+                self.len as usize,
+            ))
+        }
     }
 
-    /// The address of the interned text: equal for equal symbols within one process, a cheap
-    /// key for lookup-only maps (not stable across processes or runs).
+    /// Dense number of this name in the process: 0, 1, 2 ... in order of first sight. Equal
+    /// for equal symbols; not stable across processes or runs. [`SymMap`] indexes by it.
+    #[inline]
+    pub fn index(&self) -> u32 {
+        self.index
+    }
+
+    /// The address of the interned text (equal for equal symbols within one process).
     #[inline]
     pub fn addr(&self) -> usize {
-        self.0.as_ptr() as usize
+        self.ptr.as_ptr() as usize
     }
 }
 
 impl PartialEq for Sym {
     #[inline]
     fn eq(&self, other: &Sym) -> bool {
-        // Interned: the same text is the same pointer (and the length rules out `""` aliasing
-        // the start of another string).
-        std::ptr::eq(self.0.as_ptr(), other.0.as_ptr()) && self.0.len() == other.0.len()
+        // Interned: the same text is the same entry.
+        self.index == other.index
     }
 }
 
@@ -88,20 +119,20 @@ impl Eq for Sym {}
 
 impl PartialEq<str> for Sym {
     fn eq(&self, other: &str) -> bool {
-        self.0 == other
+        self.as_str() == other
     }
 }
 
 impl PartialEq<&str> for Sym {
     fn eq(&self, other: &&str) -> bool {
-        self.0 == *other
+        self.as_str() == *other
     }
 }
 
 impl std::hash::Hash for Sym {
     #[inline]
     fn hash<H: std::hash::Hasher>(&self, h: &mut H) {
-        self.0.hash(h)
+        self.as_str().hash(h)
     }
 }
 
@@ -116,7 +147,7 @@ impl Ord for Sym {
         if self == other {
             std::cmp::Ordering::Equal
         } else {
-            self.0.cmp(other.0)
+            self.as_str().cmp(other.as_str())
         }
     }
 }
@@ -125,31 +156,31 @@ impl std::ops::Deref for Sym {
     type Target = str;
     #[inline]
     fn deref(&self) -> &str {
-        self.0
+        self.as_str()
     }
 }
 
 impl AsRef<str> for Sym {
     fn as_ref(&self) -> &str {
-        self.0
+        self.as_str()
     }
 }
 
 impl std::borrow::Borrow<str> for Sym {
     fn borrow(&self) -> &str {
-        self.0
+        self.as_str()
     }
 }
 
 impl fmt::Debug for Sym {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Debug::fmt(self.0, f)
+        fmt::Debug::fmt(self.as_str(), f)
     }
 }
 
 impl fmt::Display for Sym {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.0)
+        f.write_str(self.as_str())
     }
 }
 
@@ -179,13 +210,13 @@ impl From<String> for Sym {
 
 impl From<Sym> for std::sync::Arc<str> {
     fn from(s: Sym) -> std::sync::Arc<str> {
-        std::sync::Arc::from(s.0)
+        std::sync::Arc::from(s.as_str())
     }
 }
 
 impl Serialize for Sym {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(self.0)
+        s.serialize_str(self.as_str())
     }
 }
 
@@ -205,6 +236,88 @@ impl<'de> Deserialize<'de> for Sym {
     }
 }
 
+/// A map keyed by [`Sym`] without hashing: a slot table indexed by [`Sym::index`] points into
+/// a dense vector of entries, so a lookup is two array reads. Iterates in insertion order;
+/// [`drain`](SymMap::drain) keeps both allocations for reuse.
+///
+/// Memory: 4 bytes per symbol of the process up to the highest index looked up, plus the
+/// entries. Made for per-series operator state, where the process's symbols are mostly the
+/// series the operator sees.
+#[derive(Debug, Clone)]
+pub struct SymMap<V> {
+    /// Position in `entries` + 1 by symbol index (0: absent).
+    slots: Vec<u32>,
+    entries: Vec<(Sym, V)>,
+}
+
+impl<V> Default for SymMap<V> {
+    fn default() -> Self {
+        SymMap {
+            slots: Vec::new(),
+            entries: Vec::new(),
+        }
+    }
+}
+
+impl<V> SymMap<V> {
+    /// An empty map with room for `n` entries.
+    pub fn with_capacity(n: usize) -> Self {
+        SymMap {
+            slots: Vec::new(),
+            entries: Vec::with_capacity(n),
+        }
+    }
+
+    /// The value of `key`, made by `make` on first sight.
+    #[inline]
+    pub fn get_or_insert_with(&mut self, key: Sym, make: impl FnOnce() -> V) -> &mut V {
+        let i = key.index as usize;
+        if i >= self.slots.len() {
+            self.slots.resize((i + 1).next_power_of_two(), 0);
+        }
+        let slot = self.slots[i] as usize;
+        let pos = if slot == 0 {
+            self.entries.push((key, make()));
+            self.slots[i] = self.entries.len() as u32;
+            self.entries.len() - 1
+        } else {
+            slot - 1
+        };
+        &mut self.entries[pos].1
+    }
+
+    /// The value of `key`, if present.
+    pub fn get(&self, key: Sym) -> Option<&V> {
+        match self.slots.get(key.index as usize) {
+            Some(&s) if s > 0 => Some(&self.entries[s as usize - 1].1),
+            _ => None,
+        }
+    }
+
+    /// Number of entries.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// True when empty.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// The entries, in insertion order.
+    pub fn iter(&self) -> impl Iterator<Item = &(Sym, V)> {
+        self.entries.iter()
+    }
+
+    /// Removes and yields every entry in insertion order; the map keeps its capacity.
+    pub fn drain(&mut self) -> impl Iterator<Item = (Sym, V)> + '_ {
+        for (k, _) in &self.entries {
+            self.slots[k.index as usize] = 0;
+        }
+        self.entries.drain(..)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -218,6 +331,8 @@ mod tests {
             .unwrap();
         assert_eq!(here, there);
         assert_eq!(here.0.addr(), there.0.addr());
+        assert_eq!(here.0.index(), there.0.index());
+        assert_ne!(here.0.index(), here.1.index());
         assert_ne!(Sym::new("s00001"), Sym::new("s00002"));
         assert_ne!(Sym::new(""), Sym::new("x"));
         assert_eq!(&*here.1, long);
@@ -231,6 +346,35 @@ mod tests {
         assert_eq!(a.cmp(&a), std::cmp::Ordering::Equal);
         let h = RandomState::new();
         assert_eq!(h.hash_one(a), h.hash_one("a-first"));
+    }
+
+    #[test]
+    fn sym_map_agrees_with_a_hash_map() {
+        let mut m: SymMap<u64> = SymMap::default();
+        let mut oracle: std::collections::HashMap<String, u64> = Default::default();
+        let mut order = Vec::new();
+        for round in 0..3u64 {
+            for i in 0..5_000u64 {
+                let k = format!("k{}", (i * 7919 + round) % 3_001);
+                *m.get_or_insert_with(Sym::new(&k), || 0) += i;
+                let e = oracle.entry(k.clone()).or_insert_with(|| {
+                    order.push(k.clone());
+                    0
+                });
+                *e += i;
+            }
+            assert_eq!(m.len(), oracle.len());
+            for (k, v) in &oracle {
+                assert_eq!(m.get(Sym::new(k)), Some(v), "{k}");
+            }
+            assert_eq!(m.get(Sym::new("never-inserted")), None);
+            let drained: Vec<(String, u64)> = m.drain().map(|(k, v)| (k.to_string(), v)).collect();
+            let want: Vec<(String, u64)> = order.iter().map(|k| (k.clone(), oracle[k])).collect();
+            assert_eq!(drained, want, "insertion order");
+            assert!(m.is_empty() && m.get(Sym::new("k1")).is_none());
+            oracle.clear();
+            order.clear();
+        }
     }
 
     #[test]

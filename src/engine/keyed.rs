@@ -9,8 +9,9 @@
 //! produced them (the operator holds one capability, at the earliest pending reading).
 
 use crate::record::Sym;
+use crate::sym::SymMap;
 use std::cmp::Ordering;
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 
 use timely::container::CapacityContainerBuilder;
 use timely::dataflow::channels::pact::Exchange;
@@ -18,7 +19,7 @@ use timely::dataflow::operators::generic::Operator;
 use timely::dataflow::operators::Capability;
 use timely::dataflow::Stream;
 
-use super::{series_hash, FastBuild};
+use super::series_hash;
 use crate::record::{EventTime, Reading};
 
 /// Runs `logic(reading, emit)` for every reading, per series in event-time order, on the
@@ -102,9 +103,10 @@ fn order(a: &Reading, b: &Reading) -> Ordering {
 }
 
 /// Per (series, value name) state for the logic of [`in_order`]: looked up by the series
-/// symbol's address (one word hashed, no string read) and then among its few value names.
+/// symbol's dense index (a [`SymMap`]: two array reads, no hashing) and then among its few
+/// value names.
 pub struct PerField<V> {
-    map: HashMap<usize, Fields<V>, FastBuild>,
+    map: SymMap<Fields<V>>,
 }
 
 /// One series' states, by value name.
@@ -113,7 +115,7 @@ type Fields<V> = Vec<(Sym, V)>;
 impl<V> Default for PerField<V> {
     fn default() -> Self {
         PerField {
-            map: HashMap::default(),
+            map: SymMap::default(),
         }
     }
 }
@@ -128,7 +130,7 @@ impl<V> PerField<V> {
         make: impl FnOnce() -> V,
         f: impl FnOnce(&mut V) -> R,
     ) -> R {
-        let fields = self.map.entry(series.addr()).or_default();
+        let fields = self.map.get_or_insert_with(series, Fields::default);
         let i = match fields.iter().position(|(n, _)| *n == field) {
             Some(i) => i,
             None => {
