@@ -138,10 +138,21 @@ impl BlockReader {
         })
     }
 
-    /// Reads the next block of this worker's share; `false` when the share is exhausted.
+    /// Reads the next block of this worker's share into `good`; `false` when the share is
+    /// exhausted.
     pub fn next_block(
         &mut self,
         good: &mut Vec<Reading>,
+        bad: &mut Vec<Quarantined>,
+    ) -> Result<bool, DatasetError> {
+        self.next_block_with(|r| good.push(r), bad)
+    }
+
+    /// Reads the next block of this worker's share, handing each reading to `emit` in file
+    /// order; `false` when the share is exhausted.
+    pub fn next_block_with(
+        &mut self,
+        mut emit: impl FnMut(Reading),
         bad: &mut Vec<Quarantined>,
     ) -> Result<bool, DatasetError> {
         let io = |e| DatasetError::Io {
@@ -183,7 +194,9 @@ impl BlockReader {
         let buf = std::mem::take(&mut self.buf);
         let mut fields: Vec<(usize, usize)> = Vec::with_capacity(8);
         while pos < buf.len() {
-            let line_end = memchr_nl(&buf[pos..]).map(|i| pos + i).unwrap_or(buf.len());
+            let line_end = memchr::memchr(b'\n', &buf[pos..])
+                .map(|i| pos + i)
+                .unwrap_or(buf.len());
             let mut line = &buf[pos..line_end];
             if line.last() == Some(&b'\r') {
                 line = &line[..line.len() - 1];
@@ -198,11 +211,9 @@ impl BlockReader {
                 Ok(text) => {
                     fields.clear();
                     let mut s = 0;
-                    for (i, b) in text.bytes().enumerate() {
-                        if b == b',' {
-                            fields.push((s, i));
-                            s = i + 1;
-                        }
+                    for i in memchr::memchr_iter(b',', line) {
+                        fields.push((s, i));
+                        s = i + 1;
                     }
                     fields.push((s, text.len()));
                     let f = &fields;
@@ -210,7 +221,7 @@ impl BlockReader {
                         .mapper
                         .map(f.len(), |i| f.get(i).map(|&(a, b)| &text[a..b]))
                     {
-                        Ok(r) => good.push(r),
+                        Ok(r) => emit(r),
                         Err(why) => bad.push(Quarantined::new(
                             format!("{}@byte {offset}", self.path.display()),
                             why,
@@ -228,10 +239,6 @@ impl BlockReader {
         self.buf = buf;
         Ok(true)
     }
-}
-
-fn memchr_nl(s: &[u8]) -> Option<usize> {
-    s.iter().position(|&b| b == b'\n')
 }
 
 /// Reads a whole CSV spec sequentially (tests and small files).

@@ -304,7 +304,6 @@ impl Feed for MemoryFeed {
 pub struct CsvFeed {
     reader: crate::dataset::csvspec::BlockReader,
     next_offset: i64,
-    good: Vec<Reading>,
     failed: bool,
 }
 
@@ -318,7 +317,6 @@ impl CsvFeed {
         Ok(CsvFeed {
             reader: crate::dataset::csvspec::BlockReader::new(spec, index, peers)?,
             next_offset: 0,
-            good: Vec::new(),
             failed: false,
         })
     }
@@ -332,12 +330,16 @@ impl Feed for CsvFeed {
         if self.failed {
             return Poll::Done;
         }
-        match self.reader.next_block(&mut self.good, &mut batch.bad) {
+        let (data, offset) = (&mut batch.data, &mut self.next_offset);
+        let read = self.reader.next_block_with(
+            |r| {
+                data.push((0, *offset, r));
+                *offset += 1;
+            },
+            &mut batch.bad,
+        );
+        match read {
             Ok(more) => {
-                for r in self.good.drain(..) {
-                    batch.data.push((0, self.next_offset, r));
-                    self.next_offset += 1;
-                }
                 if more {
                     Poll::More
                 } else {
