@@ -211,9 +211,11 @@ impl BlockReader {
                 Ok(text) => {
                     fields.clear();
                     let mut s = 0;
-                    for i in memchr::memchr_iter(b',', line) {
-                        fields.push((s, i));
-                        s = i + 1;
+                    for (i, &b) in line.iter().enumerate() {
+                        if b == b',' {
+                            fields.push((s, i));
+                            s = i + 1;
+                        }
                     }
                     fields.push((s, text.len()));
                     let f = &fields;
