@@ -7,8 +7,6 @@
 //! depends only on readings at or before it. State: one detector per (series, value name) plus
 //! the readings of times not yet complete.
 
-use crate::record::Sym;
-
 use serde::{Deserialize, Serialize};
 use timely::dataflow::Stream;
 
@@ -16,7 +14,7 @@ use super::{Dataflow, Outputs, Params};
 use crate::analytics::detector::{Detector, DetectorParams};
 use crate::engine::keyed::{in_order, PerField};
 use crate::engine::output::{csv_f64s, csv_series_field_ts, Row};
-use crate::record::{EventTime, Reading};
+use crate::record::{EventTime, Reading, Sym};
 
 /// The score of one value of one reading.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

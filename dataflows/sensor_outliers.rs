@@ -25,7 +25,6 @@
 //! - `outliers_ref`: the outlier set joined with the reference table (`--reference FILE`,
 //!   a versioned, changing collection; see `engine::reference`).
 
-use crate::record::Sym;
 use std::cmp::Reverse;
 
 use differential_dataflow::AsCollection;
@@ -45,7 +44,7 @@ use crate::engine::keyed::{in_order, PerField};
 use crate::engine::output::{csv_f64s, csv_field, csv_series_field_ts, Row};
 use crate::engine::reference::reference_stream;
 use crate::engine::series_hash;
-use crate::record::{write_f64, write_i64, EventTime, Reading};
+use crate::record::{write_f64, write_i64, EventTime, Reading, Sym};
 
 /// (series, field).
 pub type Key = (Sym, Sym);

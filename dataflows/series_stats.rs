@@ -7,8 +7,6 @@
 //! `lateness / window + 2` windows per series in a steady stream). Late data never reaches
 //! this operator: the source sends it to the `late` output.
 
-use crate::record::Sym;
-use crate::sym::SymMap;
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
 
@@ -23,7 +21,8 @@ use super::{Dataflow, Outputs, Params};
 use crate::analytics::window::{Tumbling, WindowStats};
 use crate::engine::output::{csv_field, Row};
 use crate::engine::series_hash;
-use crate::record::{write_f64, write_i64, EventTime, Reading};
+use crate::record::{write_f64, write_i64, EventTime, Reading, Sym};
+use crate::sym::SymMap;
 
 /// One closed window of one value of one series.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

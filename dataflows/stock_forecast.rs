@@ -10,7 +10,6 @@
 //! `analytics::evaluate::Calibrator`). Built on `engine::keyed::in_order`; state per ticker:
 //! the two models plus the forecasts waiting for their actual (2 × horizons × horizon).
 
-use crate::record::Sym;
 use std::collections::{HashMap, VecDeque};
 
 use serde::{Deserialize, Serialize};
@@ -23,7 +22,7 @@ use crate::analytics::forecast::{Forecast, HoltWinters, LogReturns, RlsAr};
 use crate::engine::keyed::in_order;
 use crate::engine::output::{csv_field, Row};
 use crate::engine::FastBuild;
-use crate::record::{write_f64, write_i64, EventTime, Reading};
+use crate::record::{write_f64, write_i64, EventTime, Reading, Sym};
 
 /// A forecast issued at a reading, or (when `actual` is set) realised.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

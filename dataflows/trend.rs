@@ -6,8 +6,6 @@
 //! Built on `engine::keyed::in_order`; state per series and value: a [`Trend`] and a
 //! [`Crossover`] (the window's readings, twice).
 
-use crate::record::Sym;
-
 use serde::{Deserialize, Serialize};
 use timely::dataflow::operators::core::Filter;
 use timely::dataflow::Stream;
@@ -17,7 +15,7 @@ use crate::analytics::rolling::Extent;
 use crate::analytics::trend::{Crossover, Trend};
 use crate::engine::keyed::{in_order, PerField};
 use crate::engine::output::{csv_f64s, csv_series_field_ts, Row};
-use crate::record::{write_f64, write_i64, EventTime, Reading};
+use crate::record::{write_f64, write_i64, EventTime, Reading, Sym};
 
 /// A reading's trend, or (when `cross` is set) a crossover signal.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

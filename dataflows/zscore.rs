@@ -6,8 +6,6 @@
 //! Built on `engine::keyed::in_order` (per-series event-time order). State per series and
 //! value: a [`CountWindow`] (8 bytes per reading held plus six numbers).
 
-use crate::record::Sym;
-
 use serde::{Deserialize, Serialize};
 use timely::dataflow::Stream;
 
@@ -15,7 +13,7 @@ use super::{Dataflow, Outputs, Params};
 use crate::analytics::rolling::CountWindow;
 use crate::engine::keyed::{in_order, PerField};
 use crate::engine::output::{csv_f64s, csv_series_field_ts, Row};
-use crate::record::{EventTime, Reading};
+use crate::record::{EventTime, Reading, Sym};
 
 /// A reading far from its series' recent past.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

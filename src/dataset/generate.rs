@@ -6,10 +6,9 @@
 //! `20 + 5 sin(2 pi ts / 1 day + phase(sensor)) + N(0,1)`, with 0.1% of rows spiking by +-30;
 //! four decimals.
 
-use crate::record::Sym;
 use std::io::Write;
 
-use crate::record::{EventTime, Reading};
+use crate::record::{EventTime, Reading, Sym};
 
 /// First timestamp of W1.
 pub const W1_START_MS: i64 = 1_700_000_000_000;

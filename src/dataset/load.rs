@@ -4,14 +4,13 @@
 //! [`RowMapper`] is the one place where a row of text cells becomes a reading; the manifest
 //! loader, the ad-hoc CSV reader ([`super::csvspec`]) and the file collector all use it.
 
-use crate::record::Sym;
 use std::path::Path;
 
 use super::manifest::{Format, Manifest, ResolvedFile, TagSpec, TimeSpec, ValueSpec};
 use super::timefmt::{parse_time, TimeFormat, Zone};
 use super::DatasetError;
 use crate::quarantine::Quarantined;
-use crate::record::{EventTime, Interner, Reading};
+use crate::record::{EventTime, Interner, Reading, Sym};
 
 /// A dataset read into memory.
 #[derive(Debug, Default)]

@@ -8,8 +8,6 @@
 //! Records are emitted at a timely time no later than the event time of the readings that
 //! produced them (the operator holds one capability, at the earliest pending reading).
 
-use crate::record::Sym;
-use crate::sym::SymMap;
 use std::cmp::Ordering;
 use std::collections::VecDeque;
 
@@ -20,7 +18,8 @@ use timely::dataflow::operators::Capability;
 use timely::dataflow::Stream;
 
 use super::series_hash;
-use crate::record::{EventTime, Reading};
+use crate::record::{EventTime, Reading, Sym};
+use crate::sym::SymMap;
 
 /// Runs `logic(reading, emit)` for every reading, per series in event-time order, on the
 /// worker that owns the series; `emit` sends an output record at the reading's completed time.

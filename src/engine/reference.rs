@@ -8,7 +8,6 @@
 //! The file is re-read when it changes while a run is live; the new table replaces the old one
 //! from the current input frontier on. Only worker 0 reads it; joins route the rows.
 
-use crate::record::Sym;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
@@ -19,7 +18,7 @@ use timely::dataflow::operators::generic::Operator;
 use timely::dataflow::Stream;
 
 use crate::dataset::timefmt::{parse_time, TimeFormat, Zone};
-use crate::record::{EventTime, Reading};
+use crate::record::{EventTime, Reading, Sym};
 
 /// Why the reference table cannot be read.
 #[derive(Debug, thiserror::Error)]
