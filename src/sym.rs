@@ -1,20 +1,21 @@
 //! Interned names ([`Sym`]): series ids, value names and tags of readings.
 //!
-//! A [`Sym`] is one pointer-sized, `Copy` handle to a string that lives for the rest of the
-//! process. Every `Sym` of the same text is the same pointer, so equality is one comparison,
-//! and copying or dropping one touches no reference count. That matters in the hot path:
+//! A [`Sym`] is a 16-byte `Copy` handle (pointer, length, dense index) to a string that lives
+//! for the rest of the process. Every `Sym` of the same text has the same index, so equality
+//! is one comparison, and copying or dropping one touches no reference count. That matters in the hot path:
 //! readings move between worker threads, and an `Arc<str>` there costs an atomic add where a
 //! reading is made and an atomic subtract on another core where it is dropped, on a cache line
 //! the two cores then pass back and forth.
 //!
 //! The price: a distinct string is never freed. Each costs its bytes plus a table slot once
-//! per process, which is small next to the per-series state the operators keep anyway; it
-//! does mean tags should not carry unbounded free text (a message, a timestamp).
+//! per process (and an entry in the cache of each thread that interned it), which is small
+//! next to the per-series state the operators keep anyway; it does mean tags should not carry
+//! unbounded free text (a message, a timestamp).
 //!
 //! Interning looks in a per-thread cache first and takes the process-wide table's lock only
 //! the first time a thread sees a string. Hashing and ordering are by content, so maps keyed
-//! by `Sym` iterate and partition the same way in every process; [`Sym::addr`] is the cheaper
-//! key for lookup-only maps within one process.
+//! by `Sym` iterate and partition the same way in every process; [`SymMap`] keys per-series
+//! state by the dense index instead, with no hashing at all.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -25,8 +26,8 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::record::StrMap;
 
-/// An interned string: `Copy`, compared by pointer, hashed and ordered by content, with a
-/// dense process-wide [`index`](Sym::index).
+/// An interned string: `Copy`, compared by its dense process-wide [`index`](Sym::index),
+/// hashed and ordered by content.
 #[derive(Clone, Copy)]
 pub struct Sym {
     ptr: std::ptr::NonNull<u8>,
@@ -98,12 +99,6 @@ impl Sym {
     #[inline]
     pub fn index(&self) -> u32 {
         self.index
-    }
-
-    /// The address of the interned text (equal for equal symbols within one process).
-    #[inline]
-    pub fn addr(&self) -> usize {
-        self.ptr.as_ptr() as usize
     }
 }
 
@@ -330,7 +325,7 @@ mod tests {
             .join()
             .unwrap();
         assert_eq!(here, there);
-        assert_eq!(here.0.addr(), there.0.addr());
+        assert_eq!(here.0.as_str().as_ptr(), there.0.as_str().as_ptr());
         assert_eq!(here.0.index(), there.0.index());
         assert_ne!(here.0.index(), here.1.index());
         assert_ne!(Sym::new("s00001"), Sym::new("s00002"));
