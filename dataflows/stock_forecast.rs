@@ -10,7 +10,7 @@
 //! `analytics::evaluate::Calibrator`). Built on `engine::keyed::in_order`; state per ticker:
 //! the two models plus the forecasts waiting for their actual (2 × horizons × horizon).
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 
 use serde::{Deserialize, Serialize};
 use timely::dataflow::operators::core::Filter;
@@ -21,8 +21,8 @@ use crate::analytics::evaluate::Calibrator;
 use crate::analytics::forecast::{Forecast, HoltWinters, LogReturns, RlsAr};
 use crate::engine::keyed::in_order;
 use crate::engine::output::{csv_field, Row};
-use crate::engine::FastBuild;
 use crate::record::{write_f64, write_i64, EventTime, Reading, Sym};
+use crate::sym::SymMap;
 
 /// A forecast issued at a reading, or (when `actual` is set) realised.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -196,7 +196,7 @@ impl Dataflow for StockForecast {
         outputs: &mut Outputs<'_>,
     ) {
         let horizon = params.horizon.max(1);
-        let mut tickers: HashMap<Sym, Ticker, FastBuild> = HashMap::default();
+        let mut tickers: SymMap<Ticker> = SymMap::default();
         let rows = in_order(input, "stock_forecast", move |r: &Reading, emit| {
             let price = r
                 .values
@@ -208,8 +208,7 @@ impl Dataflow for StockForecast {
                 return;
             }
             tickers
-                .entry(r.series)
-                .or_insert_with(|| Ticker::new(horizon))
+                .get_or_insert_with(r.series, || Ticker::new(horizon))
                 .update(&r.series, r.ts, price, emit);
         });
         let issued = rows.clone().filter(|r: &ForecastRow| r.actual.is_none());

@@ -179,12 +179,6 @@ impl fmt::Display for Sym {
     }
 }
 
-impl Default for Sym {
-    fn default() -> Self {
-        Sym::new("")
-    }
-}
-
 impl From<&str> for Sym {
     fn from(s: &str) -> Sym {
         Sym::new(s)
@@ -200,12 +194,6 @@ impl From<&String> for Sym {
 impl From<String> for Sym {
     fn from(s: String) -> Sym {
         Sym::new(&s)
-    }
-}
-
-impl From<Sym> for std::sync::Arc<str> {
-    fn from(s: Sym) -> std::sync::Arc<str> {
-        std::sync::Arc::from(s.as_str())
     }
 }
 

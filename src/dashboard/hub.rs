@@ -19,8 +19,7 @@ use serde::Serialize;
 
 use crate::engine::metrics::{Metrics, Snapshot, WorkerStatus};
 use crate::engine::FastBuild;
-use crate::record::EventTime;
-use crate::record::Sym;
+use crate::record::{EventTime, Sym};
 
 /// Bounds of the hub's memory.
 #[derive(Debug, Clone, Copy)]
