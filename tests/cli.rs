@@ -12,6 +12,17 @@ fn bin() -> Command {
     Command::new(env!("CARGO_BIN_EXE_streamgauge"))
 }
 
+/// Runs `cmd` to its end and asserts it succeeded, showing its stderr otherwise.
+fn succeeds(cmd: &mut Command, what: &str) -> std::process::Output {
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{what} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
 #[test]
 fn standalone_broker_serves_replay_and_run_in_other_processes() {
     let addr = format!("127.0.0.1:{}", free_port());
@@ -39,18 +50,14 @@ fn standalone_broker_serves_replay_and_run_in_other_processes() {
     }
     let data = data_dir();
     let replay = |topic: &str, extra: &[&str]| {
-        let out = bin()
-            .args(["replay", "nab:artificialWithAnomaly", "--brokers", &addr])
-            .args(["--topic", topic])
-            .args(extra)
-            .arg("--data-dir")
-            .arg(&data)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
+        succeeds(
+            bin()
+                .args(["replay", "nab:artificialWithAnomaly", "--brokers", &addr])
+                .args(["--topic", topic])
+                .args(extra)
+                .arg("--data-dir")
+                .arg(&data),
+            "replay",
         );
     };
     replay("art", &[]);
@@ -70,16 +77,12 @@ fn standalone_broker_serves_replay_and_run_in_other_processes() {
     let readings = load("nab:artificialWithAnomaly");
     for topic in ["art", "artb"] {
         let dir = tempfile::tempdir().unwrap();
-        let out = bin()
-            .args(["run", "series_stats", "--brokers", &addr, "--topic", topic])
-            .args(["--until-end", "-w", "2", "--window", "1h", "--output"])
-            .arg(dir.path())
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
+        succeeds(
+            bin()
+                .args(["run", "series_stats", "--brokers", &addr, "--topic", topic])
+                .args(["--until-end", "-w", "2", "--window", "1h", "--output"])
+                .arg(dir.path()),
+            "run",
         );
         assert_windows_eq(
             &read_windows(dir.path()),
@@ -93,25 +96,21 @@ fn standalone_broker_serves_replay_and_run_in_other_processes() {
 
 #[test]
 fn demo_runs_on_embedded_defaults_and_ends_cleanly() {
-    let out = bin()
-        .args([
-            "demo",
-            "--duration",
-            "18s",
-            "--rate",
-            "5000",
-            "--sensors",
-            "200",
-        ])
-        .env("STREAMGAUGE_DATA", data_dir())
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "demo failed: {}",
-        String::from_utf8_lossy(&out.stderr)
+    let out = succeeds(
+        bin()
+            .args([
+                "demo",
+                "--duration",
+                "18s",
+                "--rate",
+                "5000",
+                "--sensors",
+                "200",
+            ])
+            .env("STREAMGAUGE_DATA", data_dir()),
+        "demo",
     );
+    let stdout = String::from_utf8_lossy(&out.stdout);
     let totals = stdout.split("totals:").nth(1).expect("a totals section");
     let windows_out = |topic: &str| -> u64 {
         let line = totals
