@@ -98,11 +98,124 @@ impl ShortKey {
     }
 }
 
-/// A map keyed by strings: those of up to [`SHORT`] bytes by their [`ShortKey`] (three words
-/// hashed and compared, no `memcmp` or pointer chase per lookup), longer ones by the string.
-/// The interner and the per-series state of keyed operators both look up by it.
+/// Longest string a [`tiny_key`] holds.
+const TINY: usize = 7;
+
+/// A string of up to [`TINY`] bytes as one word: the bytes, zero-padded, with the length plus
+/// one in the top byte (so `"a"` and `"a\0"` differ, and no key is 0). Ids like `s01234` or
+/// `AAPL` are this short.
+#[inline]
+fn tiny_key(s: &[u8]) -> u64 {
+    debug_assert!(s.len() <= TINY);
+    let mut b = [0u8; 8];
+    for (d, &c) in b.iter_mut().zip(s) {
+        *d = c;
+    }
+    b[7] = s.len() as u8 + 1;
+    u64::from_le_bytes(b)
+}
+
+/// Asks the CPU to bring the cache line at `p` in (a hint: never faults, whatever `p` is).
+#[inline(always)]
+pub(crate) fn prefetch<T>(p: *const T) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: a prefetch is a hint; it does not access memory architecturally and never faults.
+    unsafe {
+        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(p.cast::<i8>())
+    };
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = p;
+}
+
+/// Open-addressing table of [`tiny_key`]s (linear probing, at most half full, 0 = free).
+/// A slot is the key and the value side by side, so a hit reads one cache line, and the slot
+/// of a key is known from the key alone: [`prefetch`](TinyTable::prefetch) can ask for it
+/// while earlier rows are still being read, which hides the cache miss a random key costs
+/// once the table outgrows the core's caches (thousands of series).
+#[derive(Debug)]
+struct TinyTable<V> {
+    slots: Vec<(u64, Option<V>)>,
+    len: usize,
+    /// `64 - log2(slots.len())`: the slot is the top bits of the mixed key.
+    shift: u32,
+}
+
+impl<V> Default for TinyTable<V> {
+    fn default() -> Self {
+        TinyTable {
+            slots: Vec::new(),
+            len: 0,
+            shift: 64,
+        }
+    }
+}
+
+impl<V> TinyTable<V> {
+    #[inline]
+    fn home(&self, key: u64) -> usize {
+        // Fibonacci hashing: the multiply spreads sequential ids over the top bits.
+        (key.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> self.shift) as usize
+    }
+
+    #[inline]
+    fn prefetch(&self, key: u64) {
+        if !self.slots.is_empty() {
+            prefetch(self.slots.as_ptr().wrapping_add(self.home(key)));
+        }
+    }
+
+    #[inline]
+    fn get_or_insert_with(&mut self, key: u64, make: impl FnOnce() -> V) -> &mut V {
+        if (self.len + 1) * 2 > self.slots.len() {
+            self.grow();
+        }
+        let mask = self.slots.len() - 1;
+        let mut i = self.home(key);
+        loop {
+            let k = self.slots[i].0;
+            if k == key {
+                break;
+            }
+            if k == 0 {
+                self.slots[i] = (key, Some(make()));
+                self.len += 1;
+                break;
+            }
+            i = (i + 1) & mask;
+        }
+        self.slots[i]
+            .1
+            .as_mut()
+            .expect("an occupied slot has a value")
+    }
+
+    fn grow(&mut self) {
+        let cap = (self.slots.len() * 2).max(64);
+        let old = std::mem::replace(
+            &mut self.slots,
+            std::iter::repeat_with(|| (0, None)).take(cap).collect(),
+        );
+        self.shift = 64 - cap.trailing_zeros();
+        let mask = cap - 1;
+        for (k, v) in old {
+            if k != 0 {
+                let mut i = self.home(k);
+                while self.slots[i].0 != 0 {
+                    i = (i + 1) & mask;
+                }
+                self.slots[i] = (k, v);
+            }
+        }
+    }
+}
+
+/// A map keyed by strings: those of up to [`TINY`] bytes by one word ([`tiny_key`]), up to
+/// [`SHORT`] by their [`ShortKey`] (three words hashed and compared, no `memcmp` or pointer
+/// chase per lookup), longer ones by the string. The interner keeps its per-thread and
+/// per-reader caches in it.
 #[derive(Debug)]
 pub(crate) struct StrMap<V> {
+    tiny: TinyTable<V>,
     short: HashMap<ShortKey, V, crate::engine::FastBuild>,
     /// Long keys to their slot in `long_values` (one lookup per hit).
     long: HashMap<Box<str>, usize, crate::engine::FastBuild>,
@@ -112,6 +225,7 @@ pub(crate) struct StrMap<V> {
 impl<V> Default for StrMap<V> {
     fn default() -> Self {
         StrMap {
+            tiny: TinyTable::default(),
             short: HashMap::default(),
             long: HashMap::default(),
             long_values: Vec::new(),
@@ -123,6 +237,9 @@ impl<V> StrMap<V> {
     /// The value of `key`, made by `make` on first sight.
     #[inline]
     pub(crate) fn get_or_insert_with(&mut self, key: &str, make: impl FnOnce() -> V) -> &mut V {
+        if key.len() <= TINY {
+            return self.tiny.get_or_insert_with(tiny_key(key.as_bytes()), make);
+        }
         if key.len() <= SHORT {
             return self.short.entry(ShortKey::new(key)).or_insert_with(make);
         }
@@ -137,9 +254,18 @@ impl<V> StrMap<V> {
         &mut self.long_values[i]
     }
 
+    /// Hints that `key` is looked up soon (only keys of up to [`TINY`] bytes; others are
+    /// hashed anyway when looked up).
+    #[inline]
+    pub(crate) fn prefetch(&self, key: &[u8]) {
+        if key.len() <= TINY {
+            self.tiny.prefetch(tiny_key(key));
+        }
+    }
+
     /// Number of keys.
     pub(crate) fn len(&self) -> usize {
-        self.short.len() + self.long.len()
+        self.tiny.len + self.short.len() + self.long.len()
     }
 }
 
@@ -155,6 +281,13 @@ impl Interner {
     #[inline]
     pub fn intern(&mut self, s: &str) -> Sym {
         *self.map.get_or_insert_with(s, || Sym::new(s))
+    }
+
+    /// Hints that `s` is interned soon: a reader that knows the next rows calls this a few
+    /// rows ahead, so the lookup finds its table slot in cache.
+    #[inline]
+    pub fn prefetch(&self, s: &[u8]) {
+        self.map.prefetch(s);
     }
 
     /// Number of distinct strings seen.
@@ -519,6 +652,37 @@ fn decode_json_serde(bytes: &[u8], interner: &mut Interner) -> Result<Reading, D
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn str_map_keeps_keys_of_every_length_apart() {
+        // Lengths across the three key kinds and their borders, with NUL bytes and prefixes
+        // of one another: keys that a careless packing would confuse.
+        let mut keys: Vec<String> = Vec::new();
+        for len in 0..=30 {
+            keys.push("x".repeat(len));
+            keys.push("\0".repeat(len));
+            keys.push(format!("{}\0", "y".repeat(len)));
+            keys.push(
+                (0..len)
+                    .map(|i| char::from(b'a' + (i % 26) as u8))
+                    .collect(),
+            );
+        }
+        keys.push("é".into());
+        keys.push("s01234".into());
+        keys.sort();
+        keys.dedup();
+        let mut map: StrMap<usize> = StrMap::default();
+        let mut oracle: HashMap<String, usize> = HashMap::new();
+        for round in 0..3 {
+            for (i, k) in keys.iter().enumerate() {
+                let want = *oracle.entry(k.clone()).or_insert(i);
+                let got = *map.get_or_insert_with(k, || i);
+                assert_eq!(got, want, "round {round}, key {k:?}");
+            }
+        }
+        assert_eq!(map.len(), keys.len());
+    }
 
     #[test]
     fn json_round_trip() {

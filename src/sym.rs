@@ -277,6 +277,27 @@ impl<V> SymMap<V> {
         }
     }
 
+    /// Hints that `key` is looked up soon: prefetches its entry (when present) so that the
+    /// lookup a few readings later finds it in cache. Operators call it some readings ahead.
+    #[inline]
+    pub fn prefetch(&self, key: Sym) {
+        if let Some(&s) = self.slots.get(key.index as usize) {
+            if s > 0 {
+                // Every cache line of the entry (an entry can straddle two or three).
+                let at = self
+                    .entries
+                    .as_ptr()
+                    .wrapping_add(s as usize - 1)
+                    .cast::<u8>();
+                let size = std::mem::size_of::<(Sym, V)>();
+                for off in (0..size).step_by(64) {
+                    crate::record::prefetch(at.wrapping_add(off));
+                }
+                crate::record::prefetch(at.wrapping_add(size - 1));
+            }
+        }
+    }
+
     /// Number of entries.
     pub fn len(&self) -> usize {
         self.entries.len()

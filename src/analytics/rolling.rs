@@ -451,6 +451,18 @@ impl CountWindow {
         }
     }
 
+    /// Prefetches the ring slot the next [`push`](Self::push) writes (a hint for callers that
+    /// know their next values' series; see `engine::keyed::InOrder::ahead`).
+    #[inline]
+    pub fn prefetch(&self) {
+        let next = if self.ring.len() < self.cap {
+            self.ring.len()
+        } else {
+            self.head
+        };
+        crate::record::prefetch(self.ring.as_ptr().wrapping_add(next));
+    }
+
     /// Mean and population variance of the values held (None when empty).
     #[inline]
     pub fn mean_var(&self) -> Option<(f64, f64)> {

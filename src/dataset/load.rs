@@ -145,6 +145,17 @@ impl RowMapper {
         })
     }
 
+    /// Hints that the CSV `line` is mapped soon: when the series id is one column, looks its
+    /// cell up and prefetches the interner's slot for it (see [`Interner::prefetch`]).
+    #[inline]
+    pub fn prefetch_line(&self, line: &[u8]) {
+        if let [SeriesPart::Col(c)] = self.series[..] {
+            if let Some(cell) = line.split(|&b| b == b',').nth(c) {
+                self.interner.prefetch(cell);
+            }
+        }
+    }
+
     /// Maps one row; `get(i)` returns cell `i` (None when the row is too short).
     pub fn map<'a>(
         &mut self,

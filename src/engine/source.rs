@@ -26,12 +26,24 @@ use crate::record::{EventTime, Reading};
 /// What a feed hands over in one poll.
 #[derive(Debug, Default)]
 pub struct Batch {
-    /// `(partition, offset, reading)`, in delivery order.
-    pub data: Vec<(i32, i64, Reading)>,
+    /// Readings, in delivery order. The source hands this vector to the dataflow whole (no
+    /// per-reading copy) when none of it is late.
+    pub data: Vec<Reading>,
+    /// `(partition, offset)` of each reading of `data`, same order.
+    pub at: Vec<(i32, i64)>,
     /// Inputs that could not be read.
     pub bad: Vec<Quarantined>,
     /// Offsets the feed found missing (records the broker no longer had when they were due).
     pub skipped_offsets: u64,
+}
+
+impl Batch {
+    /// Adds a reading read at `offset` of `partition`.
+    #[inline]
+    pub fn push(&mut self, partition: i32, offset: i64, r: Reading) {
+        self.data.push(r);
+        self.at.push((partition, offset));
+    }
 }
 
 /// What a feed says after a poll.
@@ -131,6 +143,8 @@ pub fn source<'s, F: Feed>(
         let caps = Rc::new(RefCell::new(Some(caps)));
         let mut clock = Watermarks::new(settings.lateness, settings.idle_timeout, settings.confirm);
         let mut batch = Batch::default();
+        // Indices of late readings in the batch at hand.
+        let mut late: Vec<usize> = Vec::new();
         let mut last_frontier = EventTime::MIN;
         // Frontiers at the last two polls, and since when the source has been waiting.
         let mut polled: [EventTime; 2] = [EventTime::MIN; 2];
@@ -156,20 +170,37 @@ pub fn source<'s, F: Feed>(
             let poll = if stopping { Poll::Done } else { feed.poll(&mut clock, &mut batch, now) };
 
             if !batch.data.is_empty() || !batch.bad.is_empty() {
-                let (mut n_in, mut n_late) = (0u64, 0u64);
+                let (n_in, n_late);
                 {
                     let mut d = data_out.activate();
                     let mut l = late_out.activate();
                     let mut ds = d.session(&held[0]);
                     let mut ls = l.session(&held[1]);
-                    for (p, off, r) in batch.data.drain(..) {
-                        n_in += 1;
+                    late.clear();
+                    for (i, (&(p, off), r)) in batch.at.iter().zip(&batch.data).enumerate() {
                         if clock.observe(p, off, r.ts, now) {
-                            n_late += 1;
-                            ls.give(r);
-                        } else {
-                            ds.give(r);
+                            late.push(i);
                         }
+                    }
+                    batch.at.clear();
+                    n_in = batch.data.len() as u64;
+                    n_late = late.len() as u64;
+                    if !late.is_empty() {
+                        // Rare: pick the late readings out, keeping the order of the rest.
+                        let mut next_late = late.iter().copied().peekable();
+                        let mut on_time = Vec::with_capacity(batch.data.len() - late.len());
+                        for (i, r) in batch.data.drain(..).enumerate() {
+                            if next_late.next_if_eq(&i).is_some() {
+                                ls.give(r);
+                            } else {
+                                on_time.push(r);
+                            }
+                        }
+                        batch.data = on_time;
+                    }
+                    if !batch.data.is_empty() {
+                        ds.give_container(&mut batch.data);
+                        batch.data.clear();
                     }
                 }
                 let n_bad = batch.bad.len() as u64;
@@ -287,7 +318,7 @@ impl Feed for MemoryFeed {
         let end = (self.pos + FILE_BATCH * self.peers).min(self.readings.len());
         for r in &self.readings[self.pos..end] {
             if crate::engine::series_worker(&r.series, self.peers) == self.index {
-                batch.data.push((0, self.next_offset, r.clone()));
+                batch.push(0, self.next_offset, r.clone());
                 self.next_offset += 1;
             }
         }
@@ -330,10 +361,14 @@ impl Feed for CsvFeed {
         if self.failed {
             return Poll::Done;
         }
-        let (data, offset) = (&mut batch.data, &mut self.next_offset);
+        let (data, at, offset) = (&mut batch.data, &mut batch.at, &mut self.next_offset);
+        // The dataflow took the last batch's vector: size the new one for a block of short
+        // rows once, instead of growing it by doubling.
+        data.reserve(crate::dataset::csvspec::BLOCK_BYTES as usize / 24);
         let read = self.reader.next_block_with(
             |r| {
-                data.push((0, *offset, r));
+                data.push(r);
+                at.push((0, *offset));
                 *offset += 1;
             },
             &mut batch.bad,

@@ -150,7 +150,7 @@ impl Feed for KafkaFeed {
                             bytes,
                             &mut self.interner,
                             |line, text, decoded| match decoded {
-                                Ok(r) => batch.data.push((p, off, r)),
+                                Ok(r) => batch.push(p, off, r),
                                 Err(e) => batch.bad.push(Quarantined::new(
                                     if line == 0 && text.len() == bytes.len() {
                                         format!("{topic}/{p}@{off}")
