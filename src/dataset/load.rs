@@ -168,7 +168,7 @@ impl RowMapper {
         let cell = |i: usize| get(i).ok_or_else(|| format!("missing field {i}"));
         let ts: EventTime = parse_time(cell(self.time_idx)?, &self.time_fmt, self.zone)?;
         let series = if let [SeriesPart::Col(i)] = self.series[..] {
-            let s = cell(i)?.trim();
+            let s = super::num::trim(cell(i)?);
             if s.is_empty() {
                 return Err("empty series id".into());
             }
@@ -179,7 +179,7 @@ impl RowMapper {
                 match part {
                     SeriesPart::Lit(s) => self.scratch.push_str(s),
                     SeriesPart::Col(i) => {
-                        let s = cell(*i)?.trim();
+                        let s = super::num::trim(cell(*i)?);
                         if s.is_empty() {
                             return Err(format!("empty series column {i}"));
                         }
@@ -191,13 +191,16 @@ impl RowMapper {
         };
         let mut values = crate::record::Values::with_capacity(self.values.len());
         for (i, name) in &self.values {
-            let raw = cell(*i)?.trim();
+            let raw = super::num::trim(cell(*i)?);
             if raw.is_empty() {
                 return Err(format!("empty value for {name}"));
             }
-            let v: f64 = raw
-                .parse()
-                .map_err(|_| format!("non-numeric value {raw:?} for {name}"))?;
+            let v: f64 = match super::num::decimal(raw) {
+                Some(v) => v,
+                None => raw
+                    .parse()
+                    .map_err(|_| format!("non-numeric value {raw:?} for {name}"))?,
+            };
             if !v.is_finite() {
                 return Err(format!("non-finite value {raw:?} for {name}"));
             }
@@ -206,7 +209,7 @@ impl RowMapper {
         let mut tags = Vec::with_capacity(self.tags.len());
         for (name, src) in &self.tags {
             let v = match src {
-                TagSource::Column(i) => self.interner.intern(cell(*i)?.trim()),
+                TagSource::Column(i) => self.interner.intern(super::num::trim(cell(*i)?)),
                 TagSource::Constant(c) => *c,
             };
             tags.push((*name, v));

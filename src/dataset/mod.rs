@@ -10,6 +10,7 @@ pub mod csvspec;
 pub mod generate;
 pub mod load;
 pub mod manifest;
+pub mod num;
 pub mod timefmt;
 
 use std::path::{Path, PathBuf};

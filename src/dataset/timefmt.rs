@@ -88,37 +88,15 @@ impl<'de> Deserialize<'de> for Zone {
     }
 }
 
-/// An integer of 1 to 18 ASCII digits with an optional leading `-` (cannot overflow), parsed
-/// without `str::parse`'s generality; anything else is `None` (and goes the general way).
-#[inline]
-fn plain_int(f: &str) -> Option<i64> {
-    let (neg, digits) = match f.as_bytes() {
-        [b'-', rest @ ..] => (true, rest),
-        all => (false, all),
-    };
-    if digits.is_empty() || digits.len() > 18 {
-        return None;
-    }
-    let mut v: i64 = 0;
-    for &b in digits {
-        let d = b.wrapping_sub(b'0');
-        if d > 9 {
-            return None;
-        }
-        v = v * 10 + d as i64;
-    }
-    Some(if neg { -v } else { v })
-}
-
 /// Parses one time field to UTC milliseconds, or says why not.
 pub fn parse_time(field: &str, fmt: &TimeFormat, zone: Zone) -> Result<EventTime, String> {
-    let f = field.trim();
+    let f = super::num::trim(field);
     if f.is_empty() {
         return Err("empty time".into());
     }
     let bad = |what: &str| format!("unparseable time {f:?} ({what})");
     match fmt {
-        TimeFormat::EpochMs => match plain_int(f) {
+        TimeFormat::EpochMs => match super::num::int(f) {
             Some(ms) => Ok(ms),
             None => f
                 .parse::<i64>()

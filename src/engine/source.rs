@@ -177,11 +177,8 @@ pub fn source<'s, F: Feed>(
                     let mut ds = d.session(&held[0]);
                     let mut ls = l.session(&held[1]);
                     late.clear();
-                    for (i, (&(p, off), r)) in batch.at.iter().zip(&batch.data).enumerate() {
-                        if clock.observe(p, off, r.ts, now) {
-                            late.push(i);
-                        }
-                    }
+                    let data = &batch.data;
+                    clock.observe_all(&batch.at, |i| data[i].ts, now, |i| late.push(i));
                     batch.at.clear();
                     n_in = batch.data.len() as u64;
                     n_late = late.len() as u64;

@@ -101,29 +101,58 @@ impl Watermarks {
     /// Records a reading; returns true when it is late (see the module docs).
     #[inline]
     pub fn observe(&mut self, partition: i32, offset: i64, ts: EventTime, now: Instant) -> bool {
-        let lateness = self.lateness;
-        let frontier = self.frontier;
-        let p = self
-            .parts
-            .entry(partition)
-            .or_insert_with(|| PartitionClock {
-                max_ts: None,
-                next_offset: 0,
-                end: None,
-                last_seen: now,
-                end_reached_at: None,
-                finished: false,
-            });
-        let late = ts < frontier || p.max_ts.is_some_and(|m| ts < m.saturating_sub(lateness));
-        if p.max_ts.is_none_or(|m| ts > m) {
-            p.max_ts = Some(ts);
-        }
-        p.next_offset = offset + 1;
-        p.last_seen = now;
-        if p.end_reached_at.is_none() && p.end.is_some_and(|e| p.next_offset >= e) {
-            p.end_reached_at = Some(now);
-        }
+        let mut late = false;
+        self.observe_all(&[(partition, offset)], |_| ts, now, |_| late = true);
         late
+    }
+
+    /// Records the readings at `at[i]` (partition, offset) with event time `ts(i)`, in order,
+    /// calling `late(i)` for each late one: the same as [`observe`](Self::observe) on each,
+    /// with one partition lookup per run of readings from the same partition.
+    #[inline]
+    pub fn observe_all(
+        &mut self,
+        at: &[(i32, i64)],
+        ts: impl Fn(usize) -> EventTime,
+        now: Instant,
+        mut late: impl FnMut(usize),
+    ) {
+        let (lateness, frontier) = (self.lateness, self.frontier);
+        let mut i = 0;
+        while i < at.len() {
+            let partition = at[i].0;
+            let p = self
+                .parts
+                .entry(partition)
+                .or_insert_with(|| PartitionClock {
+                    max_ts: None,
+                    next_offset: 0,
+                    end: None,
+                    last_seen: now,
+                    end_reached_at: None,
+                    finished: false,
+                });
+            let mut max_ts = p.max_ts;
+            while let Some(&(q, offset)) = at.get(i) {
+                if q != partition {
+                    break;
+                }
+                let t = ts(i);
+                if t < frontier || max_ts.is_some_and(|m| t < m.saturating_sub(lateness)) {
+                    late(i);
+                }
+                if max_ts.is_none_or(|m| t > m) {
+                    max_ts = Some(t);
+                }
+                p.next_offset = offset + 1;
+                i += 1;
+            }
+            p.max_ts = max_ts;
+            p.last_seen = now;
+            if p.end_reached_at.is_none() && p.end.is_some_and(|e| p.next_offset >= e) {
+                p.end_reached_at = Some(now);
+            }
+        }
     }
 
     /// Ends the source: every partition is finished, including ones never seen (a file feed
@@ -236,6 +265,58 @@ impl OffsetLog {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn observe_all_is_observe_on_each() {
+        // Runs of readings from three partitions, some out of order by more than the
+        // lateness, with the frontier moved between batches: the late readings and the
+        // frontiers must be those of one observe() per reading.
+        let t0 = Instant::now();
+        let make = || {
+            let mut w = Watermarks::new(Duration::from_millis(50), None, Duration::ZERO);
+            for p in 0..3 {
+                w.add(p, 0, None, t0);
+            }
+            w
+        };
+        let (mut one, mut all) = (make(), make());
+        let mut x = 0x1234_5678_9abc_def1u64;
+        let mut offsets = [0i64; 3];
+        let mut late_seen = 0;
+        for batch in 0..50 {
+            let mut at = Vec::new();
+            let mut ts = Vec::new();
+            for _ in 0..40 {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                let p = if x % 4 == 0 {
+                    (x >> 8) % 3
+                } else {
+                    at.last().map_or(0, |&(p, _)| p as u64)
+                } as i32;
+                offsets[p as usize] += 1;
+                at.push((p, offsets[p as usize]));
+                ts.push(batch * 100 + (x >> 16) as i64 % 200 - 50);
+            }
+            let want: Vec<usize> = (0..at.len())
+                .filter(|&i| one.observe(at[i].0, at[i].1, ts[i], t0))
+                .collect();
+            let mut got = Vec::new();
+            all.observe_all(&at, |i| ts[i], t0, |i| got.push(i));
+            assert_eq!(got, want, "batch {batch}");
+            assert_eq!(
+                one.advance(t0, None),
+                all.advance(t0, None),
+                "batch {batch}"
+            );
+            late_seen += got.len();
+        }
+        assert!(
+            late_seen > 0,
+            "the stream must have late readings to compare"
+        );
+    }
 
     #[test]
     fn frontier_is_min_of_partitions_minus_lateness() {
