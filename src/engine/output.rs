@@ -18,6 +18,9 @@ use timely::dataflow::channels::pact::Pipeline;
 use timely::dataflow::operators::generic::Operator;
 use timely::dataflow::Stream;
 
+/// Bytes of formatted rows a sink collects before writing them to its file.
+const OUT_CHUNK: usize = 1 << 16;
+
 use super::metrics::Metrics;
 use crate::dashboard::hub::{PipelineHandle, Update};
 use crate::quarantine::Quarantined;
@@ -261,7 +264,7 @@ impl<'a> Outputs<'a> {
         let targets = self.targets.clone();
         let format = targets.format;
         let name = name.to_string();
-        let mut buf: Vec<u8> = Vec::with_capacity(1 << 16);
+        let mut buf: Vec<u8> = Vec::with_capacity(OUT_CHUNK + 4096);
         let mut json: Vec<u8> = Vec::new();
         let mut written: u64 = 0;
         let mut done = false;
@@ -285,12 +288,22 @@ impl<'a> Outputs<'a> {
                         row.publish(&mut scratch);
                         staged.extend(scratch.drain(..).map(|u| (t, u)));
                     }
-                    if file.is_some() {
+                    if let Some(f) = &file {
                         match format {
                             OutputFormat::Jsonl => row.write_json(&mut buf),
                             OutputFormat::Csv => row.write_csv(&mut buf),
                         }
                         buf.push(b'\n');
+                        // Write as the buffer fills, not after the batch: a closing window
+                        // can bring thousands of rows, and a buffer that grows to megabytes
+                        // is memory the cache never saw.
+                        if buf.len() >= OUT_CHUNK {
+                            let mut w = f.lock().expect("file poisoned");
+                            if let Err(e) = w.write_all(&buf) {
+                                tracing::error!(output = %name, error = %e, "writing output file");
+                            }
+                            buf.clear();
+                        }
                     }
                     if let Some((p, topic)) = &producer {
                         json.clear();
@@ -328,7 +341,7 @@ impl<'a> Outputs<'a> {
                 }
             }
             if let Some(f) = &file {
-                if buf.len() >= 1 << 16 || (finished && !buf.is_empty()) {
+                if buf.len() >= OUT_CHUNK || (finished && !buf.is_empty()) {
                     let mut w = f.lock().expect("file poisoned");
                     if let Err(e) = w.write_all(&buf) {
                         tracing::error!(output = %name, error = %e, "writing output file");
