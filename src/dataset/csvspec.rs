@@ -210,6 +210,11 @@ impl BlockReader {
             lines.push((pos, line_end));
             pos = line_end + 1;
         }
+        // UTF-8 checked once for the whole block (lines are cut at '\n', always a character
+        // boundary); a block that is not valid as a whole is checked line by line, so a bad
+        // line is quarantined alone.
+        let start = lines.first().map_or(buf.len(), |&(a, _)| a);
+        let block_text = std::str::from_utf8(&buf[start..]).ok();
         let mut fields: Vec<(usize, usize)> = Vec::with_capacity(8);
         for (n, &(pos, line_end)) in lines.iter().enumerate() {
             if let Some(&(a, b)) = lines.get(n + PREFETCH_AHEAD) {
@@ -224,7 +229,11 @@ impl BlockReader {
                 continue;
             }
             self.rows += 1;
-            match std::str::from_utf8(line) {
+            let text = match block_text {
+                Some(t) => Ok(&t[pos - start..pos - start + line.len()]),
+                None => std::str::from_utf8(line),
+            };
+            match text {
                 Ok(text) => {
                     fields.clear();
                     let mut s = 0;

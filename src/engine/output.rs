@@ -18,13 +18,13 @@ use timely::dataflow::channels::pact::Pipeline;
 use timely::dataflow::operators::generic::Operator;
 use timely::dataflow::Stream;
 
-/// Bytes of formatted rows a sink collects before writing them to its file.
-const OUT_CHUNK: usize = 1 << 16;
-
 use super::metrics::Metrics;
 use crate::dashboard::hub::{PipelineHandle, Update};
 use crate::quarantine::Quarantined;
 use crate::record::{EventTime, Reading, WireFormat};
+
+/// Bytes of formatted rows a sink collects before writing them to its file.
+const OUT_CHUNK: usize = 1 << 16;
 
 /// A row of a dataflow output.
 pub trait Row: Clone + Serialize + 'static {
