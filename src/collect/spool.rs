@@ -486,14 +486,14 @@ impl Delivery {
     pub fn send(&self, r: RecRef<'_>) -> Result<(), KafkaError> {
         let err = |e: RdError| KafkaError::Client {
             context: "producing".into(),
-            source: e,
+            error: e,
         };
         loop {
             {
                 let mut g = lock(&self.spool);
                 match g.as_mut() {
                     Some(s) if !s.is_empty() => {
-                        if s.push(r).map_err(io_err)? {
+                        if s.push(r).map_err(KafkaError::Spool)? {
                             return Ok(());
                         }
                     }
@@ -501,7 +501,7 @@ impl Delivery {
                         if try_send(&self.producer, r).map_err(err)? {
                             return Ok(());
                         }
-                        if s.push(r).map_err(io_err)? {
+                        if s.push(r).map_err(KafkaError::Spool)? {
                             return Ok(());
                         }
                     }
@@ -532,7 +532,7 @@ impl Delivery {
         let deadline = std::time::Instant::now() + timeout;
         let has_spool = lock(&self.spool).is_some();
         while has_spool && self.spooled() > 0 && std::time::Instant::now() < deadline {
-            drain(&self.producer, &self.spool).map_err(io_err)?;
+            drain(&self.producer, &self.spool).map_err(KafkaError::Spool)?;
             std::thread::sleep(Duration::from_millis(20));
         }
         let left = deadline.saturating_duration_since(std::time::Instant::now());
@@ -545,28 +545,21 @@ impl Delivery {
             let _ = self.producer.flush(Duration::from_secs(5));
             let mut g = lock(&self.spool);
             if let Some(s) = g.as_mut() {
-                s.sync().map_err(io_err)?;
-                s.compact().map_err(io_err)?;
+                s.sync().map_err(KafkaError::Spool)?;
+                s.compact().map_err(KafkaError::Spool)?;
                 tracing::warn!(collector = %self.name, records = s.len(), "Kafka unreachable at shutdown: records kept in the spool for the next run");
             }
             return Ok(());
         }
         if let Some(s) = lock(&self.spool).as_mut() {
-            s.sync().map_err(io_err)?;
-            s.compact().map_err(io_err)?;
+            s.sync().map_err(KafkaError::Spool)?;
+            s.compact().map_err(KafkaError::Spool)?;
         }
         let unacked = self.producer.in_flight_count();
         flushed.map_err(client_err(format!(
             "Kafka did not acknowledge {unacked} record(s) within {timeout:?}; without a [spool] \
              (or --spool-dir) they are lost"
         )))
-    }
-}
-
-fn io_err(e: std::io::Error) -> KafkaError {
-    KafkaError::Client {
-        context: format!("spool: {e}"),
-        source: RdError::Canceled,
     }
 }
 

@@ -176,6 +176,7 @@ pub fn source<'s, F: Feed>(
                     let mut l = late_out.activate();
                     let mut ds = d.session(&held[0]);
                     let mut ls = l.session(&held[1]);
+                    debug_assert_eq!(batch.at.len(), batch.data.len(), "a feed pushed a reading without its offset");
                     late.clear();
                     let data = &batch.data;
                     clock.observe_all(&batch.at, |i| data[i].ts, now, |i| late.push(i));

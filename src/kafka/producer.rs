@@ -247,7 +247,7 @@ fn send_blocking(
             Err((e, _)) => {
                 return Err(KafkaError::Client {
                     context: "producing".into(),
-                    source: e,
+                    error: e,
                 })
             }
         }
