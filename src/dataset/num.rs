@@ -194,24 +194,20 @@ mod tests {
         assert_eq!(decimal("20.1234"), Some(20.1234));
         assert_eq!(decimal("5."), None);
         // A million random cells of W1's shape and wider: bit-identical where answered.
-        let mut x = 0x9E37_79B9_7F4A_7C15u64;
+        let mut rng = crate::dataset::generate::SplitMix64(0x9E37_79B9_7F4A_7C15);
         let mut answered = 0;
         for _ in 0..1_000_000 {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            let int_digits = 1 + (x % 9) as usize;
-            let frac_digits = ((x >> 8) % 9) as usize;
-            let m = x >> 20;
+            let int_digits = 1 + rng.below(9) as u32;
+            let frac_digits = rng.below(9) as usize;
             let s = format!(
                 "{}{}{}{}",
-                if x & 1 == 1 { "-" } else { "" },
-                m % 10u64.pow(int_digits as u32),
+                if rng.below(2) == 1 { "-" } else { "" },
+                rng.below(10u64.pow(int_digits)),
                 if frac_digits > 0 { "." } else { "" },
                 if frac_digits > 0 {
                     format!(
                         "{:0w$}",
-                        (m >> 7) % 10u64.pow(frac_digits as u32),
+                        rng.below(10u64.pow(frac_digits as u32)),
                         w = frac_digits
                     )
                 } else {

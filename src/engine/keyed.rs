@@ -370,13 +370,8 @@ mod tests {
         // Runs of sorted containers (ties across runs included), each cut at a random point,
         // some starting past a head already done: the merge must yield exactly the readings
         // between each run's head and its cut, in (time, value) order.
-        let mut state = 0x2545_f491_4f6c_dd1du64;
-        let mut next = |m: u64| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state % m
-        };
+        let mut rng = crate::dataset::generate::SplitMix64(0x2545_f491_4f6c_dd1d);
+        let mut next = |m: u64| rng.below(m);
         let series = Sym::new("s");
         for round in 0..200 {
             let mut runs = Vec::new();

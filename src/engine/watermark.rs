@@ -280,24 +280,21 @@ mod tests {
             w
         };
         let (mut one, mut all) = (make(), make());
-        let mut x = 0x1234_5678_9abc_def1u64;
+        let mut rng = crate::dataset::generate::SplitMix64(0x1234_5678_9abc_def1);
         let mut offsets = [0i64; 3];
         let mut late_seen = 0;
         for batch in 0..50 {
             let mut at = Vec::new();
             let mut ts = Vec::new();
             for _ in 0..40 {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                let p = if x % 4 == 0 {
-                    (x >> 8) % 3
+                let p = if rng.below(4) == 0 {
+                    rng.below(3)
                 } else {
                     at.last().map_or(0, |&(p, _)| p as u64)
                 } as i32;
                 offsets[p as usize] += 1;
                 at.push((p, offsets[p as usize]));
-                ts.push(batch * 100 + (x >> 16) as i64 % 200 - 50);
+                ts.push(batch * 100 + rng.below(200) as i64 - 50);
             }
             let want: Vec<usize> = (0..at.len())
                 .filter(|&i| one.observe(at[i].0, at[i].1, ts[i], t0))
