@@ -104,9 +104,6 @@ impl Row for WindowRow {
 /// The registered dataflow.
 pub struct SeriesStats;
 
-/// Readings ahead of the one at hand whose state is prefetched.
-const PREFETCH_AHEAD: usize = 8;
-
 type Fields = smallvec::SmallVec<[(Sym, WindowStats); 1]>;
 /// Open windows by end time: the capability to emit at the end, and per-series state.
 type OpenWindows = BTreeMap<EventTime, (Capability<EventTime>, SymMap<Fields>)>;
@@ -140,15 +137,7 @@ impl Dataflow for SeriesStats {
                 move |(input, frontier), output| {
                     let mut opened = 0i64;
                     input.for_each(|cap, data| {
-                        for i in 0..data.len() {
-                            // Bring in the state of a series a few readings on (a random
-                            // series' entry is a cache miss), in the window of this one.
-                            if let (Some(ahead), Some((_, (_, map)))) =
-                                (data.get(i + PREFETCH_AHEAD), windows.last_key_value())
-                            {
-                                map.prefetch(ahead.series);
-                            }
-                            let r = &data[i];
+                        for r in data.drain(..) {
                             let end = tumbling.end(r.ts);
                             let (_, per_series) = windows.entry(end).or_insert_with(|| {
                                 let map = spare
