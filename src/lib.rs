@@ -27,3 +27,16 @@ pub mod sym;
 
 #[path = "../dataflows/mod.rs"]
 pub mod dataflows;
+
+/// Asks the CPU to bring the cache line at `p` in: a hint for hot loops that know which
+/// per-series state they touch a few readings from now (never faults, whatever `p` is).
+#[inline(always)]
+pub(crate) fn prefetch<T>(p: *const T) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: a prefetch is a hint; it does not access memory architecturally and never faults.
+    unsafe {
+        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(p.cast::<i8>())
+    };
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = p;
+}

@@ -115,18 +115,6 @@ fn tiny_key(s: &[u8]) -> u64 {
     u64::from_le_bytes(b)
 }
 
-/// Asks the CPU to bring the cache line at `p` in (a hint: never faults, whatever `p` is).
-#[inline(always)]
-pub(crate) fn prefetch<T>(p: *const T) {
-    #[cfg(target_arch = "x86_64")]
-    // SAFETY: a prefetch is a hint; it does not access memory architecturally and never faults.
-    unsafe {
-        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(p.cast::<i8>())
-    };
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = p;
-}
-
 /// Open-addressing table of [`tiny_key`]s (linear probing, at most half full, 0 = free).
 /// A slot is the key and the value side by side, so a hit reads one cache line, and the slot
 /// of a key is known from the key alone: [`prefetch`](TinyTable::prefetch) can ask for it
@@ -160,7 +148,7 @@ impl<V> TinyTable<V> {
     #[inline]
     fn prefetch(&self, key: u64) {
         if !self.slots.is_empty() {
-            prefetch(self.slots.as_ptr().wrapping_add(self.home(key)));
+            crate::prefetch(self.slots.as_ptr().wrapping_add(self.home(key)));
         }
     }
 

@@ -291,9 +291,9 @@ impl<V> SymMap<V> {
                     .cast::<u8>();
                 let size = std::mem::size_of::<(Sym, V)>();
                 for off in (0..size).step_by(64) {
-                    crate::record::prefetch(at.wrapping_add(off));
+                    crate::prefetch(at.wrapping_add(off));
                 }
-                crate::record::prefetch(at.wrapping_add(size - 1));
+                crate::prefetch(at.wrapping_add(size - 1));
             }
         }
     }

@@ -460,7 +460,7 @@ impl CountWindow {
         } else {
             self.head
         };
-        crate::record::prefetch(self.ring.as_ptr().wrapping_add(next));
+        crate::prefetch(self.ring.as_ptr().wrapping_add(next));
     }
 
     /// Mean and population variance of the values held (None when empty).
