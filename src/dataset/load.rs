@@ -162,6 +162,64 @@ impl RowMapper {
         len: usize,
         get: impl Fn(usize) -> Option<&'a str>,
     ) -> Result<Reading, String> {
+        let (series, ts) = self.key(len, &get)?;
+        let mut values = crate::record::Values::with_capacity(self.values.len());
+        for &(i, name) in &self.values {
+            values.push((name, value(name, i, get(i))?));
+        }
+        let mut tags = Vec::with_capacity(self.tags.len());
+        for (name, src) in &self.tags {
+            let v = match src {
+                TagSource::Column(i) => {
+                    let c = get(*i).ok_or_else(|| format!("missing field {i}"))?;
+                    self.interner.intern(super::num::trim(c))
+                }
+                TagSource::Constant(c) => *c,
+            };
+            tags.push((*name, v));
+        }
+        Ok(Reading {
+            series,
+            ts,
+            values,
+            tags,
+        })
+    }
+
+    /// Maps one row and appends the reading to `out` (the block reader's hot path). A row of
+    /// one value and no tags is pushed as one value built from scalars, so the reading is
+    /// written once, into `out`, instead of being assembled on the stack piece by piece and
+    /// then copied (a store-forwarding stall per row that profiles put at ~6% of W2's CPU).
+    #[inline]
+    pub fn map_into<'a>(
+        &mut self,
+        len: usize,
+        get: impl Fn(usize) -> Option<&'a str>,
+        out: &mut Vec<Reading>,
+    ) -> Result<(), String> {
+        if let ([(i, name)], []) = (&self.values[..], &self.tags[..]) {
+            let (i, name) = (*i, *name);
+            let (series, ts) = self.key(len, &get)?;
+            let v = value(name, i, get(i))?;
+            out.push(Reading {
+                series,
+                ts,
+                values: crate::record::Values::from_buf([(name, v)]),
+                tags: Vec::new(),
+            });
+        } else {
+            out.push(self.map(len, get)?);
+        }
+        Ok(())
+    }
+
+    /// Checks the row's width and reads its series id and event time.
+    #[inline]
+    fn key<'a>(
+        &mut self,
+        len: usize,
+        get: &impl Fn(usize) -> Option<&'a str>,
+    ) -> Result<(Sym, EventTime), String> {
         if len != self.width {
             return Err(format!("expected {} fields, found {len}", self.width));
         }
@@ -189,38 +247,27 @@ impl RowMapper {
             }
             self.interner.intern(&self.scratch)
         };
-        let mut values = crate::record::Values::with_capacity(self.values.len());
-        for (i, name) in &self.values {
-            let raw = super::num::trim(cell(*i)?);
-            if raw.is_empty() {
-                return Err(format!("empty value for {name}"));
-            }
-            let v: f64 = match super::num::decimal(raw) {
-                Some(v) => v,
-                None => raw
-                    .parse()
-                    .map_err(|_| format!("non-numeric value {raw:?} for {name}"))?,
-            };
-            if !v.is_finite() {
-                return Err(format!("non-finite value {raw:?} for {name}"));
-            }
-            values.push((*name, v));
-        }
-        let mut tags = Vec::with_capacity(self.tags.len());
-        for (name, src) in &self.tags {
-            let v = match src {
-                TagSource::Column(i) => self.interner.intern(super::num::trim(cell(*i)?)),
-                TagSource::Constant(c) => *c,
-            };
-            tags.push((*name, v));
-        }
-        Ok(Reading {
-            series,
-            ts,
-            values,
-            tags,
-        })
+        Ok((series, ts))
     }
+}
+
+/// Reads one value cell: numeric and finite, or the reason it is not.
+#[inline]
+fn value(name: Sym, i: usize, cell: Option<&str>) -> Result<f64, String> {
+    let raw = super::num::trim(cell.ok_or_else(|| format!("missing field {i}"))?);
+    if raw.is_empty() {
+        return Err(format!("empty value for {name}"));
+    }
+    let v: f64 = match super::num::decimal(raw) {
+        Some(v) => v,
+        None => raw
+            .parse()
+            .map_err(|_| format!("non-numeric value {raw:?} for {name}"))?,
+    };
+    if !v.is_finite() {
+        return Err(format!("non-finite value {raw:?} for {name}"));
+    }
+    Ok(v)
 }
 
 /// Loads the files of a manifest found in `folder` (see [`super::locate`]).

@@ -363,14 +363,11 @@ impl Feed for CsvFeed {
         // The dataflow took the last batch's vector: size the new one for a block of short
         // rows once, instead of growing it by doubling.
         data.reserve(crate::dataset::csvspec::BLOCK_BYTES as usize / 24);
-        let read = self.reader.next_block_with(
-            |r| {
-                data.push(r);
-                at.push((0, *offset));
-                *offset += 1;
-            },
-            &mut batch.bad,
-        );
+        let before = data.len();
+        let read = self.reader.next_block(data, &mut batch.bad);
+        let added = (data.len() - before) as i64;
+        at.extend((*offset..*offset + added).map(|o| (0, o)));
+        *offset += added;
         match read {
             Ok(more) => {
                 if more {
