@@ -12,7 +12,6 @@ use std::sync::atomic::Ordering;
 
 use serde::{Deserialize, Serialize};
 use timely::container::CapacityContainerBuilder;
-use timely::dataflow::channels::pact::Exchange;
 use timely::dataflow::operators::generic::Operator;
 use timely::dataflow::operators::Capability;
 use timely::dataflow::Stream;
@@ -20,7 +19,6 @@ use timely::dataflow::Stream;
 use super::{Dataflow, Outputs, Params};
 use crate::analytics::window::{Tumbling, WindowStats};
 use crate::engine::output::{csv_field, Row};
-use crate::engine::series_hash;
 use crate::record::{write_f64, write_i64, EventTime, Reading, Sym};
 use crate::sym::SymMap;
 
@@ -126,7 +124,7 @@ impl Dataflow for SeriesStats {
         };
         let metrics = params.metrics.clone();
         let stats = input.unary_frontier::<CapacityContainerBuilder<Vec<WindowRow>>, _, _, _>(
-            Exchange::new(|r: &Reading| series_hash(&r.series)),
+            crate::engine::route::by_series(),
             "series_stats",
             move |_cap, _info| {
                 let mut windows: OpenWindows = BTreeMap::new();

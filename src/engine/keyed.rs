@@ -17,12 +17,10 @@ use std::cmp::Ordering;
 use std::collections::VecDeque;
 
 use timely::container::CapacityContainerBuilder;
-use timely::dataflow::channels::pact::Exchange;
 use timely::dataflow::operators::generic::Operator;
 use timely::dataflow::operators::Capability;
 use timely::dataflow::Stream;
 
-use super::series_hash;
 use crate::record::{EventTime, Reading, Sym};
 use crate::sym::SymMap;
 
@@ -80,7 +78,7 @@ where
     L: InOrder<R> + 'static,
 {
     input.unary_frontier::<CapacityContainerBuilder<Vec<R>>, _, _, _>(
-        Exchange::new(|r: &Reading| series_hash(&r.series)),
+        crate::engine::route::by_series(),
         name,
         move |_cap, _info| {
             // Pending readings as runs sorted by (event time, value): arrivals from one sender

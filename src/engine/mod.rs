@@ -6,6 +6,7 @@ pub mod keyed;
 pub mod metrics;
 pub mod output;
 pub mod reference;
+pub mod route;
 pub mod run;
 pub mod source;
 pub mod timing;
