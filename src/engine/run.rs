@@ -432,7 +432,8 @@ impl ThroughputLog {
             loop {
                 let done = flag.load(std::sync::atomic::Ordering::Relaxed);
                 if !done {
-                    std::thread::sleep(Duration::from_millis(100));
+                    // Woken early by `finish` (a run's end must not wait out this nap).
+                    std::thread::park_timeout(Duration::from_millis(100));
                     if last.0.elapsed() < Duration::from_secs(1) {
                         continue;
                     }
@@ -466,6 +467,7 @@ impl ThroughputLog {
 
     fn finish(self) {
         self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.thread.thread().unpark();
         let _ = self.thread.join();
     }
 }
