@@ -4,7 +4,7 @@
 //! A series goes to worker `series_hash(id) % workers` (the hash is of the id's text, so every
 //! process of a cluster routes it the same way). Timely's own exchange would hash every
 //! reading's id and push it through a container builder one at a time; [`SeriesRouter`]
-//! remembers each series' worker by the symbol's dense index (one byte-array read per reading
+//! remembers each series' worker by the symbol's dense index (one array read per reading
 //! after the first sight of a series), moves readings into one plain vector per worker, and
 //! sends each vector once per incoming container.
 

@@ -114,10 +114,11 @@ const STATUS_EVERY: Duration = Duration::from_millis(250);
 /// How many polls the dataflow's outputs may lag behind the source before it waits for them.
 ///
 /// The bound on memory in flight is this many polls' readings per worker (CSV: 128 KB blocks,
-/// about 3 MB of readings in all; Kafka: at most `POLL_BUDGET` readings a poll). It was 2: on
-/// 2 workers the outputs' frontier, which needs both workers' progress, lagged that much on
+/// about 3 MB of readings per worker; Kafka: at most `POLL_BUDGET` readings a poll). It was 2:
+/// on 2 workers the outputs' frontier, which needs both workers' progress, lagged that much on
 /// every other poll, and each wait idled the worker for a 1 ms timer (zscore on 2 workers:
-/// 1,000 waits in 2,200 polls; at 8, 70-300 waits and 15-20% less wall time).
+/// 1,000 waits in 2,200 polls; at 8, 70-430 waits and 15-25% less wall time). At 16 the lag
+/// grew to fill it and the waits did not fall further.
 pub const PACE_POLLS: usize = 8;
 
 /// How long the source waits for its outputs to catch up before it reads anyway.
