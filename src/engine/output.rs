@@ -26,6 +26,16 @@ use crate::record::{EventTime, Reading, WireFormat};
 /// Bytes of formatted rows a sink collects before writing them to its file.
 const OUT_CHUNK: usize = 1 << 16;
 
+/// Appends `buf` to an output's shared file and empties it; a failed write is logged (the run
+/// goes on, as for every other output error).
+fn write_out(file: &Mutex<BufWriter<File>>, buf: &mut Vec<u8>, name: &str) {
+    let mut w = file.lock().expect("file poisoned");
+    if let Err(e) = w.write_all(buf) {
+        tracing::error!(output = %name, error = %e, "writing output file");
+    }
+    buf.clear();
+}
+
 /// A row of a dataflow output.
 pub trait Row: Clone + Serialize + 'static {
     /// CSV header line (no newline).
@@ -298,11 +308,7 @@ impl<'a> Outputs<'a> {
                         // can bring thousands of rows, and a buffer that grows to megabytes
                         // is memory the cache never saw.
                         if buf.len() >= OUT_CHUNK {
-                            let mut w = f.lock().expect("file poisoned");
-                            if let Err(e) = w.write_all(&buf) {
-                                tracing::error!(output = %name, error = %e, "writing output file");
-                            }
-                            buf.clear();
+                            write_out(f, &mut buf, &name);
                         }
                     }
                     if let Some((p, topic)) = &producer {
@@ -340,13 +346,10 @@ impl<'a> Outputs<'a> {
                     offered = now;
                 }
             }
+            // Rows are written as the buffer fills (above); what is left goes at the end.
             if let Some(f) = &file {
-                if buf.len() >= OUT_CHUNK || (finished && !buf.is_empty()) {
-                    let mut w = f.lock().expect("file poisoned");
-                    if let Err(e) = w.write_all(&buf) {
-                        tracing::error!(output = %name, error = %e, "writing output file");
-                    }
-                    buf.clear();
+                if finished && !buf.is_empty() {
+                    write_out(f, &mut buf, &name);
                 }
             }
             if finished && !done {
