@@ -165,15 +165,12 @@ impl RowMapper {
         let (series, ts) = self.key(len, &get)?;
         let mut values = crate::record::Values::with_capacity(self.values.len());
         for &(i, name) in &self.values {
-            values.push((name, value(name, i, get(i))?));
+            values.push((name, value(name, cell(&get, i)?)?));
         }
         let mut tags = Vec::with_capacity(self.tags.len());
         for (name, src) in &self.tags {
             let v = match src {
-                TagSource::Column(i) => {
-                    let c = get(*i).ok_or_else(|| format!("missing field {i}"))?;
-                    self.interner.intern(super::num::trim(c))
-                }
+                TagSource::Column(i) => self.interner.intern(super::num::trim(cell(&get, *i)?)),
                 TagSource::Constant(c) => *c,
             };
             tags.push((*name, v));
@@ -200,7 +197,7 @@ impl RowMapper {
         if let ([(i, name)], []) = (&self.values[..], &self.tags[..]) {
             let (i, name) = (*i, *name);
             let (series, ts) = self.key(len, &get)?;
-            let v = value(name, i, get(i))?;
+            let v = value(name, cell(&get, i)?)?;
             out.push(Reading {
                 series,
                 ts,
@@ -223,10 +220,9 @@ impl RowMapper {
         if len != self.width {
             return Err(format!("expected {} fields, found {len}", self.width));
         }
-        let cell = |i: usize| get(i).ok_or_else(|| format!("missing field {i}"));
-        let ts: EventTime = parse_time(cell(self.time_idx)?, &self.time_fmt, self.zone)?;
+        let ts: EventTime = parse_time(cell(get, self.time_idx)?, &self.time_fmt, self.zone)?;
         let series = if let [SeriesPart::Col(i)] = self.series[..] {
-            let s = super::num::trim(cell(i)?);
+            let s = super::num::trim(cell(get, i)?);
             if s.is_empty() {
                 return Err("empty series id".into());
             }
@@ -237,7 +233,7 @@ impl RowMapper {
                 match part {
                     SeriesPart::Lit(s) => self.scratch.push_str(s),
                     SeriesPart::Col(i) => {
-                        let s = super::num::trim(cell(*i)?);
+                        let s = super::num::trim(cell(get, *i)?);
                         if s.is_empty() {
                             return Err(format!("empty series column {i}"));
                         }
@@ -251,10 +247,16 @@ impl RowMapper {
     }
 }
 
+/// Cell `i` of a row, or the reason it is missing.
+#[inline]
+fn cell<'a>(get: &impl Fn(usize) -> Option<&'a str>, i: usize) -> Result<&'a str, String> {
+    get(i).ok_or_else(|| format!("missing field {i}"))
+}
+
 /// Reads one value cell: numeric and finite, or the reason it is not.
 #[inline]
-fn value(name: Sym, i: usize, cell: Option<&str>) -> Result<f64, String> {
-    let raw = super::num::trim(cell.ok_or_else(|| format!("missing field {i}"))?);
+fn value(name: Sym, cell: &str) -> Result<f64, String> {
+    let raw = super::num::trim(cell);
     if raw.is_empty() {
         return Err(format!("empty value for {name}"));
     }
