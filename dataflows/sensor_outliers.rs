@@ -41,7 +41,7 @@ use crate::analytics::rolling::CountWindow;
 use crate::analytics::sketch::DEFAULT_BITS;
 use crate::dashboard::hub::{ForecastUpdate, Point, PointUpdate, Update};
 use crate::engine::keyed::{in_order, PerField};
-use crate::engine::output::{csv_f64s, csv_field, csv_series_field_ts, Row};
+use crate::engine::output::{csv_f64s, csv_series_field_ts, push_csv_field, Row};
 use crate::engine::reference::reference_stream;
 use crate::engine::series_hash;
 use crate::record::{write_f64, write_i64, EventTime, Reading, Sym};
@@ -212,9 +212,9 @@ impl Row for SetChange {
         &self.series
     }
     fn write_csv(&self, out: &mut Vec<u8>) {
-        out.extend_from_slice(csv_field(&self.series).as_bytes());
+        push_csv_field(out, &self.series);
         out.push(b',');
-        out.extend_from_slice(csv_field(&self.field).as_bytes());
+        push_csv_field(out, &self.field);
         out.push(b',');
         if let Some(s) = self.score {
             write_f64(out, s);
@@ -222,7 +222,7 @@ impl Row for SetChange {
         for v in [&self.location, &self.unit] {
             out.push(b',');
             if let Some(v) = v {
-                out.extend_from_slice(csv_field(v).as_bytes());
+                push_csv_field(out, v);
             }
         }
         out.push(b',');

@@ -18,8 +18,8 @@ use timely::dataflow::Stream;
 
 use super::{Dataflow, Outputs, Params};
 use crate::analytics::window::{Tumbling, WindowStats};
-use crate::engine::output::{csv_field, Row};
-use crate::record::{write_f64, write_i64, EventTime, Reading, Sym};
+use crate::engine::output::{push_csv_field, Row};
+use crate::record::{push_short, repeat_text, write_f64, write_i64, EventTime, Reading, Sym};
 use crate::sym::SymMap;
 
 /// One closed window of one value of one series.
@@ -51,23 +51,15 @@ impl Row for WindowRow {
         &self.series
     }
     fn write_csv(&self, out: &mut Vec<u8>) {
-        out.extend_from_slice(csv_field(&self.series).as_bytes());
+        push_csv_field(out, &self.series);
         out.push(b',');
-        out.extend_from_slice(csv_field(&self.field).as_bytes());
-        for v in [self.window_start, self.window_end, self.count as i64] {
-            out.push(b',');
-            write_i64(out, v);
-        }
+        push_csv_field(out, &self.field);
         out.push(b',');
-        for (i, v) in [self.mean, self.min, self.max, self.std]
-            .into_iter()
-            .enumerate()
-        {
-            if i > 0 {
-                out.push(b',');
-            }
-            write_f64(out, v);
-        }
+        write_span(out, self.window_start, self.window_end);
+        out.push(b',');
+        write_i64(out, self.count as i64);
+        out.push(b',');
+        self.write_values(out, [b",", b",", b","]);
     }
     fn write_json(&self, out: &mut Vec<u8>) {
         out.extend_from_slice(b"{\"series\":");
@@ -84,18 +76,51 @@ impl Row for WindowRow {
             out.extend_from_slice(b"\":");
             write_i64(out, v);
         }
-        for (k, v) in [
-            ("mean", self.mean),
-            ("min", self.min),
-            ("max", self.max),
-            ("std", self.std),
-        ] {
-            out.extend_from_slice(b",\"");
-            out.extend_from_slice(k.as_bytes());
-            out.extend_from_slice(b"\":");
-            write_f64(out, v);
-        }
+        out.extend_from_slice(b",\"mean\":");
+        self.write_values(out, [b",\"min\":", b",\"max\":", b",\"std\":"]);
         out.push(b'}');
+    }
+}
+
+thread_local! {
+    /// The last window written by this thread as `(start, end, "start,end")`: every row of
+    /// a closed window has the same two times, so they are formatted once per window.
+    static SPAN: std::cell::RefCell<(EventTime, EventTime, Vec<u8>)> =
+        const { std::cell::RefCell::new((0, 0, Vec::new())) };
+}
+
+/// Appends `start,end`, from the thread's cache when it is the window written last.
+fn write_span(out: &mut Vec<u8>, start: EventTime, end: EventTime) {
+    SPAN.with_borrow_mut(|(s, e, text)| {
+        if (*s, *e) != (start, end) || text.is_empty() {
+            text.clear();
+            write_i64(text, start);
+            text.push(b',');
+            write_i64(text, end);
+            (*s, *e) = (start, end);
+        }
+        push_short(out, text);
+    });
+}
+
+impl WindowRow {
+    /// Appends mean, then min, max and std each after its separator. A window of one reading
+    /// (more than half of W1's) has mean = min = max: that number is formatted once.
+    #[inline(always)]
+    fn write_values(&self, out: &mut Vec<u8>, seps: [&'static [u8]; 3]) {
+        let start = out.len();
+        write_f64(out, self.mean);
+        let end = out.len();
+        for (v, sep) in [self.min, self.max].into_iter().zip(seps) {
+            if v.to_bits() == self.mean.to_bits() && v.is_finite() {
+                repeat_text(out, start..end, sep);
+            } else {
+                out.extend_from_slice(sep);
+                write_f64(out, v);
+            }
+        }
+        out.extend_from_slice(seps[2]);
+        write_f64(out, self.std);
     }
 }
 

@@ -20,7 +20,7 @@ use super::{Dataflow, Outputs, Params};
 use crate::analytics::evaluate::Calibrator;
 use crate::analytics::forecast::{Forecast, HoltWinters, LogReturns, RlsAr};
 use crate::engine::keyed::in_order;
-use crate::engine::output::{csv_field, Row};
+use crate::engine::output::{push_csv_field, Row};
 use crate::record::{write_f64, write_i64, EventTime, Reading, Sym};
 use crate::sym::SymMap;
 
@@ -60,7 +60,7 @@ impl Row for ForecastRow {
         &self.series
     }
     fn write_csv(&self, out: &mut Vec<u8>) {
-        out.extend_from_slice(csv_field(&self.series).as_bytes());
+        push_csv_field(out, &self.series);
         out.push(b',');
         out.extend_from_slice(self.model.as_bytes());
         out.push(b',');

@@ -171,6 +171,59 @@ fn w1_csv_blocks_match_batch_oracle() {
             &format!("W1 CSV, {workers} workers"),
         );
     }
+    // The CSV writer (which formats a one-reading window's number once and each window's
+    // times once) writes the very text the JSON writer does. One worker, so both runs add
+    // each window's readings in the same order (with more, the readers' interleaving can
+    // change the last bit of a sum).
+    let raw = |line: &str, key: &str| -> String {
+        let at = line.find(&format!("\"{key}\":")).unwrap() + key.len() + 3;
+        let len = line[at..].find([',', '}']).unwrap();
+        line[at..at + len].to_string()
+    };
+    let fields = [
+        "window_start",
+        "window_end",
+        "count",
+        "mean",
+        "min",
+        "max",
+        "std",
+    ];
+    let mut json = std::collections::BTreeMap::new();
+    for line in common::read_lines(&dir.path().join("out1"), "series_stats") {
+        let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+        let key = format!(
+            "{},{}",
+            v["series"].as_str().unwrap(),
+            v["field"].as_str().unwrap()
+        );
+        let rest: Vec<String> = fields.iter().map(|k| raw(&line, k)).collect();
+        json.insert((key, rest[0].clone()), rest.join(","));
+    }
+    let out = dir.path().join("csv1");
+    let mut s = spec(Input::Csv(csv), 1, Duration::from_secs(10), &out);
+    s.output_format = streamgauge::engine::output::OutputFormat::Csv;
+    run_ok(s);
+    let text = std::fs::read_to_string(out.join("series_stats.csv")).unwrap();
+    let mut lines = text.lines();
+    assert_eq!(
+        lines.next(),
+        Some("series,field,window_start,window_end,count,mean,min,max,std")
+    );
+    let (mut rows, mut ones) = (0, 0);
+    for line in lines {
+        let c: Vec<&str> = line.splitn(3, ',').collect();
+        let rest = c[2];
+        let start = rest.split(',').next().unwrap();
+        let want = json
+            .get(&(format!("{},{}", c[0], c[1]), start.to_string()))
+            .unwrap_or_else(|| panic!("not in the JSON output: {line}"));
+        assert_eq!(rest, want, "{line}");
+        rows += 1;
+        ones += usize::from(rest.split(',').nth(2) == Some("1"));
+    }
+    assert_eq!(rows, json.len());
+    assert!(ones > 1000, "one-reading windows: {ones}");
 }
 
 #[test]

@@ -95,11 +95,21 @@ pub fn csv_field(s: &str) -> std::borrow::Cow<'_, str> {
     }
 }
 
+/// Appends `s` as a CSV field, quoted when needed (see [`csv_field`]).
+#[inline]
+pub fn push_csv_field(out: &mut Vec<u8>, s: &str) {
+    if s.bytes().any(|b| matches!(b, b',' | b'"' | b'\n' | b'\r')) {
+        out.extend_from_slice(csv_field(s).as_bytes());
+    } else {
+        crate::record::push_short(out, s.as_bytes());
+    }
+}
+
 /// Appends the CSV columns most rows start with: `series,field,ts` (no trailing comma).
 pub fn csv_series_field_ts(out: &mut Vec<u8>, series: &str, field: &str, ts: EventTime) {
-    out.extend_from_slice(csv_field(series).as_bytes());
+    push_csv_field(out, series);
     out.push(b',');
-    out.extend_from_slice(csv_field(field).as_bytes());
+    push_csv_field(out, field);
     out.push(b',');
     crate::record::write_i64(out, ts);
 }
