@@ -25,7 +25,7 @@ use anyhow::{bail, Context, Result};
 
 mod common;
 use common::{arg, peak_kb, run_table, spec_csv, w1_file};
-use streamgauge::dataset::csvspec::BlockReader;
+use streamgauge::dataset::csvspec::{BlockReader, BlockShare};
 use streamgauge::engine::{run, Input, OutputFormat, RunSpec};
 use streamgauge::kafka::broker::EmbeddedBroker;
 use streamgauge::kafka::producer::ReadingProducer;
@@ -137,7 +137,7 @@ fn through_broker(
     std::thread::sleep(Duration::from_millis(500));
     let t = Instant::now();
     let mut p = ReadingProducer::batched(&ClientSettings::new(broker.bootstrap()), "w1", batch)?;
-    let mut reader = BlockReader::new(&spec_csv(file), 0, 1)?;
+    let mut reader = BlockReader::new(&spec_csv(file), BlockShare::whole())?;
     let (mut good, mut bad) = (Vec::new(), Vec::new());
     let mut sent = 0u64;
     while reader.next_block(&mut good, &mut bad)? {

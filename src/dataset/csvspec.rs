@@ -1,6 +1,9 @@
 //! Ad-hoc CSV inputs given by path and column flags (`--time-col`, `--series-col`,
-//! `--value-col`), read in parallel: the file is cut into fixed byte blocks and worker `w` of
-//! `W` parses blocks `w, w+W, w+2W, ...`; a line belongs to the block where it starts.
+//! `--value-col`), read in parallel: the file is cut into fixed byte blocks; process `p` of
+//! `P` owns blocks `p, p+P, p+2P, ...`, and its worker threads claim those in file order, each
+//! taking the next unclaimed block when it is ready for one ([`BlockShare`]), so a thread on a
+//! busier core reads fewer blocks instead of holding the others back. A line belongs to the
+//! block where it starts.
 //!
 //! Rows are streamed, never held in memory as a whole, so a 10-million-row file costs a few
 //! megabytes per worker. Bad rows become [`Quarantined`] records (source `file@byte N`).
@@ -8,6 +11,8 @@
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 use super::load::RowMapper;
 use super::manifest::{TimeSpec, ValueSpec};
@@ -107,15 +112,47 @@ impl CsvSpec {
     }
 }
 
-/// Streams the share of a CSV file that belongs to one worker, block by block.
+/// The blocks of a CSV file one process owns, handed out in file order to whichever of its
+/// worker threads asks next. Clones share the count.
+#[derive(Debug, Clone)]
+pub struct BlockShare {
+    claimed: Arc<AtomicU64>,
+    process: u64,
+    processes: u64,
+}
+
+impl BlockShare {
+    /// The share of process `process` of `processes` (blocks `process + k * processes`).
+    pub fn new(process: usize, processes: usize) -> Self {
+        assert!(process < processes, "process {process} of {processes}");
+        BlockShare {
+            claimed: Arc::default(),
+            process: process as u64,
+            processes: processes as u64,
+        }
+    }
+
+    /// The whole file, for one reader.
+    pub fn whole() -> Self {
+        BlockShare::new(0, 1)
+    }
+
+    /// The next unclaimed block's index. Indices only rise, so each reader's blocks come in
+    /// file order, and the readers of a process are never more than a block or so apart.
+    fn claim(&self) -> u64 {
+        self.claimed.fetch_add(1, Ordering::Relaxed) * self.processes + self.process
+    }
+}
+
+/// Streams blocks of a CSV file, claimed one at a time from a [`BlockShare`].
 pub struct BlockReader {
     path: PathBuf,
     file: File,
     mapper: RowMapper,
     data_start: u64,
     len: u64,
-    next_block: u64,
-    stride: u64,
+    share: BlockShare,
+    done: bool,
     buf: Vec<u8>,
     /// Start and end of each line of the block at hand.
     lines: Vec<(usize, usize)>,
@@ -124,8 +161,8 @@ pub struct BlockReader {
 }
 
 impl BlockReader {
-    /// The reader for worker `index` of `peers`.
-    pub fn new(spec: &CsvSpec, index: usize, peers: usize) -> Result<Self, DatasetError> {
+    /// A reader of the blocks it claims from `share`.
+    pub fn new(spec: &CsvSpec, share: BlockShare) -> Result<Self, DatasetError> {
         let (mapper, data_start) = spec.mapper()?;
         let file = File::open(&spec.path).map_err(|e| DatasetError::Io {
             path: spec.path.clone(),
@@ -137,16 +174,16 @@ impl BlockReader {
             mapper,
             data_start,
             len: spec.len()?,
-            next_block: index as u64,
-            stride: peers as u64,
+            share,
+            done: false,
             buf: Vec::with_capacity(BLOCK_BYTES as usize + 4096),
             lines: Vec::new(),
             rows: 0,
         })
     }
 
-    /// Reads the next block of this worker's share, appending its readings to `good` in file
-    /// order and its bad rows to `bad`; `false` when the share is exhausted.
+    /// Claims and reads the next block, appending its readings to `good` in file order and its
+    /// bad rows to `bad`; `false` when the share is exhausted.
     pub fn next_block(
         &mut self,
         good: &mut Vec<Reading>,
@@ -156,11 +193,14 @@ impl BlockReader {
             path: self.path.clone(),
             source: e,
         };
-        let start = self.data_start + self.next_block * BLOCK_BYTES;
-        if start >= self.len {
+        if self.done {
             return Ok(false);
         }
-        self.next_block += self.stride;
+        let start = self.data_start + self.share.claim() * BLOCK_BYTES;
+        if start >= self.len {
+            self.done = true;
+            return Ok(false);
+        }
         let end = (start + BLOCK_BYTES).min(self.len);
         // Read from one byte before the block (to know whether it starts a line) to the end of
         // the line that crosses `end`.
@@ -296,7 +336,7 @@ fn split_fields(buf: &[u8], from: usize, to: usize, fields: &mut Vec<(usize, usi
 
 /// Reads a whole CSV spec sequentially (tests and small files).
 pub fn read_all(spec: &CsvSpec) -> Result<(Vec<Reading>, Vec<Quarantined>, u64), DatasetError> {
-    let mut r = BlockReader::new(spec, 0, 1)?;
+    let mut r = BlockReader::new(spec, BlockShare::whole())?;
     let (mut good, mut bad) = (Vec::new(), Vec::new());
     while r.next_block(&mut good, &mut bad)? {}
     Ok((good, bad, r.rows))
@@ -351,20 +391,38 @@ mod tests {
         }
         drop(f);
         let spec = CsvSpec::epoch_ms(path, "ts_ms", "sensor_id", &["value"]);
-        for peers in [1, 2, 3] {
+        // (processes, threads per process); the threads of a process take turns in an order
+        // drawn at random, as threads on unevenly busy cores would.
+        let mut rng = crate::dataset::generate::SplitMix64(3);
+        for (processes, threads) in [(1, 1), (1, 2), (1, 3), (2, 1), (2, 2), (3, 2)] {
             let mut all = Vec::new();
-            for w in 0..peers {
-                let mut r = BlockReader::new(&spec, w, peers).unwrap();
-                let mut bad = Vec::new();
-                while r.next_block(&mut all, &mut bad).unwrap() {}
-                assert!(bad.is_empty());
+            for p in 0..processes {
+                let share = BlockShare::new(p, processes);
+                let mut readers: Vec<(BlockReader, Vec<Reading>)> = (0..threads)
+                    .map(|_| (BlockReader::new(&spec, share.clone()).unwrap(), Vec::new()))
+                    .collect();
+                let mut live: Vec<usize> = (0..threads).collect();
+                while !live.is_empty() {
+                    let k = (rng.next_u64() % live.len() as u64) as usize;
+                    let (r, got) = &mut readers[live[k]];
+                    let mut bad = Vec::new();
+                    if !r.next_block(got, &mut bad).unwrap() {
+                        live.swap_remove(k);
+                    }
+                    assert!(bad.is_empty());
+                }
+                for (_, got) in readers {
+                    // Each reader's rows come in file order.
+                    assert!(got.windows(2).all(|w| w[0].ts < w[1].ts));
+                    all.extend(got);
+                }
             }
             let mut ts: Vec<i64> = all.iter().map(|r| r.ts).collect();
             ts.sort();
             assert_eq!(
                 ts,
                 (1_000_000..1_000_000 + n).collect::<Vec<_>>(),
-                "peers={peers}"
+                "{processes} processes of {threads} threads"
             );
         }
     }

@@ -294,6 +294,9 @@ pub fn run(spec: RunSpec) -> Result<RunReport, EngineError> {
             path: spec.output_dir.clone().unwrap_or_default(),
             source: e,
         })?;
+    // A CSV file's blocks go to this process's workers as each asks for one.
+    let csv_share =
+        crate::dataset::csvspec::BlockShare::new(spec.cluster.process, spec.cluster.processes);
     {
         let (spec, targets, logs, errors) =
             (spec.clone(), targets.clone(), logs.clone(), errors.clone());
@@ -314,7 +317,7 @@ pub fn run(spec: RunSpec) -> Result<RunReport, EngineError> {
                     index,
                     peers,
                 )))),
-                Input::Csv(c) => CsvFeed::new(c, index, peers)
+                Input::Csv(c) => CsvFeed::new(c, csv_share.clone())
                     .map(|f| AnyFeed::Csv(Box::new(f)))
                     .map_err(|e| e.to_string()),
             };

@@ -341,7 +341,7 @@ impl Feed for MemoryFeed {
     }
 }
 
-/// A feed over this worker's blocks of a CSV file.
+/// A feed over the blocks of a CSV file this worker claims.
 pub struct CsvFeed {
     reader: crate::dataset::csvspec::BlockReader,
     next_offset: i64,
@@ -349,14 +349,13 @@ pub struct CsvFeed {
 }
 
 impl CsvFeed {
-    /// The share of worker `index` of `peers`.
+    /// A feed of the blocks this worker claims from its process's `share`.
     pub fn new(
         spec: &crate::dataset::csvspec::CsvSpec,
-        index: usize,
-        peers: usize,
+        share: crate::dataset::csvspec::BlockShare,
     ) -> Result<Self, crate::dataset::DatasetError> {
         Ok(CsvFeed {
-            reader: crate::dataset::csvspec::BlockReader::new(spec, index, peers)?,
+            reader: crate::dataset::csvspec::BlockReader::new(spec, share)?,
             next_offset: 0,
             failed: false,
         })
