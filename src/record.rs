@@ -444,10 +444,16 @@ fn encode_json(r: &Reading, out: &mut Vec<u8>) {
 /// they stay: copying them out of a buffer on the stack cost as much as formatting them (the
 /// wide loads of a `memmove` wait on the formatter's narrow stores, and its length-dependent
 /// branches mispredict on numbers of varying length).
+///
+/// A value with at most four decimals (an input reading of most sensors, a window's min or
+/// max) takes a shorter path, [`write_four_decimals`], which writes the same text.
 #[inline]
 pub fn write_f64(out: &mut Vec<u8>, v: f64) {
     if !v.is_finite() {
         out.extend_from_slice(b"null");
+        return;
+    }
+    if write_four_decimals(out, v) {
         return;
     }
     const N: usize = std::mem::size_of::<zmij::Buffer>();
@@ -474,6 +480,62 @@ pub fn write_f64(out: &mut Vec<u8>, v: f64) {
     } else {
         push_short(out, zmij::Buffer::new().format_finite(v).as_bytes());
     }
+}
+
+/// Writes `v` and returns true when it is exactly the double nearest a decimal with at most
+/// four decimals and at most 15 significant digits, with 1e-3 <= |v| < 1e11; false (and
+/// nothing written) otherwise.
+///
+/// The text is the shortest that reads back as `v`, as zmij writes it: two decimals of at most
+/// 15 significant digits and the same magnitude are further apart than a double's precision,
+/// so when that decimal reads back as `v` no other of its length or shorter does.
+#[inline]
+fn write_four_decimals(out: &mut Vec<u8>, v: f64) -> bool {
+    let a = v.abs();
+    if !(1e-3..1e11).contains(&a) {
+        return false;
+    }
+    let n = (a * 1e4).round();
+    // `n / 1e4` is the double nearest the decimal n/10^4 (both operands are exact).
+    if n / 1e4 != a {
+        return false;
+    }
+    let n = n as u64;
+    let (whole, frac) = (n / 10_000, (n % 10_000) as u32);
+    if v < 0.0 {
+        out.push(b'-');
+    }
+    push_short(out, itoa::Buffer::new().format(whole).as_bytes());
+    // The four decimals as ASCII, little-endian, and how many are kept (trailing zeros go,
+    // but one digit stays: zmij writes `20.0`).
+    let digits = u32::from_le_bytes([
+        b'0' + (frac / 1000) as u8,
+        b'0' + (frac / 100 % 10) as u8,
+        b'0' + (frac / 10 % 10) as u8,
+        b'0' + (frac % 10) as u8,
+    ]);
+    let keep = if frac % 1000 == 0 {
+        1
+    } else if frac % 100 == 0 {
+        2
+    } else if frac % 10 == 0 {
+        3
+    } else {
+        4
+    };
+    out.reserve(5);
+    // SAFETY: `reserve` left at least 5 bytes of spare capacity; `set_len` keeps the dot and
+    // the `keep` digits written.
+    unsafe {
+        let end = out.len();
+        let dst = out.as_mut_ptr().add(end);
+        *dst = b'.';
+        dst.add(1)
+            .cast::<[u8; 4]>()
+            .write_unaligned(digits.to_le_bytes());
+        out.set_len(end + 1 + keep);
+    }
+    true
 }
 
 /// Appends `sep`, then a copy of `out[text]`: how a row writes a number a second time
@@ -792,6 +854,25 @@ mod tests {
             }
             floats.push((bits % 10_000_000) as f64 / 10_000.0 - 500.0);
             ints.push((bits as i64) >> (bits % 63));
+        }
+        // Four-decimal values, as sensors and W1 write them, around every border of the
+        // short path (magnitude limits, whole numbers, trailing zeros, 15 digits).
+        for k in 0..20_000u64 {
+            let n = next() % 10u64.pow(1 + (k % 15) as u32);
+            let sign = if k % 3 == 0 { -1.0 } else { 1.0 };
+            floats.push(sign * n as f64 / 1e4);
+            floats.push(sign * n as f64 / 1e3);
+            floats.push(sign * (n as f64 / 1e4 + 1e-9));
+        }
+        for b in [
+            1e-3f64,
+            1e11,
+            99_999_999_999.9999,
+            0.0009999,
+            0.00099995,
+            1e10 + 0.5,
+        ] {
+            floats.extend([b, -b, b.next_up(), b.next_down()]);
         }
         floats.push(f64::NAN);
         floats.push(f64::NEG_INFINITY);
