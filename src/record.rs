@@ -446,7 +446,7 @@ fn encode_json(r: &Reading, out: &mut Vec<u8>) {
 /// branches mispredict on numbers of varying length).
 ///
 /// A value with at most four decimals (an input reading of most sensors, a window's min or
-/// max) takes a shorter path, [`write_four_decimals`], which writes the same text.
+/// max) takes a shorter path, `write_four_decimals`, which writes the same text.
 #[inline]
 pub fn write_f64(out: &mut Vec<u8>, v: f64) {
     if !v.is_finite() {
