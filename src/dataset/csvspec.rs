@@ -138,7 +138,7 @@ impl BlockShare {
     }
 
     /// The next unclaimed block's index. Indices only rise, so each reader's blocks come in
-    /// file order, and the readers of a process are never more than a block or so apart.
+    /// file order, and a reader that is slow to come back holds up only the block it has.
     fn claim(&self) -> u64 {
         self.claimed.fetch_add(1, Ordering::Relaxed) * self.processes + self.process
     }

@@ -88,17 +88,23 @@ impl Row for Quarantined {
 
 /// Quotes a CSV field when needed.
 pub fn csv_field(s: &str) -> std::borrow::Cow<'_, str> {
-    if s.bytes().any(|b| matches!(b, b',' | b'"' | b'\n' | b'\r')) {
+    if needs_csv_quotes(s) {
         format!("\"{}\"", s.replace('"', "\"\"")).into()
     } else {
         s.into()
     }
 }
 
+/// True when `s` must be quoted as a CSV field (it has a comma, quote or line break).
+#[inline]
+fn needs_csv_quotes(s: &str) -> bool {
+    s.bytes().any(|b| matches!(b, b',' | b'"' | b'\n' | b'\r'))
+}
+
 /// Appends `s` as a CSV field, quoted when needed (see [`csv_field`]).
 #[inline]
 pub fn push_csv_field(out: &mut Vec<u8>, s: &str) {
-    if s.bytes().any(|b| matches!(b, b',' | b'"' | b'\n' | b'\r')) {
+    if needs_csv_quotes(s) {
         out.extend_from_slice(csv_field(s).as_bytes());
     } else {
         crate::record::push_short(out, s.as_bytes());
