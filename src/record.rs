@@ -104,15 +104,33 @@ const TINY: usize = 7;
 /// A string of up to [`TINY`] bytes as one word: the bytes, zero-padded, with the length plus
 /// one in the top byte (so `"a"` and `"a\0"` differ, and no key is 0). Ids like `s01234` or
 /// `AAPL` are this short.
+///
+/// Built from two overlapping loads of the text, in registers: assembling it in a stack array
+/// and reading that back as a word stalled on store forwarding (the word's load waits for the
+/// byte stores), which was half of the interner's time.
 #[inline]
 fn tiny_key(s: &[u8]) -> u64 {
     debug_assert!(s.len() <= TINY);
-    let mut b = [0u8; 8];
-    for (d, &c) in b.iter_mut().zip(s) {
-        *d = c;
-    }
-    b[7] = s.len() as u8 + 1;
-    u64::from_le_bytes(b)
+    let n = s.len();
+    let word = |b: &[u8]| -> u64 {
+        match *b {
+            [a, b, c, d] => u64::from(u32::from_le_bytes([a, b, c, d])),
+            [a, b] => u64::from(u16::from_le_bytes([a, b])),
+            _ => 0,
+        }
+    };
+    // The first and the last 4 (or 2) bytes, shifted into place; where they overlap they
+    // carry the same bytes, so OR-ing them is exact.
+    let text = if n >= 4 {
+        word(&s[..4]) | word(&s[n - 4..]) << (8 * (n - 4))
+    } else if n >= 2 {
+        word(&s[..2]) | word(&s[n - 2..]) << (8 * (n - 2))
+    } else if n == 1 {
+        u64::from(s[0])
+    } else {
+        0
+    };
+    text | (n as u64 + 1) << 56
 }
 
 /// Open-addressing table of [`tiny_key`]s (linear probing, at most half full, 0 = free).
@@ -792,6 +810,22 @@ fn decode_json_serde(bytes: &[u8], interner: &mut Interner) -> Result<Reading, D
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tiny_key_is_the_zero_padded_bytes_and_the_length() {
+        let mut rng = 0x2545_f491_4f6c_dd1du64;
+        for _ in 0..20_000 {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            let n = (rng % 8) as usize;
+            let bytes: Vec<u8> = (0..n).map(|i| (rng >> (8 * i)) as u8).collect();
+            let mut want = [0u8; 8];
+            want[..n].copy_from_slice(&bytes);
+            want[7] = n as u8 + 1;
+            assert_eq!(tiny_key(&bytes), u64::from_le_bytes(want), "{bytes:?}");
+        }
+    }
 
     #[test]
     fn str_map_keeps_keys_of_every_length_apart() {
