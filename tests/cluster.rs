@@ -1,6 +1,7 @@
 //! Cluster runs through the real binary: two processes of one worker each (`-n 2 -p 0/1
 //! -h hostfile` on loopback) give the same windows as one process of two workers, and the
-//! `replay` command feeds the topic they read.
+//! `replay` command feeds the topic they read; two processes of two workers read a CSV file
+//! together.
 
 mod common;
 
@@ -90,5 +91,51 @@ fn two_processes_equal_one_process_of_two_workers() {
         &a,
         &oracle(&readings, 3_600_000),
         "two processes vs batch oracle",
+    );
+}
+
+#[test]
+fn csv_file_read_by_two_processes_of_two_workers_matches_the_oracle() {
+    // Each process reads its own blocks of the file (p + kP) and its two threads claim
+    // those as they are ready: every row must be read once, across processes and threads.
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("w1.csv");
+    let mut f = std::io::BufWriter::new(std::fs::File::create(&path).unwrap());
+    streamgauge::dataset::generate::write_w1(&mut f, 200_000, 11).unwrap();
+    drop(f);
+    let csv =
+        streamgauge::dataset::csvspec::CsvSpec::epoch_ms(&path, "ts_ms", "sensor_id", &["value"]);
+    let (readings, bad, _) = streamgauge::dataset::csvspec::read_all(&csv).unwrap();
+    assert!(bad.is_empty());
+    let hostfile = tmp.path().join("hosts");
+    std::fs::write(
+        &hostfile,
+        format!("127.0.0.1:{}\n127.0.0.1:{}\n", free_port(), free_port()),
+    )
+    .unwrap();
+    let out = tmp.path().join("out");
+    let h = hostfile.to_str().unwrap();
+    let run = |p: &str| {
+        let mut c = bin();
+        c.args(["run", "series_stats", "--dataset"])
+            .arg(&path)
+            .args(["--time-col", "ts_ms", "--series-col", "sensor_id"])
+            .args([
+                "--value-col",
+                "value",
+                "--until-end",
+                "--no-dashboard",
+                "--output",
+            ])
+            .arg(&out)
+            .args(["-w", "2", "-n", "2", "-p", p, "-h", h]);
+        c.spawn().unwrap()
+    };
+    let (mut p0, mut p1) = (run("0"), run("1"));
+    assert!(p0.wait().unwrap().success() && p1.wait().unwrap().success());
+    assert_windows_eq(
+        &read_windows(&out),
+        &oracle(&readings, 10_000),
+        "W1 CSV, 2 processes of 2 workers",
     );
 }
