@@ -99,14 +99,7 @@ fn csv_file_read_by_two_processes_of_two_workers_matches_the_oracle() {
     // Each process reads its own blocks of the file (p + kP) and its two threads claim
     // those as they are ready: every row must be read once, across processes and threads.
     let tmp = tempfile::tempdir().unwrap();
-    let path = tmp.path().join("w1.csv");
-    let mut f = std::io::BufWriter::new(std::fs::File::create(&path).unwrap());
-    streamgauge::dataset::generate::write_w1(&mut f, 200_000, 11).unwrap();
-    drop(f);
-    let csv =
-        streamgauge::dataset::csvspec::CsvSpec::epoch_ms(&path, "ts_ms", "sensor_id", &["value"]);
-    let (readings, bad, _) = streamgauge::dataset::csvspec::read_all(&csv).unwrap();
-    assert!(bad.is_empty());
+    let (csv, readings) = w1_csv(tmp.path(), 200_000, 11);
     let hostfile = tmp.path().join("hosts");
     std::fs::write(
         &hostfile,
@@ -118,7 +111,7 @@ fn csv_file_read_by_two_processes_of_two_workers_matches_the_oracle() {
     let run = |p: &str| {
         let mut c = bin();
         c.args(["run", "series_stats", "--dataset"])
-            .arg(&path)
+            .arg(&csv.path)
             .args(["--time-col", "ts_ms", "--series-col", "sensor_id"])
             .args([
                 "--value-col",

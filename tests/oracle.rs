@@ -147,14 +147,7 @@ fn all_58_nab_series_load_and_match_at_default_window() {
 #[test]
 fn w1_csv_blocks_match_batch_oracle() {
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("w1.csv");
-    let mut f = std::io::BufWriter::new(std::fs::File::create(&path).unwrap());
-    streamgauge::dataset::generate::write_w1(&mut f, 300_000, 3).unwrap();
-    drop(f);
-    let csv =
-        streamgauge::dataset::csvspec::CsvSpec::epoch_ms(&path, "ts_ms", "sensor_id", &["value"]);
-    let (readings, bad, rows) = streamgauge::dataset::csvspec::read_all(&csv).unwrap();
-    assert_eq!((readings.len(), bad.len(), rows), (300_000, 0, 300_000));
+    let (csv, readings) = w1_csv(dir.path(), 300_000, 3);
     let want = oracle(&readings, 10_000);
     for workers in [1, 2, 4] {
         let out = dir.path().join(format!("out{workers}"));

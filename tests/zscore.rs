@@ -6,7 +6,6 @@ mod common;
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use streamgauge::dataset::csvspec::CsvSpec;
 use streamgauge::engine::{Input, RunSpec};
 use streamgauge::record::Reading;
 
@@ -113,12 +112,7 @@ fn check(input: Input, readings: &[Reading], n: usize, threshold: f64, lateness_
 #[test]
 fn w2_on_generated_sensors_matches_batch_on_1_2_4_workers() {
     let tmp = tempfile::tempdir().unwrap();
-    let path = tmp.path().join("w1.csv");
-    let mut f = std::io::BufWriter::new(std::fs::File::create(&path).unwrap());
-    streamgauge::dataset::generate::write_w1(&mut f, 300_000, 5).unwrap();
-    drop(f);
-    let spec = CsvSpec::epoch_ms(&path, "ts_ms", "sensor_id", &["value"]);
-    let readings = streamgauge::dataset::csvspec::read_all(&spec).unwrap().0;
+    let (spec, readings) = common::w1_csv(tmp.path(), 300_000, 5);
     check(Input::Csv(spec), &readings, 100, 4.0, 5_000);
 }
 

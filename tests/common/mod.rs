@@ -15,10 +15,24 @@ use serde_json::Value;
 use streamgauge::kafka::admin;
 
 use streamgauge::analytics::window::{batch_stats, Tumbling};
+use streamgauge::dataset::csvspec::CsvSpec;
 use streamgauge::engine::{run, Input, RunReport, RunSpec};
 use streamgauge::kafka::source::KafkaInput;
 use streamgauge::kafka::ClientSettings;
 use streamgauge::record::Reading;
+
+/// Writes a W1 file of `rows` rows (`generate::write_w1`, seeded) to `dir/w1.csv`, reads it
+/// back sequentially, and returns its spec and readings; every row must read as a reading.
+pub fn w1_csv(dir: &Path, rows: u64, seed: u64) -> (CsvSpec, Vec<Reading>) {
+    let path = dir.join("w1.csv");
+    let mut f = std::io::BufWriter::new(std::fs::File::create(&path).unwrap());
+    streamgauge::dataset::generate::write_w1(&mut f, rows, seed).unwrap();
+    drop(f);
+    let csv = CsvSpec::epoch_ms(&path, "ts_ms", "sensor_id", &["value"]);
+    let (readings, bad, read) = streamgauge::dataset::csvspec::read_all(&csv).unwrap();
+    assert_eq!((readings.len() as u64, bad.len(), read), (rows, 0, rows));
+    (csv, readings)
+}
 
 /// The shared datasets: `$STREAMGAUGE_DATA`, else beside the checkout (required: tests
 /// replay real data).
