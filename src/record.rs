@@ -523,7 +523,7 @@ fn write_four_decimals(out: &mut Vec<u8>, v: f64) -> bool {
     if v < 0.0 {
         out.push(b'-');
     }
-    push_short(out, itoa::Buffer::new().format(whole).as_bytes());
+    write_i64(out, whole as i64);
     // The four decimals as ASCII, little-endian, and how many are kept (trailing zeros go,
     // but one digit stays: zmij writes `20.0`).
     let digits = u32::from_le_bytes([
