@@ -45,8 +45,10 @@ pub struct KafkaFeed {
     first_refresh_done: bool,
     interner: Interner,
     format: WireFormat,
-    /// Next offset expected per owned partition, to detect records that were never delivered.
-    expected: std::collections::HashMap<i32, i64>,
+    /// Next offset expected per partition (indexed by partition; -1: nothing read yet), to
+    /// detect records that were never delivered. A vector, not a map: it is updated for every
+    /// message, and partition numbers are small.
+    expected: Vec<i64>,
 }
 
 impl KafkaFeed {
@@ -67,7 +69,7 @@ impl KafkaFeed {
             first_refresh_done: false,
             interner: Interner::default(),
             format: WireFormat::Json,
-            expected: Default::default(),
+            expected: Vec::new(),
         })
     }
 
@@ -110,6 +112,22 @@ impl KafkaFeed {
     }
 }
 
+/// Records in `expected` (next offset per partition, -1: none yet) that `off` of partition `p`
+/// was read; returns the offset that was expected (`off` itself for a partition's first record).
+#[inline]
+fn next_expected(expected: &mut Vec<i64>, p: i32, off: i64) -> i64 {
+    let i = p.max(0) as usize;
+    if i >= expected.len() {
+        expected.resize(i + 1, -1);
+    }
+    let e = std::mem::replace(&mut expected[i], off + 1);
+    if e < 0 {
+        off
+    } else {
+        e
+    }
+}
+
 impl Feed for KafkaFeed {
     fn poll(&mut self, clock: &mut Watermarks, batch: &mut Batch, now: Instant) -> Poll {
         if now >= self.next_refresh {
@@ -131,7 +149,7 @@ impl Feed for KafkaFeed {
                     // The budget counts readings (a batched message holds many).
                     let before = batch.data.len() + batch.bad.len();
                     let (p, off) = (m.partition(), m.offset());
-                    let expected = self.expected.insert(p, off + 1).unwrap_or(off);
+                    let expected = next_expected(&mut self.expected, p, off);
                     if off > expected {
                         batch.skipped_offsets += (off - expected) as u64;
                         tracing::warn!(topic = %self.input.topic, partition = p, from = expected, to = off,
@@ -202,7 +220,12 @@ impl Feed for KafkaFeed {
                         &mut hi,
                     )
                 };
-                let next = self.expected.get(&p).copied().unwrap_or(lo.max(0));
+                let next = self
+                    .expected
+                    .get(p as usize)
+                    .copied()
+                    .filter(|&e| e >= 0)
+                    .unwrap_or(lo.max(0));
                 let high = (err
                     == rdkafka::bindings::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR
                     && hi >= 0)
@@ -217,5 +240,25 @@ impl Feed for KafkaFeed {
             .collect();
         out.sort_by_key(|s| s.partition);
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::next_expected;
+
+    #[test]
+    fn expected_offsets_find_gaps_per_partition() {
+        let mut e = Vec::new();
+        // A partition's first record is never a gap, whatever its offset.
+        assert_eq!(next_expected(&mut e, 3, 40), 40);
+        assert_eq!(next_expected(&mut e, 3, 41), 41);
+        // Partition 0 starts independently (the vector grew past it with -1).
+        assert_eq!(next_expected(&mut e, 0, 0), 0);
+        // Offsets 42..45 of partition 3 never came: 42 was expected, 45 arrived.
+        assert_eq!(next_expected(&mut e, 3, 45), 42);
+        assert_eq!(next_expected(&mut e, 3, 46), 46);
+        assert_eq!(next_expected(&mut e, 0, 1), 1);
+        assert_eq!(e, vec![2, -1, -1, 47]);
     }
 }
