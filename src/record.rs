@@ -557,10 +557,12 @@ fn write_four_decimals(out: &mut Vec<u8>, v: f64) -> bool {
 }
 
 /// Appends `sep`, then a copy of `out[text]`: how a row writes a number a second time
-/// (text [`write_f64`] wrote, at most 24 bytes) without formatting it again.
+/// (text [`write_f64`] wrote, at most the size of zmij's buffer, 24 bytes) without
+/// formatting it again. Longer text is repeated too, by a slower path.
 #[inline]
 pub fn repeat_text(out: &mut Vec<u8>, text: std::ops::Range<usize>, sep: &[u8]) {
-    const N: usize = 24;
+    // One fixed-size copy covers any number `write_f64` writes.
+    const N: usize = std::mem::size_of::<zmij::Buffer>();
     assert!(
         text.start <= text.end && text.end <= out.len(),
         "text inside the vector"
