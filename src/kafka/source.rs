@@ -113,10 +113,13 @@ impl KafkaFeed {
 }
 
 /// Records in `expected` (next offset per partition, -1: none yet) that `off` of partition `p`
-/// was read; returns the offset that was expected (`off` itself for a partition's first record).
+/// was read; returns the offset that was expected (`off` itself for a partition's first record,
+/// and for a negative partition number, which a consumed message never has).
 #[inline]
 fn next_expected(expected: &mut Vec<i64>, p: i32, off: i64) -> i64 {
-    let i = p.max(0) as usize;
+    let Ok(i) = usize::try_from(p) else {
+        return off;
+    };
     if i >= expected.len() {
         expected.resize(i + 1, -1);
     }
@@ -259,6 +262,9 @@ mod tests {
         assert_eq!(next_expected(&mut e, 3, 45), 42);
         assert_eq!(next_expected(&mut e, 3, 46), 46);
         assert_eq!(next_expected(&mut e, 0, 1), 1);
+        assert_eq!(e, vec![2, -1, -1, 47]);
+        // A negative partition is not tracked, and is not confused with partition 0.
+        assert_eq!(next_expected(&mut e, -1, 9), 9);
         assert_eq!(e, vec![2, -1, -1, 47]);
     }
 }
