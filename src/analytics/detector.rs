@@ -7,12 +7,15 @@
 //! - **prediction surprise**: the distance of the value from an exponentially weighted mean in
 //!   units of the exponentially weighted standard deviation, turned into an anomaly
 //!   likelihood (after HTM): the short-run average surprise compared with its long-run
-//!   distribution.
+//!   distribution. Once the value's slot of the week (by default its hour of the week) has
+//!   enough history, the surprise is the smaller of that global one and the distance from the
+//!   slot's own exponentially weighted mean and deviation: a value usual for its time of the
+//!   week is not surprising, however far it is from the overall mean.
 //!
 //! After a reading scores high, the detector stays quiet for a while (`suppress` readings):
 //! one alarm per event is what an operator wants and what NAB rewards.
-//! State per series: a few dozen numbers plus the set of seen contexts (bounded by
-//! `max_contexts`).
+//! State per series: a few dozen numbers, three numbers per seasonal slot (168 slots by
+//! default: about 4 KiB), and the set of seen contexts (bounded by `max_contexts`).
 
 use std::collections::HashSet;
 
@@ -46,6 +49,14 @@ pub struct DetectorParams {
     pub season_min: u64,
     /// Seasonal contexts use bins this many times coarser.
     pub season_div: i64,
+    /// Width of a seasonal slot of the prediction surprise, in minutes (0 turns slots off).
+    pub slot_minutes: u32,
+    /// Number of slots in a seasonal cycle (with `slot_minutes` = 60, 168 is one week).
+    pub slots: u32,
+    /// Smoothing of each slot's mean and variance.
+    pub slot_alpha: f64,
+    /// Readings a slot needs before its surprise counts.
+    pub slot_min: u32,
 }
 
 impl Default for DetectorParams {
@@ -63,6 +74,10 @@ impl Default for DetectorParams {
             w_season: 0.95,
             season_min: 120,
             season_div: 8,
+            slot_minutes: 60,
+            slots: 168,
+            slot_alpha: 0.02,
+            slot_min: 10,
         }
     }
 }
@@ -90,6 +105,10 @@ impl DetectorParams {
         set(&mut p.season_min, "SEASON_MIN");
         set(&mut p.season_div, "SEASON_DIV");
         set(&mut p.w_novel, "W_NOVEL");
+        set(&mut p.slot_minutes, "SLOT_MINUTES");
+        set(&mut p.slots, "SLOTS");
+        set(&mut p.slot_alpha, "SLOT_ALPHA");
+        set(&mut p.slot_min, "SLOT_MIN");
         p
     }
 }
@@ -110,6 +129,34 @@ pub struct Detector {
     contexts: HashSet<(i64, i64, i64)>,
     quiet: u64,
     hour_seen: [u64; 24],
+    /// Per seasonal slot: readings seen, and the exponentially weighted mean and variance.
+    slot_stats: Vec<Slot>,
+}
+
+/// One seasonal slot of the prediction surprise.
+#[derive(Debug, Clone, Copy, Default)]
+struct Slot {
+    n: u32,
+    mean: f64,
+    var: f64,
+}
+
+impl Slot {
+    /// The surprise of `x` in this slot (`None` until it has `min` readings and a spread),
+    /// then learns `x`.
+    fn surprise_then_learn(&mut self, x: f64, alpha: f64, min: u32) -> Option<f64> {
+        let sd = self.var.sqrt();
+        let s = (self.n >= min && sd > 0.0).then(|| ((x - self.mean).abs() / sd).min(10.0));
+        if self.n == 0 {
+            self.mean = x;
+        } else {
+            let d = x - self.mean;
+            self.mean += alpha * d;
+            self.var = (1.0 - alpha) * (self.var + alpha * d * d);
+        }
+        self.n = self.n.saturating_add(1);
+        s
+    }
 }
 
 impl Detector {
@@ -128,6 +175,11 @@ impl Detector {
             contexts: HashSet::new(),
             quiet: 0,
             hour_seen: [0; 24],
+            slot_stats: if p.slot_minutes > 0 {
+                vec![Slot::default(); p.slots.max(1) as usize]
+            } else {
+                Vec::new()
+            },
             p,
         }
     }
@@ -179,12 +231,23 @@ impl Detector {
 
         // Prediction surprise against the long-run mean and deviation.
         let sd = self.values.std();
-        let surprise = if self.values.n > 0 && sd > 0.0 {
+        let mut surprise = if self.values.n > 0 && sd > 0.0 {
             ((x - self.values.mean).abs() / sd).min(10.0)
         } else {
             0.0
         };
         self.values.update(x);
+        if !self.slot_stats.is_empty() {
+            let width = i64::from(self.p.slot_minutes) * 60_000;
+            let slot = ts_ms
+                .div_euclid(width)
+                .rem_euclid(self.slot_stats.len() as i64) as usize;
+            if let Some(s) =
+                self.slot_stats[slot].surprise_then_learn(x, self.p.slot_alpha, self.p.slot_min)
+            {
+                surprise = surprise.min(s);
+            }
+        }
         self.recent.push_back(surprise);
         self.recent_sum += surprise;
         if self.recent.len() > self.p.short {
@@ -209,13 +272,96 @@ impl Detector {
             (1.0 - self.p.w_novel) * loglik + self.p.w_novel * novel
         } else {
             loglik.max(novel)
-        };
+        }
+        .clamp(0.0, 1.0);
         if self.quiet > 0 {
             self.quiet -= 1;
             score *= 0.5;
         } else if score >= self.p.alarm {
             self.quiet = self.p.suppress;
         }
-        score.clamp(0.0, 1.0)
+        score
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const FIVE_MIN: i64 = 300_000;
+    const WEEK: i64 = 7 * 24 * 3_600_000;
+
+    /// A noisy level of 10 with a scheduled burst to 60 for one hour each week (Monday
+    /// 10:00-11:00 UTC, after the warm-up), every five minutes for `weeks` weeks from a Sunday.
+    fn weekly_job(weeks: i64) -> Vec<(i64, f64)> {
+        let start = 3 * 24 * 3_600_000; // Sunday 1970-01-04 00:00 UTC
+        let mut state = 0x2545_f491_u64;
+        (0..weeks * WEEK / FIVE_MIN)
+            .map(|i| {
+                let ts = start + i * FIVE_MIN;
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                let noise = (state % 1000) as f64 / 1000.0 - 0.5;
+                let in_week = (ts - start) % WEEK;
+                let job = (34 * 3_600_000..35 * 3_600_000).contains(&in_week);
+                (ts, if job { 60.0 } else { 10.0 } + noise)
+            })
+            .collect()
+    }
+
+    fn run(p: &DetectorParams, input: &[(i64, f64)]) -> Vec<f64> {
+        let mut d = Detector::new(p.clone());
+        input.iter().map(|&(ts, x)| d.update(ts, x)).collect()
+    }
+
+    /// Highest score over the scheduled hour of week `w`.
+    fn job_hour_max(scores: &[f64], w: usize) -> f64 {
+        let per_week = (WEEK / FIVE_MIN) as usize;
+        let (from, to) = (w * per_week + 408, w * per_week + 420);
+        scores[from..to].iter().cloned().fold(0.0, f64::max)
+    }
+
+    #[test]
+    fn scores_are_in_range_and_non_finite_values_score_zero() {
+        let mut d = Detector::new(DetectorParams::default());
+        for (i, &(ts, x)) in weekly_job(2).iter().enumerate() {
+            let x = if i % 997 == 0 { f64::NAN } else { x };
+            let s = d.update(ts, x);
+            assert!((0.0..=1.0).contains(&s), "score {s} at {i}");
+            if x.is_nan() {
+                assert_eq!(s, 0.0);
+            }
+        }
+    }
+
+    #[test]
+    fn a_value_usual_for_its_slot_of_the_week_stops_alarming() {
+        let input = weekly_job(5);
+        let seasonal = run(&DetectorParams::default(), &input);
+        let flat = run(
+            &DetectorParams {
+                slot_minutes: 0,
+                ..DetectorParams::default()
+            },
+            &input,
+        );
+        let p = DetectorParams::default();
+        // The first burst is news to both.
+        assert!(job_hour_max(&seasonal, 0) >= p.alarm);
+        // From the third week the slots know the burst; the global model never does.
+        for w in 2..5 {
+            assert!(job_hour_max(&seasonal, w) < p.alarm, "week {w}");
+            assert!(job_hour_max(&flat, w) >= p.alarm, "week {w} without slots");
+        }
+    }
+
+    #[test]
+    fn a_spike_outside_every_slot_still_alarms() {
+        let mut input = weekly_job(4);
+        let at = input.len() - 500;
+        input[at].1 = 500.0;
+        let scores = run(&DetectorParams::default(), &input);
+        assert!(scores[at] >= DetectorParams::default().alarm);
     }
 }
