@@ -10,5 +10,6 @@ pub mod orderstat;
 pub mod outlier;
 pub mod rolling;
 pub mod sketch;
+pub mod tail;
 pub mod trend;
 pub mod window;

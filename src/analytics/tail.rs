@@ -1,0 +1,311 @@
+//! Peaks over threshold: a streaming estimate of how improbable a large value is, from
+//! extreme value theory.
+//!
+//! Above a high threshold `t`, the excesses `y = x - t` of almost any distribution follow a
+//! generalised Pareto distribution (GPD) with shape `xi` and scale `sigma` (Pickands-Balkema-de
+//! Haan). So `P(X > t + y) = rate * (1 + xi y / sigma)^(-1/xi)`, where `rate` is the share of
+//! values above `t`. Unlike a normal tail, this fits each series' own tail: light (`xi < 0`,
+//! with an end point), exponential (`xi = 0`) or heavy (`xi > 0`), so a spike that is routine
+//! for a spiky series gets a modest probability and the same spike in a calm series a tiny one.
+//!
+//! [`PeaksOverThreshold`] sets `t` at a quantile of the first `init` values, then learns every
+//! excess. The GPD is fitted by maximum likelihood in O(grid) per excess without storing the
+//! excesses: for a fixed grid of `theta = xi / sigma`, the profile likelihood needs only
+//! `S(theta) = sum ln(1 + theta y)` (then `xi = S / k` and `sigma = xi / theta`), and those sums
+//! are kept incrementally, with exponential forgetting so the fit follows a changing tail.
+//! Values at or below `t` cost one comparison.
+//!
+//! State per model: the first `init` values until the threshold is set, then 40 pairs of
+//! numbers (640 bytes).
+
+/// Parameters of a [`PeaksOverThreshold`] model.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TailParams {
+    /// Values used to set the threshold (no probabilities before them).
+    pub init: usize,
+    /// Quantile of the first values at which the threshold is set.
+    pub quantile: f64,
+    /// Forgetting factor per excess of the tail fit (1 keeps every excess).
+    pub forget: f64,
+    /// Excesses needed before probabilities are given.
+    pub min_excesses: f64,
+}
+
+impl Default for TailParams {
+    fn default() -> Self {
+        TailParams {
+            init: 150,
+            quantile: 0.95,
+            forget: 0.999,
+            min_excesses: 5.0,
+        }
+    }
+}
+
+/// Grid of `theta` for the profile likelihood, relative to the mean of the first excesses
+/// (log-spaced): heavy and exponential-like tails (positive, 1e-4 to 1e3 over that mean), then
+/// light tails with an end point (negative, end points 2 to 1000 times that mean).
+/// 40 points in all: finer grids change NAB's score by about a point either way and cost
+/// proportionally more (the session 11 notes in the README give the numbers).
+const POSITIVE_THETAS: usize = 30;
+const NEGATIVE_THETAS: usize = 10;
+
+/// A streaming generalised Pareto model of the values above a threshold.
+#[derive(Debug, Clone)]
+pub struct PeaksOverThreshold {
+    p: TailParams,
+    /// The first values, until the threshold is set (then emptied).
+    first: Vec<f64>,
+    threshold: f64,
+    /// Values seen since the threshold was set, including the first ones.
+    n: f64,
+    /// Excesses seen (the rate's numerator).
+    excesses: f64,
+    /// `(theta, S(theta))`; `S` is `-inf` once an excess passes a negative theta's end point.
+    grid: Vec<(f64, f64)>,
+    /// Forgetful count and sum of excesses.
+    k: f64,
+    sum: f64,
+    /// Fitted `(xi, sigma)`.
+    fit: Option<(f64, f64)>,
+}
+
+impl PeaksOverThreshold {
+    /// A model that has seen nothing.
+    pub fn new(p: TailParams) -> Self {
+        PeaksOverThreshold {
+            first: Vec::with_capacity(p.init),
+            p,
+            threshold: f64::NAN,
+            n: 0.0,
+            excesses: 0.0,
+            grid: Vec::new(),
+            k: 0.0,
+            sum: 0.0,
+            fit: None,
+        }
+    }
+
+    /// The threshold, once set.
+    pub fn threshold(&self) -> Option<f64> {
+        (!self.threshold.is_nan()).then_some(self.threshold)
+    }
+
+    /// The fitted `(xi, sigma)`, once there are enough excesses.
+    pub fn fit(&self) -> Option<(f64, f64)> {
+        self.fit
+    }
+
+    /// The probability of a value above `x` under the model so far (1 when `x` is at or below
+    /// the threshold or the model is still learning), then learns `x`. Non-finite values are
+    /// ignored (probability 1).
+    pub fn surprise_then_learn(&mut self, x: f64) -> f64 {
+        if !x.is_finite() {
+            return 1.0;
+        }
+        if self.threshold.is_nan() {
+            self.first.push(x);
+            if self.first.len() >= self.p.init.max(1) {
+                self.set_threshold();
+            }
+            return 1.0;
+        }
+        self.n += 1.0;
+        if x <= self.threshold {
+            return 1.0;
+        }
+        let y = x - self.threshold;
+        let p = self.probability_of_excess(y);
+        self.learn(y);
+        p
+    }
+
+    /// `P(X > threshold + y)` under the current fit (1 without one).
+    fn probability_of_excess(&self, y: f64) -> f64 {
+        let Some((xi, sigma)) = self.fit else {
+            return 1.0;
+        };
+        let rate = self.excesses / self.n;
+        let tail = if xi == 0.0 {
+            (-y / sigma).exp()
+        } else {
+            let base = 1.0 + xi * y / sigma;
+            if base <= 0.0 {
+                0.0
+            } else {
+                base.powf(-1.0 / xi)
+            }
+        };
+        (rate * tail).min(1.0)
+    }
+
+    fn set_threshold(&mut self) {
+        let first = std::mem::take(&mut self.first);
+        let mut sorted = first.clone();
+        sorted.sort_unstable_by(f64::total_cmp);
+        let i = ((sorted.len() as f64 * self.p.quantile) as usize).min(sorted.len() - 1);
+        self.threshold = sorted[i];
+        self.n = first.len() as f64;
+        let ys: Vec<f64> = first
+            .iter()
+            .filter(|&&x| x > self.threshold)
+            .map(|&x| x - self.threshold)
+            .collect();
+        if !ys.is_empty() {
+            self.make_grid(ys.iter().sum::<f64>() / ys.len() as f64);
+        }
+        for y in ys {
+            self.learn(y);
+        }
+    }
+
+    /// The grid of `theta`, spread around the scale of the first excesses.
+    fn make_grid(&mut self, scale: f64) {
+        let scale = scale.max(f64::MIN_POSITIVE);
+        let (pos, neg) = (POSITIVE_THETAS, NEGATIVE_THETAS);
+        self.grid = (0..pos)
+            .map(|i| {
+                let e = -4.0 + 7.0 * i as f64 / (pos - 1) as f64;
+                (10f64.powf(e) / scale, 0.0)
+            })
+            .chain((0..neg).map(|i| {
+                let e = -3.0 + 2.7 * i as f64 / (neg - 1) as f64;
+                (-(10f64.powf(e)) / scale, 0.0)
+            }))
+            .collect();
+    }
+
+    fn learn(&mut self, y: f64) {
+        if self.grid.is_empty() {
+            self.make_grid(y);
+        }
+        let f = self.p.forget;
+        self.excesses += 1.0;
+        self.k = f * self.k + 1.0;
+        self.sum = f * self.sum + y;
+        for (theta, s) in &mut self.grid {
+            let a = *theta * y;
+            *s = if a <= -1.0 || *s == f64::NEG_INFINITY {
+                f64::NEG_INFINITY
+            } else {
+                f * *s + a.ln_1p()
+            };
+        }
+        if self.k >= self.p.min_excesses {
+            self.fit = Some(self.best_fit());
+        }
+    }
+
+    /// The maximum of the profile likelihood over the grid, against the exponential tail.
+    fn best_fit(&self) -> (f64, f64) {
+        let k = self.k;
+        let mean = (self.sum / k).max(f64::MIN_POSITIVE);
+        let mut best = (0.0, mean);
+        let mut best_l = -k * (mean.ln() + 1.0);
+        for &(theta, s) in &self.grid {
+            if s == f64::NEG_INFINITY {
+                continue;
+            }
+            let xi = s / k;
+            let sigma = xi / theta;
+            if sigma > 0.0 && sigma.is_finite() {
+                let l = -k * (sigma.ln() + xi + 1.0);
+                if l > best_l {
+                    best_l = l;
+                    best = (xi, sigma);
+                }
+            }
+        }
+        best
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Uniform (0, 1) from a xorshift generator (deterministic).
+    struct Uniform(u64);
+    impl Uniform {
+        fn next(&mut self) -> f64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            ((self.0 >> 11) as f64 + 0.5) / (1u64 << 53) as f64
+        }
+    }
+
+    fn learn_all(p: TailParams, xs: impl Iterator<Item = f64>) -> PeaksOverThreshold {
+        let mut m = PeaksOverThreshold::new(p);
+        for x in xs {
+            m.surprise_then_learn(x);
+        }
+        m
+    }
+
+    fn no_forgetting() -> TailParams {
+        TailParams {
+            forget: 1.0,
+            ..TailParams::default()
+        }
+    }
+
+    #[test]
+    fn fits_the_shape_of_exponential_pareto_and_bounded_tails() {
+        let mut u = Uniform(0x9e37_79b9_7f4a_7c15);
+        // Exponential: xi = 0.
+        let m = learn_all(no_forgetting(), (0..200_000).map(|_| -u.next().ln()));
+        let (xi, sigma) = m.fit().unwrap();
+        assert!(xi.abs() < 0.05, "exponential xi {xi}");
+        assert!((sigma - 1.0).abs() < 0.1, "exponential sigma {sigma}");
+        // Pareto with tail index 2: excesses over a threshold are GPD with xi = 0.5.
+        let m = learn_all(no_forgetting(), (0..200_000).map(|_| u.next().powf(-0.5)));
+        let (xi, _) = m.fit().unwrap();
+        assert!((xi - 0.5).abs() < 0.08, "pareto xi {xi}");
+        // Uniform: a light tail with an end point, xi = -1.
+        let m = learn_all(no_forgetting(), (0..200_000).map(|_| u.next()));
+        let (xi, _) = m.fit().unwrap();
+        assert!(xi < -0.5, "uniform xi {xi}");
+    }
+
+    #[test]
+    fn probabilities_are_calibrated_in_the_tail() {
+        // Student-like heavy tail: |z| / sqrt(u), many values far beyond a normal's reach.
+        let mut u = Uniform(0x1234_5678_9abc_def1);
+        let mut m = PeaksOverThreshold::new(TailParams::default());
+        let (mut tested, mut below_1e3, mut below_1e2) = (0u32, 0u32, 0u32);
+        for i in 0..400_000 {
+            let x = -u.next().ln() / u.next().sqrt();
+            let p = m.surprise_then_learn(x);
+            if i >= 20_000 {
+                tested += 1;
+                below_1e2 += u32::from(p < 1e-2);
+                below_1e3 += u32::from(p < 1e-3);
+            }
+        }
+        let (r2, r3) = (
+            f64::from(below_1e2) / f64::from(tested),
+            f64::from(below_1e3) / f64::from(tested),
+        );
+        assert!((0.008..0.0125).contains(&r2), "P(p < 1e-2) = {r2}");
+        assert!((0.0006..0.0016).contains(&r3), "P(p < 1e-3) = {r3}");
+    }
+
+    #[test]
+    fn larger_values_are_less_probable_and_the_start_is_silent() {
+        let mut u = Uniform(42);
+        let mut m = PeaksOverThreshold::new(TailParams::default());
+        for _ in 0..TailParams::default().init {
+            assert_eq!(m.surprise_then_learn(-u.next().ln()), 1.0);
+        }
+        for _ in 0..5_000 {
+            m.surprise_then_learn(-u.next().ln());
+        }
+        let probe = |v: f64| m.clone().surprise_then_learn(v);
+        let (a, b, c) = (probe(3.0), probe(6.0), probe(12.0));
+        assert!(a > b && b > c, "{a} {b} {c}");
+        assert!(c < 1e-3);
+        assert_eq!(m.clone().surprise_then_learn(f64::NAN), 1.0);
+        assert_eq!(m.clone().surprise_then_learn(-5.0), 1.0);
+    }
+}
