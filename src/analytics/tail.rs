@@ -268,6 +268,70 @@ mod tests {
         assert!(xi < -0.5, "uniform xi {xi}");
     }
 
+    /// The fit from scratch: every excess so far (forgetting applied by age), the same grid.
+    fn batch_fit(m: &PeaksOverThreshold, ys: &[f64]) -> (f64, f64) {
+        let f = m.p.forget;
+        let n = ys.len();
+        let weight = |i: usize| f.powi((n - 1 - i) as i32);
+        let k: f64 = (0..n).map(weight).sum();
+        let mean = ((0..n).map(|i| weight(i) * ys[i]).sum::<f64>() / k).max(f64::MIN_POSITIVE);
+        let mut best = (0.0, mean);
+        let mut best_l = -k * (mean.ln() + 1.0);
+        for &(theta, _) in &m.grid {
+            if ys.iter().any(|&y| theta * y <= -1.0) {
+                continue;
+            }
+            let s: f64 = (0..n).map(|i| weight(i) * (theta * ys[i]).ln_1p()).sum();
+            let (xi, sigma) = (s / k, s / k / theta);
+            if sigma > 0.0 && sigma.is_finite() {
+                let l = -k * (sigma.ln() + xi + 1.0);
+                if l > best_l {
+                    best_l = l;
+                    best = (xi, sigma);
+                }
+            }
+        }
+        best
+    }
+
+    #[test]
+    fn the_incremental_fit_equals_a_batch_fit_over_every_excess() {
+        type Draw = Box<dyn Fn(&mut Uniform) -> f64>;
+        let draws: [(&str, Draw); 3] = [
+            ("exponential", Box::new(|u| -u.next().ln())),
+            ("pareto", Box::new(|u| u.next().powf(-0.4))),
+            ("uniform", Box::new(|u| u.next())),
+        ];
+        let mut u = Uniform(0xdead_beef);
+        for (name, draw) in draws {
+            let mut m = PeaksOverThreshold::new(TailParams::default());
+            let mut first = Vec::new();
+            let mut ys = Vec::new();
+            for i in 0..30_000 {
+                let x = draw(&mut u);
+                m.surprise_then_learn(x);
+                if i < m.p.init {
+                    first.push(x);
+                    if first.len() == m.p.init {
+                        let t = m.threshold().unwrap();
+                        ys.extend(first.iter().filter(|&&v| v > t).map(|&v| v - t));
+                    }
+                } else if x > m.threshold().unwrap() {
+                    ys.push(x - m.threshold().unwrap());
+                }
+                if i % 5_000 == 4_999 {
+                    let (xi, sigma) = m.fit().unwrap();
+                    let (bxi, bsigma) = batch_fit(&m, &ys);
+                    let close = |a: f64, b: f64| (a - b).abs() <= 1e-9 * b.abs().max(1e-3);
+                    assert!(
+                        close(xi, bxi) && close(sigma, bsigma),
+                        "{name} at {i}: incremental ({xi}, {sigma}), batch ({bxi}, {bsigma})"
+                    );
+                }
+            }
+        }
+    }
+
     #[test]
     fn probabilities_are_calibrated_in_the_tail() {
         // Student-like heavy tail: |z| / sqrt(u), many values far beyond a normal's reach.
