@@ -5,14 +5,18 @@
 //! than 1.5x 1e2. The exact quantile tree is O(log n) by design; `quantiles_sketch` and
 //! `robust_mad_sketch` are the bounded-error kernels whose cost does not depend on n.
 //! `cargo bench --bench kernels -- sketch` runs only the groups whose name matches.
+//! `gauge_detector` and `tail_pot` have no window: for them n is the number of readings seen
+//! before the measured ones, so flat cost means the cost does not grow with the history.
 
 use std::hint::black_box;
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
+use streamgauge::analytics::detector::{Detector, DetectorParams};
 use streamgauge::analytics::outlier::RobustZ;
 use streamgauge::analytics::rolling::{CountWindow, Extent, Rolling};
 use streamgauge::analytics::sketch::DEFAULT_BITS;
+use streamgauge::analytics::tail::{PeaksOverThreshold, TailParams};
 use streamgauge::analytics::trend::{Crossover, Trend};
 use streamgauge::dataset::generate::SplitMix64;
 
@@ -118,6 +122,21 @@ fn bench(c: &mut Criterion) {
         |n: usize| Crossover::new((n / 5).max(2), n),
         |k: &mut Crossover, t, x| {
             black_box(k.push(t, x));
+        }
+    );
+    group!(
+        "gauge_detector",
+        // One reading a minute.
+        |_| Detector::new(DetectorParams::default()),
+        |k: &mut Detector, t: i64, x| {
+            black_box(k.update(t * 60_000, x));
+        }
+    );
+    group!(
+        "tail_pot",
+        |_| PeaksOverThreshold::new(TailParams::default()),
+        |k: &mut PeaksOverThreshold, _t, x| {
+            black_box(k.surprise_then_learn(x));
         }
     );
 }
