@@ -163,6 +163,10 @@ impl Detector {
         if self.residuals.len() > self.p.smooth.max(1) {
             self.residual_sum -= self.residuals.pop_front().unwrap_or(0.0);
         }
+        if self.n % 4096 == 0 {
+            // Exact now and then, so rounding in the running sum cannot build up.
+            self.residual_sum = self.residuals.iter().sum();
+        }
         let shift = self.residual_sum / self.residuals.len() as f64;
         let [up, down, shift_up, shift_down] = &mut self.tails;
         let p = up
