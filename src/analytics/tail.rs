@@ -224,17 +224,7 @@ impl PeaksOverThreshold {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// Uniform (0, 1) from a xorshift generator (deterministic).
-    struct Uniform(u64);
-    impl Uniform {
-        fn next(&mut self) -> f64 {
-            self.0 ^= self.0 << 13;
-            self.0 ^= self.0 >> 7;
-            self.0 ^= self.0 << 17;
-            ((self.0 >> 11) as f64 + 0.5) / (1u64 << 53) as f64
-        }
-    }
+    use crate::dataset::generate::SplitMix64;
 
     fn learn_all(p: TailParams, xs: impl Iterator<Item = f64>) -> PeaksOverThreshold {
         let mut m = PeaksOverThreshold::new(p);
@@ -253,18 +243,24 @@ mod tests {
 
     #[test]
     fn fits_the_shape_of_exponential_pareto_and_bounded_tails() {
-        let mut u = Uniform(0x9e37_79b9_7f4a_7c15);
+        let mut u = SplitMix64(0x9e37_79b9_7f4a_7c15);
         // Exponential: xi = 0.
-        let m = learn_all(no_forgetting(), (0..200_000).map(|_| -u.next().ln()));
+        let m = learn_all(
+            no_forgetting(),
+            (0..200_000).map(|_| -u.next_f64_nonzero().ln()),
+        );
         let (xi, sigma) = m.fit().unwrap();
         assert!(xi.abs() < 0.05, "exponential xi {xi}");
         assert!((sigma - 1.0).abs() < 0.1, "exponential sigma {sigma}");
         // Pareto with tail index 2: excesses over a threshold are GPD with xi = 0.5.
-        let m = learn_all(no_forgetting(), (0..200_000).map(|_| u.next().powf(-0.5)));
+        let m = learn_all(
+            no_forgetting(),
+            (0..200_000).map(|_| u.next_f64_nonzero().powf(-0.5)),
+        );
         let (xi, _) = m.fit().unwrap();
         assert!((xi - 0.5).abs() < 0.08, "pareto xi {xi}");
         // Uniform: a light tail with an end point, xi = -1.
-        let m = learn_all(no_forgetting(), (0..200_000).map(|_| u.next()));
+        let m = learn_all(no_forgetting(), (0..200_000).map(|_| u.next_f64_nonzero()));
         let (xi, _) = m.fit().unwrap();
         assert!(xi < -0.5, "uniform xi {xi}");
     }
@@ -297,13 +293,13 @@ mod tests {
 
     #[test]
     fn the_incremental_fit_equals_a_batch_fit_over_every_excess() {
-        type Draw = Box<dyn Fn(&mut Uniform) -> f64>;
+        type Draw = Box<dyn Fn(&mut SplitMix64) -> f64>;
         let draws: [(&str, Draw); 3] = [
-            ("exponential", Box::new(|u| -u.next().ln())),
-            ("pareto", Box::new(|u| u.next().powf(-0.4))),
-            ("uniform", Box::new(|u| u.next())),
+            ("exponential", Box::new(|u| -u.next_f64_nonzero().ln())),
+            ("pareto", Box::new(|u| u.next_f64_nonzero().powf(-0.4))),
+            ("uniform", Box::new(|u| u.next_f64_nonzero())),
         ];
-        let mut u = Uniform(0xdead_beef);
+        let mut u = SplitMix64(0xdead_beef);
         for (name, draw) in draws {
             let mut m = PeaksOverThreshold::new(TailParams::default());
             let mut first = Vec::new();
@@ -336,11 +332,11 @@ mod tests {
     #[test]
     fn probabilities_are_calibrated_in_the_tail() {
         // Student-like heavy tail: |z| / sqrt(u), many values far beyond a normal's reach.
-        let mut u = Uniform(0x1234_5678_9abc_def1);
+        let mut u = SplitMix64(0x1234_5678_9abc_def1);
         let mut m = PeaksOverThreshold::new(TailParams::default());
         let (mut tested, mut below_1e3, mut below_1e2) = (0u32, 0u32, 0u32);
         for i in 0..400_000 {
-            let x = -u.next().ln() / u.next().sqrt();
+            let x = -u.next_f64_nonzero().ln() / u.next_f64_nonzero().sqrt();
             let p = m.surprise_then_learn(x);
             if i >= 20_000 {
                 tested += 1;
@@ -358,13 +354,13 @@ mod tests {
 
     #[test]
     fn larger_values_are_less_probable_and_the_start_is_silent() {
-        let mut u = Uniform(42);
+        let mut u = SplitMix64(42);
         let mut m = PeaksOverThreshold::new(TailParams::default());
         for _ in 0..TailParams::default().init {
-            assert_eq!(m.surprise_then_learn(-u.next().ln()), 1.0);
+            assert_eq!(m.surprise_then_learn(-u.next_f64_nonzero().ln()), 1.0);
         }
         for _ in 0..5_000 {
-            m.surprise_then_learn(-u.next().ln());
+            m.surprise_then_learn(-u.next_f64_nonzero().ln());
         }
         let probe = |v: f64| m.clone().surprise_then_learn(v);
         let (a, b, c) = (probe(3.0), probe(6.0), probe(12.0));

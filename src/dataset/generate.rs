@@ -37,6 +37,12 @@ impl SplitMix64 {
         (self.next_u64() >> 11) as f64 * (1.0 / (1u64 << 53) as f64)
     }
 
+    /// Uniform in (0, 1]: never 0, so safe under `ln` and negative powers.
+    #[inline]
+    pub fn next_f64_nonzero(&mut self) -> f64 {
+        1.0 - self.next_f64()
+    }
+
     /// Uniform integer in [0, n).
     #[inline]
     pub fn below(&mut self, n: u64) -> u64 {
