@@ -199,26 +199,32 @@ impl PeaksOverThreshold {
 
     /// The maximum of the profile likelihood over the grid, against the exponential tail.
     fn best_fit(&self) -> (f64, f64) {
-        let k = self.k;
-        let mean = (self.sum / k).max(f64::MIN_POSITIVE);
-        let mut best = (0.0, mean);
-        let mut best_l = -k * (mean.ln() + 1.0);
-        for &(theta, s) in &self.grid {
-            if s == f64::NEG_INFINITY {
-                continue;
-            }
-            let xi = s / k;
-            let sigma = xi / theta;
-            if sigma > 0.0 && sigma.is_finite() {
-                let l = -k * (sigma.ln() + xi + 1.0);
-                if l > best_l {
-                    best_l = l;
-                    best = (xi, sigma);
-                }
+        profile_best(self.k, self.sum / self.k, self.grid.iter().copied())
+    }
+}
+
+/// The best `(xi, sigma)` over grid points `(theta, S(theta))` for `k` excesses of mean
+/// `mean`, against the exponential tail of that mean. A point whose `S` is `-inf` (an excess
+/// passed its end point) is skipped.
+fn profile_best(k: f64, mean: f64, grid: impl Iterator<Item = (f64, f64)>) -> (f64, f64) {
+    let mean = mean.max(f64::MIN_POSITIVE);
+    let mut best = (0.0, mean);
+    let mut best_l = -k * (mean.ln() + 1.0);
+    for (theta, s) in grid {
+        if s == f64::NEG_INFINITY {
+            continue;
+        }
+        let xi = s / k;
+        let sigma = xi / theta;
+        if sigma > 0.0 && sigma.is_finite() {
+            let l = -k * (sigma.ln() + xi + 1.0);
+            if l > best_l {
+                best_l = l;
+                best = (xi, sigma);
             }
         }
-        best
     }
+    best
 }
 
 #[cfg(test)]
@@ -271,24 +277,16 @@ mod tests {
         let n = ys.len();
         let weight = |i: usize| f.powi((n - 1 - i) as i32);
         let k: f64 = (0..n).map(weight).sum();
-        let mean = ((0..n).map(|i| weight(i) * ys[i]).sum::<f64>() / k).max(f64::MIN_POSITIVE);
-        let mut best = (0.0, mean);
-        let mut best_l = -k * (mean.ln() + 1.0);
-        for &(theta, _) in &m.grid {
-            if ys.iter().any(|&y| theta * y <= -1.0) {
-                continue;
-            }
-            let s: f64 = (0..n).map(|i| weight(i) * (theta * ys[i]).ln_1p()).sum();
-            let (xi, sigma) = (s / k, s / k / theta);
-            if sigma > 0.0 && sigma.is_finite() {
-                let l = -k * (sigma.ln() + xi + 1.0);
-                if l > best_l {
-                    best_l = l;
-                    best = (xi, sigma);
-                }
-            }
-        }
-        best
+        let mean = (0..n).map(|i| weight(i) * ys[i]).sum::<f64>() / k;
+        let sums = m.grid.iter().map(|&(theta, _)| {
+            let s = if ys.iter().any(|&y| theta * y <= -1.0) {
+                f64::NEG_INFINITY
+            } else {
+                (0..n).map(|i| weight(i) * (theta * ys[i]).ln_1p()).sum()
+            };
+            (theta, s)
+        });
+        profile_best(k, mean, sums)
     }
 
     #[test]
