@@ -22,7 +22,7 @@
 //!
 //! After a reading scores high, the detector stays quiet for a while (`suppress` readings):
 //! one alarm per event is what an operator wants and what NAB rewards.
-//! State per series: a few dozen numbers, `smooth` residuals, four tail models (640 bytes
+//! State per series: a few dozen numbers, `smooth` residuals (twice: in order and sorted), four tail models (640 bytes
 //! each, plus their first `tail.init` values until their thresholds are set), and the set of
 //! seen contexts (bounded by `max_contexts`).
 

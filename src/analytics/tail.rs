@@ -46,7 +46,8 @@ impl Default for TailParams {
 /// (log-spaced): heavy and exponential-like tails (positive, 1e-4 to 1e3 over that mean), then
 /// light tails with an end point (negative, end points 2 to 1000 times that mean).
 /// 40 points in all. Finer grids fit more exactly, cost proportionally more, and score about
-/// 2 points lower on NAB (68.8-69.3 standard against 71.05; the README's NAB section).
+/// 2 points lower on NAB (session 11: 68.8-69.3 standard against 71.05; the README's NAB
+/// section).
 const POSITIVE_THETAS: usize = 30;
 /// Negative points of the grid (see [`POSITIVE_THETAS`]).
 const NEGATIVE_THETAS: usize = 10;
