@@ -8,8 +8,8 @@
 //! - **tail improbability** (extreme value theory, after SPOT): the residual of the value from
 //!   an exponentially weighted mean, and the trimmed mean of the last `smooth` residuals (a
 //!   sustained shift; the `trim` largest and smallest are dropped, so one spike is not counted
-//!   again as a shift for `smooth` readings), each in both directions, go to a peaks-over-threshold model
-//!   ([`super::tail::PeaksOverThreshold`]) that fits the series' own tail. The smallest of the
+//!   again as a shift for `smooth` readings), each in both directions, go to a
+//!   peaks-over-threshold model ([`super::tail::PeaksOverThreshold`]) that fits the series' own tail. The smallest of the
 //!   four tail probabilities `p` scores `ln p / ln p_floor`, so a spike that is routine for a
 //!   spiky series scores low and the same spike in a calm series scores high.
 //!
@@ -22,9 +22,9 @@
 //!
 //! After a reading scores high, the detector stays quiet for a while (`suppress` readings):
 //! one alarm per event is what an operator wants and what NAB rewards.
-//! State per series: a few dozen numbers, `smooth` residuals (twice: in order and sorted), four tail models (640 bytes
-//! each, plus their first `tail.init` values until their thresholds are set), and the set of
-//! seen contexts (bounded by `max_contexts`).
+//! State per series: a few dozen numbers, `smooth` residuals (twice: in order and sorted),
+//! four tail models (640 bytes each, plus their first `tail.init` values until their
+//! thresholds are set), and the set of seen contexts (bounded by `max_contexts`).
 
 use std::collections::{HashSet, VecDeque};
 
@@ -132,7 +132,7 @@ pub struct Detector {
     /// The last `smooth` residuals, in arrival order and sorted.
     residuals: VecDeque<f64>,
     sorted: Vec<f64>,
-    /// Tail models: residual up and down, mean residual up and down.
+    /// Tail models: residual up and down, trimmed mean residual up and down.
     tails: [PeaksOverThreshold; 4],
     prev_bins: [i64; 2],
     contexts: HashSet<(i64, i64, i64)>,
@@ -218,12 +218,11 @@ impl Detector {
     /// without the `trim` largest and smallest (fewer while the window is short). O(smooth),
     /// and summed afresh each time, so no rounding builds up.
     fn trimmed_mean_residual(&mut self, residual: f64) -> f64 {
-        let insert = |sorted: &mut Vec<f64>, r: f64| {
-            let i = sorted.partition_point(|&v| v.total_cmp(&r).is_lt());
-            sorted.insert(i, r);
-        };
         self.residuals.push_back(residual);
-        insert(&mut self.sorted, residual);
+        let i = self
+            .sorted
+            .partition_point(|&v| v.total_cmp(&residual).is_lt());
+        self.sorted.insert(i, residual);
         if self.residuals.len() > self.p.smooth.max(1) {
             if let Some(old) = self.residuals.pop_front() {
                 let i = self.sorted.partition_point(|&v| v.total_cmp(&old).is_lt());
@@ -460,6 +459,41 @@ mod tests {
                 score >= DetectorParams::default().alarm,
                 "seed {seed}: habituated {score} against {full}"
             );
+        }
+    }
+
+    #[test]
+    fn the_trimmed_mean_residual_equals_a_batch_trimmed_mean_of_the_window() {
+        // Residuals with many exact ties (and both zeros), so removal must find the right copy.
+        for (smooth, trim) in [(20, 2), (7, 3), (1, 0), (5, 0), (10, 9)] {
+            let mut d = Detector::new(DetectorParams {
+                smooth,
+                trim,
+                ..DetectorParams::default()
+            });
+            let mut rng = SplitMix64(smooth as u64 * 31 + trim as u64);
+            let mut all = Vec::new();
+            for _ in 0..20_000 {
+                let r = match rng.below(4) {
+                    0 => 0.0,
+                    1 => -0.0,
+                    2 => rng.below(5) as f64 - 2.0,
+                    _ => rng.normal() * 10f64.powi(rng.below(7) as i32 - 3),
+                };
+                all.push(r);
+                let got = d.trimmed_mean_residual(r);
+                let mut window: Vec<f64> = all[all.len().saturating_sub(smooth)..].to_vec();
+                window.sort_by(f64::total_cmp);
+                let k = trim.min((window.len() - 1) / 2);
+                let kept = &window[k..window.len() - k];
+                let want = kept.iter().sum::<f64>() / kept.len() as f64;
+                assert!(
+                    got == want || (got - want).abs() <= 1e-12 * want.abs().max(1.0),
+                    "smooth {smooth} trim {trim} after {}: {got} against {want}",
+                    all.len()
+                );
+            }
+            assert_eq!(d.sorted.len(), smooth);
         }
     }
 }
