@@ -20,8 +20,11 @@
 //! alarming after a few recent novel readings; in a series where novelty is rare, the first
 //! novel reading scores in full.
 //!
-//! After a reading scores high, the detector stays quiet for a while (`suppress` readings):
-//! one alarm per event is what an operator wants and what NAB rewards.
+//! After a reading scores high, the evidence that raised it stays quiet for a while (its
+//! scores are halved for `suppress` readings): one alarm per event is what an operator wants
+//! and what NAB rewards. Upward tail evidence, downward tail evidence and novelty keep separate
+//! quiet periods: any alarm quiets novelty, and a novelty alarm quiets everything, but a drop
+//! soon after an upward alarm (or a rise after a downward one) is a new event and still alarms.
 //! State per series: a few dozen numbers, `smooth` residuals (twice: in order and sorted),
 //! four tail models (640 bytes each, plus their first `tail.init` values until their
 //! thresholds are set), and the set of seen contexts (bounded by `max_contexts`).
@@ -47,9 +50,10 @@ pub struct DetectorParams {
     pub p_floor: f64,
     /// Number of quantisation bins across the range seen so far (0 turns bin novelty off).
     pub bins: f64,
-    /// Readings after an alarm during which scores are halved.
+    /// Readings after an alarm during which the scores of the evidence that raised it are
+    /// halved.
     pub suppress: u64,
-    /// Score at and above which a reading counts as an alarm (starts suppression).
+    /// Score at and above which a reading counts as an alarm (starts a quiet period).
     pub alarm: f64,
     /// Cap on the number of remembered contexts.
     pub max_contexts: usize,
@@ -136,7 +140,9 @@ pub struct Detector {
     tails: [PeaksOverThreshold; 4],
     prev_bins: [i64; 2],
     contexts: HashSet<(i64, i64, i64)>,
-    quiet: u64,
+    /// Readings left in the quiet periods of upward tail evidence, downward tail evidence and
+    /// novelty.
+    quiet: [u64; 3],
     hour_seen: [u64; 24],
     /// Recent rate of readings (after warmup) whose novelty alone reached `alarm`.
     novelty_rate: f64,
@@ -156,7 +162,7 @@ impl Detector {
             tails: [tail.clone(), tail.clone(), tail.clone(), tail],
             prev_bins: [i64::MIN; 2],
             contexts: HashSet::new(),
-            quiet: 0,
+            quiet: [0; 3],
             hour_seen: [0; 24],
             novelty_rate: 0.0,
             p,
@@ -184,17 +190,12 @@ impl Detector {
         };
         let shift = self.trimmed_mean_residual(residual);
         let [up, down, shift_up, shift_down] = &mut self.tails;
-        let p = up
+        let p_up = up
             .surprise_then_learn(residual)
-            .min(down.surprise_then_learn(-residual))
-            .min(shift_up.surprise_then_learn(shift))
-            .min(shift_down.surprise_then_learn(-shift))
-            .max(f64::MIN_POSITIVE);
-        let improbable = if p < 1.0 {
-            (p.ln() / self.p.p_floor.ln()).clamp(0.0, 1.0)
-        } else {
-            0.0 // not -0.0, which ln(1) / ln(p_floor) is
-        };
+            .min(shift_up.surprise_then_learn(shift));
+        let p_down = down
+            .surprise_then_learn(-residual)
+            .min(shift_down.surprise_then_learn(-shift));
 
         if self.n <= self.p.warmup {
             return 0.0;
@@ -204,14 +205,37 @@ impl Detector {
         let a = self.p.habituation_alpha;
         let event = if novel >= self.p.alarm { 1.0 } else { 0.0 };
         self.novelty_rate = (1.0 - a) * self.novelty_rate + a * event;
-        let mut score = improbable.max(habituated).clamp(0.0, 1.0);
-        if self.quiet > 0 {
-            self.quiet -= 1;
-            score *= 0.5;
-        } else if score >= self.p.alarm {
-            self.quiet = self.p.suppress;
+
+        // Evidence by kind: upward tail, downward tail, novelty; each halved while quiet.
+        let evidence = [
+            self.improbability(p_up),
+            self.improbability(p_down),
+            habituated.clamp(0.0, 1.0),
+        ];
+        let mut score: f64 = 0.0;
+        for (e, &q) in evidence.iter().zip(&self.quiet) {
+            score = score.max(if q > 0 { 0.5 * e } else { *e });
+        }
+        let alarm = self.p.alarm;
+        let any_alarm = evidence.iter().any(|&e| e >= alarm);
+        let novelty_alarm = evidence[2] >= alarm && self.quiet[2] == 0;
+        for (kind, q) in self.quiet.iter_mut().enumerate() {
+            if *q > 0 {
+                *q -= 1;
+            } else if evidence[kind] >= alarm || (kind == 2 && any_alarm) || novelty_alarm {
+                *q = self.p.suppress;
+            }
         }
         score
+    }
+
+    /// The tail probability `p` as a score in [0, 1]: `ln p / ln p_floor`.
+    fn improbability(&self, p: f64) -> f64 {
+        if p < 1.0 {
+            (p.max(f64::MIN_POSITIVE).ln() / self.p.p_floor.ln()).clamp(0.0, 1.0)
+        } else {
+            0.0 // not -0.0, which ln(1) / ln(p_floor) is
+        }
     }
 
     /// Adds `residual` to the window of the last `smooth` residuals and returns their mean
@@ -396,6 +420,56 @@ mod tests {
                 "seed {seed}: {before} alarms before the shift"
             );
             assert!(after >= 1, "seed {seed}: the shift did not alarm");
+        }
+    }
+
+    #[test]
+    fn a_drop_after_an_upward_alarm_is_a_new_event_but_a_second_rise_is_not() {
+        // Tail evidence with the default quiet period, on normal noise of sd 1: a spike of +25
+        // alarms; 30 readings later a second +25 spike is the same kind of evidence, inside
+        // its quiet period, and is halved; a drop of -25 instead is downward evidence, whose
+        // quiet period has not started, and alarms. (On noise with a hard bound, such as the
+        // uniform noise of `series`, the spike lifts the mean enough that the next ordinary
+        // readings already alarm downward; the README's NAB section lists this.)
+        let p = DetectorParams {
+            bins: 0.0,
+            w_season: 0.0,
+            ..DetectorParams::default()
+        };
+        let alarm = p.alarm;
+        for seed in [1, 2, 3, 4, 5] {
+            let mut rng = SplitMix64(seed);
+            let mut rise: Vec<(i64, f64)> = (0..5_200)
+                .map(|i| (i as i64 * FIVE_MIN, 10.0 + rng.normal()))
+                .collect();
+            rise[5_000].1 = 35.0;
+            let mut drop = rise.clone();
+            rise[5_030].1 = 35.0;
+            drop[5_030].1 = -15.0;
+            let r = run(p.clone(), &rise);
+            let d = run(p.clone(), &drop);
+            assert!(
+                r[5_000] >= alarm && d[5_000] >= alarm,
+                "seed {seed}: first spike"
+            );
+            assert!(
+                r[5_030] < alarm,
+                "seed {seed}: second rise scored {}",
+                r[5_030]
+            );
+            assert!(
+                d[5_030] >= alarm,
+                "seed {seed}: the drop scored {}",
+                d[5_030]
+            );
+            // The quiet periods end: the same rise 150 readings on alarms again.
+            let mut later = rise.clone();
+            later[5_030].1 = later[5_029].1;
+            later[5_150].1 = 35.0;
+            assert!(
+                run(p.clone(), &later)[5_150] >= alarm,
+                "seed {seed}: later rise"
+            );
         }
     }
 
