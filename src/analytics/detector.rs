@@ -23,8 +23,9 @@
 //! After a reading scores high, the evidence that raised it stays quiet for a while (its
 //! scores are halved for `suppress` readings): one alarm per event is what an operator wants
 //! and what NAB rewards. Upward tail evidence, downward tail evidence and novelty keep separate
-//! quiet periods: any alarm quiets novelty, and a novelty alarm quiets everything, but a drop
-//! soon after an upward alarm (or a rise after a downward one) is a new event and still alarms.
+//! quiet periods: evidence of any kind at the alarm level (even while its own period runs)
+//! quiets novelty, and a novelty alarm quiets everything, but a drop soon after an upward alarm
+//! (or a rise after a downward one) is a new event and still alarms.
 //! State per series: a few dozen numbers, `smooth` residuals (twice: in order and sorted),
 //! four tail models (640 bytes each, plus their first `tail.init` values until their
 //! thresholds are set), and the set of seen contexts (bounded by `max_contexts`).
@@ -216,6 +217,9 @@ impl Detector {
         for (e, &q) in evidence.iter().zip(&self.quiet) {
             score = score.max(if q > 0 { 0.5 * e } else { *e });
         }
+        // A kind's quiet period starts when its own evidence reaches the alarm level outside
+        // one; novelty's also when any evidence does (quiet or not); all start on a novelty
+        // alarm.
         let alarm = self.p.alarm;
         let any_alarm = evidence.iter().any(|&e| e >= alarm);
         let novelty_alarm = evidence[2] >= alarm && self.quiet[2] == 0;
