@@ -9,9 +9,10 @@
 //!   an exponentially weighted mean, and the trimmed mean of the last `smooth` residuals (a
 //!   sustained shift; the `trim` largest and smallest are dropped, so one spike is not counted
 //!   again as a shift for `smooth` readings), each in both directions, go to a
-//!   peaks-over-threshold model ([`super::tail::PeaksOverThreshold`]) that fits the series' own tail. The smallest of the
-//!   four tail probabilities `p` scores `ln p / ln p_floor`, so a spike that is routine for a
-//!   spiky series scores low and the same spike in a calm series scores high.
+//!   peaks-over-threshold model ([`super::tail::PeaksOverThreshold`]) that fits the series'
+//!   own tail. The smaller tail probability `p` of each direction scores `ln p / ln p_floor`,
+//!   so a spike that is routine for a spiky series scores low and the same spike in a calm
+//!   series scores high.
 //!
 //! Novelty **habituates**: it is divided by `1 + habituation * r`, where `r` is an
 //! exponentially weighted rate (memory about `1 / habituation_alpha` readings) of the readings

@@ -2,11 +2,12 @@
 //! extreme value theory.
 //!
 //! Above a high threshold `t`, the excesses `y = x - t` of most distributions met in practice
-//! approach a generalised Pareto distribution (GPD) with shape `xi` and scale `sigma` (Pickands-Balkema-de
-//! Haan). So `P(X > t + y) = rate * (1 + xi y / sigma)^(-1/xi)`, where `rate` is the share of
-//! values above `t`. Unlike a normal tail, this fits each series' own tail: light (`xi < 0`,
-//! with an end point), exponential (`xi = 0`) or heavy (`xi > 0`), so a spike that is routine
-//! for a spiky series gets a modest probability and the same spike in a calm series a tiny one.
+//! approach a generalised Pareto distribution (GPD) with shape `xi` and scale `sigma`
+//! (Pickands-Balkema-de Haan). So `P(X > t + y) = rate * (1 + xi y / sigma)^(-1/xi)`, where
+//! `rate` is the share of values above `t`. Unlike a normal tail, this fits each series' own
+//! tail: light (`xi < 0`, with an end point), exponential (`xi = 0`) or heavy (`xi > 0`), so a
+//! spike that is routine for a spiky series gets a modest probability and the same spike in a
+//! calm series a tiny one.
 //!
 //! [`PeaksOverThreshold`] sets `t` at a quantile of the first `init` values, then learns every
 //! excess. The GPD is fitted by maximum likelihood in O(grid) per excess without storing the
