@@ -29,7 +29,8 @@
 //! (or a rise after a downward one) is a new event and still alarms.
 //! State per series: a few dozen numbers, `smooth` residuals (twice: in order and sorted),
 //! four tail models (640 bytes each, plus their first `tail.init` values until their
-//! thresholds are set), and the set of seen contexts (bounded by `max_contexts`).
+//! thresholds are set, and a second model while one re-learns its threshold after the noise
+//! shrank for good), and the set of seen contexts (bounded by `max_contexts`).
 
 use std::collections::{HashSet, VecDeque};
 
@@ -113,6 +114,9 @@ impl DetectorParams {
         set(&mut p.tail.init, "TAIL_INIT");
         set(&mut p.tail.quantile, "TAIL_QUANTILE");
         set(&mut p.tail.forget, "TAIL_FORGET");
+        set(&mut p.tail.drift, "TAIL_DRIFT");
+        set(&mut p.tail.drift_window, "TAIL_DRIFT_WINDOW");
+        set(&mut p.tail.relearn_excesses, "TAIL_RELEARN_EXCESSES");
         set(&mut p.p_floor, "P_FLOOR");
         set(&mut p.bins, "BINS");
         set(&mut p.suppress, "SUPPRESS");
@@ -401,6 +405,45 @@ mod tests {
                 events as f64 <= bound,
                 "seed {seed}: {events} alarm events on routine spikes"
             );
+        }
+    }
+
+    #[test]
+    fn a_spike_below_the_old_noise_alarms_once_the_noise_has_shrunk_for_good() {
+        // 5,000 readings of 10 with normal noise of spread 1, then 30,000 of spread 0.05 (a
+        // noisy sensor replaced), then 11: 20 new spreads but one old one, inside the range
+        // seen (no new bin) and below the residual thresholds set on the first values. The
+        // tail models re-learn their thresholds on the calm values; with thresholds kept from
+        // the first values (`drift` 0) the spike scores near 0.
+        let alarm = DetectorParams::default().alarm;
+        let kept = DetectorParams {
+            tail: TailParams {
+                drift: 0.0,
+                ..TailParams::default()
+            },
+            ..DetectorParams::default()
+        };
+        for seed in 1..=5 {
+            let mut u = SplitMix64(seed);
+            let mut adaptive = Detector::new(DetectorParams::default());
+            let mut fixed = Detector::new(kept.clone());
+            let mut ts = 0;
+            for i in 0..35_000 {
+                let x = 10.0 + if i < 5_000 { 1.0 } else { 0.05 } * u.normal();
+                adaptive.update(ts, x);
+                fixed.update(ts, x);
+                ts += FIVE_MIN;
+            }
+            assert!(
+                adaptive.tails.iter().all(|t| t.relearned() >= 1),
+                "seed {seed}"
+            );
+            // Scored outside any quiet period left by the calm readings' own alarms.
+            adaptive.quiet = [0; 3];
+            fixed.quiet = [0; 3];
+            let (a, f) = (adaptive.update(ts, 11.0), fixed.update(ts, 11.0));
+            assert!(a >= alarm, "seed {seed}: re-learned {a}");
+            assert!(f < 0.5, "seed {seed}: kept {f}");
         }
     }
 
