@@ -20,13 +20,13 @@
 //! good (a noisy sensor replaced, a load that went away): values stop passing it and the old,
 //! wide tail keeps answering, so the `gauge` detector scores a spike of 30 new standard
 //! deviations but 3 old ones below its alarm for tens of thousands of values, and does not see
-//! one below the old threshold at all. So the model watches the recent share of values above `t` (over about
-//! `drift_window` values); when it falls `drift` times below the share the quantile promises, a
-//! new model learns from the values that follow and replaces the old one once it has
-//! `relearn_excesses` excesses (until then the old one answers). A spread that grows is left to
-//! the fit, which forgets old excesses: re-learning on a rise as well raised more false alarms
-//! in a trial (144 against 76 over 5 series, in the 40,000 values after their spread grew
-//! tenfold).
+//! one below the old threshold at all. So the model watches the recent share of values above
+//! `t` (over about `drift_window` values); when it falls `drift` times below the share the
+//! quantile promises, a new model learns from the values that follow and replaces the old one
+//! once it has `relearn_excesses` excesses (until then the old one answers). A spread that
+//! grows is left to the fit, which forgets old excesses: re-learning on a rise as well raised
+//! more false alarms in a trial (144 against 76 over 5 series, in the 40,000 values after their
+//! spread grew tenfold).
 //!
 //! State per model: the first `init` values until the threshold is set, then 40 pairs of
 //! numbers (640 bytes); while re-learning, a second model.
@@ -449,7 +449,7 @@ mod tests {
         let (t, old) = (m.threshold().unwrap(), kept.threshold().unwrap());
         assert!((0.1..0.25).contains(&t), "re-learned threshold {t}");
         assert!(old > 1.0, "kept threshold {old}");
-        // 3.0 is 30 new spreads and 3 old ones: improbable now, ordinary to the old tail.
+        // 3.0 is 30 new spreads and 3 old ones: improbable now, not rare to the old tail.
         let p = m.clone().surprise_then_learn(3.0);
         let p_old = kept.clone().surprise_then_learn(3.0);
         assert!(p < 1e-6, "re-learned p {p}");
