@@ -98,8 +98,6 @@ pub struct PeaksOverThreshold {
     recent_share: f64,
     /// Its smoothing, `1 / drift_window`.
     share_alpha: f64,
-    /// Values since the threshold was set.
-    since: f64,
     /// The model learning a new threshold, while the recent share is too low.
     successor: Option<Box<PeaksOverThreshold>>,
     /// Times this model was replaced by a re-learned one.
@@ -122,7 +120,6 @@ impl PeaksOverThreshold {
             fit: None,
             recent_share: 0.0,
             share_alpha,
-            since: 0.0,
             successor: None,
             relearned: 0,
         }
@@ -185,12 +182,13 @@ impl PeaksOverThreshold {
         }
         let above = if x > self.threshold { 1.0 } else { 0.0 };
         self.recent_share += self.share_alpha * (above - self.recent_share);
-        self.since += 1.0;
         if let Some(successor) = &mut self.successor {
             successor.surprise_then_learn(x);
             return successor.fit.is_some() && successor.k >= self.p.relearn_excesses;
         }
-        if self.since >= self.p.drift_window
+        // `n` counts the first values too: those after them are `n - init`.
+        let since_threshold = self.n - self.p.init.max(1) as f64;
+        if since_threshold >= self.p.drift_window
             && self.recent_share < (1.0 - self.p.quantile) / self.p.drift
         {
             self.successor = Some(Box::new(PeaksOverThreshold::new(self.p.clone())));
@@ -224,7 +222,6 @@ impl PeaksOverThreshold {
         let i = ((sorted.len() as f64 * self.p.quantile) as usize).min(sorted.len() - 1);
         self.threshold = sorted[i];
         self.n = first.len() as f64;
-        self.since = 0.0;
         self.recent_share = 1.0 - self.p.quantile;
         let ys: Vec<f64> = first
             .iter()
