@@ -30,7 +30,9 @@
 //! State per series: a few dozen numbers, `smooth` residuals (twice: in order and sorted),
 //! four tail models (640 bytes each, plus their first `tail.init` values until their
 //! thresholds are set, and a second model while one re-learns its threshold after the noise
-//! shrank for good), and the set of seen contexts (bounded by `max_contexts`).
+//! shrank for good), and the set of seen contexts (bounded by `max_contexts`; each packed into
+//! a `u64`, 9 bytes per hash-table slot: at most about 1.1 MiB per series, at the 100,000
+//! cap).
 
 use std::collections::{HashSet, VecDeque};
 
@@ -145,7 +147,8 @@ pub struct Detector {
     /// Tail models: residual up and down, trimmed mean residual up and down.
     tails: [PeaksOverThreshold; 4],
     prev_bins: [i64; 2],
-    contexts: HashSet<(i64, i64, i64)>,
+    /// Seen contexts, each packed into one `u64` by [`context_key`].
+    contexts: HashSet<u64, ContextHash>,
     /// Readings left in the quiet periods of upward tail evidence, downward tail evidence and
     /// novelty.
     quiet: [u64; 3],
@@ -166,8 +169,8 @@ impl Detector {
             residuals: VecDeque::with_capacity(p.smooth.max(1) + 1),
             sorted: Vec::with_capacity(p.smooth.max(1) + 1),
             tails: [tail.clone(), tail.clone(), tail.clone(), tail],
-            prev_bins: [i64::MIN; 2],
-            contexts: HashSet::new(),
+            prev_bins: [NONE; 2],
+            contexts: HashSet::with_hasher(ContextHash::new()),
             quiet: [0; 3],
             hour_seen: [0; 24],
             novelty_rate: 0.0,
@@ -271,8 +274,12 @@ impl Detector {
     /// Context novelty of `x` over the range seen before it (then learns it).
     fn novelty(&mut self, ts_ms: i64, x: f64) -> f64 {
         let range = self.max - self.min;
+        // Clamped, so a bin is never one of the context markers (`as` saturates far out).
+        let limit = BIN_LIMIT as f64;
         let bin = if range > 0.0 {
-            ((x - self.min) / range * self.p.bins).floor() as i64
+            ((x - self.min) / range * self.p.bins)
+                .floor()
+                .clamp(-limit, limit) as i64
         } else {
             0
         };
@@ -280,7 +287,7 @@ impl Detector {
         let mut novel = 0.0;
         let hour = ts_ms.div_euclid(3_600_000).rem_euclid(24) as usize;
         self.hour_seen[hour] += 1;
-        let seasonal = (i64::MIN + 1, hour as i64, bin / self.p.season_div);
+        let seasonal = context_key(SEASONAL, hour as i64, bin / self.p.season_div);
         if self.hour_seen[hour] > self.p.season_min
             && self.p.w_season > 0.0
             && !self.contexts.contains(&seasonal)
@@ -291,9 +298,9 @@ impl Detector {
             self.contexts.insert(seasonal);
         }
         for (k, ctx) in [
-            (0.5, (i64::MIN, i64::MIN, bin)),
-            (0.3, (i64::MIN, self.prev_bins[1], bin)),
-            (0.2, (self.prev_bins[0], self.prev_bins[1], bin)),
+            (0.5, context_key(NONE, NONE, bin)),
+            (0.3, context_key(NONE, self.prev_bins[1], bin)),
+            (0.2, context_key(self.prev_bins[0], self.prev_bins[1], bin)),
         ] {
             let new = if grow {
                 self.contexts.insert(ctx)
@@ -308,6 +315,77 @@ impl Detector {
         self.min = self.min.min(x);
         self.max = self.max.max(x);
         novel
+    }
+}
+
+/// A slot of a context with no bin in it (no earlier reading yet, or a shorter context).
+const NONE: i64 = i64::MIN;
+/// The first slot of a seasonal context (hour of the day, coarse level).
+const SEASONAL: i64 = i64::MIN + 1;
+/// Bits per slot of a packed context.
+const SLOT_BITS: u32 = 21;
+/// Largest bin a slot holds exactly; bins beyond +-`BIN_LIMIT` share the edge slot value.
+const BIN_LIMIT: i64 = (1 << (SLOT_BITS - 1)) - 3;
+
+/// Packs a context (three bins, or [`NONE`] / [`SEASONAL`] markers) into one `u64`: 21 bits
+/// per slot, the markers taking slot values 0 and 1 and bins `-BIN_LIMIT..=BIN_LIMIT` the
+/// values above. Exact for every bin within about a million bin widths of the range seen;
+/// a value further out than that falls in the edge bin (it is novel the first time either
+/// way). A hash table holds one in 9 bytes per slot, against 25 for the three `i64`s.
+fn context_key(a: i64, b: i64, c: i64) -> u64 {
+    fn slot(v: i64) -> u64 {
+        match v {
+            NONE => 0,
+            SEASONAL => 1,
+            _ => (v.clamp(-BIN_LIMIT, BIN_LIMIT) + BIN_LIMIT + 2) as u64, // bins are clamped
+        }
+    }
+    (slot(a) << (2 * SLOT_BITS)) | (slot(b) << SLOT_BITS) | slot(c)
+}
+
+/// Hashes packed contexts: a multiply-rotate mix with a random key per detector (from the
+/// standard library's random state), at a fraction of SipHash's cost. The contexts come from
+/// data, so the key keeps one fixed set of values from colliding in every detector; it is not
+/// a cryptographic defence.
+#[derive(Debug, Clone)]
+struct ContextHash {
+    key: u64,
+}
+
+impl ContextHash {
+    fn new() -> Self {
+        use std::hash::BuildHasher;
+        ContextHash {
+            key: std::collections::hash_map::RandomState::new().hash_one(0x5eed_u64) | 1,
+        }
+    }
+}
+
+impl std::hash::BuildHasher for ContextHash {
+    type Hasher = ContextHasher;
+    fn build_hasher(&self) -> ContextHasher {
+        ContextHasher(self.key)
+    }
+}
+
+/// The hasher of [`ContextHash`] (for `u64` keys).
+#[derive(Debug)]
+struct ContextHasher(u64);
+
+impl std::hash::Hasher for ContextHasher {
+    fn finish(&self) -> u64 {
+        let h = self.0;
+        (h ^ (h >> 29)).wrapping_mul(0xbf58_476d_1ce4_e5b9) ^ (h >> 32)
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.write_u64(u64::from(b));
+        }
+    }
+    fn write_u64(&mut self, v: u64) {
+        self.0 = (self.0 ^ v)
+            .wrapping_mul(0x9e37_79b9_7f4a_7c15)
+            .rotate_left(31);
     }
 }
 
@@ -616,6 +694,56 @@ mod tests {
                 );
             }
             assert_eq!(d.sorted.len(), smooth);
+        }
+    }
+
+    #[test]
+    fn packed_contexts_are_distinct_exactly_when_the_contexts_are() {
+        // Every slot value a context can hold: the markers where they occur, bins near the
+        // range and at the clamp edges.
+        let bins: Vec<i64> = (-60..100)
+            .chain([-BIN_LIMIT, -BIN_LIMIT + 1, BIN_LIMIT - 1, BIN_LIMIT])
+            .collect();
+        let mut contexts = HashSet::new();
+        let mut keys = HashSet::new();
+        for &c in &bins {
+            for hour in 0..24 {
+                contexts.insert((SEASONAL, hour, c));
+                keys.insert(context_key(SEASONAL, hour, c));
+            }
+            for &b in bins.iter().chain([&NONE]) {
+                contexts.insert((NONE, b, c));
+                keys.insert(context_key(NONE, b, c));
+                for &a in bins.iter().step_by(7).chain([&NONE]) {
+                    contexts.insert((a, b, c));
+                    keys.insert(context_key(a, b, c));
+                }
+            }
+        }
+        assert_eq!(keys.len(), contexts.len());
+        // Beyond the clamp, a bin shares the edge's key.
+        assert_eq!(
+            context_key(NONE, NONE, i64::MAX),
+            context_key(NONE, NONE, BIN_LIMIT)
+        );
+        assert_eq!(
+            context_key(NONE, NONE, -BIN_LIMIT - 5),
+            context_key(NONE, NONE, -BIN_LIMIT)
+        );
+    }
+
+    #[test]
+    fn a_value_far_beyond_the_range_is_novel_and_its_bin_is_never_a_marker() {
+        // Far enough out that the unclamped bin would saturate to i64::MIN (the marker of an
+        // empty slot) or i64::MAX.
+        for x in [-1e300, 1e300] {
+            let mut d = Detector::new(novelty_only(0.0));
+            for (ts, x) in series(2_000, false, 3) {
+                d.update(ts, x);
+            }
+            let first = d.update(2_000 * FIVE_MIN, x);
+            assert!(first >= 0.9, "far value {x} scores {first}");
+            assert!(d.prev_bins.iter().all(|&b| b.abs() <= BIN_LIMIT));
         }
     }
 }
