@@ -13,7 +13,13 @@ fn main() {
     );
     let corpus = Corpus::load(&data.join("nab")).unwrap();
     let scorer = Scorer::new(&corpus);
-    let params = DetectorParams::from_env();
+    let params = match DetectorParams::from_env() {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("nab_tune: {e}");
+            std::process::exit(2);
+        }
+    };
     let t = std::time::Instant::now();
     let scores: Vec<Vec<f64>> = corpus
         .files

@@ -98,38 +98,101 @@ impl Default for DetectorParams {
 }
 
 impl DetectorParams {
+    /// The environment variables [`DetectorParams::from_env`] reads, without the `SG_DET_`
+    /// prefix.
+    pub const ENV_NAMES: [&'static str; 19] = [
+        "WARMUP",
+        "ALPHA",
+        "SMOOTH",
+        "TRIM",
+        "TAIL_INIT",
+        "TAIL_QUANTILE",
+        "TAIL_FORGET",
+        "TAIL_DRIFT",
+        "TAIL_DRIFT_WINDOW",
+        "TAIL_RELEARN_EXCESSES",
+        "P_FLOOR",
+        "BINS",
+        "SUPPRESS",
+        "ALARM",
+        "W_SEASON",
+        "SEASON_MIN",
+        "SEASON_DIV",
+        "HABITUATION",
+        "HABITUATION_ALPHA",
+    ];
+
     /// Defaults, each overridable by an environment variable `SG_DET_<NAME>` (for tuning runs).
-    pub fn from_env() -> Self {
-        fn set<T: std::str::FromStr>(field: &mut T, name: &str) {
-            if let Some(v) = std::env::var(format!("SG_DET_{name}"))
-                .ok()
-                .and_then(|v| v.parse().ok())
-            {
-                *field = v;
-            }
+    /// A value that does not parse as its field's type, or an `SG_DET_` variable that names
+    /// no field (a typo would otherwise be ignored), is an error naming the variable.
+    pub fn from_env() -> Result<Self, ParamError> {
+        Self::from_vars(std::env::vars())
+    }
+
+    /// [`DetectorParams::from_env`] over the given `(name, value)` pairs; pairs whose name does
+    /// not start with `SG_DET_` are ignored.
+    pub fn from_vars(vars: impl IntoIterator<Item = (String, String)>) -> Result<Self, ParamError> {
+        fn set<T: std::str::FromStr>(
+            field: &mut T,
+            name: &str,
+            value: &str,
+        ) -> Result<(), ParamError> {
+            *field = value.trim().parse().map_err(|_| ParamError::Value {
+                name: format!("SG_DET_{name}"),
+                value: value.to_string(),
+                expected: std::any::type_name::<T>(),
+            })?;
+            Ok(())
         }
         let mut p = Self::default();
-        set(&mut p.warmup, "WARMUP");
-        set(&mut p.alpha, "ALPHA");
-        set(&mut p.smooth, "SMOOTH");
-        set(&mut p.trim, "TRIM");
-        set(&mut p.tail.init, "TAIL_INIT");
-        set(&mut p.tail.quantile, "TAIL_QUANTILE");
-        set(&mut p.tail.forget, "TAIL_FORGET");
-        set(&mut p.tail.drift, "TAIL_DRIFT");
-        set(&mut p.tail.drift_window, "TAIL_DRIFT_WINDOW");
-        set(&mut p.tail.relearn_excesses, "TAIL_RELEARN_EXCESSES");
-        set(&mut p.p_floor, "P_FLOOR");
-        set(&mut p.bins, "BINS");
-        set(&mut p.suppress, "SUPPRESS");
-        set(&mut p.alarm, "ALARM");
-        set(&mut p.w_season, "W_SEASON");
-        set(&mut p.season_min, "SEASON_MIN");
-        set(&mut p.season_div, "SEASON_DIV");
-        set(&mut p.habituation, "HABITUATION");
-        set(&mut p.habituation_alpha, "HABITUATION_ALPHA");
-        p
+        for (var, value) in vars {
+            let Some(name) = var.strip_prefix("SG_DET_") else {
+                continue;
+            };
+            let v = value.as_str();
+            match name {
+                "WARMUP" => set(&mut p.warmup, name, v)?,
+                "ALPHA" => set(&mut p.alpha, name, v)?,
+                "SMOOTH" => set(&mut p.smooth, name, v)?,
+                "TRIM" => set(&mut p.trim, name, v)?,
+                "TAIL_INIT" => set(&mut p.tail.init, name, v)?,
+                "TAIL_QUANTILE" => set(&mut p.tail.quantile, name, v)?,
+                "TAIL_FORGET" => set(&mut p.tail.forget, name, v)?,
+                "TAIL_DRIFT" => set(&mut p.tail.drift, name, v)?,
+                "TAIL_DRIFT_WINDOW" => set(&mut p.tail.drift_window, name, v)?,
+                "TAIL_RELEARN_EXCESSES" => set(&mut p.tail.relearn_excesses, name, v)?,
+                "P_FLOOR" => set(&mut p.p_floor, name, v)?,
+                "BINS" => set(&mut p.bins, name, v)?,
+                "SUPPRESS" => set(&mut p.suppress, name, v)?,
+                "ALARM" => set(&mut p.alarm, name, v)?,
+                "W_SEASON" => set(&mut p.w_season, name, v)?,
+                "SEASON_MIN" => set(&mut p.season_min, name, v)?,
+                "SEASON_DIV" => set(&mut p.season_div, name, v)?,
+                "HABITUATION" => set(&mut p.habituation, name, v)?,
+                "HABITUATION_ALPHA" => set(&mut p.habituation_alpha, name, v)?,
+                _ => return Err(ParamError::Unknown(var.clone())),
+            }
+        }
+        Ok(p)
     }
+}
+
+/// A detector parameter given in the environment that cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ParamError {
+    /// The value does not parse as the field's type.
+    #[error("{name}={value:?}: expected a value of type {expected}")]
+    Value {
+        /// The variable.
+        name: String,
+        /// Its value.
+        value: String,
+        /// The field's type.
+        expected: &'static str,
+    },
+    /// An `SG_DET_` variable that names no parameter.
+    #[error("{0} names no detector parameter; known: SG_DET_ followed by one of {names}", names = DetectorParams::ENV_NAMES.join(", "))]
+    Unknown(String),
 }
 
 /// Per-series detector state.
@@ -745,5 +808,28 @@ mod tests {
             assert!(first >= 0.9, "far value {x} scores {first}");
             assert!(d.prev_bins.iter().all(|&b| b.abs() <= BIN_LIMIT));
         }
+    }
+
+    #[test]
+    fn parameters_from_the_environment_are_checked() {
+        let var = |n: &str, v: &str| (n.to_string(), v.to_string());
+        let p = DetectorParams::from_vars([
+            var("SG_DET_ALPHA", "0.02"),
+            var("SG_DET_SEASON_DIV", " 6 "),
+            var("PATH", "/bin"),
+        ])
+        .unwrap();
+        assert_eq!((p.alpha, p.season_div), (0.02, 6));
+        // Every listed name is read (and the list is what an unknown name's message shows).
+        for name in DetectorParams::ENV_NAMES {
+            let got = DetectorParams::from_vars([var(&format!("SG_DET_{name}"), "1")]);
+            assert!(got.is_ok(), "SG_DET_{name}: {got:?}");
+        }
+        let bad = DetectorParams::from_vars([var("SG_DET_ALPHA", "0,01")]).unwrap_err();
+        assert!(matches!(&bad, ParamError::Value { name, .. } if name == "SG_DET_ALPHA"));
+        assert!(bad.to_string().contains("f64"), "{bad}");
+        let typo = DetectorParams::from_vars([var("SG_DET_ALHPA", "0.01")]).unwrap_err();
+        assert!(matches!(&typo, ParamError::Unknown(v) if v == "SG_DET_ALHPA"));
+        assert!(typo.to_string().contains("HABITUATION_ALPHA"), "{typo}");
     }
 }
