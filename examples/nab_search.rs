@@ -165,32 +165,6 @@ fn run(corpus: &Corpus, p: &DetectorParams) -> Vec<Vec<f64>> {
         .collect()
 }
 
-/// Six stratified random halvings: within each category, shuffled files alternate halves.
-fn halvings(corpus: &Corpus) -> Vec<[Vec<usize>; 2]> {
-    let mut rng = SplitMix64(12345);
-    (0..SPLITS)
-        .map(|_| {
-            let mut by_category: std::collections::BTreeMap<&str, Vec<usize>> = Default::default();
-            for (i, f) in corpus.files.iter().enumerate() {
-                let category = f.key.split('/').next().unwrap_or("");
-                by_category.entry(category).or_default().push(i);
-            }
-            let mut halves = [Vec::new(), Vec::new()];
-            let mut side = (rng.next_u64() & 1) as usize;
-            for (_, mut files) in by_category {
-                for k in (1..files.len()).rev() {
-                    files.swap(k, rng.below(k as u64 + 1) as usize);
-                }
-                for i in files {
-                    halves[side].push(i);
-                    side ^= 1;
-                }
-            }
-            halves
-        })
-        .collect()
-}
-
 /// One candidate's results.
 struct Scored {
     params: DetectorParams,
@@ -250,13 +224,15 @@ fn main() -> anyhow::Result<()> {
     );
     let corpus = Corpus::load(&data.join("nab"))?;
     let scorer = Scorer::new(&corpus);
-    let halves = halvings(&corpus);
-    let subset = |idx: &[usize]| Corpus {
-        files: idx.iter().map(|&i| corpus.files[i].clone()).collect(),
-    };
+    let halves = corpus.halvings(SPLITS, 12345);
     let half_scorers: Vec<[Scorer; 2]> = halves
         .iter()
-        .map(|h| [Scorer::new(&subset(&h[0])), Scorer::new(&subset(&h[1]))])
+        .map(|h| {
+            [
+                Scorer::new(&corpus.subset(&h[0])),
+                Scorer::new(&corpus.subset(&h[1])),
+            ]
+        })
         .collect();
 
     let mut rng = SplitMix64(seed);

@@ -1,6 +1,8 @@
 //! Tuning harness for the `gauge` detector: runs the kernel over the NAB corpus with
 //! parameters from `SG_DET_*` environment variables and prints the three best scores
-//! (`PERFILE=1` adds a per-file breakdown). `cargo run --release --example nab_tune`.
+//! (`PERFILE=1` adds a per-file breakdown; `NAB_OUT=DIR` also writes the per-row scores in
+//! NAB's results layout under `DIR/gauge/`, for `nab_compare`).
+//! `cargo run --release --example nab_tune`.
 
 use streamgauge::analytics::detector::{Detector, DetectorParams};
 use streamgauge::nab::score::{Scorer, PROFILES};
@@ -46,6 +48,10 @@ fn main() {
         "{line} [{:.0} rows/ms]",
         365558.0 / el.as_secs_f64() / 1000.0
     );
+    if let Some(out) = std::env::var_os("NAB_OUT") {
+        let written = corpus.write_scores(out.as_ref(), "gauge", &scores).unwrap();
+        println!("{written} files of scores under {}", out.to_string_lossy());
+    }
     if std::env::var("PERFILE").is_ok() {
         let p = &PROFILES[0];
         let o = scorer.best(&scores, p);

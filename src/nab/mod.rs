@@ -142,6 +142,44 @@ impl Corpus {
         self.files.iter().map(|f| f.windows.len()).sum()
     }
 
+    /// `splits` random halvings of the corpus, stratified by category, for judging whether a
+    /// difference between detectors holds beyond the files it was seen on: within each
+    /// category the files are shuffled and dealt alternately to the two halves (the first
+    /// half of each category starting where the last one left off), so each half holds about
+    /// half of every category. Each element is two disjoint lists of file indices that cover
+    /// the corpus. Deterministic for a `seed`.
+    pub fn halvings(&self, splits: usize, seed: u64) -> Vec<[Vec<usize>; 2]> {
+        let mut rng = crate::dataset::generate::SplitMix64(seed);
+        let mut by_category: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
+        for (i, f) in self.files.iter().enumerate() {
+            by_category.entry(f.category()).or_default().push(i);
+        }
+        (0..splits)
+            .map(|_| {
+                let mut halves = [Vec::new(), Vec::new()];
+                let mut side = (rng.next_u64() & 1) as usize;
+                for files in by_category.values() {
+                    let mut files = files.clone();
+                    for k in (1..files.len()).rev() {
+                        files.swap(k, rng.below(k as u64 + 1) as usize);
+                    }
+                    for i in files {
+                        halves[side].push(i);
+                        side ^= 1;
+                    }
+                }
+                halves
+            })
+            .collect()
+    }
+
+    /// The corpus of the files at `indices` (in that order).
+    pub fn subset(&self, indices: &[usize]) -> Corpus {
+        Corpus {
+            files: indices.iter().map(|&i| self.files[i].clone()).collect(),
+        }
+    }
+
     /// Reads a detector's per-row scores from NAB's results layout under `results`.
     pub fn read_scores(&self, results: &Path, detector: &str) -> Result<Vec<Vec<f64>>, NabError> {
         self.files

@@ -290,4 +290,40 @@ mod tests {
         assert_eq!(o.false_positives, 0);
         assert_eq!(o.raw, -2.0);
     }
+
+    #[test]
+    fn halvings_are_disjoint_cover_the_corpus_and_split_every_category() {
+        let file = |key: String| NabFile {
+            key,
+            timestamps: vec!["2020-01-01 00:00:00".into()],
+            values: vec![0.0],
+            windows: vec![],
+        };
+        // Categories of 1, 6 and 7 files.
+        let c = Corpus {
+            files: (0..14)
+                .map(|i| {
+                    file(format!(
+                        "c{}/f{i}.csv",
+                        [0, 1, 1, 1, 1, 1, 1, 2, 2, 2, 2, 2, 2, 2][i]
+                    ))
+                })
+                .collect(),
+        };
+        let splits = c.halvings(6, 9);
+        assert_eq!(splits.len(), 6);
+        for [a, b] in &splits {
+            let mut all: Vec<usize> = a.iter().chain(b).copied().collect();
+            all.sort_unstable();
+            assert_eq!(all, (0..14).collect::<Vec<_>>());
+            for cat in ["c1", "c2"] {
+                let n =
+                    |h: &Vec<usize>| h.iter().filter(|&&i| c.files[i].category() == cat).count();
+                assert!(n(a).abs_diff(n(b)) <= 1, "{cat}: {a:?} {b:?}");
+            }
+            assert_eq!(c.subset(a).files.len(), a.len());
+        }
+        assert_ne!(splits[0], splits[1], "the halvings differ");
+        assert_eq!(splits, c.halvings(6, 9), "and are deterministic");
+    }
 }
