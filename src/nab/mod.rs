@@ -144,10 +144,10 @@ impl Corpus {
 
     /// `splits` random halvings of the corpus, stratified by category, for judging whether a
     /// difference between detectors holds beyond the files it was seen on: within each
-    /// category the files are shuffled and dealt alternately to the two halves (the first
-    /// half of each category starting where the last one left off), so each half holds about
-    /// half of every category. Each element is two disjoint lists of file indices that cover
-    /// the corpus. Deterministic for a `seed`.
+    /// category the files are shuffled and dealt alternately to the two halves (the
+    /// alternation running on from one category to the next), so each half holds about half
+    /// of every category. Each element is two disjoint lists of file indices that cover the
+    /// corpus. Deterministic for a `seed`.
     pub fn halvings(&self, splits: usize, seed: u64) -> Vec<[Vec<usize>; 2]> {
         let mut rng = crate::dataset::generate::SplitMix64(seed);
         let mut by_category: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
