@@ -55,10 +55,10 @@ impl Dataflow for Anomaly {
     fn build<'s>(
         &self,
         input: Stream<'s, EventTime, Vec<Reading>>,
-        _params: &Params,
+        params: &Params,
         outputs: &mut Outputs<'_>,
     ) {
-        let det_params = DetectorParams::default();
+        let det_params: DetectorParams = params.detector.clone();
         let mut detectors: PerField<Detector> = PerField::default();
         let scores = in_order(input, "anomaly", move |r: &Reading, emit| {
             for (field, v) in &r.values {

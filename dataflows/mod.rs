@@ -51,6 +51,8 @@ pub struct Params {
     pub reference: Option<std::path::PathBuf>,
     /// How rolling medians and MADs are computed (`--quantiles`, default exact).
     pub quantiles: Quantiles,
+    /// Parameters of the `gauge` detector (`anomaly`).
+    pub detector: crate::analytics::detector::DetectorParams,
     /// Index of the worker building the dataflow.
     pub worker: usize,
     /// Process counters (open windows ...).

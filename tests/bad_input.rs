@@ -190,6 +190,15 @@ fn bad_flags_and_missing_data_exit_with_a_message_that_says_what_to_fix() {
             &["unknown dataflow", "series_stats"],
         ),
         (
+            &["nab", "--param", "ALHPA=0.02"],
+            &["--param", "ALHPA", "names no detector parameter", "ALPHA"],
+        ),
+        (
+            &["nab", "--param", "ALPHA=0,02"],
+            &["--param", "SG_DET_ALPHA", "f64"],
+        ),
+        (&["nab", "--param", "ALPHA"], &["--param", "NAME=VALUE"]),
+        (
             &[
                 "run",
                 "series_stats",

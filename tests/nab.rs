@@ -2,6 +2,7 @@
 
 mod common;
 
+use streamgauge::analytics::detector::{Detector, DetectorParams};
 use streamgauge::nab::score::{Scorer, PROFILES};
 use streamgauge::nab::Corpus;
 
@@ -79,7 +80,9 @@ fn gauge_detector_runs_through_the_engine_streaming() {
     let dir = common::data_dir().join("nab");
     let corpus = Corpus::load(&dir).expect("NAB corpus");
     let tmp = tempfile::tempdir().unwrap();
-    let one = streamgauge::nab::run_detector(&corpus, 1, &tmp.path().join("e1")).unwrap();
+    let defaults = DetectorParams::default();
+    let one =
+        streamgauge::nab::run_detector(&corpus, 1, &defaults, &tmp.path().join("e1")).unwrap();
     assert_eq!(
         one.readings,
         corpus
@@ -89,7 +92,8 @@ fn gauge_detector_runs_through_the_engine_streaming() {
             .sum::<u64>()
     );
     for w in [2, 4] {
-        let other = streamgauge::nab::run_detector(&corpus, w, &tmp.path().join("e")).unwrap();
+        let other =
+            streamgauge::nab::run_detector(&corpus, w, &defaults, &tmp.path().join("e")).unwrap();
         assert!(one.scores == other.scores, "{w} workers differ from 1");
     }
     corpus
@@ -113,7 +117,7 @@ fn gauge_detector_runs_through_the_engine_streaming() {
         f.timestamps.truncate(n);
         f.windows.retain(|&(_, r)| r < n);
     }
-    let part = streamgauge::nab::run_detector(&cut, 2, &tmp.path().join("cut")).unwrap();
+    let part = streamgauge::nab::run_detector(&cut, 2, &defaults, &tmp.path().join("cut")).unwrap();
     for ((f, p), full) in cut.files.iter().zip(&part.scores).zip(&one.scores) {
         assert!(
             p[..] == full[..p.len()],
@@ -122,4 +126,37 @@ fn gauge_detector_runs_through_the_engine_streaming() {
         );
     }
     assert!(one.scores.iter().flatten().all(|s| (0.0..=1.0).contains(s)));
+
+    // Parameters other than the defaults reach the engine's detectors: the engine's scores
+    // equal the kernel's, row for row (fed in the engine's order: event time, ties by value),
+    // and differ from the defaults'.
+    let tuned = DetectorParams {
+        season_div: 6,
+        ..DetectorParams::default()
+    };
+    let engine = streamgauge::nab::run_detector(&corpus, 2, &tuned, &tmp.path().join("t")).unwrap();
+    let kernel: Vec<Vec<f64>> = corpus
+        .files
+        .iter()
+        .map(|f| {
+            let ts: Vec<i64> = f
+                .timestamps
+                .iter()
+                .map(|t| streamgauge::nab::timestamp_ms(t).unwrap())
+                .collect();
+            let mut order: Vec<usize> = (0..ts.len()).collect();
+            order.sort_by(|&a, &b| ts[a].cmp(&ts[b]).then(f.values[a].total_cmp(&f.values[b])));
+            let mut d = Detector::new(tuned.clone());
+            let mut scores = vec![0.0; ts.len()];
+            for i in order {
+                scores[i] = d.update(ts[i], f.values[i]);
+            }
+            scores
+        })
+        .collect();
+    assert!(
+        engine.scores == kernel,
+        "the engine's tuned detector differs from the kernel"
+    );
+    assert!(engine.scores != one.scores, "the override changed nothing");
 }

@@ -83,6 +83,11 @@ pub struct NabArgs {
     /// Worker threads.
     #[arg(short = 'w', long, default_value_t = 2)]
     pub workers: usize,
+    /// A detector parameter other than its default, as NAME=VALUE (NAME as in `SG_DET_<NAME>`,
+    /// e.g. `SEASON_DIV=6`); repeatable. For tuning runs: NAB's rules allow one parameter set
+    /// for all files, and the defaults are the published one.
+    #[arg(long = "param", value_name = "NAME=VALUE")]
+    pub params: Vec<String>,
 }
 
 /// `broker` flags.
@@ -965,6 +970,15 @@ fn nab(a: NabArgs, settings: &Settings) -> Result<()> {
     if a.workers == 0 {
         bail!("-w/--workers must be at least 1");
     }
+    let mut overrides = Vec::with_capacity(a.params.len());
+    for p in &a.params {
+        let (name, value) = p
+            .split_once('=')
+            .with_context(|| format!("--param {p:?}: expected NAME=VALUE, e.g. SEASON_DIV=6"))?;
+        overrides.push((format!("SG_DET_{}", name.trim()), value.to_string()));
+    }
+    let detector = crate::analytics::detector::DetectorParams::from_vars(overrides)
+        .map_err(|e| anyhow::anyhow!("--param: {e}"))?;
     let dir = match a.data {
         Some(d) => d,
         None => dataset::data_dirs(settings.data_dir.as_deref())
@@ -975,7 +989,7 @@ fn nab(a: NabArgs, settings: &Settings) -> Result<()> {
     };
     let corpus = crate::nab::Corpus::load(&dir)?;
     let scratch = a.out.join(".engine");
-    let run = crate::nab::run_detector(&corpus, a.workers, &scratch)?;
+    let run = crate::nab::run_detector(&corpus, a.workers, &detector, &scratch)?;
     let written = corpus.write_scores(&a.out, &a.detector, &run.scores)?;
     let _ = std::fs::remove_dir_all(&scratch);
     let scorer = Scorer::new(&corpus);
@@ -989,11 +1003,18 @@ fn nab(a: NabArgs, settings: &Settings) -> Result<()> {
         a.workers,
         a.out.join(&a.detector).display()
     );
+    let params = if a.params.is_empty() {
+        "defaults".to_string()
+    } else {
+        format!("defaults except {} (a tuning run)", a.params.join(" "))
+    };
+    println!("parameters: {params}");
     println!(
         "{:<20} {:>10} {:>10} {:>9} {:>8}",
         "profile", "score", "threshold", "windows", "FP rows"
     );
     let mut summary = serde_json::Map::new();
+    summary.insert("parameters".to_string(), serde_json::json!(params));
     for p in &PROFILES {
         let o = scorer.best(&run.scores, p);
         println!(
@@ -1119,6 +1140,7 @@ pub fn run_dataflow(a: RunArgs, settings: &Settings) -> Result<engine::RunReport
         horizon: a.horizon as usize,
         reference: a.reference.clone(),
         quantiles: a.quantiles,
+        detector: Default::default(),
         lateness: a.lateness.map_or(settings.lateness, |d| d.0),
         idle_timeout: a.idle_timeout.map_or(settings.idle_timeout, |d| d.0),
         end_confirm: a.end_confirm.0,

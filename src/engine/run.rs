@@ -116,6 +116,9 @@ pub struct RunSpec {
     pub reference: Option<PathBuf>,
     /// Exact or sketched rolling quantiles (`--quantiles`).
     pub quantiles: crate::dataflows::Quantiles,
+    /// Parameters of the `gauge` anomaly detector (the `anomaly` dataflow); defaults unless a
+    /// tuning run overrides them (`nab --param`).
+    pub detector: crate::analytics::detector::DetectorParams,
     /// Allowed lateness.
     pub lateness: Duration,
     /// Idle timeout of a partition (ignored with until-end inputs).
@@ -151,6 +154,7 @@ impl RunSpec {
             top: 10,
             horizon: 5,
             quantiles: crate::dataflows::Quantiles::Exact,
+            detector: crate::analytics::detector::DetectorParams::default(),
             reference: None,
             lateness: Duration::from_secs(5),
             idle_timeout: Duration::from_secs(30),
@@ -275,6 +279,7 @@ pub fn run(spec: RunSpec) -> Result<RunReport, EngineError> {
         horizon: spec.horizon,
         reference: spec.reference.clone(),
         quantiles: spec.quantiles,
+        detector: spec.detector.clone(),
         worker: 0,
         metrics: spec.metrics.clone(),
     };

@@ -295,12 +295,13 @@ pub struct DetectorRun {
     pub elapsed: std::time::Duration,
 }
 
-/// Runs the `anomaly` dataflow (the `gauge` detector) through the engine over every file of
-/// the corpus, as one stream in event-time order on `workers` workers, and maps the scores back
-/// to the corpus rows. `scratch` receives the engine's CSV output.
+/// Runs the `anomaly` dataflow (the `gauge` detector with `params`) through the engine over
+/// every file of the corpus, as one stream in event-time order on `workers` workers, and maps
+/// the scores back to the corpus rows. `scratch` receives the engine's CSV output.
 pub fn run_detector(
     corpus: &Corpus,
     workers: usize,
+    params: &crate::analytics::detector::DetectorParams,
     scratch: &Path,
 ) -> Result<DetectorRun, NabError> {
     use crate::engine::output::OutputFormat;
@@ -336,6 +337,7 @@ pub fn run_detector(
         workers,
         ..ClusterArgs::default()
     };
+    spec.detector = params.clone();
     spec.output_dir = Some(scratch.to_path_buf());
     spec.output_format = OutputFormat::Csv;
     let report = run(spec)?;
