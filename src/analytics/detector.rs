@@ -97,30 +97,52 @@ impl Default for DetectorParams {
     }
 }
 
+/// Parses `value` into `field`; on failure, the name of the field's type.
+fn parse_into<T: std::str::FromStr>(field: &mut T, value: &str) -> Result<(), &'static str> {
+    *field = value
+        .trim()
+        .parse()
+        .map_err(|_| std::any::type_name::<T>())?;
+    Ok(())
+}
+
+/// Sets one field from text; on failure, the name of the field's type.
+type Setter = fn(&mut DetectorParams, &str) -> Result<(), &'static str>;
+
+/// Every parameter [`DetectorParams::from_env`] reads, by its name after `SG_DET_`.
+const SETTERS: [(&str, Setter); 19] = [
+    ("WARMUP", |p, v| parse_into(&mut p.warmup, v)),
+    ("ALPHA", |p, v| parse_into(&mut p.alpha, v)),
+    ("SMOOTH", |p, v| parse_into(&mut p.smooth, v)),
+    ("TRIM", |p, v| parse_into(&mut p.trim, v)),
+    ("TAIL_INIT", |p, v| parse_into(&mut p.tail.init, v)),
+    ("TAIL_QUANTILE", |p, v| parse_into(&mut p.tail.quantile, v)),
+    ("TAIL_FORGET", |p, v| parse_into(&mut p.tail.forget, v)),
+    ("TAIL_DRIFT", |p, v| parse_into(&mut p.tail.drift, v)),
+    ("TAIL_DRIFT_WINDOW", |p, v| {
+        parse_into(&mut p.tail.drift_window, v)
+    }),
+    ("TAIL_RELEARN_EXCESSES", |p, v| {
+        parse_into(&mut p.tail.relearn_excesses, v)
+    }),
+    ("P_FLOOR", |p, v| parse_into(&mut p.p_floor, v)),
+    ("BINS", |p, v| parse_into(&mut p.bins, v)),
+    ("SUPPRESS", |p, v| parse_into(&mut p.suppress, v)),
+    ("ALARM", |p, v| parse_into(&mut p.alarm, v)),
+    ("W_SEASON", |p, v| parse_into(&mut p.w_season, v)),
+    ("SEASON_MIN", |p, v| parse_into(&mut p.season_min, v)),
+    ("SEASON_DIV", |p, v| parse_into(&mut p.season_div, v)),
+    ("HABITUATION", |p, v| parse_into(&mut p.habituation, v)),
+    ("HABITUATION_ALPHA", |p, v| {
+        parse_into(&mut p.habituation_alpha, v)
+    }),
+];
+
 impl DetectorParams {
-    /// The environment variables [`DetectorParams::from_env`] reads, without the `SG_DET_`
-    /// prefix.
-    pub const ENV_NAMES: [&'static str; 19] = [
-        "WARMUP",
-        "ALPHA",
-        "SMOOTH",
-        "TRIM",
-        "TAIL_INIT",
-        "TAIL_QUANTILE",
-        "TAIL_FORGET",
-        "TAIL_DRIFT",
-        "TAIL_DRIFT_WINDOW",
-        "TAIL_RELEARN_EXCESSES",
-        "P_FLOOR",
-        "BINS",
-        "SUPPRESS",
-        "ALARM",
-        "W_SEASON",
-        "SEASON_MIN",
-        "SEASON_DIV",
-        "HABITUATION",
-        "HABITUATION_ALPHA",
-    ];
+    /// The names [`DetectorParams::from_env`] reads, without the `SG_DET_` prefix.
+    pub fn env_names() -> impl Iterator<Item = &'static str> {
+        SETTERS.iter().map(|(name, _)| *name)
+    }
 
     /// Defaults, each overridable by an environment variable `SG_DET_<NAME>` (for tuning runs).
     /// A value that does not parse as its field's type, or an `SG_DET_` variable that names
@@ -132,46 +154,19 @@ impl DetectorParams {
     /// [`DetectorParams::from_env`] over the given `(name, value)` pairs; pairs whose name does
     /// not start with `SG_DET_` are ignored.
     pub fn from_vars(vars: impl IntoIterator<Item = (String, String)>) -> Result<Self, ParamError> {
-        fn set<T: std::str::FromStr>(
-            field: &mut T,
-            name: &str,
-            value: &str,
-        ) -> Result<(), ParamError> {
-            *field = value.trim().parse().map_err(|_| ParamError::Value {
-                name: format!("SG_DET_{name}"),
-                value: value.to_string(),
-                expected: std::any::type_name::<T>(),
-            })?;
-            Ok(())
-        }
         let mut p = Self::default();
         for (var, value) in vars {
             let Some(name) = var.strip_prefix("SG_DET_") else {
                 continue;
             };
-            let v = value.as_str();
-            match name {
-                "WARMUP" => set(&mut p.warmup, name, v)?,
-                "ALPHA" => set(&mut p.alpha, name, v)?,
-                "SMOOTH" => set(&mut p.smooth, name, v)?,
-                "TRIM" => set(&mut p.trim, name, v)?,
-                "TAIL_INIT" => set(&mut p.tail.init, name, v)?,
-                "TAIL_QUANTILE" => set(&mut p.tail.quantile, name, v)?,
-                "TAIL_FORGET" => set(&mut p.tail.forget, name, v)?,
-                "TAIL_DRIFT" => set(&mut p.tail.drift, name, v)?,
-                "TAIL_DRIFT_WINDOW" => set(&mut p.tail.drift_window, name, v)?,
-                "TAIL_RELEARN_EXCESSES" => set(&mut p.tail.relearn_excesses, name, v)?,
-                "P_FLOOR" => set(&mut p.p_floor, name, v)?,
-                "BINS" => set(&mut p.bins, name, v)?,
-                "SUPPRESS" => set(&mut p.suppress, name, v)?,
-                "ALARM" => set(&mut p.alarm, name, v)?,
-                "W_SEASON" => set(&mut p.w_season, name, v)?,
-                "SEASON_MIN" => set(&mut p.season_min, name, v)?,
-                "SEASON_DIV" => set(&mut p.season_div, name, v)?,
-                "HABITUATION" => set(&mut p.habituation, name, v)?,
-                "HABITUATION_ALPHA" => set(&mut p.habituation_alpha, name, v)?,
-                _ => return Err(ParamError::Unknown(var.clone())),
-            }
+            let Some((_, set)) = SETTERS.iter().find(|(n, _)| *n == name) else {
+                return Err(ParamError::Unknown(var.clone()));
+            };
+            set(&mut p, &value).map_err(|expected| ParamError::Value {
+                name: var.clone(),
+                value: value.clone(),
+                expected,
+            })?;
         }
         Ok(p)
     }
@@ -191,7 +186,7 @@ pub enum ParamError {
         expected: &'static str,
     },
     /// An `SG_DET_` variable that names no parameter.
-    #[error("{0} names no detector parameter; known: SG_DET_ followed by one of {names}", names = DetectorParams::ENV_NAMES.join(", "))]
+    #[error("{0} names no detector parameter; known: SG_DET_ followed by one of {names}", names = DetectorParams::env_names().collect::<Vec<_>>().join(", "))]
     Unknown(String),
 }
 
@@ -821,7 +816,7 @@ mod tests {
         .unwrap();
         assert_eq!((p.alpha, p.season_div), (0.02, 6));
         // Every listed name is read (and the list is what an unknown name's message shows).
-        for name in DetectorParams::ENV_NAMES {
+        for name in DetectorParams::env_names() {
             let got = DetectorParams::from_vars([var(&format!("SG_DET_{name}"), "1")]);
             assert!(got.is_ok(), "SG_DET_{name}: {got:?}");
         }
