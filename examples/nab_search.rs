@@ -25,7 +25,7 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 
-use streamgauge::analytics::detector::{Detector, DetectorParams};
+use streamgauge::analytics::detector::DetectorParams;
 use streamgauge::dataset::generate::SplitMix64;
 use streamgauge::nab::score::{Scorer, PROFILES};
 use streamgauge::nab::Corpus;
@@ -149,22 +149,6 @@ fn sample(rng: &mut SplitMix64, share: f64) -> DetectorParams {
     p
 }
 
-/// Per file, the detector's score of every row.
-fn run(corpus: &Corpus, p: &DetectorParams) -> Vec<Vec<f64>> {
-    corpus
-        .files
-        .iter()
-        .map(|f| {
-            let mut d = Detector::new(p.clone());
-            f.values
-                .iter()
-                .zip(&f.timestamps)
-                .map(|(&v, t)| d.update(streamgauge::nab::timestamp_ms(t).unwrap_or(0), v))
-                .collect()
-        })
-        .collect()
-}
-
 /// One candidate's results.
 struct Scored {
     params: DetectorParams,
@@ -228,6 +212,8 @@ fn main() -> anyhow::Result<()> {
         std::path::PathBuf::from,
     );
     let corpus = Corpus::load(&data.join("nab"))?;
+    // The timestamps do not depend on the parameters: one run checks them for all.
+    streamgauge::nab::kernel_scores(&corpus, &DetectorParams::default())?;
     let scorer = Scorer::new(&corpus);
     let halves = corpus.halvings(SPLITS, 12345);
     let half_scorers: Vec<[Scorer; 2]> = halves
@@ -257,7 +243,8 @@ fn main() -> anyhow::Result<()> {
             s.spawn(|| loop {
                 let id = next.fetch_add(1, Ordering::Relaxed);
                 let Some(p) = params.get(id) else { break };
-                let scores = run(&corpus, p);
+                let scores = streamgauge::nab::kernel_scores(&corpus, p)
+                    .expect("timestamps were checked before the search");
                 let full = [0, 1, 2].map(|k| scorer.best(&scores, &PROFILES[k]).normalised);
                 let halves = halves
                     .iter()

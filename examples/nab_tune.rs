@@ -4,7 +4,7 @@
 //! NAB's results layout under `DIR/gauge/`, for `nab_compare`).
 //! `cargo run --release --example nab_tune`.
 
-use streamgauge::analytics::detector::{Detector, DetectorParams};
+use streamgauge::analytics::detector::DetectorParams;
 use streamgauge::nab::score::{Scorer, PROFILES};
 use streamgauge::nab::Corpus;
 
@@ -23,18 +23,7 @@ fn main() {
         }
     };
     let t = std::time::Instant::now();
-    let scores: Vec<Vec<f64>> = corpus
-        .files
-        .iter()
-        .map(|f| {
-            let mut d = Detector::new(params.clone());
-            f.values
-                .iter()
-                .zip(&f.timestamps)
-                .map(|(&v, t)| d.update(streamgauge::nab::timestamp_ms(t).unwrap(), v))
-                .collect()
-        })
-        .collect();
+    let scores = streamgauge::nab::kernel_scores(&corpus, &params).unwrap();
     let el = t.elapsed();
     let mut line = String::new();
     for p in &PROFILES {

@@ -295,6 +295,34 @@ pub struct DetectorRun {
     pub elapsed: std::time::Duration,
 }
 
+/// Runs the `gauge` detector kernel with `params` over every file of the corpus, without the
+/// engine (for tuning harnesses): per file, per row, the score. Rows go in file order; the
+/// engine ([`run_detector`]) breaks ties of time by value, so files with repeated timestamps
+/// can differ after the first tie (no NAB score does, on the defaults).
+pub fn kernel_scores(
+    corpus: &Corpus,
+    params: &crate::analytics::detector::DetectorParams,
+) -> Result<Vec<Vec<f64>>, NabError> {
+    corpus
+        .files
+        .iter()
+        .map(|f| {
+            let mut d = crate::analytics::detector::Detector::new(params.clone());
+            f.values
+                .iter()
+                .zip(&f.timestamps)
+                .map(|(&v, t)| {
+                    let ts = timestamp_ms(t).ok_or_else(|| NabError::Format {
+                        path: PathBuf::from(&f.key),
+                        reason: format!("bad timestamp {t:?}"),
+                    })?;
+                    Ok(d.update(ts, v))
+                })
+                .collect()
+        })
+        .collect()
+}
+
 /// Runs the `anomaly` dataflow (the `gauge` detector with `params`) through the engine over
 /// every file of the corpus, as one stream in event-time order on `workers` workers, and maps
 /// the scores back to the corpus rows. `scratch` receives the engine's CSV output.
