@@ -5,14 +5,16 @@
 //! Built on `engine::keyed::in_order`: each series' detector sees its readings in event-time
 //! order, so the output is the same set of rows whatever the number of workers and a score
 //! depends only on readings at or before it. State: one detector per (series, value name) plus
-//! the readings of times not yet complete.
+//! the readings of times not yet complete. With `--state-ttl`, a detector whose series is
+//! silent longer than that is dropped, and the series starts learning again (warm-up
+//! included) when it comes back.
 
 use serde::{Deserialize, Serialize};
 use timely::dataflow::Stream;
 
 use super::{Dataflow, Outputs, Params};
 use crate::analytics::detector::{Detector, DetectorParams};
-use crate::engine::keyed::{in_order, PerField};
+use crate::engine::keyed::{in_order_keyed, PerField};
 use crate::engine::output::{csv_f64s, csv_series_field_ts, Row};
 use crate::record::{EventTime, Reading, Sym};
 
@@ -59,11 +61,13 @@ impl Dataflow for Anomaly {
         outputs: &mut Outputs<'_>,
     ) {
         let det_params: DetectorParams = params.detector.clone();
-        let mut detectors: PerField<Detector> = PerField::default();
-        let scores = in_order(input, "anomaly", move |r: &Reading, emit| {
+        let detectors: PerField<Detector> = PerField::new(params.state_ttl);
+        let process = move |detectors: &mut PerField<Detector>,
+                            r: &Reading,
+                            emit: &mut dyn FnMut(ScoreRow)| {
             for (field, v) in &r.values {
                 let make = || Detector::new(det_params.clone());
-                let score = detectors.with(r.series, *field, make, |d| d.update(r.ts, *v));
+                let score = detectors.with(r.series, *field, r.ts, make, |d| d.update(r.ts, *v));
                 emit(ScoreRow {
                     series: r.series,
                     field: *field,
@@ -72,7 +76,10 @@ impl Dataflow for Anomaly {
                     score,
                 });
             }
-        });
+        };
+        // An expired detector just goes: its series learns afresh when it comes back.
+        let expired = |_: Sym, _: Sym, _: Detector, _: EventTime, _: &mut dyn FnMut(ScoreRow)| {};
+        let scores = in_order_keyed(input, "anomaly", detectors, process, expired);
         outputs.add("anomaly", scores, true);
     }
 }

@@ -53,6 +53,10 @@ pub struct Params {
     pub quantiles: Quantiles,
     /// Parameters of the `gauge` detector (`anomaly`).
     pub detector: crate::analytics::detector::DetectorParams,
+    /// Time to live of per-series state in event-time milliseconds (`--state-ttl`): a
+    /// (series, value) silent longer than this starts afresh (`engine::keyed::PerField`).
+    /// `None`: state is kept for the life of the run.
+    pub state_ttl: Option<EventTime>,
     /// Index of the worker building the dataflow.
     pub worker: usize,
     /// Process counters (open windows ...).

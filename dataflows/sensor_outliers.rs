@@ -15,6 +15,11 @@
 //! residual variance and its MA weights), one row per issue with every step, at the times the
 //! readings would arrive at the series' latest spacing.
 //!
+//! With `--state-ttl`, a (series, value) silent longer than that is dropped: it leaves the
+//! outlier set (if it was in it) and the top-k at that time, and starts afresh when it comes
+//! back. The end of the input ends event time, so there every state expires and the sets
+//! empty.
+//!
 //! Differential collections, emitted as updates with `diff` +1 / -1 when the input frontier
 //! passes a time, so a consumer never sees half a change (changes that cancel within one time
 //! are not shown):
@@ -40,7 +45,7 @@ use crate::analytics::outlier::{z_to_score, Model, ResidualZ, RobustZ};
 use crate::analytics::rolling::CountWindow;
 use crate::analytics::sketch::DEFAULT_BITS;
 use crate::dashboard::hub::{ForecastUpdate, Point, PointUpdate, Update};
-use crate::engine::keyed::{in_order, PerField};
+use crate::engine::keyed::{in_order_keyed, PerField};
 use crate::engine::output::{csv_f64s, csv_series_field_ts, push_csv_field, Row};
 use crate::engine::reference::reference_stream;
 use crate::engine::series_hash;
@@ -185,6 +190,13 @@ impl Row for ForecastPath {
 enum Out {
     Scores(OutlierRow),
     Forecast(ForecastPath),
+    /// A (series, field) whose state expired (`--state-ttl`): it leaves the outlier set if
+    /// it was in it, and the top-k with its latest score.
+    Expired {
+        key: Key,
+        anomalous: bool,
+        last_score: Option<f64>,
+    },
 }
 
 /// A change to a differential collection of (series, field) records, with extra columns.
@@ -327,8 +339,10 @@ impl Dataflow for SensorOutliers {
         let horizon = params.horizon;
         let quantiles = params.quantiles;
         let refs = reference_stream(&input, params.reference.clone(), params.worker);
-        let mut state: PerField<SeriesState> = PerField::default();
-        let out = in_order(input, "sensor_outliers", move |r: &Reading, emit| {
+        let state: PerField<SeriesState> = PerField::new(params.state_ttl);
+        let process = move |state: &mut PerField<SeriesState>,
+                            r: &Reading,
+                            emit: &mut dyn FnMut(Out)| {
             for &(ref field, x) in &r.values {
                 let make = || SeriesState {
                     window: CountWindow::new(n),
@@ -343,7 +357,7 @@ impl Dataflow for SensorOutliers {
                     anomalous: false,
                     last_ts: None,
                 };
-                state.with(r.series, *field, make, |s| {
+                state.with(r.series, *field, r.ts, make, |s| {
                     let (mean, var) = s.window.mean_var().unwrap_or((0.0, 0.0));
                     let std = var.sqrt();
                     let z = if s.window.len() >= 10 && std > 0.0 {
@@ -399,33 +413,53 @@ impl Dataflow for SensorOutliers {
                     }
                 });
             }
-        });
+        };
+        let expired = |series, field, s: SeriesState, _at, emit: &mut dyn FnMut(Out)| {
+            emit(Out::Expired {
+                key: (series, field),
+                anomalous: s.anomalous,
+                last_score: s.last_score,
+            })
+        };
+        let out = in_order_keyed(input, "sensor_outliers", state, process, expired);
         use timely::dataflow::operators::vec::Map;
         let rows = out.clone().flat_map(|o| match o {
             Out::Scores(r) => Some(r),
-            Out::Forecast(_) => None,
+            _ => None,
         });
-        let forecasts = out.flat_map(|o| match o {
+        let forecasts = out.clone().flat_map(|o| match o {
             Out::Forecast(f) => Some(f),
-            Out::Scores(_) => None,
+            _ => None,
         });
 
-        // The outlier set.
-        let set = updates(&rows, "outlier set", |r: &OutlierRow, give| {
-            if r.change != 0 {
-                give((r.series, r.field), r.change as isize);
-            }
+        // The outlier set: entered and left by readings, left when the state expires.
+        let set = updates(&out, "outlier set", |o: &Out, give| match o {
+            Out::Scores(r) if r.change != 0 => give((r.series, r.field), r.change as isize),
+            Out::Expired {
+                key,
+                anomalous: true,
+                ..
+            } => give(*key, -1),
+            _ => {}
         })
         .as_collection()
         .consolidate();
 
         // Top-k by latest score: per bucket, then overall.
-        let top = updates(&rows, "latest scores", |r: &OutlierRow, give| {
-            let key = (r.series, r.field);
-            if let Some(p) = r.prev_score {
-                give((Reverse(score_key(p)), key), -1);
+        let top = updates(&out, "latest scores", |o: &Out, give| match o {
+            Out::Scores(r) => {
+                let key = (r.series, r.field);
+                if let Some(p) = r.prev_score {
+                    give((Reverse(score_key(p)), key), -1);
+                }
+                give((Reverse(score_key(r.score)), key), 1);
             }
-            give((Reverse(score_key(r.score)), key), 1);
+            Out::Expired {
+                key,
+                last_score: Some(p),
+                ..
+            } => give((Reverse(score_key(*p)), *key), -1),
+            _ => {}
         })
         .as_collection()
         .map(|(score, key): (Reverse<u64>, Key)| (series_hash(&key.0) % 64, (score, key)))

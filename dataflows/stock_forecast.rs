@@ -8,7 +8,9 @@
 //! model's own forecast standard deviation times a multiplier adapted per ticker, model and
 //! horizon from the misses realised so far (adaptive conformal inference, target 95%; see
 //! `analytics::evaluate::Calibrator`). Built on `engine::keyed::in_order`; state per ticker:
-//! the two models plus the forecasts waiting for their actual (2 × horizons × horizon).
+//! the two models plus the forecasts waiting for their actual (2 × horizons × horizon). With
+//! `--state-ttl`, a ticker silent longer than that (mind weekends and holidays in daily
+//! data) starts afresh when it comes back, and its forecasts still waiting are dropped.
 
 use std::collections::VecDeque;
 
@@ -19,10 +21,9 @@ use timely::dataflow::Stream;
 use super::{Dataflow, Outputs, Params};
 use crate::analytics::evaluate::Calibrator;
 use crate::analytics::forecast::{Forecast, HoltWinters, LogReturns, RlsAr};
-use crate::engine::keyed::in_order;
+use crate::engine::keyed::{in_order_keyed, PerField};
 use crate::engine::output::{push_csv_field, Row};
 use crate::record::{write_f64, write_i64, EventTime, Reading, Sym};
-use crate::sym::SymMap;
 
 /// A forecast issued at a reading, or (when `actual` is set) realised.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -196,8 +197,12 @@ impl Dataflow for StockForecast {
         outputs: &mut Outputs<'_>,
     ) {
         let horizon = params.horizon.max(1);
-        let mut tickers: SymMap<Ticker> = SymMap::default();
-        let rows = in_order(input, "stock_forecast", move |r: &Reading, emit| {
+        let tickers: PerField<Ticker> = PerField::new(params.state_ttl);
+        // One state per ticker, whichever value it came from.
+        let price_field = Sym::new("price");
+        let process = move |tickers: &mut PerField<Ticker>,
+                            r: &Reading,
+                            emit: &mut dyn FnMut(ForecastRow)| {
             let price = r
                 .values
                 .iter()
@@ -207,10 +212,14 @@ impl Dataflow for StockForecast {
             if !(price > 0.0 && price.is_finite()) {
                 return;
             }
-            tickers
-                .get_or_insert_with(r.series, || Ticker::new(horizon))
-                .update(&r.series, r.ts, price, emit);
-        });
+            let make = || Ticker::new(horizon);
+            tickers.with(r.series, price_field, r.ts, make, |t| {
+                t.update(&r.series, r.ts, price, emit)
+            });
+        };
+        // An expired ticker's forecasts still waiting for their actual values go with it.
+        let expired = |_: Sym, _: Sym, _: Ticker, _: EventTime, _: &mut dyn FnMut(ForecastRow)| {};
+        let rows = in_order_keyed(input, "stock_forecast", tickers, process, expired);
         let issued = rows.clone().filter(|r: &ForecastRow| r.actual.is_none());
         let realised = rows.filter(|r: &ForecastRow| r.actual.is_some());
         outputs.add("forecasts", issued, true);

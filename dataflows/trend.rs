@@ -4,7 +4,8 @@
 //! the mean of the last `readings`), each with the event time it fires.
 //!
 //! Built on `engine::keyed::in_order`; state per series and value: a [`Trend`] and a
-//! [`Crossover`] (the window's readings, twice).
+//! [`Crossover`] (the window's readings, twice). With `--state-ttl`, a series silent longer
+//! than that starts a fresh window when it comes back.
 
 use serde::{Deserialize, Serialize};
 use timely::dataflow::operators::core::Filter;
@@ -13,7 +14,7 @@ use timely::dataflow::Stream;
 use super::{Dataflow, Outputs, Params};
 use crate::analytics::rolling::Extent;
 use crate::analytics::trend::{Crossover, Trend};
-use crate::engine::keyed::{in_order, PerField};
+use crate::engine::keyed::{in_order_keyed, PerField};
 use crate::engine::output::{csv_f64s, csv_series_field_ts, Row};
 use crate::record::{write_f64, write_i64, EventTime, Reading, Sym};
 
@@ -88,11 +89,13 @@ impl Dataflow for TrendFlow {
     ) {
         let n = params.readings.max(3);
         let short = (n / 5).max(2);
-        let mut state: PerField<(Trend, Crossover)> = PerField::default();
-        let rows = in_order(input, "trend", move |r: &Reading, emit| {
+        let state: PerField<(Trend, Crossover)> = PerField::new(params.state_ttl);
+        let process = move |state: &mut PerField<(Trend, Crossover)>,
+                            r: &Reading,
+                            emit: &mut dyn FnMut(TrendRow)| {
             for &(ref field, x) in &r.values {
                 let make = || (Trend::new(Extent::Count(n)), Crossover::new(short, n));
-                state.with(r.series, *field, make, |(trend, cross)| {
+                state.with(r.series, *field, r.ts, make, |(trend, cross)| {
                     trend.push(r.ts, x);
                     let fit = trend.fit();
                     let row = TrendRow {
@@ -119,7 +122,9 @@ impl Dataflow for TrendFlow {
                     }
                 });
             }
-        });
+        };
+        let expired = |_: Sym, _: Sym, _, _: EventTime, _: &mut dyn FnMut(TrendRow)| {};
+        let rows = in_order_keyed(input, "trend", state, process, expired);
         let crossovers = rows.clone().filter(|r: &TrendRow| r.cross.is_some());
         let trends = rows.filter(|r: &TrendRow| r.cross.is_none());
         outputs.add("trend", trends, true);

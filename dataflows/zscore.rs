@@ -4,7 +4,8 @@
 //! `--threshold` (default 4).
 //!
 //! Built on `engine::keyed::in_order` (per-series event-time order). State per series and
-//! value: a [`CountWindow`] (8 bytes per reading held plus six numbers).
+//! value: a [`CountWindow`] (8 bytes per reading held plus six numbers). With `--state-ttl`,
+//! a series silent longer than that starts a fresh window when it comes back.
 
 use serde::{Deserialize, Serialize};
 use timely::dataflow::Stream;
@@ -63,6 +64,7 @@ impl InOrder<ZRow> for ZLogic {
             let prev = self.windows.with(
                 r.series,
                 *field,
+                r.ts,
                 || CountWindow::new(n),
                 |w| {
                     let prev = w.mean_var();
@@ -97,6 +99,14 @@ impl InOrder<ZRow> for ZLogic {
             self.windows.prefetch(r.series);
         }
     }
+
+    fn next_expiry(&self) -> Option<EventTime> {
+        self.windows.next_expiry()
+    }
+
+    fn expire(&mut self, at: EventTime, _emit: &mut dyn FnMut(ZRow)) {
+        self.windows.expire(at, |_, _, _| {});
+    }
 }
 
 impl Dataflow for ZScore {
@@ -115,7 +125,7 @@ impl Dataflow for ZScore {
         let logic = ZLogic {
             n: params.readings.max(1),
             threshold: params.threshold,
-            windows: PerField::default(),
+            windows: PerField::new(params.state_ttl),
         };
         let alerts = in_order_logic(input, "zscore", logic);
         outputs.add("zscore", alerts, true);

@@ -313,6 +313,26 @@ impl<V> SymMap<V> {
         self.entries.iter()
     }
 
+    /// Keeps the entries for which `keep` (which may change the value) returns true, in
+    /// insertion order, and drops the rest; gives back room when most entries went.
+    pub fn retain(&mut self, mut keep: impl FnMut(Sym, &mut V) -> bool) {
+        let slots = &mut self.slots;
+        let mut pos = 0u32;
+        self.entries.retain_mut(|(k, v)| {
+            let kept = keep(*k, v);
+            slots[k.index as usize] = if kept {
+                pos += 1;
+                pos
+            } else {
+                0
+            };
+            kept
+        });
+        if self.entries.len() < self.entries.capacity() / 4 {
+            self.entries.shrink_to(self.entries.len() * 2);
+        }
+    }
+
     /// Removes and yields every entry in insertion order; the map keeps its capacity.
     pub fn drain(&mut self) -> impl Iterator<Item = (Sym, V)> + '_ {
         for (k, _) in &self.entries {
@@ -372,6 +392,27 @@ mod tests {
                 assert_eq!(m.get(Sym::new(k)), Some(v), "{k}");
             }
             assert_eq!(m.get(Sym::new("never-inserted")), None);
+            // Keep the odd values (and double them): the rest are gone, in order.
+            m.retain(|_, v| {
+                *v *= 2;
+                *v % 4 == 2
+            });
+            oracle.retain(|_, v| {
+                *v *= 2;
+                *v % 4 == 2
+            });
+            order.retain(|k| oracle.contains_key(k));
+            assert_eq!(m.len(), oracle.len());
+            for (k, v) in &oracle {
+                assert_eq!(m.get(Sym::new(k)), Some(v), "{k} after retain");
+            }
+            for k in (0..3_001).map(|i| format!("k{i}")) {
+                assert_eq!(
+                    m.get(Sym::new(&k)).is_some(),
+                    oracle.contains_key(&k),
+                    "{k}"
+                );
+            }
             let drained: Vec<(String, u64)> = m.drain().map(|(k, v)| (k.to_string(), v)).collect();
             let want: Vec<(String, u64)> = order.iter().map(|k| (k.clone(), oracle[k])).collect();
             assert_eq!(drained, want, "insertion order");

@@ -199,6 +199,18 @@ fn bad_flags_and_missing_data_exit_with_a_message_that_says_what_to_fix() {
         ),
         (&["nab", "--param", "ALPHA"], &["--param", "NAME=VALUE"]),
         (
+            &["run", "anomaly", "--dataset", "nab", "--param", "ALHPA=1"],
+            &["--param", "ALHPA", "names no detector parameter"],
+        ),
+        (
+            &["run", "zscore", "--dataset", "nab", "--state-ttl", "0s"],
+            &["--state-ttl", "shorter than a millisecond", "1h"],
+        ),
+        (
+            &["run", "zscore", "--dataset", "nab", "--state-ttl", "soon"],
+            &["--state-ttl", "soon"],
+        ),
+        (
             &[
                 "run",
                 "series_stats",

@@ -255,6 +255,15 @@ pub struct RunArgs {
     /// sketch whose cost does not grow with --readings (bounded error; for windows of 10^5+).
     #[arg(long, value_enum, default_value_t = crate::dataflows::Quantiles::Exact)]
     pub quantiles: crate::dataflows::Quantiles,
+    /// Drop the state of a (series, value) silent this long in event time (e.g. 1h); it
+    /// starts afresh if it comes back, and leaves outlier sets (default: state is kept for the
+    /// whole run, so memory grows with every series ever seen).
+    #[arg(long, value_name = "DURATION", value_parser = positive_duration)]
+    pub state_ttl: Option<HumanDuration>,
+    /// A `gauge` detector parameter other than its default (the `anomaly` dataflow), as
+    /// NAME=VALUE (as for `nab --param`); repeatable.
+    #[arg(long = "param", value_name = "NAME=VALUE")]
+    pub params: Vec<String>,
     /// Allowed lateness (default 5s).
     #[arg(long)]
     pub lateness: Option<HumanDuration>,
@@ -904,6 +913,29 @@ fn positive_f64(s: &str) -> std::result::Result<f64, String> {
     }
 }
 
+fn positive_duration(s: &str) -> std::result::Result<HumanDuration, String> {
+    match s.parse::<HumanDuration>() {
+        Ok(d) if d.0.as_millis() >= 1 => Ok(d),
+        Ok(_) => Err(format!(
+            "{s:?} is shorter than a millisecond; give e.g. 30m or 1h"
+        )),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// Detector parameters from `--param NAME=VALUE` flags (names as in `SG_DET_<NAME>`).
+fn detector_params(params: &[String]) -> Result<crate::analytics::detector::DetectorParams> {
+    let mut overrides = Vec::with_capacity(params.len());
+    for p in params {
+        let (name, value) = p
+            .split_once('=')
+            .with_context(|| format!("--param {p:?}: expected NAME=VALUE, e.g. SEASON_DIV=6"))?;
+        overrides.push((format!("SG_DET_{}", name.trim()), value.to_string()));
+    }
+    crate::analytics::detector::DetectorParams::from_vars(overrides)
+        .map_err(|e| anyhow::anyhow!("--param: {e}"))
+}
+
 /// Runs a parsed command line.
 pub fn run(cli: Cli) -> Result<()> {
     let settings = Settings::load(cli.config.as_deref())?;
@@ -970,15 +1002,7 @@ fn nab(a: NabArgs, settings: &Settings) -> Result<()> {
     if a.workers == 0 {
         bail!("-w/--workers must be at least 1");
     }
-    let mut overrides = Vec::with_capacity(a.params.len());
-    for p in &a.params {
-        let (name, value) = p
-            .split_once('=')
-            .with_context(|| format!("--param {p:?}: expected NAME=VALUE, e.g. SEASON_DIV=6"))?;
-        overrides.push((format!("SG_DET_{}", name.trim()), value.to_string()));
-    }
-    let detector = crate::analytics::detector::DetectorParams::from_vars(overrides)
-        .map_err(|e| anyhow::anyhow!("--param: {e}"))?;
+    let detector = detector_params(&a.params)?;
     let dir = match a.data {
         Some(d) => d,
         None => dataset::data_dirs(settings.data_dir.as_deref())
@@ -1088,6 +1112,7 @@ pub fn run_dataflow(a: RunArgs, settings: &Settings) -> Result<engine::RunReport
     if let Some(r) = &a.reference {
         crate::engine::reference::load(r)?;
     }
+    let detector = detector_params(&a.params)?;
     let kafka = a.kafka.settings(settings)?;
     let input = match (&a.dataset, &a.topic) {
         (Some(_), Some(_)) => bail!("give either --dataset or --topic, not both"),
@@ -1140,7 +1165,8 @@ pub fn run_dataflow(a: RunArgs, settings: &Settings) -> Result<engine::RunReport
         horizon: a.horizon as usize,
         reference: a.reference.clone(),
         quantiles: a.quantiles,
-        detector: Default::default(),
+        detector,
+        state_ttl: a.state_ttl.map(|d| d.0),
         lateness: a.lateness.map_or(settings.lateness, |d| d.0),
         idle_timeout: a.idle_timeout.map_or(settings.idle_timeout, |d| d.0),
         end_confirm: a.end_confirm.0,

@@ -6,7 +6,16 @@
 //! a reading's result depends only on readings at or before it.
 //!
 //! Records are emitted at a timely time no later than the event time of the readings that
-//! produced them (the operator holds one capability, at the earliest pending reading).
+//! produced them (the operator holds one capability, at the earliest pending reading or the
+//! next expiry); what an expiry emits, at the expiry's own time.
+//!
+//! State can expire ([`PerField::new`] with a time to live): a (series, value) silent for
+//! longer than the TTL in event time is dropped at a fixed point after that
+//! ([`expiry_time`]), between the readings before that point and those at or after it, so a
+//! series that comes back starts afresh and the results still do not depend on the number of
+//! workers. The operator holds a capability at the next expiry until the input frontier passes
+//! it; the end of the input passes every one (as event-time timers fire at the end of input
+//! in Flink), so every state expires there.
 //!
 //! Held readings stay in the containers they arrived in (no copy per reading); release merges
 //! the runs' released prefixes by reference. Logic that implements [`InOrder::ahead`] is told
@@ -50,6 +59,18 @@ pub trait InOrder<R> {
     /// in cache). With thousands of series every reading's state is a cache miss otherwise.
     /// The default does nothing.
     fn ahead(&self, _r: &Reading, _near: bool) {}
+
+    /// The earliest event time at which [`InOrder::expire`] may have something to drop (a
+    /// lower bound), or `None` when no state can expire. The default: none.
+    fn next_expiry(&self) -> Option<EventTime> {
+        None
+    }
+
+    /// Called with `at` = [`InOrder::next_expiry`] once every reading before `at` is processed
+    /// and none at or after it: drops the state that expires at or before `at`; `emit` sends
+    /// what that changes (an outlier set's retractions) at time `at`. The default does
+    /// nothing.
+    fn expire(&mut self, _at: EventTime, _emit: &mut dyn FnMut(R)) {}
 }
 
 /// How far ahead [`InOrder::ahead`] is called for an entry.
@@ -89,6 +110,8 @@ where
             // Emptied containers, handed back to the input for the next arrivals.
             let mut spare: Vec<Vec<Reading>> = Vec::new();
             let mut cursors: Vec<Cursor> = Vec::new();
+            // What expiries emitted during a release, with their times.
+            let mut expired: Vec<(EventTime, R)> = Vec::new();
             let mut held: Option<Capability<EventTime>> = None;
             let mut last_frontier: Option<EventTime> = None;
             move |(input, frontier), output| {
@@ -124,50 +147,28 @@ where
                     return;
                 }
                 last_frontier = now;
-                // Per run, the released prefix: readings whose event time the frontier passed.
-                cursors.clear();
-                for (i, run) in runs.iter().enumerate() {
-                    let (mut c, mut pos) = (0, run.head);
-                    let (end_chunk, end_pos) = loop {
-                        let Some(chunk) = run.chunks.get(c) else {
-                            break (c, 0);
-                        };
-                        let rest = &chunk[pos..];
-                        let k = rest.partition_point(|r| !frontier.less_equal(&r.ts));
-                        if k < rest.len() {
-                            break (c, pos + k);
-                        }
-                        (c, pos) = (c + 1, 0);
-                    };
-                    if (end_chunk, end_pos) != (0, run.head) {
-                        cursors.push(Cursor {
-                            run: i,
-                            chunk: 0,
-                            pos: run.head,
-                            end_chunk,
-                            end_pos,
-                        });
-                    }
-                }
-                if !cursors.is_empty() {
+                // Readings before the frontier (all of them at the end of the input), each
+                // after the expiries at or before its time; then the expiries the frontier
+                // passed (all of them at the end of the input).
+                release(&mut runs, &mut cursors, &mut spare, now, |runs, cursors| {
                     let mut session = output.session(&*cap);
-                    let mut emit = |row| session.give(row);
-                    merge(&runs, &mut cursors, &mut logic, &mut emit);
-                    // Drop what was released: whole containers back to `spare`, and the cut
-                    // into the last one as the run's new head.
-                    for c in &cursors {
-                        let run = &mut runs[c.run];
-                        for mut done in run.chunks.drain(..c.end_chunk) {
-                            if spare.len() < MAX_SPARE {
-                                done.clear();
-                                spare.push(done);
-                            }
-                        }
-                        run.head = c.end_pos;
+                    merge(runs, cursors, &mut logic, &mut expired, &mut |row| {
+                        session.give(row)
+                    });
+                });
+                expire_through(&mut logic, now.unwrap_or(EventTime::MAX), &mut expired);
+                // What an expiry changes happens at its own time (`cap` is never moved past
+                // the next expiry, so it can be delayed to it).
+                let mut rows = expired.drain(..).peekable();
+                while let Some(&(at, _)) = rows.peek() {
+                    let at_cap = cap.delayed(&at);
+                    let mut session = output.session(&at_cap);
+                    while let Some((_, row)) = rows.next_if(|(t, _)| *t == at) {
+                        session.give(row);
                     }
-                    runs.retain(|r| !r.chunks.is_empty());
                 }
-                match runs.iter().map(|r| r.chunks[0][r.head].ts).min() {
+                let pending = runs.iter().map(|r| r.chunks[0][r.head].ts).min();
+                match pending.into_iter().chain(logic.next_expiry()).min() {
                     // The next input brings its own capability.
                     None => held = None,
                     Some(m) if m > *cap.time() => cap.downgrade(&m),
@@ -180,6 +181,58 @@ where
 
 /// Emptied input containers an [`in_order`] operator keeps for reuse.
 const MAX_SPARE: usize = 64;
+
+/// Hands the held readings before `limit` (all of them for `None`) to `handle` as cursors
+/// over `runs`, then drops them: whole containers back to `spare`, the cut into the last one
+/// as its run's new head.
+fn release(
+    runs: &mut Vec<Run>,
+    cursors: &mut Vec<Cursor>,
+    spare: &mut Vec<Vec<Reading>>,
+    limit: Option<EventTime>,
+    handle: impl FnOnce(&[Run], &mut [Cursor]),
+) {
+    // Per run, the released prefix.
+    cursors.clear();
+    for (i, run) in runs.iter().enumerate() {
+        let (mut c, mut pos) = (0, run.head);
+        let (end_chunk, end_pos) = loop {
+            let Some(chunk) = run.chunks.get(c) else {
+                break (c, 0);
+            };
+            let rest = &chunk[pos..];
+            let k = rest.partition_point(|r| limit.is_none_or(|l| r.ts < l));
+            if k < rest.len() {
+                break (c, pos + k);
+            }
+            (c, pos) = (c + 1, 0);
+        };
+        if (end_chunk, end_pos) != (0, run.head) {
+            cursors.push(Cursor {
+                run: i,
+                chunk: 0,
+                pos: run.head,
+                end_chunk,
+                end_pos,
+            });
+        }
+    }
+    if cursors.is_empty() {
+        return;
+    }
+    handle(runs, cursors);
+    for c in cursors.iter() {
+        let run = &mut runs[c.run];
+        for mut done in run.chunks.drain(..c.end_chunk) {
+            if spare.len() < MAX_SPARE {
+                done.clear();
+                spare.push(done);
+            }
+        }
+        run.head = c.end_pos;
+    }
+    runs.retain(|r| !r.chunks.is_empty());
+}
 
 /// Pending readings of one run: containers in order, each sorted, each starting no earlier
 /// than the previous one ends; the first `head` readings of the first one are done.
@@ -234,18 +287,35 @@ impl Cursor {
     }
 }
 
-/// Hands every reading under `cursors` to `logic` in [`order`] (ties by run), moving the
-/// cursors to their ends. Runs are few (about one per sender), so the next reading is found by
+/// Runs every expiry of `logic` at or before `t`, in time order, keeping what they emit
+/// (with their times) in `expired`.
+#[inline]
+fn expire_through<R>(logic: &mut impl InOrder<R>, t: EventTime, expired: &mut Vec<(EventTime, R)>) {
+    while let Some(at) = logic.next_expiry().filter(|&at| at <= t) {
+        logic.expire(at, &mut |row| expired.push((at, row)));
+        if logic.next_expiry().is_some_and(|next| next <= at) {
+            debug_assert!(false, "expire({at}) left an expiry at or before it");
+            return;
+        }
+    }
+}
+
+/// Hands every reading under `cursors` to `logic` in [`order`] (ties by run), each after the
+/// expiries at or before its time (their records go to `expired`), moving the cursors to
+/// their ends. Runs are few (about one per sender), so the next reading is found by
 /// scanning the cursors' heads; a run is then followed for as long as it stays first.
-fn merge<R>(
+fn merge<R, L: InOrder<R>>(
     runs: &[Run],
     cursors: &mut [Cursor],
-    logic: &mut impl InOrder<R>,
+    logic: &mut L,
+    expired: &mut Vec<(EventTime, R)>,
     emit: &mut dyn FnMut(R),
 ) {
-    let mut f = |c: &Cursor, logic: &mut _| {
+    let mut f = |c: &Cursor, logic: &mut L| {
         c.ahead(runs, &*logic);
-        InOrder::process(logic, c.get(runs), emit);
+        let r = c.get(runs);
+        expire_through(logic, r.ts, expired);
+        InOrder::process(logic, r, emit);
     };
     if let [only] = cursors {
         while !only.done() {
@@ -296,24 +366,51 @@ fn order(a: &Reading, b: &Reading) -> Ordering {
 
 /// Per (series, value name) state for the logic of [`in_order`]: looked up by the series
 /// symbol's dense index (a [`SymMap`]: two array reads, no hashing) and then among its few
-/// value names.
+/// value names. With a time to live ([`PerField::new`]), a state whose latest reading is more
+/// than the TTL old in event time expires at [`expiry_time`]; the logic passes
+/// [`PerField::next_expiry`] and [`PerField::expire`] on from [`InOrder`] (as
+/// [`in_order_keyed`] does).
 pub struct PerField<V> {
     map: SymMap<Fields<V>>,
+    ttl: Option<EventTime>,
+    /// A lower bound on the earliest expiry among the states (`None`: no state, or no TTL).
+    next: Option<EventTime>,
 }
 
-/// One series' states, by value name (one inline, so a single-valued series' state is in its
-/// map entry: one cache line to prefetch, not a pointer more to chase).
-type Fields<V> = smallvec::SmallVec<[(Sym, V); 1]>;
+/// One series' states, by value name, each with the event time of its latest reading (one
+/// inline, so a single-valued series' state is in its map entry: one cache line to prefetch,
+/// not a pointer more to chase).
+type Fields<V> = smallvec::SmallVec<[(Sym, EventTime, V); 1]>;
 
 impl<V> Default for PerField<V> {
+    /// State that never expires.
     fn default() -> Self {
-        PerField {
-            map: SymMap::default(),
-        }
+        PerField::new(None)
     }
 }
 
+/// When a state whose latest reading is at `last` expires under a time to live of `ttl`
+/// milliseconds: at the first multiple of `max(ttl / 4, 1)` (in epoch milliseconds) after
+/// `last + ttl`. So a (series, value) silent for more than the TTL is dropped within 1.25 TTL
+/// of its latest reading, and a reading exactly `ttl` after the previous one still finds its
+/// state. The fixed grid keeps sweeps rare (at most one per quarter TTL of event time) and the
+/// time of each expiry independent of the other series.
+pub fn expiry_time(last: EventTime, ttl: EventTime) -> EventTime {
+    let grain = (ttl / 4).max(1);
+    let due = last.saturating_add(ttl);
+    (due.div_euclid(grain).saturating_add(1)).saturating_mul(grain)
+}
+
 impl<V> PerField<V> {
+    /// Empty state; with `ttl` (milliseconds, at least 1), states expire (see [`expiry_time`]).
+    pub fn new(ttl: Option<EventTime>) -> Self {
+        PerField {
+            map: SymMap::default(),
+            ttl: ttl.map(|t| t.max(1)),
+            next: None,
+        }
+    }
+
     /// Prefetches the entry of `series` (see [`InOrder::ahead`]).
     #[inline]
     pub fn prefetch(&self, series: Sym) {
@@ -326,28 +423,133 @@ impl<V> PerField<V> {
         self.map
             .get(series)
             .into_iter()
-            .flat_map(|f| f.iter().map(|(_, v)| v))
+            .flat_map(|f| f.iter().map(|(_, _, v)| v))
     }
 
-    /// Runs `f` on the state of `field` of `series`, made by `make` on first sight.
+    /// Runs `f` on the state of `field` of `series` for a reading at `ts` (readings come in
+    /// event-time order), made by `make` on first sight or after the state expired.
     #[inline]
     pub fn with<R>(
         &mut self,
         series: Sym,
         field: Sym,
+        ts: EventTime,
         make: impl FnOnce() -> V,
         f: impl FnOnce(&mut V) -> R,
     ) -> R {
+        if let (Some(ttl), None) = (self.ttl, self.next) {
+            self.next = Some(expiry_time(ts, ttl));
+        }
         let fields = self.map.get_or_insert_with(series, Fields::default);
-        let i = match fields.iter().position(|(n, _)| *n == field) {
+        let i = match fields.iter().position(|(n, _, _)| *n == field) {
             Some(i) => i,
             None => {
-                fields.push((field, make()));
+                fields.push((field, ts, make()));
                 fields.len() - 1
             }
         };
-        f(&mut fields[i].1)
+        let (_, last, state) = &mut fields[i];
+        debug_assert!(
+            self.ttl.is_none_or(|t| expiry_time(*last, t) > ts),
+            "a state past its expiry: the logic must pass `next_expiry` and `expire` on"
+        );
+        *last = ts;
+        f(state)
     }
+
+    /// Number of series with state.
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    /// True when no series has state.
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+
+    /// See [`InOrder::next_expiry`].
+    pub fn next_expiry(&self) -> Option<EventTime> {
+        self.next
+    }
+
+    /// Drops every state that expires at or before `at` (see [`InOrder::expire`]), handing
+    /// each to `dropped` with its series and value name; O(series held).
+    pub fn expire(&mut self, at: EventTime, mut dropped: impl FnMut(Sym, Sym, V)) {
+        let Some(ttl) = self.ttl else { return };
+        let mut next: Option<EventTime> = None;
+        self.map.retain(|series, fields| {
+            let mut i = 0;
+            while i < fields.len() {
+                let due = expiry_time(fields[i].1, ttl);
+                if due <= at {
+                    let (field, _, state) = fields.remove(i);
+                    dropped(series, field, state);
+                } else {
+                    next = Some(next.map_or(due, |n: EventTime| n.min(due)));
+                    i += 1;
+                }
+            }
+            !fields.is_empty()
+        });
+        self.next = next;
+    }
+}
+
+/// [`InOrder`] logic over per-series state in a [`PerField`]: `process` handles a reading,
+/// and `expired` is told of each state that expires (with the expiry time), to retract what
+/// it stood for.
+pub struct Keyed<V, P, X> {
+    /// The states.
+    pub state: PerField<V>,
+    /// Handles one reading with the states.
+    pub process: P,
+    /// Handles one expired state: series, value name, the state, the time it expired.
+    pub expired: X,
+}
+
+impl<R, V, P, X> InOrder<R> for Keyed<V, P, X>
+where
+    P: FnMut(&mut PerField<V>, &Reading, &mut dyn FnMut(R)),
+    X: FnMut(Sym, Sym, V, EventTime, &mut dyn FnMut(R)),
+{
+    #[inline]
+    fn process(&mut self, r: &Reading, emit: &mut dyn FnMut(R)) {
+        (self.process)(&mut self.state, r, emit)
+    }
+    fn next_expiry(&self) -> Option<EventTime> {
+        self.state.next_expiry()
+    }
+    fn expire(&mut self, at: EventTime, emit: &mut dyn FnMut(R)) {
+        let expired = &mut self.expired;
+        self.state
+            .expire(at, |series, field, v| expired(series, field, v, at, emit));
+    }
+}
+
+/// [`in_order`] over per-series state that may expire: `process(state, reading, emit)` per
+/// reading, `expired(series, field, state, at, emit)` per expired state.
+pub fn in_order_keyed<'s, R, V, P, X>(
+    input: Stream<'s, EventTime, Vec<Reading>>,
+    name: &str,
+    state: PerField<V>,
+    process: P,
+    expired: X,
+) -> Stream<'s, EventTime, Vec<R>>
+where
+    R: Clone + 'static,
+    V: 'static,
+    P: FnMut(&mut PerField<V>, &Reading, &mut dyn FnMut(R)) + 'static,
+    X: FnMut(Sym, Sym, V, EventTime, &mut dyn FnMut(R)) + 'static,
+{
+    in_order_logic(
+        input,
+        name,
+        Keyed {
+            state,
+            process,
+            expired,
+        },
+    )
 }
 
 #[cfg(test)]
@@ -361,6 +563,81 @@ mod tests {
         fn process(&mut self, r: &Reading, _emit: &mut dyn FnMut(())) {
             self.0.push((r.ts, r.values[0].1));
         }
+    }
+
+    #[test]
+    fn expiry_is_the_first_quarter_ttl_point_after_the_ttl() {
+        assert_eq!(expiry_time(0, 60_000), 75_000);
+        assert_eq!(expiry_time(14_999, 60_000), 75_000);
+        assert_eq!(expiry_time(15_000, 60_000), 90_000);
+        assert_eq!(expiry_time(-1, 60_000), 60_000);
+        assert_eq!(expiry_time(7, 1), 9);
+        assert_eq!(expiry_time(7, 3), 11);
+        assert!(expiry_time(EventTime::MAX - 5, 60_000) >= EventTime::MAX - 15_000);
+        for last in [-100_000, -1, 0, 1, 59_999, 1_700_000_000_123] {
+            let e = expiry_time(last, 60_000);
+            assert!(e > last + 60_000 && e <= last + 75_000, "{last}: {e}");
+            assert_eq!(e % 15_000, 0);
+        }
+    }
+
+    #[test]
+    fn per_field_states_expire_as_the_rule_says() {
+        // Random readings of 30 (series, field) pairs in event-time order, driven as the
+        // operator drives them: every expiry at or before a reading's time runs first. Each
+        // state counts its readings; the count must restart exactly where the gap from the
+        // pair's previous reading crosses its expiry, and every drop must be one of those.
+        let mut rng = crate::dataset::generate::SplitMix64(99);
+        let ttl = 1_000;
+        let names: Vec<(Sym, Sym)> = (0..30)
+            .map(|i| {
+                (
+                    Sym::new(&format!("pf/s{}", i % 12)),
+                    Sym::new(&format!("f{}", i % 3)),
+                )
+            })
+            .collect();
+        let mut state: PerField<u64> = PerField::new(Some(ttl));
+        // Oracle: per pair, (last ts, readings in its state).
+        let mut want: std::collections::HashMap<(Sym, Sym), (EventTime, u64)> = Default::default();
+        let mut dropped = Vec::new();
+        let mut drops = 0;
+        let mut ts: EventTime = 0;
+        for _ in 0..20_000 {
+            let most = if rng.below(50) == 0 { 3_000 } else { 60 };
+            ts += rng.below(most) as EventTime;
+            while let Some(at) = state.next_expiry().filter(|&at| at <= ts) {
+                state.expire(at, |s, f, n| dropped.push((at, s, f, n)));
+                assert!(state.next_expiry().is_none_or(|n| n > at));
+            }
+            for (at, s, f, n) in dropped.drain(..) {
+                drops += 1;
+                let (last, count) = want.remove(&(s, f)).expect("dropped twice");
+                assert_eq!(n, count, "{s}/{f}: the state dropped");
+                assert!(expiry_time(last, ttl) <= at, "{s}/{f} dropped early");
+            }
+            let (series, field) = names[rng.below(30) as usize];
+            let w = want.entry((series, field)).or_insert((ts, 0));
+            assert!(
+                expiry_time(w.0, ttl) > ts,
+                "{series}/{field} not dropped in time"
+            );
+            *w = (ts, w.1 + 1);
+            let got = state.with(
+                series,
+                field,
+                ts,
+                || 0,
+                |n| {
+                    *n += 1;
+                    *n
+                },
+            );
+            assert_eq!(got, w.1, "{series}/{field} at {ts}");
+            let live: std::collections::HashSet<Sym> = want.keys().map(|k| k.0).collect();
+            assert_eq!(state.len(), live.len());
+        }
+        assert!(drops > 100, "only {drops} states expired");
     }
 
     #[test]
@@ -413,7 +690,7 @@ mod tests {
             }
             want.sort_by(|a, b| a.0.cmp(&b.0).then(a.1.total_cmp(&b.1)));
             let mut got = Record(Vec::new());
-            merge(&runs, &mut cursors, &mut got, &mut |()| {});
+            merge(&runs, &mut cursors, &mut got, &mut Vec::new(), &mut |()| {});
             assert_eq!(got.0, want, "round {round}");
             assert!(cursors.iter().all(Cursor::done), "round {round}");
         }

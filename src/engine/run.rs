@@ -119,6 +119,9 @@ pub struct RunSpec {
     /// Parameters of the `gauge` anomaly detector (the `anomaly` dataflow); defaults unless a
     /// tuning run overrides them (`nab --param`).
     pub detector: crate::analytics::detector::DetectorParams,
+    /// Per-series state silent this long in event time is dropped (`--state-ttl`; `None`:
+    /// kept for the life of the run). See `engine::keyed::expiry_time`.
+    pub state_ttl: Option<Duration>,
     /// Allowed lateness.
     pub lateness: Duration,
     /// Idle timeout of a partition (ignored with until-end inputs).
@@ -155,6 +158,7 @@ impl RunSpec {
             horizon: 5,
             quantiles: crate::dataflows::Quantiles::Exact,
             detector: crate::analytics::detector::DetectorParams::default(),
+            state_ttl: None,
             reference: None,
             lateness: Duration::from_secs(5),
             idle_timeout: Duration::from_secs(30),
@@ -280,6 +284,11 @@ pub fn run(spec: RunSpec) -> Result<RunReport, EngineError> {
         reference: spec.reference.clone(),
         quantiles: spec.quantiles,
         detector: spec.detector.clone(),
+        state_ttl: spec.state_ttl.map(|d| {
+            EventTime::try_from(d.as_millis())
+                .unwrap_or(EventTime::MAX)
+                .max(1)
+        }),
         worker: 0,
         metrics: spec.metrics.clone(),
     };
