@@ -932,8 +932,24 @@ fn detector_params(params: &[String]) -> Result<crate::analytics::detector::Dete
             .with_context(|| format!("--param {p:?}: expected NAME=VALUE, e.g. SEASON_DIV=6"))?;
         overrides.push((format!("SG_DET_{}", name.trim()), value.to_string()));
     }
-    crate::analytics::detector::DetectorParams::from_vars(overrides)
-        .map_err(|e| anyhow::anyhow!("--param: {e}"))
+    use crate::analytics::detector::{DetectorParams, ParamError};
+    // The library's errors name the environment variable; say it as the flag was given.
+    let flag = |var: &str| var.trim_start_matches("SG_DET_").to_string();
+    DetectorParams::from_vars(overrides).map_err(|e| match e {
+        ParamError::Unknown(var) => anyhow::anyhow!(
+            "--param {}: names no detector parameter; known: {}",
+            flag(&var),
+            DetectorParams::env_names().collect::<Vec<_>>().join(", ")
+        ),
+        ParamError::Value {
+            name,
+            value,
+            expected,
+        } => anyhow::anyhow!(
+            "--param {}={value:?}: expected a value of type {expected}",
+            flag(&name)
+        ),
+    })
 }
 
 /// Runs a parsed command line.
