@@ -7,6 +7,7 @@
 //! window = "10s"
 //! lateness = "5s"
 //! idle_timeout = "30s"
+//! state_ttl = "1h"   # per-series state silent this long is dropped (default: kept)
 //! [kafka]            # any librdkafka property
 //! "security.protocol" = "SASL_SSL"
 //! "sasl.mechanism" = "SCRAM-SHA-512"
@@ -69,6 +70,8 @@ pub struct FileConfig {
     pub lateness: Option<HumanDuration>,
     /// Partition idle timeout.
     pub idle_timeout: Option<HumanDuration>,
+    /// Time to live of per-series state (`run --state-ttl`).
+    pub state_ttl: Option<HumanDuration>,
     /// librdkafka properties.
     #[serde(default)]
     pub kafka: BTreeMap<String, String>,
@@ -110,6 +113,8 @@ pub struct Settings {
     pub lateness: Duration,
     /// Idle timeout (default 30 s).
     pub idle_timeout: Duration,
+    /// Time to live of per-series state (default: none, state is kept for the whole run).
+    pub state_ttl: Option<Duration>,
     /// librdkafka properties from the file (flags' `-X` come after).
     pub kafka: Vec<(String, String)>,
     /// Collectors configured in the file.
@@ -124,6 +129,7 @@ impl Default for Settings {
             window: Duration::from_secs(10),
             lateness: Duration::from_secs(5),
             idle_timeout: Duration::from_secs(30),
+            state_ttl: None,
             kafka: Vec::new(),
             collectors: crate::collect::Collectors::default(),
         }
@@ -148,6 +154,12 @@ impl Settings {
             s.window = f.window.map_or(s.window, |d| d.0);
             s.lateness = f.lateness.map_or(s.lateness, |d| d.0);
             s.idle_timeout = f.idle_timeout.map_or(s.idle_timeout, |d| d.0);
+            if let Some(d) = f.state_ttl {
+                s.state_ttl = Some(positive_ttl(d.0).map_err(|why| ConfigError::Parse {
+                    path: path.into(),
+                    why: format!("state_ttl: {why}"),
+                })?);
+            }
             s.kafka = f.kafka.into_iter().collect();
             s.collectors = crate::collect::Collectors {
                 mqtt: f.mqtt,
@@ -178,7 +190,24 @@ impl Settings {
                 })?;
             }
         }
+        if let Ok(v) = std::env::var("STREAMGAUGE_STATE_TTL") {
+            let env = |why: String| ConfigError::Env {
+                var: "STREAMGAUGE_STATE_TTL",
+                why,
+            };
+            let d = crate::duration::parse_duration(&v).map_err(|e| env(e.to_string()))?;
+            s.state_ttl = Some(positive_ttl(d).map_err(env)?);
+        }
         Ok(s)
+    }
+}
+
+/// A time to live of at least a millisecond (state expires on a millisecond grid).
+fn positive_ttl(d: Duration) -> Result<Duration, String> {
+    if d.as_millis() >= 1 {
+        Ok(d)
+    } else {
+        Err("a time to live must be at least 1ms, e.g. 30m or 1h".into())
     }
 }
 
@@ -207,6 +236,12 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("unknown field"));
+        std::fs::write(&p, "state_ttl = \"90m\"\n").unwrap();
+        let s = Settings::load(Some(&p)).unwrap();
+        assert_eq!(s.state_ttl, Some(Duration::from_secs(5_400)));
+        std::fs::write(&p, "state_ttl = \"0s\"\n").unwrap();
+        let e = Settings::load(Some(&p)).unwrap_err().to_string();
+        assert!(e.contains("state_ttl") && e.contains("at least 1ms"), "{e}");
         std::fs::write(&p, "window = \"soon\"\n").unwrap();
         assert!(Settings::load(Some(&p))
             .unwrap_err()

@@ -256,8 +256,9 @@ pub struct RunArgs {
     #[arg(long, value_enum, default_value_t = crate::dataflows::Quantiles::Exact)]
     pub quantiles: crate::dataflows::Quantiles,
     /// Drop the state of a (series, value) silent this long in event time (e.g. 1h); it
-    /// starts afresh if it comes back, and leaves outlier sets (default: state is kept for the
-    /// whole run, so memory grows with every series ever seen).
+    /// starts afresh if it comes back, and leaves outlier sets (default: `state_ttl` of
+    /// --config, or STREAMGAUGE_STATE_TTL; else state is kept for the whole run, so memory
+    /// grows with every series ever seen).
     #[arg(long, value_name = "DURATION", value_parser = positive_duration)]
     pub state_ttl: Option<HumanDuration>,
     /// A `gauge` detector parameter other than its default (the `anomaly` dataflow), as
@@ -1182,7 +1183,7 @@ pub fn run_dataflow(a: RunArgs, settings: &Settings) -> Result<engine::RunReport
         reference: a.reference.clone(),
         quantiles: a.quantiles,
         detector,
-        state_ttl: a.state_ttl.map(|d| d.0),
+        state_ttl: a.state_ttl.map(|d| d.0).or(settings.state_ttl),
         lateness: a.lateness.map_or(settings.lateness, |d| d.0),
         idle_timeout: a.idle_timeout.map_or(settings.idle_timeout, |d| d.0),
         end_confirm: a.end_confirm.0,
