@@ -61,7 +61,8 @@ impl Dataflow for Anomaly {
         outputs: &mut Outputs<'_>,
     ) {
         let det_params: DetectorParams = params.detector.clone();
-        let detectors: PerField<Detector> = PerField::new(params.state_ttl);
+        let detectors: PerField<Detector> =
+            PerField::new(params.state_ttl).counted(params.metrics.clone());
         let process = move |detectors: &mut PerField<Detector>,
                             r: &Reading,
                             emit: &mut dyn FnMut(ScoreRow)| {

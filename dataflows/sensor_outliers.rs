@@ -339,7 +339,8 @@ impl Dataflow for SensorOutliers {
         let horizon = params.horizon;
         let quantiles = params.quantiles;
         let refs = reference_stream(&input, params.reference.clone(), params.worker);
-        let state: PerField<SeriesState> = PerField::new(params.state_ttl);
+        let state: PerField<SeriesState> =
+            PerField::new(params.state_ttl).counted(params.metrics.clone());
         let process = move |state: &mut PerField<SeriesState>,
                             r: &Reading,
                             emit: &mut dyn FnMut(Out)| {

@@ -197,7 +197,8 @@ impl Dataflow for StockForecast {
         outputs: &mut Outputs<'_>,
     ) {
         let horizon = params.horizon.max(1);
-        let tickers: PerField<Ticker> = PerField::new(params.state_ttl);
+        let tickers: PerField<Ticker> =
+            PerField::new(params.state_ttl).counted(params.metrics.clone());
         // One state per ticker, whichever value it came from.
         let price_field = Sym::new("price");
         let process = move |tickers: &mut PerField<Ticker>,

@@ -89,7 +89,8 @@ impl Dataflow for TrendFlow {
     ) {
         let n = params.readings.max(3);
         let short = (n / 5).max(2);
-        let state: PerField<(Trend, Crossover)> = PerField::new(params.state_ttl);
+        let state: PerField<(Trend, Crossover)> =
+            PerField::new(params.state_ttl).counted(params.metrics.clone());
         let process = move |state: &mut PerField<(Trend, Crossover)>,
                             r: &Reading,
                             emit: &mut dyn FnMut(TrendRow)| {

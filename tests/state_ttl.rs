@@ -254,7 +254,14 @@ fn an_expired_outlier_leaves_the_set_and_the_top_k_while_the_input_runs() {
             spec.top = 1;
             spec.state_ttl = ttl.map(|t| Duration::from_millis(t as u64));
             spec.output_dir = Some(out.clone());
-            common::run_ok(spec);
+            let report = common::run_ok(spec);
+            // States held at the end: both series' without a TTL; none with one (the end of
+            // the input expires them all).
+            let held = if ttl.is_some() { 0 } else { 2 };
+            assert_eq!(
+                report.metrics.series_states, held,
+                "{w} workers: states held"
+            );
             let read = |stem| -> Vec<serde_json::Value> {
                 common::read_lines(&out, stem)
                     .iter()

@@ -643,6 +643,8 @@ pub struct PipelineView {
     pub produced: u64,
     /// Open windows.
     pub open_windows: i64,
+    /// Per-series states held.
+    pub series_states: i64,
     /// Skipped offsets.
     pub skipped_offsets: u64,
     /// Event-time frontier the hub has released up to (UTC ms; null before the first).
@@ -801,6 +803,7 @@ impl Hub {
                     quarantined: m.quarantined,
                     produced: m.produced,
                     open_windows: m.open_windows,
+                    series_states: m.series_states,
                     skipped_offsets: m.skipped_offsets,
                     released: (p.released > EventTime::MIN && p.released < EventTime::MAX)
                         .then_some(p.released),

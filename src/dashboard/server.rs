@@ -303,7 +303,7 @@ pub fn prometheus(hub: &Hub) -> String {
     let o = hub.overview();
     let mut out = String::new();
     type Get = fn(&super::hub::PipelineView) -> f64;
-    let counters: [(&str, &str, Get); 7] = [
+    let counters: [(&str, &str, Get); 8] = [
         (
             "streamgauge_readings_in_total",
             "Readings delivered by sources.",
@@ -337,6 +337,11 @@ pub fn prometheus(hub: &Hub) -> String {
         ("streamgauge_open_windows", "Windows currently open.", |p| {
             p.open_windows as f64
         }),
+        (
+            "streamgauge_series_states",
+            "Per-series states held by keyed dataflows.",
+            |p| p.series_states as f64,
+        ),
     ];
     for (name, help, get) in counters {
         let kind = if name.ends_with("_total") {

@@ -24,12 +24,14 @@
 
 use std::cmp::Ordering;
 use std::collections::VecDeque;
+use std::sync::Arc;
 
 use timely::container::CapacityContainerBuilder;
 use timely::dataflow::operators::generic::Operator;
 use timely::dataflow::operators::Capability;
 use timely::dataflow::Stream;
 
+use crate::engine::Metrics;
 use crate::record::{EventTime, Reading, Sym};
 use crate::sym::SymMap;
 
@@ -372,6 +374,8 @@ fn order(a: &Reading, b: &Reading) -> Ordering {
 /// [`in_order_keyed`] does).
 pub struct PerField<V> {
     map: SymMap<Fields<V>>,
+    /// Where the number of states held is counted ([`PerField::counted`]).
+    metrics: Option<Arc<Metrics>>,
     ttl: Option<EventTime>,
     /// A lower bound on the earliest expiry among the states (`None`: no state, or no TTL).
     next: Option<EventTime>,
@@ -406,9 +410,16 @@ impl<V> PerField<V> {
     pub fn new(ttl: Option<EventTime>) -> Self {
         PerField {
             map: SymMap::default(),
+            metrics: None,
             ttl: ttl.map(|t| t.max(1)),
             next: None,
         }
+    }
+
+    /// Counts the states held in `metrics` ([`Metrics::series_states`]).
+    pub fn counted(mut self, metrics: Arc<Metrics>) -> Self {
+        self.metrics = Some(metrics);
+        self
     }
 
     /// Prefetches the entry of `series` (see [`InOrder::ahead`]).
@@ -445,6 +456,10 @@ impl<V> PerField<V> {
             Some(i) => i,
             None => {
                 fields.push((field, ts, make()));
+                if let Some(m) = &self.metrics {
+                    m.series_states
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
                 fields.len() - 1
             }
         };
@@ -477,6 +492,7 @@ impl<V> PerField<V> {
     pub fn expire(&mut self, at: EventTime, mut dropped: impl FnMut(Sym, Sym, V)) {
         let Some(ttl) = self.ttl else { return };
         let mut next: Option<EventTime> = None;
+        let mut gone = 0;
         self.map.retain(|series, fields| {
             let mut i = 0;
             while i < fields.len() {
@@ -484,6 +500,7 @@ impl<V> PerField<V> {
                 if due <= at {
                     let (field, _, state) = fields.remove(i);
                     dropped(series, field, state);
+                    gone += 1;
                 } else {
                     next = Some(next.map_or(due, |n: EventTime| n.min(due)));
                     i += 1;
@@ -492,6 +509,10 @@ impl<V> PerField<V> {
             !fields.is_empty()
         });
         self.next = next;
+        if let (Some(m), true) = (&self.metrics, gone > 0) {
+            m.series_states
+                .fetch_sub(gone, std::sync::atomic::Ordering::Relaxed);
+        }
     }
 }
 

@@ -50,6 +50,9 @@ pub struct Metrics {
     pub rows_out: AtomicU64,
     /// Windows (series x window) currently open.
     pub open_windows: AtomicI64,
+    /// Per-(series, value) states held by the keyed dataflows (`--state-ttl` bounds it by the
+    /// series live at a time).
+    pub series_states: AtomicI64,
     /// Rows produced into Kafka by replays and generators.
     pub produced: AtomicU64,
     /// Offsets skipped inside a partition: records the broker no longer had when they were
@@ -72,6 +75,8 @@ pub struct Snapshot {
     pub rows_out: u64,
     /// See [`Metrics::open_windows`].
     pub open_windows: i64,
+    /// See [`Metrics::series_states`].
+    pub series_states: i64,
     /// See [`Metrics::produced`].
     pub produced: u64,
     /// See [`Metrics::skipped_offsets`].
@@ -88,6 +93,7 @@ impl Metrics {
             quarantined: self.quarantined.load(r),
             rows_out: self.rows_out.load(r),
             open_windows: self.open_windows.load(r),
+            series_states: self.series_states.load(r),
             produced: self.produced.load(r),
             skipped_offsets: self.skipped_offsets.load(r),
         }
