@@ -202,8 +202,9 @@ impl Settings {
     }
 }
 
-/// A time to live of at least a millisecond (state expires on a millisecond grid).
-fn positive_ttl(d: Duration) -> Result<Duration, String> {
+/// A time to live of at least a millisecond (state expires on a millisecond grid); the
+/// error says what to give.
+pub(crate) fn positive_ttl(d: Duration) -> Result<Duration, String> {
     if d.as_millis() >= 1 {
         Ok(d)
     } else {

@@ -204,7 +204,7 @@ fn bad_flags_and_missing_data_exit_with_a_message_that_says_what_to_fix() {
         ),
         (
             &["run", "zscore", "--dataset", "nab", "--state-ttl", "0s"],
-            &["--state-ttl", "shorter than a millisecond", "1h"],
+            &["--state-ttl", "at least 1ms", "1h"],
         ),
         (
             &["run", "zscore", "--dataset", "nab", "--state-ttl", "soon"],

@@ -259,7 +259,7 @@ pub struct RunArgs {
     /// starts afresh if it comes back, and leaves outlier sets (default: `state_ttl` of
     /// --config, or STREAMGAUGE_STATE_TTL; else state is kept for the whole run, so memory
     /// grows with every series ever seen).
-    #[arg(long, value_name = "DURATION", value_parser = positive_duration)]
+    #[arg(long, value_name = "DURATION", value_parser = state_ttl)]
     pub state_ttl: Option<HumanDuration>,
     /// A `gauge` detector parameter other than its default (the `anomaly` dataflow), as
     /// NAME=VALUE (as for `nab --param`); repeatable.
@@ -914,14 +914,9 @@ fn positive_f64(s: &str) -> std::result::Result<f64, String> {
     }
 }
 
-fn positive_duration(s: &str) -> std::result::Result<HumanDuration, String> {
-    match s.parse::<HumanDuration>() {
-        Ok(d) if d.0.as_millis() >= 1 => Ok(d),
-        Ok(_) => Err(format!(
-            "{s:?} is shorter than a millisecond; give e.g. 30m or 1h"
-        )),
-        Err(e) => Err(e.to_string()),
-    }
+fn state_ttl(s: &str) -> std::result::Result<HumanDuration, String> {
+    let d = s.parse::<HumanDuration>().map_err(|e| e.to_string())?;
+    crate::config::positive_ttl(d.0).map(HumanDuration)
 }
 
 /// Detector parameters from `--param NAME=VALUE` flags (names as in `SG_DET_<NAME>`).
