@@ -14,7 +14,7 @@ use timely::dataflow::Stream;
 
 use super::{Dataflow, Outputs, Params};
 use crate::analytics::detector::{Detector, DetectorParams};
-use crate::engine::keyed::{in_order_keyed, PerField};
+use crate::engine::keyed::{forget, in_order_keyed, PerField};
 use crate::engine::output::{csv_f64s, csv_series_field_ts, Row};
 use crate::record::{EventTime, Reading, Sym};
 
@@ -61,8 +61,7 @@ impl Dataflow for Anomaly {
         outputs: &mut Outputs<'_>,
     ) {
         let det_params: DetectorParams = params.detector.clone();
-        let detectors: PerField<Detector> =
-            PerField::new(params.state_ttl).counted(params.metrics.clone());
+        let detectors: PerField<Detector> = params.per_field();
         let process = move |detectors: &mut PerField<Detector>,
                             r: &Reading,
                             emit: &mut dyn FnMut(ScoreRow)| {
@@ -79,8 +78,7 @@ impl Dataflow for Anomaly {
             }
         };
         // An expired detector just goes: its series learns afresh when it comes back.
-        let expired = |_: Sym, _: Sym, _: Detector, _: EventTime, _: &mut dyn FnMut(ScoreRow)| {};
-        let scores = in_order_keyed(input, "anomaly", detectors, process, expired);
+        let scores = in_order_keyed(input, "anomaly", detectors, process, forget);
         outputs.add("anomaly", scores, true);
     }
 }

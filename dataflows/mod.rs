@@ -63,6 +63,14 @@ pub struct Params {
     pub metrics: Arc<Metrics>,
 }
 
+impl Params {
+    /// Empty per-series state for a keyed dataflow: expiring after `state_ttl`, counted in
+    /// `metrics.series_states`.
+    pub fn per_field<V>(&self) -> crate::engine::keyed::PerField<V> {
+        crate::engine::keyed::PerField::new(self.state_ttl).counted(self.metrics.clone())
+    }
+}
+
 /// A registered dataflow.
 pub trait Dataflow: Send + Sync {
     /// Name on the command line.

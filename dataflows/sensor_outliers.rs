@@ -339,8 +339,7 @@ impl Dataflow for SensorOutliers {
         let horizon = params.horizon;
         let quantiles = params.quantiles;
         let refs = reference_stream(&input, params.reference.clone(), params.worker);
-        let state: PerField<SeriesState> =
-            PerField::new(params.state_ttl).counted(params.metrics.clone());
+        let state: PerField<SeriesState> = params.per_field();
         let process = move |state: &mut PerField<SeriesState>,
                             r: &Reading,
                             emit: &mut dyn FnMut(Out)| {

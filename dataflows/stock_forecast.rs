@@ -21,7 +21,7 @@ use timely::dataflow::Stream;
 use super::{Dataflow, Outputs, Params};
 use crate::analytics::evaluate::Calibrator;
 use crate::analytics::forecast::{Forecast, HoltWinters, LogReturns, RlsAr};
-use crate::engine::keyed::{in_order_keyed, PerField};
+use crate::engine::keyed::{forget, in_order_keyed, PerField};
 use crate::engine::output::{push_csv_field, Row};
 use crate::record::{write_f64, write_i64, EventTime, Reading, Sym};
 
@@ -197,8 +197,7 @@ impl Dataflow for StockForecast {
         outputs: &mut Outputs<'_>,
     ) {
         let horizon = params.horizon.max(1);
-        let tickers: PerField<Ticker> =
-            PerField::new(params.state_ttl).counted(params.metrics.clone());
+        let tickers: PerField<Ticker> = params.per_field();
         // One state per ticker, whichever value it came from.
         let price_field = Sym::new("price");
         let process = move |tickers: &mut PerField<Ticker>,
@@ -219,8 +218,7 @@ impl Dataflow for StockForecast {
             });
         };
         // An expired ticker's forecasts still waiting for their actual values go with it.
-        let expired = |_: Sym, _: Sym, _: Ticker, _: EventTime, _: &mut dyn FnMut(ForecastRow)| {};
-        let rows = in_order_keyed(input, "stock_forecast", tickers, process, expired);
+        let rows = in_order_keyed(input, "stock_forecast", tickers, process, forget);
         let issued = rows.clone().filter(|r: &ForecastRow| r.actual.is_none());
         let realised = rows.filter(|r: &ForecastRow| r.actual.is_some());
         outputs.add("forecasts", issued, true);

@@ -14,7 +14,7 @@ use timely::dataflow::Stream;
 use super::{Dataflow, Outputs, Params};
 use crate::analytics::rolling::Extent;
 use crate::analytics::trend::{Crossover, Trend};
-use crate::engine::keyed::{in_order_keyed, PerField};
+use crate::engine::keyed::{forget, in_order_keyed, PerField};
 use crate::engine::output::{csv_f64s, csv_series_field_ts, Row};
 use crate::record::{write_f64, write_i64, EventTime, Reading, Sym};
 
@@ -89,8 +89,7 @@ impl Dataflow for TrendFlow {
     ) {
         let n = params.readings.max(3);
         let short = (n / 5).max(2);
-        let state: PerField<(Trend, Crossover)> =
-            PerField::new(params.state_ttl).counted(params.metrics.clone());
+        let state: PerField<(Trend, Crossover)> = params.per_field();
         let process = move |state: &mut PerField<(Trend, Crossover)>,
                             r: &Reading,
                             emit: &mut dyn FnMut(TrendRow)| {
@@ -124,8 +123,7 @@ impl Dataflow for TrendFlow {
                 });
             }
         };
-        let expired = |_: Sym, _: Sym, _, _: EventTime, _: &mut dyn FnMut(TrendRow)| {};
-        let rows = in_order_keyed(input, "trend", state, process, expired);
+        let rows = in_order_keyed(input, "trend", state, process, forget);
         let crossovers = rows.clone().filter(|r: &TrendRow| r.cross.is_some());
         let trends = rows.filter(|r: &TrendRow| r.cross.is_none());
         outputs.add("trend", trends, true);

@@ -125,7 +125,7 @@ impl Dataflow for ZScore {
         let logic = ZLogic {
             n: params.readings.max(1),
             threshold: params.threshold,
-            windows: PerField::new(params.state_ttl).counted(params.metrics.clone()),
+            windows: params.per_field(),
         };
         let alerts = in_order_logic(input, "zscore", logic);
         outputs.add("zscore", alerts, true);

@@ -95,7 +95,12 @@ fn run(
     spec.state_ttl = ttl.map(|t| Duration::from_millis(t as u64));
     spec.output_dir = Some(out.clone());
     common::run_ok(spec);
-    common::read_lines(&out, stem)
+    json_lines(&out, stem)
+}
+
+/// The output folder's JSON lines of `stem`, parsed.
+fn json_lines(dir: &std::path::Path, stem: &str) -> Vec<serde_json::Value> {
+    common::read_lines(dir, stem)
         .iter()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect()
@@ -262,12 +267,7 @@ fn an_expired_outlier_leaves_the_set_and_the_top_k_while_the_input_runs() {
                 report.metrics.series_states, held,
                 "{w} workers: states held"
             );
-            let read = |stem| -> Vec<serde_json::Value> {
-                common::read_lines(&out, stem)
-                    .iter()
-                    .map(|l| serde_json::from_str(l).unwrap())
-                    .collect()
-            };
+            let read = |stem| json_lines(&out, stem);
             let set = changes(&read("outliers"), "s/quiet");
             let top = changes(&read("outliers_top"), "s/quiet");
             let clock_top = changes(&read("outliers_top"), "s/clock");
@@ -326,8 +326,7 @@ fn run_takes_detector_parameters_and_a_state_ttl_from_the_command_line() {
             String::from_utf8_lossy(&status.stderr)
         );
         let mut by: BTreeMap<String, Vec<(i64, f64)>> = BTreeMap::new();
-        for line in common::read_lines(&out, "anomaly") {
-            let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+        for v in json_lines(&out, "anomaly") {
             by.entry(v["series"].as_str().unwrap().to_string())
                 .or_default()
                 .push((v["ts"].as_i64().unwrap(), v["score"].as_f64().unwrap()));

@@ -547,6 +547,17 @@ where
     }
 }
 
+/// An `expired` handler for [`in_order_keyed`] whose dataflow has nothing to retract: the
+/// state just goes.
+pub fn forget<V, R>(
+    _series: Sym,
+    _field: Sym,
+    _state: V,
+    _at: EventTime,
+    _emit: &mut dyn FnMut(R),
+) {
+}
+
 /// [`in_order`] over per-series state that may expire: `process(state, reading, emit)` per
 /// reading, `expired(series, field, state, at, emit)` per expired state.
 pub fn in_order_keyed<'s, R, V, P, X>(
