@@ -23,12 +23,20 @@
 //! Differential collections, emitted as updates with `diff` +1 / -1 when the input frontier
 //! passes a time, so a consumer never sees half a change (changes that cancel within one time
 //! are not shown):
-//! - `outliers`: the set of (series, field) currently anomalous;
+//! - `outliers`: the set of (series, field) currently anomalous, as an event-time history:
+//!   a series enters at the event time of the reading that made it anomalous and leaves at
+//!   the time of the reading that did not (or at its expiry), however the input was batched,
+//!   so a replay in one batch shows every entry and exit, and the set as of any event time
+//!   is the changes up to it;
+//! - `outliers_ref`: that set joined with the reference table (`--reference FILE`, a
+//!   versioned, changing collection; see `engine::reference`), so each entry carries the
+//!   metadata valid at its event time, and a new version of a member's metadata swaps at
+//!   the version's time;
 //! - `outliers_top`: the `--top` (default 10) series with the highest latest score
 //!   (hierarchical top-k: per hash bucket, then overall, so an update costs O(k) per level
-//!   rather than O(series));
-//! - `outliers_ref`: the outlier set joined with the reference table (`--reference FILE`,
-//!   a versioned, changing collection; see `engine::reference`).
+//!   rather than O(series)), as snapshots at the times the input frontier passes: a ranking
+//!   of latest scores changes with nearly every reading, and recomputing it at each
+//!   reading's time would cost O(series per bucket) per reading.
 
 use std::cmp::Reverse;
 
@@ -212,7 +220,9 @@ pub struct SetChange {
     pub location: Option<Sym>,
     /// Unit from the reference table (joined output only).
     pub unit: Option<Sym>,
-    /// The dataflow time (event-time frontier, UTC ms) at which the change holds.
+    /// The event time (UTC ms) from which the change holds: for `outliers` and
+    /// `outliers_ref`, the time of the reading (or expiry, or reference version) that made
+    /// it; for `outliers_top`, the input frontier at which the snapshot was taken.
     pub time: EventTime,
     /// +1 inserted, -1 retracted.
     pub diff: i64,
@@ -266,7 +276,9 @@ struct SeriesState {
     last_ts: Option<EventTime>,
 }
 
-/// Turns records of a stream into differential updates at the stream's times.
+/// Turns records of a stream into differential updates. `f` gets each record with its
+/// message's time and gives `(data, time, diff)`; a time before the message's is raised to
+/// it (differential needs every update's time at or after its message's capability).
 fn updates<'s, R, D, F>(
     stream: &Stream<'s, EventTime, Vec<R>>,
     name: &str,
@@ -275,7 +287,7 @@ fn updates<'s, R, D, F>(
 where
     R: Clone + 'static,
     D: Clone + 'static,
-    F: FnMut(&R, &mut dyn FnMut(D, isize)) + 'static,
+    F: FnMut(&R, EventTime, &mut dyn FnMut(D, EventTime, isize)) + 'static,
 {
     stream
         .clone()
@@ -288,7 +300,7 @@ where
                         let Some(&t) = cap.least() else { return };
                         let mut session = output.session(&cap);
                         for r in data.iter() {
-                            f(r, &mut |d, diff| session.give((d, t, diff)));
+                            f(r, t, &mut |d, at, diff| session.give((d, at.max(t), diff)));
                         }
                     });
                 }
@@ -433,32 +445,34 @@ impl Dataflow for SensorOutliers {
         });
 
         // The outlier set: entered and left by readings, left when the state expires.
-        let set = updates(&out, "outlier set", |o: &Out, give| match o {
-            Out::Scores(r) if r.change != 0 => give((r.series, r.field), r.change as isize),
+        // Readings change it at their own event times; an expiry's message is at its time.
+        let set = updates(&out, "outlier set", |o: &Out, t, give| match o {
+            Out::Scores(r) if r.change != 0 => give((r.series, r.field), r.ts, r.change as isize),
             Out::Expired {
                 key,
                 anomalous: true,
                 ..
-            } => give(*key, -1),
+            } => give(*key, t, -1),
             _ => {}
         })
         .as_collection()
         .consolidate();
 
-        // Top-k by latest score: per bucket, then overall.
-        let top = updates(&out, "latest scores", |o: &Out, give| match o {
+        // Top-k by latest score, at the message times (frontier snapshots): per bucket,
+        // then overall.
+        let top = updates(&out, "latest scores", |o: &Out, t, give| match o {
             Out::Scores(r) => {
                 let key = (r.series, r.field);
                 if let Some(p) = r.prev_score {
-                    give((Reverse(score_key(p)), key), -1);
+                    give((Reverse(score_key(p)), key), t, -1);
                 }
-                give((Reverse(score_key(r.score)), key), 1);
+                give((Reverse(score_key(r.score)), key), t, 1);
             }
             Out::Expired {
                 key,
                 last_score: Some(p),
                 ..
-            } => give((Reverse(score_key(*p)), *key), -1),
+            } => give((Reverse(score_key(*p)), *key), t, -1),
             _ => {}
         })
         .as_collection()

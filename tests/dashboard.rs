@@ -31,14 +31,47 @@ fn get(addr: &str, path: &str, bearer: Option<&str>) -> (u16, String) {
     .unwrap();
     let mut buf = Vec::new();
     s.read_to_end(&mut buf).unwrap();
-    let text = String::from_utf8_lossy(&buf).into_owned();
-    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let split = buf
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map_or(buf.len(), |i| i + 4);
+    let head = String::from_utf8_lossy(&buf[..split]).into_owned();
     let status = head
         .split_whitespace()
         .nth(1)
         .and_then(|c| c.parse().ok())
         .unwrap_or(0);
-    (status, body.to_string())
+    let chunked = head
+        .lines()
+        .any(|l| l.eq_ignore_ascii_case("transfer-encoding: chunked"));
+    let body = if chunked {
+        dechunk(&buf[split..])
+    } else {
+        buf[split..].to_vec()
+    };
+    (status, String::from_utf8(body).expect("a UTF-8 body"))
+}
+
+/// A chunked HTTP/1.1 body (the server chunks large responses), joined.
+fn dechunk(mut rest: &[u8]) -> Vec<u8> {
+    let mut body = Vec::new();
+    loop {
+        let eol = rest
+            .windows(2)
+            .position(|w| w == b"\r\n")
+            .expect("chunk size line");
+        let line = std::str::from_utf8(&rest[..eol]).expect("an ASCII chunk size");
+        let size = usize::from_str_radix(line.split(';').next().unwrap().trim(), 16)
+            .unwrap_or_else(|e| panic!("chunk size {line:?}: {e}"));
+        if size == 0 {
+            return body;
+        }
+        let data = &rest[eol + 2..];
+        body.extend_from_slice(&data[..size]);
+        rest = data[size..]
+            .strip_prefix(b"\r\n")
+            .expect("CRLF after a chunk");
+    }
 }
 
 fn get_json(addr: &str, path: &str, token: &str) -> Value {

@@ -31,6 +31,8 @@ type Steps = BTreeMap<(String, i64, usize), (i64, f64, f64, f64)>;
 const HORIZON: usize = 5;
 /// Each series' last (score, anomalous).
 type Last = BTreeMap<String, (f64, bool)>;
+/// A collection's history: the net diff per (record, event time), zeros left out.
+type History = BTreeMap<(String, i64), i64>;
 
 fn median(sorted: &[f64]) -> f64 {
     let k = sorted.len();
@@ -42,9 +44,11 @@ fn median(sorted: &[f64]) -> f64 {
 }
 
 /// Per (series, ts, value bits): the batch statistics; plus each series' last score and
-/// state.
-fn oracle(readings: &[Reading]) -> (Rows, Last, Steps) {
+/// state, and the outlier set's history (a series enters at the time of a reading that is
+/// anomalous after one that was not, and leaves at the time of the next one that is not).
+fn oracle(readings: &[Reading]) -> (Rows, Last, Steps, History) {
     let mut steps = Steps::new();
+    let mut history = History::new();
     let mut by: BTreeMap<&str, Vec<(i64, f64)>> = BTreeMap::new();
     for r in readings {
         by.entry(&r.series).or_default().push((r.ts, r.values[0].1));
@@ -101,6 +105,10 @@ fn oracle(readings: &[Reading]) -> (Rows, Last, Steps) {
                 .max(z_to_score(robust_z))
                 .max(z_to_score(residual_z));
             let anomalous = score >= enter;
+            if anomalous != state.1 {
+                *history.entry((s.to_string(), v[i].0)).or_insert(0) +=
+                    if anomalous { 1 } else { -1 };
+            }
             state = (score, anomalous);
             rows.insert(
                 (s.to_string(), v[i].0, x.to_bits()),
@@ -114,7 +122,56 @@ fn oracle(readings: &[Reading]) -> (Rows, Last, Steps) {
         }
         last.insert(s.to_string(), state);
     }
-    (rows, last, steps)
+    history.retain(|_, d| *d != 0);
+    (rows, last, steps, history)
+}
+
+/// An output's rows as a history keyed by `key(row)` and the row's `time`, consolidated.
+fn history(dir: &Path, stem: &str, key: impl Fn(&serde_json::Value) -> String) -> History {
+    let mut h = History::new();
+    for line in common::read_lines(dir, stem) {
+        let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+        *h.entry((key(&v), v["time"].as_i64().unwrap())).or_insert(0) +=
+            v["diff"].as_i64().unwrap();
+    }
+    h.retain(|_, d| *d != 0);
+    h
+}
+
+/// The history of the outlier set joined with a reference table whose location for series
+/// `s` at time `t` is `loc(s, t)` and changes only at `versions`: at every time where either
+/// side changes, the joined records leaving and entering.
+fn joined_history(
+    set: &History,
+    versions: &[(String, i64)],
+    loc: impl Fn(&str, i64) -> String,
+) -> History {
+    let mut times: BTreeMap<&str, BTreeSet<i64>> = BTreeMap::new();
+    for (s, t) in set.keys() {
+        times.entry(s).or_default().insert(*t);
+    }
+    for (s, t) in versions {
+        times.entry(s).or_default().insert(*t);
+    }
+    let mut out = History::new();
+    for (s, ts) in times {
+        let (mut member, mut was) = (0, None::<String>);
+        for t in ts {
+            member += set.get(&(s.to_string(), t)).copied().unwrap_or(0);
+            let now = (member == 1).then(|| format!("{s}@{}", loc(s, t)));
+            if now != was {
+                if let Some(w) = was {
+                    *out.entry((w, t)).or_insert(0) -= 1;
+                }
+                if let Some(n) = now.clone() {
+                    *out.entry((n, t)).or_insert(0) += 1;
+                }
+            }
+            was = now;
+        }
+    }
+    out.retain(|_, d| *d != 0);
+    out
 }
 
 /// An `outlier_scores` row's (series, ts, value bits), as the oracles key them.
@@ -224,7 +281,7 @@ fn sensor_outliers_match_oracle_and_sets_accumulate_on_1_2_4_workers() {
     let mut readings = common::load("nab:realKnownCause");
     readings.extend(common::load("nab:artificialWithAnomaly"));
     readings.sort_by_key(|r| r.ts);
-    let (want, last, want_steps) = oracle(&readings);
+    let (want, last, want_steps, want_history) = oracle(&readings);
 
     // Reference table: every series has a location; machine_temperature moves mid-run.
     let tmp = tempfile::tempdir().unwrap();
@@ -235,8 +292,15 @@ fn sensor_outliers_match_oracle_and_sets_accumulate_on_1_2_4_workers() {
         table += &format!("{s},site-{},u,\n", s.len() % 3);
         final_ref.insert(s.clone(), format!("site-{}", s.len() % 3));
     }
+    // It moves 1 ms after it first enters the outlier set, while it is in it, so the
+    // joined history must swap its location at that time.
     let moved = "realKnownCause/machine_temperature_system_failure";
-    table += &format!("{moved},site-moved,u,2014-01-01T00:00:00Z\n");
+    let moved_at = 1 + want_history
+        .iter()
+        .find(|((s, _), d)| s == moved && **d == 1)
+        .map(|((_, t), _)| *t)
+        .expect("the moved series enters the set");
+    table += &format!("{moved},site-moved,u,{moved_at}\n");
     final_ref.insert(moved.to_string(), "site-moved".into());
     std::fs::write(&reference, table).unwrap();
 
@@ -261,6 +325,25 @@ fn sensor_outliers_match_oracle_and_sets_accumulate_on_1_2_4_workers() {
     assert!(
         !want_set.is_empty(),
         "the data must leave some series anomalous"
+    );
+    let location = |s: &str, t: i64| {
+        if s == moved && t >= moved_at {
+            "site-moved".to_string()
+        } else {
+            format!("site-{}", s.len() % 3)
+        }
+    };
+    let want_ref_history =
+        joined_history(&want_history, &[(moved.to_string(), moved_at)], location);
+    assert!(
+        want_history.len() > 10 * want_set.len(),
+        "series must enter and leave the set many times: {} changes",
+        want_history.len()
+    );
+    assert_eq!(
+        want_ref_history.get(&(format!("{moved}@site-moved"), moved_at)),
+        Some(&1),
+        "the move happens while the series is in the set"
     );
 
     for w in [1, 2, 4] {
@@ -342,6 +425,26 @@ fn sensor_outliers_match_oracle_and_sets_accumulate_on_1_2_4_workers() {
             )
         });
         assert_eq!(joined, want_ref, "{w} workers: reference join");
+
+        // The set and the join are event-time histories: every entry and exit at the time
+        // of the reading (or reference version) that made it, whatever the batching.
+        assert_eq!(
+            history(&out, "outliers", field),
+            want_history,
+            "{w} workers: outlier set history"
+        );
+        let at_location = |v: &serde_json::Value| {
+            format!(
+                "{}@{}",
+                v["series"].as_str().unwrap(),
+                v["location"].as_str().unwrap()
+            )
+        };
+        assert_eq!(
+            history(&out, "outliers_ref", at_location),
+            want_ref_history,
+            "{w} workers: reference join history"
+        );
     }
 }
 
