@@ -1,11 +1,12 @@
 //! `--state-ttl`: per-series state that expires in event time. The engine's results with a
-//! TTL are checked against oracles that split each series where it was silent too long and
-//! start each part afresh, on 1, 2 and 4 workers; and an expired outlier leaves the outlier
-//! set (and top-k) while the input still runs.
+//! TTL (`anomaly`, `zscore`, `trend`, `stock_forecast`) are checked against oracles that split
+//! each series where it was silent too long and start each part afresh, on 1, 2 and 4
+//! workers; and an expired outlier leaves the outlier set (and top-k) while the input still
+//! runs.
 
 mod common;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use streamgauge::analytics::detector::{Detector, DetectorParams};
@@ -80,7 +81,24 @@ fn parts(readings: &[Reading]) -> BTreeMap<String, Vec<Vec<(i64, f64)>>> {
 }
 
 /// Runs `dataflow` over `readings` on `workers` with the TTL (or none); returns the output
-/// folder's lines of `stem`.
+/// folder.
+fn run_to(
+    dataflow: &str,
+    readings: &[Reading],
+    workers: usize,
+    ttl: Option<i64>,
+    dir: &std::path::Path,
+) -> std::path::PathBuf {
+    let out = dir.join(format!("{dataflow}-w{workers}-{}", ttl.is_some()));
+    let mut spec = RunSpec::new(dataflow, Input::memory(readings.to_vec()));
+    spec.cluster.workers = workers;
+    spec.state_ttl = ttl.map(|t| Duration::from_millis(t as u64));
+    spec.output_dir = Some(out.clone());
+    common::run_ok(spec);
+    out
+}
+
+/// [`run_to`], then the output folder's lines of `stem`.
 fn run(
     dataflow: &str,
     readings: &[Reading],
@@ -89,13 +107,7 @@ fn run(
     stem: &str,
     dir: &std::path::Path,
 ) -> Vec<serde_json::Value> {
-    let out = dir.join(format!("{dataflow}-w{workers}-{}", ttl.is_some()));
-    let mut spec = RunSpec::new(dataflow, Input::memory(readings.to_vec()));
-    spec.cluster.workers = workers;
-    spec.state_ttl = ttl.map(|t| Duration::from_millis(t as u64));
-    spec.output_dir = Some(out.clone());
-    common::run_ok(spec);
-    json_lines(&out, stem)
+    json_lines(&run_to(dataflow, readings, workers, ttl, dir), stem)
 }
 
 /// The output folder's JSON lines of `stem`, parsed.
@@ -206,6 +218,120 @@ fn expiring_detectors_and_windows_match_oracles_on_1_2_4_workers() {
                 "{w} workers: z of {k:?}"
             );
         }
+    }
+}
+
+/// `trend` and `stock_forecast` with a TTL: each part of a series (cut where it was silent
+/// too long) gets fresh kernels, so the rows equal the kernels run per part; and a ticker's
+/// forecasts still pending when it expires are never realised.
+#[test]
+fn expiring_trends_and_forecasts_match_their_kernels_on_1_2_4_workers() {
+    use streamgauge::analytics::rolling::Extent;
+    use streamgauge::analytics::trend::{Crossover, Trend};
+    use streamgauge::dataflows::stock_forecast::{ForecastRow, Ticker};
+    // Prices must be positive for `stock_forecast` (it skips others, state untouched).
+    let readings: Vec<Reading> = readings()
+        .into_iter()
+        .map(|r| Reading::single(r.series, r.ts, r.values[0].1.abs() + 1.0))
+        .collect();
+    let parts = parts(&readings);
+    const N: usize = 100;
+    // (series, ts) -> (n, slope bits); crossovers as (series, ts, up).
+    let mut want_trend: BTreeMap<(String, i64), (usize, u64)> = BTreeMap::new();
+    let mut want_cross: BTreeSet<(String, i64, bool)> = BTreeSet::new();
+    let (mut issued, mut realised) = (BTreeSet::new(), BTreeSet::new());
+    // Forecasts realised by the per-series kernels with no TTL, absent with one.
+    let mut whole_realised = BTreeSet::new();
+    for (s, ps) in &parts {
+        let series = Sym::new(s);
+        for p in ps {
+            let (mut tr, mut cr) = (Trend::new(Extent::Count(N)), Crossover::new(N / 5, N));
+            let mut ticker = Ticker::new(5);
+            for &(ts, v) in p {
+                tr.push(ts, v);
+                let fit = tr.fit();
+                if fit.n >= 3 {
+                    let slope = fit.slope().unwrap_or(0.0);
+                    want_trend.insert((s.clone(), ts), (fit.n, slope.to_bits()));
+                }
+                if let Some(c) = cr.push(ts, v) {
+                    want_cross.insert((s.clone(), ts, c.up));
+                }
+                ticker.update(&series, ts, v, &mut |row: ForecastRow| {
+                    let line = serde_json::to_string(&row).unwrap();
+                    if row.actual.is_some() {
+                        realised.insert(line);
+                    } else {
+                        issued.insert(line);
+                    }
+                });
+            }
+        }
+        let mut ticker = Ticker::new(5);
+        for &(ts, v) in ps.iter().flatten() {
+            ticker.update(&series, ts, v, &mut |row: ForecastRow| {
+                if row.actual.is_some() {
+                    whole_realised.insert(serde_json::to_string(&row).unwrap());
+                }
+            });
+        }
+    }
+    assert!(want_cross.len() > 100, "crossovers: {}", want_cross.len());
+    let dropped = whole_realised.difference(&realised).count();
+    assert!(dropped > 50, "forecasts a TTL should drop: {dropped}");
+
+    let tmp = tempfile::tempdir().unwrap();
+    let set = |rows: Vec<serde_json::Value>| -> BTreeSet<String> {
+        rows.iter().map(|v| v.to_string()).collect()
+    };
+    let canonical = |lines: &BTreeSet<String>| -> BTreeSet<String> {
+        lines
+            .iter()
+            .map(|l| {
+                serde_json::from_str::<serde_json::Value>(l)
+                    .unwrap()
+                    .to_string()
+            })
+            .collect()
+    };
+    let (issued, realised) = (canonical(&issued), canonical(&realised));
+    for w in [1, 2, 4] {
+        let ttl = Some(TTL_MS);
+        let out = run_to("trend", &readings, w, ttl, tmp.path());
+        let rows = json_lines(&out, "trend");
+        let got: BTreeMap<(String, i64), (usize, u64)> = rows
+            .iter()
+            .map(|v| {
+                let key = (
+                    v["series"].as_str().unwrap().to_string(),
+                    v["ts"].as_i64().unwrap(),
+                );
+                let n = v["n"].as_u64().unwrap() as usize;
+                (key, (n, v["slope"].as_f64().unwrap().to_bits()))
+            })
+            .collect();
+        assert_eq!(got.len(), rows.len(), "{w} workers: a trend row twice");
+        assert_eq!(got, want_trend, "{w} workers: trend rows");
+        let cross: BTreeSet<(String, i64, bool)> = json_lines(&out, "crossovers")
+            .iter()
+            .map(|v| {
+                (
+                    v["series"].as_str().unwrap().to_string(),
+                    v["ts"].as_i64().unwrap(),
+                    v["cross"] == "up",
+                )
+            })
+            .collect();
+        assert_eq!(cross, want_cross, "{w} workers: crossovers");
+
+        let out = run_to("stock_forecast", &readings, w, ttl, tmp.path());
+        let got_issued = set(json_lines(&out, "forecasts"));
+        assert!(got_issued == issued, "{w} workers: forecasts differ");
+        let got_realised = set(json_lines(&out, "forecast_errors"));
+        assert!(
+            got_realised == realised,
+            "{w} workers: realised errors differ"
+        );
     }
 }
 
