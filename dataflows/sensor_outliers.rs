@@ -261,6 +261,7 @@ impl Row for SetChange {
                 field: self.field,
                 score: None,
                 diff: self.diff,
+                at: self.time,
             });
         }
     }

@@ -128,7 +128,9 @@ fn hub_matches_the_dataflow_outputs_and_the_api_has_its_shapes_on_1_2_4_workers(
 
         // What the outputs say: the accumulated outlier set, the last `history` rows of
         // every series, the last forecast path issued per series.
+        // Also each key's latest entry time: the hub's `since`.
         let mut set: BTreeMap<String, i64> = BTreeMap::new();
+        let mut entered: BTreeMap<String, i64> = BTreeMap::new();
         for line in common::read_lines(&out, "outliers") {
             let v: Value = serde_json::from_str(&line).unwrap();
             let key = format!(
@@ -136,7 +138,13 @@ fn hub_matches_the_dataflow_outputs_and_the_api_has_its_shapes_on_1_2_4_workers(
                 v["series"].as_str().unwrap(),
                 v["field"].as_str().unwrap()
             );
-            *set.entry(key).or_default() += v["diff"].as_i64().unwrap();
+            let diff = v["diff"].as_i64().unwrap();
+            if diff > 0 {
+                let t = v["time"].as_i64().unwrap();
+                let e = entered.entry(key.clone()).or_insert(t);
+                *e = (*e).max(t);
+            }
+            *set.entry(key).or_default() += diff;
         }
         let want_set: BTreeSet<String> = set
             .into_iter()
@@ -209,7 +217,13 @@ fn hub_matches_the_dataflow_outputs_and_the_api_has_its_shapes_on_1_2_4_workers(
                 for f in ["key", "series", "field", "since", "pipeline"] {
                     assert!(!e[f].is_null(), "outlier entry lacks {f}: {e}");
                 }
-                e["key"].as_str().unwrap().to_string()
+                let key = e["key"].as_str().unwrap().to_string();
+                assert_eq!(
+                    e["since"].as_i64(),
+                    entered.get(&key).copied(),
+                    "{w} workers: since = the event time it entered: {e}"
+                );
+                key
             })
             .collect();
         assert_eq!(got_set, want_set, "{w} workers: the hub's outlier set");

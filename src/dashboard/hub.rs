@@ -57,6 +57,8 @@ pub enum Update {
         score: Option<f64>,
         /// +1 or -1.
         diff: i64,
+        /// Event time (UTC ms) of the change: the reading (or expiry) that made it.
+        at: EventTime,
     },
     /// A forecast path issued after a reading.
     Forecast(ForecastUpdate),
@@ -131,7 +133,8 @@ pub struct OutlierEntry {
     pub field: Sym,
     /// Latest score known to the hub.
     pub score: Option<f64>,
-    /// Frame time (event time, UTC ms) at which it entered.
+    /// Event time (UTC ms) at which it entered: the time of the reading that made it
+    /// anomalous.
     pub since: EventTime,
     /// Pipeline that reported it.
     pub pipeline: String,
@@ -142,7 +145,7 @@ pub struct OutlierEntry {
 pub struct Change {
     /// Frame number.
     pub seq: u64,
-    /// Frame time (event time, UTC ms).
+    /// Event time (UTC ms) of the change.
     pub time: EventTime,
     /// Series key.
     pub key: Arc<str>,
@@ -370,7 +373,7 @@ impl Hub {
         self.lock().seq
     }
 
-    fn apply(&self, s: &mut State, pipeline: usize, time: EventTime, u: Update) {
+    fn apply(&self, s: &mut State, pipeline: usize, u: Update) {
         let seq = s.seq;
         match u {
             Update::Point(p) => {
@@ -410,6 +413,7 @@ impl Hub {
                 field,
                 score,
                 diff,
+                at,
             } => {
                 let id = (series, field);
                 let known = s.series.get(&id);
@@ -428,7 +432,7 @@ impl Hub {
                             series: id.0,
                             field: id.1,
                             score,
-                            since: time,
+                            since: at,
                             pipeline: name,
                         },
                     );
@@ -437,7 +441,7 @@ impl Hub {
                 }
                 s.changes.push_back(Change {
                     seq,
-                    time,
+                    time: at,
                     key,
                     series: id.0,
                     field: id.1,
@@ -462,15 +466,15 @@ impl Hub {
     }
 
     /// Applies one released time: points, then forecasts, then outlier changes.
-    fn apply_staged(&self, s: &mut State, pipeline: usize, time: EventTime, st: Staged) {
+    fn apply_staged(&self, s: &mut State, pipeline: usize, st: Staged) {
         for p in st.points {
-            self.apply(s, pipeline, time, Update::Point(p));
+            self.apply(s, pipeline, Update::Point(p));
         }
         for (_, f) in st.forecasts {
             self.apply_forecast(s, f);
         }
         for o in st.outliers {
-            self.apply(s, pipeline, time, o);
+            self.apply(s, pipeline, o);
         }
     }
 
@@ -556,7 +560,7 @@ impl PipelineHandle {
         s.seq += 1;
         for (t, st) in ready {
             s.frame_time = s.frame_time.max(t);
-            hub.apply_staged(s, self.id, t, st);
+            hub.apply_staged(s, self.id, st);
         }
         hub.trim(s);
         drop(guard);
@@ -932,6 +936,7 @@ mod tests {
                         field: "value".into(),
                         score: None,
                         diff: 1,
+                        at: 6,
                     },
                 ),
                 (12, point("s", 12, 2.0)),
@@ -946,6 +951,8 @@ mod tests {
         let o = hub.outliers();
         assert_eq!(o.set.len(), 1);
         assert_eq!(o.set[0].score, Some(0.5));
+        assert_eq!(o.set[0].since, 6, "the change's own event time");
+        assert_eq!(o.changes[0].time, 6);
         // Finishing every sink releases the rest.
         for (out, w) in [("a", 0), ("a", 1), ("b", 0), ("b", 1)] {
             p.offer(out, w, &mut vec![], None);
@@ -977,6 +984,7 @@ mod tests {
                         field: "value".into(),
                         score: Some(0.9),
                         diff: if t % 2 == 0 { 1 } else { -1 },
+                        at: t,
                     },
                 ));
             }
