@@ -89,9 +89,6 @@ pub struct OutlierRow {
     pub anomalous: bool,
     /// +1 when this reading made the series enter the outlier set, -1 leave, 0 neither.
     pub change: i8,
-    /// The series' previous score (internal: drives the top-k collection).
-    #[serde(skip)]
-    pub prev_score: Option<f64>,
 }
 
 impl Row for OutlierRow {
@@ -120,6 +117,31 @@ impl Row for OutlierRow {
             b",false,"
         });
         write_i64(out, self.change as i64);
+    }
+    /// The same object serde writes, without serde (numbers by [`write_f64`]).
+    fn write_json(&self, out: &mut Vec<u8>) {
+        json_series_field(out, &self.series, &self.field);
+        out.extend_from_slice(b",\"ts\":");
+        write_i64(out, self.ts);
+        for (k, v) in [
+            (&b",\"value\":"[..], self.value),
+            (b",\"mean\":", self.mean),
+            (b",\"std\":", self.std),
+            (b",\"z\":", self.z),
+            (b",\"robust_z\":", self.robust_z),
+            (b",\"residual_z\":", self.residual_z),
+            (b",\"score\":", self.score),
+        ] {
+            out.extend_from_slice(k);
+            write_f64(out, v);
+        }
+        out.extend_from_slice(if self.anomalous {
+            b",\"anomalous\":true,\"change\":"
+        } else {
+            b",\"anomalous\":false,\"change\":"
+        });
+        write_i64(out, self.change as i64);
+        out.push(b'}');
     }
     fn publish(&self, out: &mut Vec<Update>) {
         let (mean, std) = self.stats().unwrap_or((f64::NAN, f64::NAN));
@@ -182,6 +204,23 @@ impl Row for ForecastPath {
             }
         }
     }
+    /// The same object serde writes, without serde (numbers by [`write_f64`]).
+    fn write_json(&self, out: &mut Vec<u8>) {
+        json_series_field(out, &self.series, &self.field);
+        out.extend_from_slice(b",\"issued_ts\":");
+        write_i64(out, self.issued_ts);
+        out.extend_from_slice(b",\"steps\":[");
+        for (i, (ts, p, l, u)) in self.steps.iter().enumerate() {
+            out.extend_from_slice(if i > 0 { b",[" } else { b"[" });
+            write_i64(out, *ts);
+            for v in [p, l, u] {
+                out.push(b',');
+                write_f64(out, *v);
+            }
+            out.push(b']');
+        }
+        out.extend_from_slice(b"]}");
+    }
     fn publish(&self, out: &mut Vec<Update>) {
         out.push(Update::Forecast(ForecastUpdate {
             series: self.series,
@@ -193,11 +232,35 @@ impl Row for ForecastPath {
     }
 }
 
-/// What the per-reading operator emits.
+/// Opens a JSON object with its `series` and `field` members.
+fn json_series_field(out: &mut Vec<u8>, series: &str, field: &str) {
+    out.extend_from_slice(b"{\"series\":");
+    serde_json::to_writer(&mut *out, series).expect("vec write");
+    out.extend_from_slice(b",\"field\":");
+    serde_json::to_writer(&mut *out, field).expect("vec write");
+}
+
+/// What the per-reading operator emits. It is split three ways by value (no copies), and
+/// only the small [`SetInput`]s feed both differential collections.
 #[derive(Debug, Clone)]
 enum Out {
     Scores(OutlierRow),
     Forecast(ForecastPath),
+    Set(SetInput),
+}
+
+/// What the outlier set and the top-k need from a reading or an expiry.
+#[derive(Debug, Clone, Copy)]
+enum SetInput {
+    /// A reading's score, with the series' previous one.
+    Score {
+        key: Key,
+        ts: EventTime,
+        score: f64,
+        prev_score: Option<f64>,
+        /// As [`OutlierRow::change`].
+        change: i8,
+    },
     /// A (series, field) whose state expired (`--state-ttl`): it leaves the outlier set if
     /// it was in it, and the top-k with its latest score.
     Expired {
@@ -311,18 +374,16 @@ where
 
 /// The model's forecasts for 1..=h readings ahead, each with its 95% interval.
 fn forecast_steps(m: &RlsAr, h: usize, mut f: impl FnMut(usize, Forecast)) {
-    let Some((points, psi)) = m.path(h) else {
-        return;
-    };
     let var = m.residual_variance();
     if !var.is_finite() {
         return;
     }
-    let mut acc = 0.0;
-    for (i, (p, w)) in points.iter().zip(&psi).enumerate() {
+    let (mut step, mut acc) = (0, 0.0);
+    m.path_each(h, |p, w| {
+        step += 1;
         acc += w * w;
-        f(i + 1, Forecast::with_std(*p, (var * acc).sqrt(), Z_975));
-    }
+        f(step, Forecast::with_std(p, (var * acc).sqrt(), Z_975));
+    });
 }
 
 /// The score bits order like the score for scores >= 0.
@@ -406,7 +467,13 @@ impl Dataflow for SensorOutliers {
                         score,
                         anomalous,
                         change,
+                    }));
+                    emit(Out::Set(SetInput::Score {
+                        key: (r.series, *field),
+                        ts: r.ts,
+                        score,
                         prev_score,
+                        change,
                     }));
                     if let (Some(gap), Model::Rls(m)) = (spacing, &s.residual.model) {
                         if horizon > 0 && gap > 0 {
@@ -428,32 +495,49 @@ impl Dataflow for SensorOutliers {
             }
         };
         let expired = |series, field, s: SeriesState, _at, emit: &mut dyn FnMut(Out)| {
-            emit(Out::Expired {
+            emit(Out::Set(SetInput::Expired {
                 key: (series, field),
                 anomalous: s.anomalous,
                 last_score: s.last_score,
-            })
+            }))
         };
         let out = in_order_keyed(input, "sensor_outliers", state, process, expired);
-        use timely::dataflow::operators::vec::Map;
-        let rows = out.clone().flat_map(|o| match o {
+        use timely::dataflow::operators::vec::{Map, Partition};
+        let mut parts = out
+            .partition(3, |o| match o {
+                Out::Scores(_) => (0, o),
+                Out::Forecast(_) => (1, o),
+                Out::Set(_) => (2, o),
+            })
+            .into_iter();
+        let (Some(rows), Some(forecasts), Some(sets)) = (parts.next(), parts.next(), parts.next())
+        else {
+            unreachable!("partition gives the 3 streams asked for");
+        };
+        let rows = rows.flat_map(|o| match o {
             Out::Scores(r) => Some(r),
             _ => None,
         });
-        let forecasts = out.clone().flat_map(|o| match o {
+        let forecasts = forecasts.flat_map(|o| match o {
             Out::Forecast(f) => Some(f),
+            _ => None,
+        });
+        let sets = sets.flat_map(|o| match o {
+            Out::Set(x) => Some(x),
             _ => None,
         });
 
         // The outlier set: entered and left by readings, left when the state expires.
         // Readings change it at their own event times; an expiry's message is at its time.
-        let set = updates(&out, "outlier set", |o: &Out, t, give| match o {
-            Out::Scores(r) if r.change != 0 => give((r.series, r.field), r.ts, r.change as isize),
-            Out::Expired {
+        let set = updates(&sets, "outlier set", |o: &SetInput, t, give| match *o {
+            SetInput::Score {
+                key, ts, change, ..
+            } if change != 0 => give(key, ts, change as isize),
+            SetInput::Expired {
                 key,
                 anomalous: true,
                 ..
-            } => give(*key, t, -1),
+            } => give(key, t, -1),
             _ => {}
         })
         .as_collection()
@@ -461,19 +545,23 @@ impl Dataflow for SensorOutliers {
 
         // Top-k by latest score, at the message times (frontier snapshots): per bucket,
         // then overall.
-        let top = updates(&out, "latest scores", |o: &Out, t, give| match o {
-            Out::Scores(r) => {
-                let key = (r.series, r.field);
-                if let Some(p) = r.prev_score {
+        let top = updates(&sets, "latest scores", |o: &SetInput, t, give| match *o {
+            SetInput::Score {
+                key,
+                score,
+                prev_score,
+                ..
+            } => {
+                if let Some(p) = prev_score {
                     give((Reverse(score_key(p)), key), t, -1);
                 }
-                give((Reverse(score_key(r.score)), key), t, 1);
+                give((Reverse(score_key(score)), key), t, 1);
             }
-            Out::Expired {
+            SetInput::Expired {
                 key,
                 last_score: Some(p),
                 ..
-            } => give((Reverse(score_key(*p)), *key), t, -1),
+            } => give((Reverse(score_key(p)), key), t, -1),
             _ => {}
         })
         .as_collection()
@@ -550,5 +638,83 @@ impl Dataflow for SensorOutliers {
         outputs.add("outliers", set_rows, false);
         outputs.add("outliers_top", top_rows, false);
         outputs.add("outliers_ref", ref_rows, false);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dataset::generate::SplitMix64;
+
+    /// A float of any magnitude and sign, or one of the awkward ones.
+    fn any_f64(rng: &mut SplitMix64) -> f64 {
+        match rng.below(8) {
+            0 => [0.0, -0.0, 1.0, 0.1, 1e-300, -1e300, 12.3456, 5e-324][rng.below(8) as usize],
+            1 => (rng.below(2_000_000) as f64 - 1e6) / 1e4,
+            _ => {
+                let bits = rng.next_u64();
+                let x = f64::from_bits(bits);
+                if x.is_finite() {
+                    x
+                } else {
+                    rng.normal()
+                }
+            }
+        }
+    }
+
+    /// The hand-written JSON of both row types reads back as the same row as serde's.
+    #[test]
+    fn rows_written_by_hand_read_back_as_serde_writes_them() {
+        let mut rng = SplitMix64(11);
+        let names = ["s/a", "plant \"7\"", "zone\\3", "été/ü", "tab\tline\n"];
+        for i in 0..20_000 {
+            let series = Sym::new(names[i % names.len()]);
+            let field = Sym::new(names[(i / 5) % names.len()]);
+            let row = OutlierRow {
+                series,
+                field,
+                ts: rng.next_u64() as i64,
+                value: any_f64(&mut rng),
+                mean: any_f64(&mut rng),
+                std: any_f64(&mut rng),
+                z: any_f64(&mut rng),
+                robust_z: any_f64(&mut rng),
+                residual_z: any_f64(&mut rng),
+                score: any_f64(&mut rng),
+                anomalous: rng.below(2) == 0,
+                change: rng.below(3) as i8 - 1,
+            };
+            let mut by_hand = Vec::new();
+            row.write_json(&mut by_hand);
+            let back: OutlierRow = serde_json::from_slice(&by_hand)
+                .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&by_hand)));
+            assert_eq!(back, row);
+            let serde: OutlierRow =
+                serde_json::from_slice(&serde_json::to_vec(&row).unwrap()).unwrap();
+            assert_eq!(back, serde);
+
+            let steps = (0..rng.below(4))
+                .map(|_| {
+                    (
+                        rng.next_u64() as i64,
+                        any_f64(&mut rng),
+                        any_f64(&mut rng),
+                        any_f64(&mut rng),
+                    )
+                })
+                .collect();
+            let path = ForecastPath {
+                series,
+                field,
+                issued_ts: -(i as i64),
+                steps,
+            };
+            let mut by_hand = Vec::new();
+            path.write_json(&mut by_hand);
+            let back: ForecastPath = serde_json::from_slice(&by_hand)
+                .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&by_hand)));
+            assert_eq!(back, path);
+        }
     }
 }

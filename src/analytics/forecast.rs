@@ -6,6 +6,11 @@
 //! - [`HoltWinters`]: additive trend and additive seasonality (period in readings), O(1) per
 //!   reading.
 
+use smallvec::SmallVec;
+
+/// A model's small per-reading vectors (regressors, gains), on the stack up to 8 terms.
+type Small = SmallVec<[f64; 8]>;
+
 /// A point forecast with its 95% prediction interval.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Forecast {
@@ -103,9 +108,11 @@ impl RlsAr {
         }
     }
 
-    fn regressors(&self) -> Option<Vec<f64>> {
+    /// `[1, y_{t-l} for each lag l]` once `max lag` values have been seen (on the stack for
+    /// up to 7 lags: this runs per reading).
+    fn regressors(&self) -> Option<Small> {
         (self.hist.len() == self.max_lag).then(|| {
-            let mut phi = Vec::with_capacity(self.p + 1);
+            let mut phi = Small::new();
             phi.push(1.0);
             let n = self.hist.len();
             phi.extend(self.lag_set.iter().map(|&l| self.hist[n - l]));
@@ -117,7 +124,7 @@ impl RlsAr {
     pub fn update(&mut self, y: f64) -> Option<f64> {
         let out = self.regressors().map(|phi| {
             let d = self.p + 1;
-            let pphi: Vec<f64> = (0..d)
+            let pphi: Small = (0..d)
                 .map(|i| (0..d).map(|j| self.pm[i * d + j] * phi[j]).sum())
                 .collect();
             let denom = self.lambda + phi.iter().zip(&pphi).map(|(a, b)| a * b).sum::<f64>();
@@ -169,19 +176,31 @@ impl RlsAr {
     /// The point forecasts for 1..=h steps ahead and the MA(∞) weights `psi_0..psi_{h-1}`
     /// of the fitted AR (None until `p` values and a few errors have been seen).
     pub fn path(&self, h: usize) -> Option<(Vec<f64>, Vec<f64>)> {
+        let (mut points, mut psi) = (Vec::with_capacity(h), Vec::with_capacity(h));
+        self.path_each(h, |y, w| {
+            points.push(y);
+            psi.push(w);
+        })
+        .then_some((points, psi))
+    }
+
+    /// [`RlsAr::path`] without allocating (for short paths and few lags): calls `f(point,
+    /// psi)` for steps 1..=h, `psi` being `psi_{step-1}`. False (and no call) where `path`
+    /// gives None.
+    pub fn path_each(&self, h: usize, mut f: impl FnMut(f64, f64)) -> bool {
         if self.hist.len() < self.max_lag || self.n < (self.p as u64 + 2) || h == 0 {
-            return None;
+            return false;
         }
-        let mut hist: Vec<f64> = self.hist.iter().copied().collect();
-        let mut points = Vec::with_capacity(h);
-        let mut psi = vec![1.0];
+        let mut hist: SmallVec<[f64; 24]> = self.hist.iter().copied().collect();
+        let mut psi: SmallVec<[f64; 16]> = SmallVec::new();
+        psi.push(1.0);
         for step in 0..h {
             let mut y = self.theta[0];
             for (i, &l) in self.lag_set.iter().enumerate() {
                 y += self.theta[i + 1] * hist[hist.len() - l];
             }
             hist.push(y);
-            points.push(y);
+            f(y, psi[step]);
             if step + 1 < h {
                 let j = step + 1;
                 let mut v = 0.0;
@@ -193,14 +212,20 @@ impl RlsAr {
                 psi.push(v);
             }
         }
-        Some((points, psi))
+        true
     }
 
     /// Forecast `h >= 1` steps ahead with its interval: variance `σ² Σ_{j<h} psi_j²`.
     pub fn forecast(&self, h: usize) -> Option<Forecast> {
-        let (points, psi) = self.path(h)?;
-        let var = self.residual_variance() * psi.iter().map(|p| p * p).sum::<f64>();
-        Some(Forecast::with_std(points[h - 1], var.sqrt(), Z_975))
+        let (mut point, mut sum_sq) = (0.0, 0.0);
+        self.path_each(h, |y, w| {
+            point = y;
+            sum_sq += w * w;
+        })
+        .then(|| {
+            let var = self.residual_variance() * sum_sq;
+            Forecast::with_std(point, var.sqrt(), Z_975)
+        })
     }
 }
 
@@ -234,13 +259,13 @@ impl LogReturns {
         let last = self.last?;
         // Cumulative return over h steps: the sum of the return forecasts; its error is
         // sum_m e_m * (psi_0 + ... + psi_{h-m}), so var = σ² Σ_i (Σ_{j<=i} psi_j)².
-        let (points, psi) = self.model.path(h)?;
-        let sum: f64 = points.iter().sum();
-        let mut cum = 0.0;
-        let mut acc = 0.0;
-        for p in &psi {
-            cum += p;
+        let (mut sum, mut cum, mut acc) = (0.0, 0.0, 0.0);
+        if !self.model.path_each(h, |y, w| {
+            sum += y;
+            cum += w;
             acc += cum * cum;
+        }) {
+            return None;
         }
         let var = self.model.residual_variance() * acc;
         let sd = var.sqrt();
