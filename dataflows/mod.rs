@@ -45,6 +45,8 @@ pub struct Params {
     pub threshold: f64,
     /// Size of top-k outputs (`--top`, default 10).
     pub top: usize,
+    /// Event time between top-k snapshots in ms (`--top-every`, default 1000; at least 1).
+    pub top_every: EventTime,
     /// Forecast horizon in readings (`--horizon`, default 5).
     pub horizon: usize,
     /// Reference table joined with results (`--reference`), see `engine::reference`.

@@ -34,9 +34,12 @@
 //!   the version's time;
 //! - `outliers_top`: the `--top` (default 10) series with the highest latest score
 //!   (hierarchical top-k: per hash bucket, then overall, so an update costs O(k) per level
-//!   rather than O(series)), as snapshots at the times the input frontier passes: a ranking
-//!   of latest scores changes with nearly every reading, and recomputing it at each
-//!   reading's time would cost O(series per bucket) per reading.
+//!   rather than O(series)), as snapshots every `--top-every` (default 1 s) of event time:
+//!   the snapshot at time `S` (a multiple of it) ranks the latest scores of the readings
+//!   before `S`, without the states expired at or before `S`. A ranking of latest scores
+//!   changes with nearly every reading, so it is recomputed once per snapshot and bucket
+//!   touched rather than per reading; and like the set, it is the same on any number of
+//!   workers however the input was batched.
 
 use std::cmp::Reverse;
 
@@ -285,7 +288,7 @@ pub struct SetChange {
     pub unit: Option<Sym>,
     /// The event time (UTC ms) from which the change holds: for `outliers` and
     /// `outliers_ref`, the time of the reading (or expiry, or reference version) that made
-    /// it; for `outliers_top`, the input frontier at which the snapshot was taken.
+    /// it; for `outliers_top`, the snapshot's time (a multiple of `--top-every`).
     pub time: EventTime,
     /// +1 inserted, -1 retracted.
     pub diff: i64,
@@ -386,6 +389,20 @@ fn forecast_steps(m: &RlsAr, h: usize, mut f: impl FnMut(usize, Forecast)) {
     });
 }
 
+/// The first snapshot time (a multiple of `every`) after `ts`: a reading counts from there.
+fn snapshot_after(ts: EventTime, every: EventTime) -> EventTime {
+    ts.div_euclid(every).saturating_add(1).saturating_mul(every)
+}
+
+/// The first snapshot time at or after `at`: an expiry at `at` counts from there.
+fn snapshot_from(at: EventTime, every: EventTime) -> EventTime {
+    if at.rem_euclid(every) == 0 {
+        at
+    } else {
+        snapshot_after(at, every)
+    }
+}
+
 /// The score bits order like the score for scores >= 0.
 fn score_key(score: f64) -> u64 {
     score.max(0.0).to_bits()
@@ -410,6 +427,7 @@ impl Dataflow for SensorOutliers {
         let n = params.readings.max(2);
         let enter = z_to_score(params.threshold);
         let k = params.top.max(1);
+        let every = params.top_every.max(1);
         let horizon = params.horizon;
         let quantiles = params.quantiles;
         let refs = reference_stream(&input, params.reference.clone(), params.worker);
@@ -543,27 +561,33 @@ impl Dataflow for SensorOutliers {
         .as_collection()
         .consolidate();
 
-        // Top-k by latest score, at the message times (frontier snapshots): per bucket,
+        // Top-k by latest score, in snapshots every `every` of event time: per bucket,
         // then overall.
-        let top = updates(&sets, "latest scores", |o: &SetInput, t, give| match *o {
-            SetInput::Score {
-                key,
-                score,
-                prev_score,
-                ..
-            } => {
-                if let Some(p) = prev_score {
-                    give((Reverse(score_key(p)), key), t, -1);
+        let top = updates(
+            &sets,
+            "latest scores",
+            move |o: &SetInput, t, give| match *o {
+                SetInput::Score {
+                    key,
+                    ts,
+                    score,
+                    prev_score,
+                    ..
+                } => {
+                    let at = snapshot_after(ts, every);
+                    if let Some(p) = prev_score {
+                        give((Reverse(score_key(p)), key), at, -1);
+                    }
+                    give((Reverse(score_key(score)), key), at, 1);
                 }
-                give((Reverse(score_key(score)), key), t, 1);
-            }
-            SetInput::Expired {
-                key,
-                last_score: Some(p),
-                ..
-            } => give((Reverse(score_key(p)), key), t, -1),
-            _ => {}
-        })
+                SetInput::Expired {
+                    key,
+                    last_score: Some(p),
+                    ..
+                } => give((Reverse(score_key(p)), key), snapshot_from(t, every), -1),
+                _ => {}
+            },
+        )
         .as_collection()
         .map(|(score, key): (Reverse<u64>, Key)| (series_hash(&key.0) % 64, (score, key)))
         .reduce(move |_bucket, input, output| {

@@ -213,6 +213,17 @@ fn bad_flags_and_missing_data_exit_with_a_message_that_says_what_to_fix() {
         (
             &[
                 "run",
+                "sensor_outliers",
+                "--dataset",
+                "nab",
+                "--top-every",
+                "0s",
+            ],
+            &["--top-every", "at least 1ms", "1s"],
+        ),
+        (
+            &[
+                "run",
                 "series_stats",
                 "--dataset",
                 "nab",

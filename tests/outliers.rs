@@ -126,6 +126,63 @@ fn oracle(readings: &[Reading]) -> (Rows, Last, Steps, History) {
     (rows, last, steps, history)
 }
 
+/// The top-k's history, from scratch: at every snapshot time `S` (a multiple of `every`
+/// after some reading), the `k` series with the highest latest score among the readings
+/// before `S` (ties by name), and the rows that leave and enter against the previous
+/// snapshot, keyed `series|score bits`. `scores`: (series, ts, value bits) -> score.
+fn top_history(scores: &BTreeMap<(String, i64, u64), f64>, k: usize, every: i64) -> History {
+    // Readings in the engine's order: by time, then value.
+    let mut readings: Vec<(i64, u64, &str, f64)> = scores
+        .iter()
+        .map(|((s, ts, bits), score)| (*ts, *bits, s.as_str(), *score))
+        .collect();
+    readings.sort_by(|a, b| {
+        a.0.cmp(&b.0)
+            .then(f64::from_bits(a.1).total_cmp(&f64::from_bits(b.1)))
+    });
+    let snapshot = |ts: i64| (ts.div_euclid(every) + 1) * every;
+    let mut latest: BTreeMap<&str, u64> = BTreeMap::new();
+    let mut shown: BTreeSet<String> = BTreeSet::new();
+    let mut out = History::new();
+    let mut i = 0;
+    while i < readings.len() {
+        let at = snapshot(readings[i].0);
+        while i < readings.len() && readings[i].0 < at {
+            latest.insert(readings[i].2, readings[i].3.max(0.0).to_bits());
+            i += 1;
+        }
+        let mut ranked: Vec<(&str, u64)> = latest.iter().map(|(s, b)| (*s, *b)).collect();
+        ranked.sort_by(|a, b| {
+            f64::from_bits(b.1)
+                .total_cmp(&f64::from_bits(a.1))
+                .then(a.0.cmp(b.0))
+        });
+        let now: BTreeSet<String> = ranked
+            .iter()
+            .take(k)
+            .map(|(s, b)| format!("{s}|{b}"))
+            .collect();
+        for gone in shown.difference(&now) {
+            *out.entry((gone.clone(), at)).or_insert(0) -= 1;
+        }
+        for new in now.difference(&shown) {
+            *out.entry((new.clone(), at)).or_insert(0) += 1;
+        }
+        shown = now;
+    }
+    out.retain(|_, d| *d != 0);
+    out
+}
+
+/// A `outliers_top` row's key for [`top_history`].
+fn top_key(v: &serde_json::Value) -> String {
+    format!(
+        "{}|{}",
+        v["series"].as_str().unwrap(),
+        v["score"].as_f64().unwrap().to_bits()
+    )
+}
+
 /// An output's rows as a history keyed by `key(row)` and the row's `time`, consolidated.
 fn history(dir: &Path, stem: &str, key: impl Fn(&serde_json::Value) -> String) -> History {
     let mut h = History::new();
@@ -346,6 +403,7 @@ fn sensor_outliers_match_oracle_and_sets_accumulate_on_1_2_4_workers() {
         "the move happens while the series is in the set"
     );
 
+    let mut first_top_history = None;
     for w in [1, 2, 4] {
         let out = tmp.path().join(format!("w{w}"));
         let mut spec = RunSpec::new("sensor_outliers", Input::memory(readings.clone()));
@@ -359,12 +417,14 @@ fn sensor_outliers_match_oracle_and_sets_accumulate_on_1_2_4_workers() {
         common::run_ok(spec);
 
         let mut seen = 0;
+        let mut got_scores = BTreeMap::new();
         for line in common::read_lines(&out, "outlier_scores") {
             let v: serde_json::Value = serde_json::from_str(&line).unwrap();
             let key = row_key(&v);
             let o = want
                 .get(&key)
                 .unwrap_or_else(|| panic!("unexpected row {key:?}"));
+            got_scores.insert(key.clone(), v["score"].as_f64().unwrap());
             let close = |a: f64, b: f64| (a - b).abs() <= 1e-7 * b.abs().max(1.0);
             assert!(
                 close(v["z"].as_f64().unwrap(), o.z),
@@ -417,6 +477,24 @@ fn sensor_outliers_match_oracle_and_sets_accumulate_on_1_2_4_workers() {
         );
         let top = accumulate(&out, "outliers_top", field);
         assert_eq!(top, want_top, "{w} workers: top-{TOP}");
+        // Snapshots every second of event time, each equal to a from-scratch ranking of
+        // the run's own per-reading scores (checked against the oracle's above, within
+        // 1e-7: the ranking needs their exact bits).
+        let want_top_history = top_history(&got_scores, TOP, 1_000);
+        assert!(
+            want_top_history.len() > 100,
+            "the ranking must change often: {} changes",
+            want_top_history.len()
+        );
+        let got_top_history = history(&out, "outliers_top", top_key);
+        assert_eq!(
+            got_top_history, want_top_history,
+            "{w} workers: top-{TOP} history"
+        );
+        match &first_top_history {
+            None => first_top_history = Some(got_top_history),
+            Some(h) => assert_eq!(&got_top_history, h, "{w} workers: top-{TOP} vs 1 worker"),
+        }
         let joined = accumulate(&out, "outliers_ref", |v| {
             format!(
                 "{}@{}",

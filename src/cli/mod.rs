@@ -245,6 +245,10 @@ pub struct RunArgs {
     /// Size of top-k outputs (sensor_outliers).
     #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..))]
     pub top: u32,
+    /// Event time between top-k snapshots (sensor_outliers' outliers_top, taken at every
+    /// multiple of it, e.g. 1s or 1m; at least 1ms).
+    #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = top_every)]
+    pub top_every: HumanDuration,
     /// Forecast horizon in readings (stock_forecast forecasts 1 and this many steps ahead).
     #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=1000))]
     pub horizon: u32,
@@ -914,6 +918,15 @@ fn positive_f64(s: &str) -> std::result::Result<f64, String> {
     }
 }
 
+/// A duration of at least 1 ms.
+fn top_every(s: &str) -> std::result::Result<HumanDuration, String> {
+    let d = s.parse::<HumanDuration>().map_err(|e| e.to_string())?;
+    if d.0 < std::time::Duration::from_millis(1) {
+        return Err(format!("{s:?}: give at least 1ms, e.g. 1s"));
+    }
+    Ok(d)
+}
+
 fn state_ttl(s: &str) -> std::result::Result<HumanDuration, String> {
     let d = s.parse::<HumanDuration>().map_err(|e| e.to_string())?;
     crate::config::positive_ttl(d.0).map(HumanDuration)
@@ -1174,6 +1187,7 @@ pub fn run_dataflow(a: RunArgs, settings: &Settings) -> Result<engine::RunReport
         readings: a.readings as usize,
         threshold: a.threshold,
         top: a.top as usize,
+        top_every: a.top_every.0,
         horizon: a.horizon as usize,
         reference: a.reference.clone(),
         quantiles: a.quantiles,

@@ -110,6 +110,8 @@ pub struct RunSpec {
     pub threshold: f64,
     /// Size of top-k outputs (`--top`).
     pub top: usize,
+    /// Event time between top-k snapshots (`--top-every`, default 1 s).
+    pub top_every: Duration,
     /// Forecast horizon in readings (`--horizon`).
     pub horizon: usize,
     /// Reference table for joins (`--reference`).
@@ -155,6 +157,7 @@ impl RunSpec {
             readings: 100,
             threshold: 4.0,
             top: 10,
+            top_every: Duration::from_secs(1),
             horizon: 5,
             quantiles: crate::dataflows::Quantiles::Exact,
             detector: crate::analytics::detector::DetectorParams::default(),
@@ -280,6 +283,9 @@ pub fn run(spec: RunSpec) -> Result<RunReport, EngineError> {
         readings: spec.readings,
         threshold: spec.threshold,
         top: spec.top,
+        top_every: EventTime::try_from(spec.top_every.as_millis())
+            .unwrap_or(EventTime::MAX)
+            .max(1),
         horizon: spec.horizon,
         reference: spec.reference.clone(),
         quantiles: spec.quantiles,
