@@ -15,7 +15,7 @@ use timely::dataflow::Stream;
 use super::{Dataflow, Outputs, Params};
 use crate::analytics::detector::{Detector, DetectorParams};
 use crate::engine::keyed::{forget, in_order_keyed, PerField};
-use crate::engine::output::{csv_f64s, csv_series_field_ts, Row};
+use crate::engine::output::{csv_f64s, csv_series_field_ts, JsonObject, Row};
 use crate::record::{EventTime, Reading, Sym};
 
 /// The score of one value of one reading.
@@ -41,6 +41,16 @@ impl Row for ScoreRow {
     fn write_csv(&self, out: &mut Vec<u8>) {
         csv_series_field_ts(out, &self.series, &self.field, self.ts);
         csv_f64s(out, &[self.value, self.score]);
+    }
+    /// The object serde writes, without serde ([`JsonObject`]).
+    fn write_json(&self, out: &mut Vec<u8>) {
+        JsonObject::new(out)
+            .str("series", &self.series)
+            .str("field", &self.field)
+            .i64("ts", self.ts)
+            .f64("value", self.value)
+            .f64("score", self.score)
+            .end();
     }
 }
 

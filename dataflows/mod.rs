@@ -113,3 +113,120 @@ pub fn find(name: &str) -> Result<&'static dyn Dataflow, EngineError> {
                 .join(", "),
         })
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::dataset::generate::SplitMix64;
+    use crate::engine::output::Row;
+    use crate::record::Sym;
+    use serde_json::Value;
+
+    /// A float of any magnitude and sign, or one of the awkward ones (non-finite values
+    /// are `null` either way).
+    fn any_f64(rng: &mut SplitMix64) -> f64 {
+        match rng.below(8) {
+            0 => [0.0, -0.0, 1.0, 0.1, 1e-300, -1e300, 12.3456, 5e-324][rng.below(8) as usize],
+            1 => (rng.below(2_000_000) as f64 - 1e6) / 1e4,
+            2 => [f64::NAN, f64::INFINITY][rng.below(2) as usize],
+            _ => f64::from_bits(rng.next_u64()),
+        }
+    }
+
+    /// JSON values equal, numbers compared as `f64` (`0` and `0.0` alike).
+    fn same(a: &Value, b: &Value) -> bool {
+        match (a, b) {
+            (Value::Number(x), Value::Number(y)) => x.as_f64() == y.as_f64(),
+            (Value::Array(x), Value::Array(y)) => {
+                x.len() == y.len() && x.iter().zip(y).all(|(a, b)| same(a, b))
+            }
+            (Value::Object(x), Value::Object(y)) => {
+                x.len() == y.len() && x.keys().eq(y.keys()) && x.iter().all(|(k, v)| same(v, &y[k]))
+            }
+            _ => a == b,
+        }
+    }
+
+    /// `write_json` against serde's JSON of the same row.
+    fn check<R: Row>(row: &R) {
+        let mut by_hand = Vec::new();
+        row.write_json(&mut by_hand);
+        let text = String::from_utf8_lossy(&by_hand);
+        let got: Value = serde_json::from_slice(&by_hand).unwrap_or_else(|e| panic!("{e}: {text}"));
+        let want = serde_json::to_value(row).unwrap();
+        assert!(same(&got, &want), "{text}\nserde: {want}");
+    }
+
+    /// The rows written without serde read back as the same JSON as serde writes (same
+    /// keys, strings and numbers), on random rows with awkward names and numbers.
+    #[test]
+    fn rows_written_by_hand_read_back_as_serde_writes_them() {
+        use super::anomaly::ScoreRow;
+        use super::sensor_outliers::{ForecastPath, OutlierRow};
+        use super::trend::TrendRow;
+        use super::zscore::ZRow;
+        let mut rng = SplitMix64(11);
+        let names = [
+            "s/a",
+            "plant \"7\"",
+            "zone\\3",
+            "été/ü",
+            "tab\tline\n",
+            "\u{1}",
+        ];
+        for i in 0..20_000 {
+            let series = Sym::new(names[i % names.len()]);
+            let field = Sym::new(names[(i / 5) % names.len()]);
+            let ts = rng.next_u64() as i64;
+            let mut f = || any_f64(&mut rng);
+            check(&OutlierRow {
+                series,
+                field,
+                ts,
+                value: f(),
+                mean: f(),
+                std: f(),
+                z: f(),
+                robust_z: f(),
+                residual_z: f(),
+                score: f(),
+                anomalous: i % 3 == 0,
+                change: (i % 3) as i8 - 1,
+            });
+            let steps = (0..i % 4).map(|k| (ts ^ k as i64, f(), f(), f())).collect();
+            check(&ForecastPath {
+                series,
+                field,
+                issued_ts: -(i as i64),
+                steps,
+            });
+            check(&ScoreRow {
+                series,
+                field,
+                ts,
+                value: f(),
+                score: f(),
+            });
+            check(&ZRow {
+                series,
+                field,
+                ts,
+                value: f(),
+                mean: f(),
+                std: f(),
+                z: f(),
+            });
+            check(&TrendRow {
+                series,
+                field,
+                ts,
+                value: f(),
+                n: i,
+                slope: f(),
+                stderr: f(),
+                t: f(),
+                cross: [None, Some("up"), Some("down")][i % 3],
+                means: (i % 2 == 0).then(|| (f(), f())),
+            });
+        }
+    }
+}

@@ -57,7 +57,7 @@ use crate::analytics::rolling::CountWindow;
 use crate::analytics::sketch::DEFAULT_BITS;
 use crate::dashboard::hub::{ForecastUpdate, Point, PointUpdate, Update};
 use crate::engine::keyed::{in_order_keyed, PerField};
-use crate::engine::output::{csv_f64s, csv_series_field_ts, push_csv_field, Row};
+use crate::engine::output::{csv_f64s, csv_series_field_ts, push_csv_field, JsonObject, Row};
 use crate::engine::reference::reference_stream;
 use crate::engine::series_hash;
 use crate::record::{write_f64, write_i64, EventTime, Reading, Sym};
@@ -121,30 +121,22 @@ impl Row for OutlierRow {
         });
         write_i64(out, self.change as i64);
     }
-    /// The same object serde writes, without serde (numbers by [`write_f64`]).
+    /// The object serde writes, without serde ([`JsonObject`]).
     fn write_json(&self, out: &mut Vec<u8>) {
-        json_series_field(out, &self.series, &self.field);
-        out.extend_from_slice(b",\"ts\":");
-        write_i64(out, self.ts);
-        for (k, v) in [
-            (&b",\"value\":"[..], self.value),
-            (b",\"mean\":", self.mean),
-            (b",\"std\":", self.std),
-            (b",\"z\":", self.z),
-            (b",\"robust_z\":", self.robust_z),
-            (b",\"residual_z\":", self.residual_z),
-            (b",\"score\":", self.score),
-        ] {
-            out.extend_from_slice(k);
-            write_f64(out, v);
-        }
-        out.extend_from_slice(if self.anomalous {
-            b",\"anomalous\":true,\"change\":"
-        } else {
-            b",\"anomalous\":false,\"change\":"
-        });
-        write_i64(out, self.change as i64);
-        out.push(b'}');
+        JsonObject::new(out)
+            .str("series", &self.series)
+            .str("field", &self.field)
+            .i64("ts", self.ts)
+            .f64("value", self.value)
+            .f64("mean", self.mean)
+            .f64("std", self.std)
+            .f64("z", self.z)
+            .f64("robust_z", self.robust_z)
+            .f64("residual_z", self.residual_z)
+            .f64("score", self.score)
+            .bool("anomalous", self.anomalous)
+            .i64("change", self.change as i64)
+            .end();
     }
     fn publish(&self, out: &mut Vec<Update>) {
         let (mean, std) = self.stats().unwrap_or((f64::NAN, f64::NAN));
@@ -207,22 +199,26 @@ impl Row for ForecastPath {
             }
         }
     }
-    /// The same object serde writes, without serde (numbers by [`write_f64`]).
+    /// The object serde writes, without serde ([`JsonObject`]).
     fn write_json(&self, out: &mut Vec<u8>) {
-        json_series_field(out, &self.series, &self.field);
-        out.extend_from_slice(b",\"issued_ts\":");
-        write_i64(out, self.issued_ts);
-        out.extend_from_slice(b",\"steps\":[");
-        for (i, (ts, p, l, u)) in self.steps.iter().enumerate() {
-            out.extend_from_slice(if i > 0 { b",[" } else { b"[" });
-            write_i64(out, *ts);
-            for v in [p, l, u] {
-                out.push(b',');
-                write_f64(out, *v);
-            }
-            out.push(b']');
-        }
-        out.extend_from_slice(b"]}");
+        JsonObject::new(out)
+            .str("series", &self.series)
+            .str("field", &self.field)
+            .i64("issued_ts", self.issued_ts)
+            .with("steps", |out| {
+                out.push(b'[');
+                for (i, (ts, p, l, u)) in self.steps.iter().enumerate() {
+                    out.extend_from_slice(if i > 0 { b",[" } else { b"[" });
+                    write_i64(out, *ts);
+                    for v in [p, l, u] {
+                        out.push(b',');
+                        write_f64(out, *v);
+                    }
+                    out.push(b']');
+                }
+                out.push(b']');
+            })
+            .end();
     }
     fn publish(&self, out: &mut Vec<Update>) {
         out.push(Update::Forecast(ForecastUpdate {
@@ -233,14 +229,6 @@ impl Row for ForecastPath {
             steps: self.steps.clone(),
         }));
     }
-}
-
-/// Opens a JSON object with its `series` and `field` members.
-fn json_series_field(out: &mut Vec<u8>, series: &str, field: &str) {
-    out.extend_from_slice(b"{\"series\":");
-    serde_json::to_writer(&mut *out, series).expect("vec write");
-    out.extend_from_slice(b",\"field\":");
-    serde_json::to_writer(&mut *out, field).expect("vec write");
 }
 
 /// What the per-reading operator emits. It is split three ways by value (no copies), and
@@ -662,83 +650,5 @@ impl Dataflow for SensorOutliers {
         outputs.add("outliers", set_rows, false);
         outputs.add("outliers_top", top_rows, false);
         outputs.add("outliers_ref", ref_rows, false);
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::dataset::generate::SplitMix64;
-
-    /// A float of any magnitude and sign, or one of the awkward ones.
-    fn any_f64(rng: &mut SplitMix64) -> f64 {
-        match rng.below(8) {
-            0 => [0.0, -0.0, 1.0, 0.1, 1e-300, -1e300, 12.3456, 5e-324][rng.below(8) as usize],
-            1 => (rng.below(2_000_000) as f64 - 1e6) / 1e4,
-            _ => {
-                let bits = rng.next_u64();
-                let x = f64::from_bits(bits);
-                if x.is_finite() {
-                    x
-                } else {
-                    rng.normal()
-                }
-            }
-        }
-    }
-
-    /// The hand-written JSON of both row types reads back as the same row as serde's.
-    #[test]
-    fn rows_written_by_hand_read_back_as_serde_writes_them() {
-        let mut rng = SplitMix64(11);
-        let names = ["s/a", "plant \"7\"", "zone\\3", "été/ü", "tab\tline\n"];
-        for i in 0..20_000 {
-            let series = Sym::new(names[i % names.len()]);
-            let field = Sym::new(names[(i / 5) % names.len()]);
-            let row = OutlierRow {
-                series,
-                field,
-                ts: rng.next_u64() as i64,
-                value: any_f64(&mut rng),
-                mean: any_f64(&mut rng),
-                std: any_f64(&mut rng),
-                z: any_f64(&mut rng),
-                robust_z: any_f64(&mut rng),
-                residual_z: any_f64(&mut rng),
-                score: any_f64(&mut rng),
-                anomalous: rng.below(2) == 0,
-                change: rng.below(3) as i8 - 1,
-            };
-            let mut by_hand = Vec::new();
-            row.write_json(&mut by_hand);
-            let back: OutlierRow = serde_json::from_slice(&by_hand)
-                .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&by_hand)));
-            assert_eq!(back, row);
-            let serde: OutlierRow =
-                serde_json::from_slice(&serde_json::to_vec(&row).unwrap()).unwrap();
-            assert_eq!(back, serde);
-
-            let steps = (0..rng.below(4))
-                .map(|_| {
-                    (
-                        rng.next_u64() as i64,
-                        any_f64(&mut rng),
-                        any_f64(&mut rng),
-                        any_f64(&mut rng),
-                    )
-                })
-                .collect();
-            let path = ForecastPath {
-                series,
-                field,
-                issued_ts: -(i as i64),
-                steps,
-            };
-            let mut by_hand = Vec::new();
-            path.write_json(&mut by_hand);
-            let back: ForecastPath = serde_json::from_slice(&by_hand)
-                .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&by_hand)));
-            assert_eq!(back, path);
-        }
     }
 }

@@ -15,7 +15,7 @@ use super::{Dataflow, Outputs, Params};
 use crate::analytics::rolling::Extent;
 use crate::analytics::trend::{Crossover, Trend};
 use crate::engine::keyed::{forget, in_order_keyed, PerField};
-use crate::engine::output::{csv_f64s, csv_series_field_ts, Row};
+use crate::engine::output::{csv_f64s, csv_series_field_ts, JsonObject, Row};
 use crate::record::{write_f64, write_i64, EventTime, Reading, Sym};
 
 /// A reading's trend, or (when `cross` is set) a crossover signal.
@@ -68,6 +68,33 @@ impl Row for TrendRow {
             }
             None => out.extend_from_slice(b",,"),
         }
+    }
+    /// The object serde writes, without serde ([`JsonObject`]).
+    fn write_json(&self, out: &mut Vec<u8>) {
+        let obj = JsonObject::new(out)
+            .str("series", &self.series)
+            .str("field", &self.field)
+            .i64("ts", self.ts)
+            .f64("value", self.value)
+            .i64("n", self.n as i64)
+            .f64("slope", self.slope)
+            .f64("stderr", self.stderr)
+            .f64("t", self.t);
+        let obj = match self.cross {
+            Some(c) => obj.str("cross", c),
+            None => obj.with("cross", |o| o.extend_from_slice(b"null")),
+        };
+        match self.means {
+            Some((s, l)) => obj.with("means", |o| {
+                o.push(b'[');
+                write_f64(o, s);
+                o.push(b',');
+                write_f64(o, l);
+                o.push(b']');
+            }),
+            None => obj.with("means", |o| o.extend_from_slice(b"null")),
+        }
+        .end();
     }
 }
 

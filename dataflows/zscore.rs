@@ -13,7 +13,7 @@ use timely::dataflow::Stream;
 use super::{Dataflow, Outputs, Params};
 use crate::analytics::rolling::CountWindow;
 use crate::engine::keyed::{in_order_logic, InOrder, PerField};
-use crate::engine::output::{csv_f64s, csv_series_field_ts, Row};
+use crate::engine::output::{csv_f64s, csv_series_field_ts, JsonObject, Row};
 use crate::record::{EventTime, Reading, Sym};
 
 /// A reading far from its series' recent past.
@@ -43,6 +43,18 @@ impl Row for ZRow {
     fn write_csv(&self, out: &mut Vec<u8>) {
         csv_series_field_ts(out, &self.series, &self.field, self.ts);
         csv_f64s(out, &[self.value, self.mean, self.std, self.z]);
+    }
+    /// The object serde writes, without serde ([`JsonObject`]).
+    fn write_json(&self, out: &mut Vec<u8>) {
+        JsonObject::new(out)
+            .str("series", &self.series)
+            .str("field", &self.field)
+            .i64("ts", self.ts)
+            .f64("value", self.value)
+            .f64("mean", self.mean)
+            .f64("std", self.std)
+            .f64("z", self.z)
+            .end();
     }
 }
 

@@ -128,6 +128,72 @@ pub fn csv_f64s(out: &mut Vec<u8>, values: &[f64]) {
     }
 }
 
+/// A flat JSON object written member by member, for [`Row::write_json`] without serde:
+/// strings escaped by serde_json, numbers by [`crate::record::write_f64`] (shortest
+/// round-trip digits, `null` when not finite, as serde_json) and `write_i64`. Keys are
+/// written as given (plain identifiers).
+pub struct JsonObject<'a> {
+    out: &'a mut Vec<u8>,
+    first: bool,
+}
+
+impl<'a> JsonObject<'a> {
+    /// Opens an object at the end of `out`.
+    pub fn new(out: &'a mut Vec<u8>) -> Self {
+        out.push(b'{');
+        JsonObject { out, first: true }
+    }
+
+    fn key(&mut self, k: &str) {
+        self.out
+            .extend_from_slice(if self.first { b"\"" } else { b",\"" });
+        self.first = false;
+        self.out.extend_from_slice(k.as_bytes());
+        self.out.extend_from_slice(b"\":");
+    }
+
+    /// A string member.
+    pub fn str(mut self, k: &str, v: &str) -> Self {
+        self.key(k);
+        serde_json::to_writer(&mut *self.out, v).expect("writing to a Vec");
+        self
+    }
+
+    /// An integer member.
+    pub fn i64(mut self, k: &str, v: i64) -> Self {
+        self.key(k);
+        crate::record::write_i64(self.out, v);
+        self
+    }
+
+    /// A number member.
+    pub fn f64(mut self, k: &str, v: f64) -> Self {
+        self.key(k);
+        crate::record::write_f64(self.out, v);
+        self
+    }
+
+    /// A boolean member.
+    pub fn bool(mut self, k: &str, v: bool) -> Self {
+        self.key(k);
+        self.out
+            .extend_from_slice(if v { b"true" } else { b"false" });
+        self
+    }
+
+    /// A member whose value the caller writes (valid JSON) into the buffer.
+    pub fn with(mut self, k: &str, write: impl FnOnce(&mut Vec<u8>)) -> Self {
+        self.key(k);
+        write(self.out);
+        self
+    }
+
+    /// Closes the object.
+    pub fn end(self) {
+        self.out.push(b'}');
+    }
+}
+
 /// File format of output files.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
 pub enum OutputFormat {
