@@ -16,9 +16,10 @@
 //! readings would arrive at the series' latest spacing.
 //!
 //! With `--state-ttl`, a (series, value) silent longer than that is dropped: it leaves the
-//! outlier set (if it was in it) and the top-k at that time, and starts afresh when it comes
-//! back. The end of the input ends event time, so there every state expires and the sets
-//! empty.
+//! outlier set (if it was in it) and the top-k at that time, is reported in the `silent`
+//! output (a sensor that stopped reporting, with its last reading's time), and starts afresh
+//! when it comes back. The end of the input ends event time, so there every state expires,
+//! the sets empty, and every series still held is reported silent.
 //!
 //! Differential collections, emitted as updates with `diff` +1 / -1 when the input frontier
 //! passes a time, so a consumer never sees half a change (changes that cancel within one time
@@ -231,13 +232,39 @@ impl Row for ForecastPath {
     }
 }
 
-/// What the per-reading operator emits. It is split three ways by value (no copies), and
+/// A (series, value) that stopped reporting: its state expired (`--state-ttl`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SilentRow {
+    /// Series id.
+    pub series: Sym,
+    /// Value name.
+    pub field: Sym,
+    /// Event time of its last reading, UTC ms.
+    pub last_ts: EventTime,
+    /// Event time its state expired (within 1.25 TTL after `last_ts`), UTC ms.
+    pub time: EventTime,
+}
+
+impl Row for SilentRow {
+    const CSV_HEADER: &'static str = "series,field,last_ts,time";
+    fn key(&self) -> &str {
+        &self.series
+    }
+    fn write_csv(&self, out: &mut Vec<u8>) {
+        csv_series_field_ts(out, &self.series, &self.field, self.last_ts);
+        out.push(b',');
+        write_i64(out, self.time);
+    }
+}
+
+/// What the per-reading operator emits. It is split four ways by value (no copies), and
 /// only the small [`SetInput`]s feed both differential collections.
 #[derive(Debug, Clone)]
 enum Out {
     Scores(OutlierRow),
     Forecast(ForecastPath),
     Set(SetInput),
+    Silent(SilentRow),
 }
 
 /// What the outlier set and the top-k need from a reading or an expiry.
@@ -500,26 +527,40 @@ impl Dataflow for SensorOutliers {
                 });
             }
         };
-        let expired = |series, field, s: SeriesState, _at, emit: &mut dyn FnMut(Out)| {
+        let expired = |series, field, s: SeriesState, at, emit: &mut dyn FnMut(Out)| {
             emit(Out::Set(SetInput::Expired {
                 key: (series, field),
                 anomalous: s.anomalous,
                 last_score: s.last_score,
-            }))
+            }));
+            if let Some(last_ts) = s.last_ts {
+                emit(Out::Silent(SilentRow {
+                    series,
+                    field,
+                    last_ts,
+                    time: at,
+                }));
+            }
         };
         let out = in_order_keyed(input, "sensor_outliers", state, process, expired);
         use timely::dataflow::operators::vec::{Map, Partition};
         let mut parts = out
-            .partition(3, |o| match o {
+            .partition(4, |o| match o {
                 Out::Scores(_) => (0, o),
                 Out::Forecast(_) => (1, o),
                 Out::Set(_) => (2, o),
+                Out::Silent(_) => (3, o),
             })
             .into_iter();
-        let (Some(rows), Some(forecasts), Some(sets)) = (parts.next(), parts.next(), parts.next())
+        let (Some(rows), Some(forecasts), Some(sets), Some(silent)) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
         else {
-            unreachable!("partition gives the 3 streams asked for");
+            unreachable!("partition gives the 4 streams asked for");
         };
+        let silent = silent.flat_map(|o| match o {
+            Out::Silent(r) => Some(r),
+            _ => None,
+        });
         let rows = rows.flat_map(|o| match o {
             Out::Scores(r) => Some(r),
             _ => None,
@@ -650,5 +691,6 @@ impl Dataflow for SensorOutliers {
         outputs.add("outliers", set_rows, false);
         outputs.add("outliers_top", top_rows, false);
         outputs.add("outliers_ref", ref_rows, false);
+        outputs.add("silent", silent, false);
     }
 }

@@ -398,6 +398,37 @@ fn an_expired_outlier_leaves_the_set_and_the_top_k_while_the_input_runs() {
                 "{w} workers: states held"
             );
             let read = |stem| json_lines(&out, stem);
+            // Silent series: each once, with its last reading, at its expiry; none without
+            // a TTL.
+            let silent: Vec<(String, i64, i64)> = read("silent")
+                .iter()
+                .map(|v| {
+                    (
+                        v["series"].as_str().unwrap().to_string(),
+                        v["last_ts"].as_i64().unwrap(),
+                        v["time"].as_i64().unwrap(),
+                    )
+                })
+                .collect::<BTreeSet<_>>()
+                .into_iter()
+                .collect();
+            let want_silent = match ttl {
+                None => vec![],
+                Some(_) => {
+                    let clock_last = t0 + 500 + 3_599 * 1_000;
+                    let clock_gone = ((clock_last + TTL_MS) / (TTL_MS / 4) + 1) * (TTL_MS / 4);
+                    vec![
+                        ("s/clock".to_string(), clock_last, clock_gone),
+                        ("s/quiet".to_string(), spike_ts, gone_at),
+                    ]
+                }
+            };
+            assert_eq!(silent, want_silent, "{w} workers: silent series");
+            assert_eq!(
+                read("silent").len(),
+                want_silent.len(),
+                "{w} workers: once each"
+            );
             let set = changes(&read("outliers"), "s/quiet");
             let top = changes(&read("outliers_top"), "s/quiet");
             let clock_top = changes(&read("outliers_top"), "s/clock");
