@@ -397,6 +397,12 @@ fn an_expired_outlier_leaves_the_set_and_the_top_k_while_the_input_runs() {
                 report.metrics.series_states, held,
                 "{w} workers: states held"
             );
+            // Both series go silent with a TTL (s/clock at the end of the input).
+            let expired = if ttl.is_some() { 2 } else { 0 };
+            assert_eq!(
+                report.metrics.expired, expired,
+                "{w} workers: expired states"
+            );
             let read = |stem| json_lines(&out, stem);
             // Silent series: each once, with its last reading, at its expiry; none without
             // a TTL.

@@ -649,6 +649,8 @@ pub struct PipelineView {
     pub open_windows: i64,
     /// Per-series states held.
     pub series_states: i64,
+    /// Per-series states dropped by `--state-ttl` (series that went silent).
+    pub expired: u64,
     /// Skipped offsets.
     pub skipped_offsets: u64,
     /// Event-time frontier the hub has released up to (UTC ms; null before the first).
@@ -808,6 +810,7 @@ impl Hub {
                     produced: m.produced,
                     open_windows: m.open_windows,
                     series_states: m.series_states,
+                    expired: m.expired,
                     skipped_offsets: m.skipped_offsets,
                     released: (p.released > EventTime::MIN && p.released < EventTime::MAX)
                         .then_some(p.released),

@@ -303,7 +303,7 @@ pub fn prometheus(hub: &Hub) -> String {
     let o = hub.overview();
     let mut out = String::new();
     type Get = fn(&super::hub::PipelineView) -> f64;
-    let counters: [(&str, &str, Get); 8] = [
+    let counters: [(&str, &str, Get); 9] = [
         (
             "streamgauge_readings_in_total",
             "Readings delivered by sources.",
@@ -341,6 +341,11 @@ pub fn prometheus(hub: &Hub) -> String {
             "streamgauge_series_states",
             "Per-series states held by keyed dataflows.",
             |p| p.series_states as f64,
+        ),
+        (
+            "streamgauge_expired_total",
+            "Per-series states dropped by --state-ttl (series that went silent).",
+            |p| p.expired as f64,
         ),
     ];
     for (name, help, get) in counters {

@@ -512,6 +512,8 @@ impl<V> PerField<V> {
         if let (Some(m), true) = (&self.metrics, gone > 0) {
             m.series_states
                 .fetch_sub(gone, std::sync::atomic::Ordering::Relaxed);
+            m.expired
+                .fetch_add(gone as u64, std::sync::atomic::Ordering::Relaxed);
         }
     }
 }

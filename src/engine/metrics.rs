@@ -53,6 +53,9 @@ pub struct Metrics {
     /// Per-(series, value) states held by the keyed dataflows (`--state-ttl` bounds it by the
     /// series live at a time).
     pub series_states: AtomicI64,
+    /// Per-(series, value) states dropped by `--state-ttl`: series that went silent (the end
+    /// of a finite input expires every state still held).
+    pub expired: AtomicU64,
     /// Rows produced into Kafka by replays and generators.
     pub produced: AtomicU64,
     /// Offsets skipped inside a partition: records the broker no longer had when they were
@@ -77,6 +80,8 @@ pub struct Snapshot {
     pub open_windows: i64,
     /// See [`Metrics::series_states`].
     pub series_states: i64,
+    /// See [`Metrics::expired`].
+    pub expired: u64,
     /// See [`Metrics::produced`].
     pub produced: u64,
     /// See [`Metrics::skipped_offsets`].
@@ -94,6 +99,7 @@ impl Metrics {
             rows_out: self.rows_out.load(r),
             open_windows: self.open_windows.load(r),
             series_states: self.series_states.load(r),
+            expired: self.expired.load(r),
             produced: self.produced.load(r),
             skipped_offsets: self.skipped_offsets.load(r),
         }
