@@ -71,10 +71,7 @@ impl Row for TrendRow {
     }
     /// The object serde writes, without serde ([`JsonObject`]).
     fn write_json(&self, out: &mut Vec<u8>) {
-        let obj = JsonObject::new(out)
-            .str("series", &self.series)
-            .str("field", &self.field)
-            .i64("ts", self.ts)
+        let obj = JsonObject::series_field_ts(out, &self.series, &self.field, self.ts)
             .f64("value", self.value)
             .i64("n", self.n as i64)
             .f64("slope", self.slope)

@@ -46,10 +46,7 @@ impl Row for ZRow {
     }
     /// The object serde writes, without serde ([`JsonObject`]).
     fn write_json(&self, out: &mut Vec<u8>) {
-        JsonObject::new(out)
-            .str("series", &self.series)
-            .str("field", &self.field)
-            .i64("ts", self.ts)
+        JsonObject::series_field_ts(out, &self.series, &self.field, self.ts)
             .f64("value", self.value)
             .f64("mean", self.mean)
             .f64("std", self.std)

@@ -205,10 +205,16 @@ impl Settings {
 /// A time to live of at least a millisecond (state expires on a millisecond grid); the
 /// error says what to give.
 pub(crate) fn positive_ttl(d: Duration) -> Result<Duration, String> {
+    at_least_1ms(d, "a time to live", "30m or 1h")
+}
+
+/// `d` when it is at least a millisecond (event time is in milliseconds); else an error
+/// naming `what` with `examples` of what to give.
+pub(crate) fn at_least_1ms(d: Duration, what: &str, examples: &str) -> Result<Duration, String> {
     if d.as_millis() >= 1 {
         Ok(d)
     } else {
-        Err("a time to live must be at least 1ms, e.g. 30m or 1h".into())
+        Err(format!("{what} must be at least 1ms, e.g. {examples}"))
     }
 }
 

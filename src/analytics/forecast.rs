@@ -173,20 +173,10 @@ impl RlsAr {
         }
     }
 
-    /// The point forecasts for 1..=h steps ahead and the MA(∞) weights `psi_0..psi_{h-1}`
-    /// of the fitted AR (None until `p` values and a few errors have been seen).
-    pub fn path(&self, h: usize) -> Option<(Vec<f64>, Vec<f64>)> {
-        let (mut points, mut psi) = (Vec::with_capacity(h), Vec::with_capacity(h));
-        self.path_each(h, |y, w| {
-            points.push(y);
-            psi.push(w);
-        })
-        .then_some((points, psi))
-    }
-
-    /// [`RlsAr::path`] without allocating (for short paths and few lags): calls `f(point,
-    /// psi)` for steps 1..=h, `psi` being `psi_{step-1}`. False (and no call) where `path`
-    /// gives None.
+    /// The forecast path: calls `f(point, psi)` for steps 1..=h with the point forecast and
+    /// the MA(∞) weight `psi_{step-1}` of the fitted AR. False (and no call) until `p`
+    /// values and a few errors have been seen, or for `h == 0`. Without allocating for
+    /// short paths and few lags (it runs per reading).
     pub fn path_each(&self, h: usize, mut f: impl FnMut(f64, f64)) -> bool {
         if self.hist.len() < self.max_lag || self.n < (self.p as u64 + 2) || h == 0 {
             return false;

@@ -918,13 +918,10 @@ fn positive_f64(s: &str) -> std::result::Result<f64, String> {
     }
 }
 
-/// A duration of at least 1 ms.
+/// A top-k interval of at least 1 ms.
 fn top_every(s: &str) -> std::result::Result<HumanDuration, String> {
     let d = s.parse::<HumanDuration>().map_err(|e| e.to_string())?;
-    if d.0 < std::time::Duration::from_millis(1) {
-        return Err(format!("{s:?}: give at least 1ms, e.g. 1s"));
-    }
-    Ok(d)
+    crate::config::at_least_1ms(d.0, "a top-k interval", "1s or 1m").map(HumanDuration)
 }
 
 fn state_ttl(s: &str) -> std::result::Result<HumanDuration, String> {

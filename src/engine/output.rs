@@ -144,6 +144,15 @@ impl<'a> JsonObject<'a> {
         JsonObject { out, first: true }
     }
 
+    /// Opens an object with the members most rows start with, `series`, `field` and `ts`
+    /// (the JSON twin of [`csv_series_field_ts`]).
+    pub fn series_field_ts(out: &'a mut Vec<u8>, series: &str, field: &str, ts: i64) -> Self {
+        Self::new(out)
+            .str("series", series)
+            .str("field", field)
+            .i64("ts", ts)
+    }
+
     fn key(&mut self, k: &str) {
         self.out
             .extend_from_slice(if self.first { b"\"" } else { b",\"" });
