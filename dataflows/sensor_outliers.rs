@@ -252,6 +252,14 @@ impl Row for SilentRow {
         out.push(b',');
         write_i64(out, self.time);
     }
+    fn publish(&self, out: &mut Vec<Update>) {
+        out.push(Update::Silent {
+            series: self.series,
+            field: self.field,
+            last_ts: self.last_ts,
+            at: self.time,
+        });
+    }
 }
 
 /// What the per-reading operator emits. It is split four ways by value (no copies), and

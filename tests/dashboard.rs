@@ -1,6 +1,8 @@
 //! The live dashboard (the browser test is in `tests/dashboard_browser.rs`):
 //! - the hub against the dataflow's own output files on 1, 2 and 4 workers (outlier set,
 //!   per-series history, latest forecast), and the REST API and `/metrics` shapes, with a token;
+//! - the series that went silent (`--state-ttl`) against the `silent` output on 1, 2 and 4
+//!   workers: shown until they report again, and not for the end of the input;
 //! - a non-loopback bind without a token refuses to start;
 //! - the notebook reads the API with pandas and plots a series.
 
@@ -355,6 +357,147 @@ fn hub_matches_the_dataflow_outputs_and_the_api_has_its_shapes_on_1_2_4_workers(
             "same forecasts whatever the workers"
         );
     }
+}
+
+/// `series/field` of a JSON row.
+fn row_key(v: &Value) -> String {
+    format!(
+        "{}/{}",
+        v["series"].as_str().unwrap(),
+        v["field"].as_str().unwrap()
+    )
+}
+
+#[test]
+fn hub_shows_the_series_that_went_silent_on_1_2_4_workers() {
+    // Seven series years apart, some with gaps of hours: with a 6-hour TTL, series go
+    // silent inside their gaps and report again, stop for good when their file ends while
+    // nyc_taxi goes on, and nyc_taxi itself expires only after the input's last reading.
+    // A day cut out of nyc_taxi makes the last silence of one series end before the input.
+    let mut readings = common::load("nab:realKnownCause");
+    let taxi = |r: &streamgauge::record::Reading| r.series.contains("nyc_taxi");
+    let t0 = readings
+        .iter()
+        .filter(|r| taxi(r))
+        .map(|r| r.ts)
+        .min()
+        .unwrap();
+    let day = 86_400_000;
+    readings.retain(|r| !(taxi(r) && (t0 + 100 * day..t0 + 101 * day).contains(&r.ts)));
+    readings.sort_by_key(|r| r.ts);
+    let reached = readings.iter().map(|r| r.ts).max().unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let mut views = Vec::new();
+    for w in [1, 2, 4] {
+        let out = tmp.path().join(format!("w{w}"));
+        let hub = Hub::new(HubConfig::default());
+        let token = "t0ken";
+        let dash = dashboard(&hub, token);
+        let addr = dash.addr().to_string();
+        let mut spec = RunSpec::new("sensor_outliers", Input::memory(readings.clone()));
+        spec.cluster.workers = w;
+        spec.output_dir = Some(out.clone());
+        spec.state_ttl = Some(Duration::from_secs(6 * 3600));
+        spec.hub = Some((hub.clone(), String::new()));
+        common::run_ok(spec);
+
+        // The oracle, from the output files: a key's latest expiry up to the input's last
+        // reading, unless the key read again after the reading before that expiry.
+        let mut last_read: BTreeMap<String, i64> = BTreeMap::new();
+        for line in common::read_lines(&out, "outlier_scores") {
+            let v: Value = serde_json::from_str(&line).unwrap();
+            let t = last_read.entry(row_key(&v)).or_insert(i64::MIN);
+            *t = (*t).max(v["ts"].as_i64().unwrap());
+        }
+        let mut latest: BTreeMap<String, (i64, i64)> = BTreeMap::new();
+        let (mut after_end, mut rows) = (0, 0);
+        for line in common::read_lines(&out, "silent") {
+            let v: Value = serde_json::from_str(&line).unwrap();
+            let (last_ts, time) = (v["last_ts"].as_i64().unwrap(), v["time"].as_i64().unwrap());
+            rows += 1;
+            if time > reached {
+                after_end += 1;
+                continue;
+            }
+            let e = latest.entry(row_key(&v)).or_insert((time, last_ts));
+            if time > e.0 {
+                *e = (time, last_ts);
+            }
+        }
+        let want: BTreeMap<String, (i64, i64)> = latest
+            .iter()
+            .filter(|(k, (_, last_ts))| last_read[k.as_str()] <= *last_ts)
+            .map(|(k, v)| (k.clone(), *v))
+            .collect();
+        let recovered = latest.len() - want.len();
+        assert!(
+            after_end == 1 && want.len() >= 4 && recovered == 1 && rows > latest.len() + 2,
+            "{w} workers: the input must exercise every rule: {rows} rows, {after_end} after \
+             the end, {} silent now, {recovered} keys reported again",
+            want.len()
+        );
+
+        let v = get_json(&addr, "/api/silent?limit=1000", token);
+        assert_eq!(v["count"].as_u64(), Some(want.len() as u64), "{v}");
+        let got: BTreeMap<String, (i64, i64)> = v["set"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| {
+                assert_eq!(e["pipeline"], "dataset/sensor_outliers");
+                (
+                    e["key"].as_str().unwrap().to_string(),
+                    (e["since"].as_i64().unwrap(), e["last_ts"].as_i64().unwrap()),
+                )
+            })
+            .collect();
+        assert_eq!(
+            got, want,
+            "{w} workers: the silent series, since and last reading"
+        );
+        let since: Vec<i64> = v["set"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["since"].as_i64().unwrap())
+            .collect();
+        assert!(
+            since.windows(2).all(|p| p[0] >= p[1]),
+            "most recent first: {since:?}"
+        );
+        for s in get_json(&addr, "/api/series?limit=1000", token)
+            .as_array()
+            .unwrap()
+        {
+            let key = s["key"].as_str().unwrap();
+            assert_eq!(s["silent"].as_bool(), Some(want.contains_key(key)), "{s}");
+            let h = get_json(
+                &addr,
+                &format!("/api/history?key={}", key.replace('/', "%2F")),
+                token,
+            );
+            assert_eq!(
+                h["silent_since"].as_i64(),
+                want.get(key).map(|w| w.0),
+                "{key}"
+            );
+        }
+        assert_eq!(
+            get_json(&addr, "/api/overview", token)["silent"].as_u64(),
+            Some(want.len() as u64)
+        );
+        let (_, metrics) = get(&addr, "/metrics", Some(token));
+        assert!(
+            metrics.contains(&format!("streamgauge_silent_series {}", want.len())),
+            "{metrics}"
+        );
+        drop(dash);
+        views.push(got);
+    }
+    assert!(
+        views.iter().all(|v| *v == views[0]),
+        "same silent series whatever the workers"
+    );
 }
 
 fn bin() -> Command {

@@ -2,7 +2,9 @@
 //! (`.ci/run` installs both; no browser is downloaded). While the demo streams its live
 //! sensors, the test checks through the page itself that the overview's counters move, that
 //! an outlier appears in the table and clicking it opens its series, that series charts
-//! receive points live (with a forecast), and that the cluster view lists the workers.
+//! receive points live (with a forecast), that the cluster view lists the workers, and that
+//! a sensor in one of the generator's outages shows as silent and leaves that view when it
+//! reports again.
 //! Screenshots go to `<target tmp>/dashboard/`. Alone in its file, so that no other test
 //! competes with the browser for the two cores.
 
@@ -62,7 +64,7 @@ fn browser_sees_counters_move_an_outlier_appear_and_charts_receive_points() {
             .args([
                 "demo",
                 "--duration",
-                "150s",
+                "200s",
                 "--no-datasets",
                 "--sensors",
                 "100",
@@ -120,7 +122,18 @@ fn browser_sees_counters_move_an_outlier_appear_and_charts_receive_points() {
         seen["workerRows"].as_i64().unwrap() >= 2,
         "cluster view lists workers: {seen}"
     );
+    let silent = seen["silent"].as_str().unwrap_or_default();
+    assert!(
+        silent.starts_with("sensor/") && seen["silentCount"].as_i64() >= Some(1),
+        "a sensor in an outage shows as silent: {seen}"
+    );
+    assert_eq!(
+        seen["silentLeft"].as_bool(),
+        Some(true),
+        "and leaves the view when it reports again: {seen}"
+    );
     for shot in [
+        "dashboard-silent.png",
         "dashboard-series.png",
         "dashboard-overview.png",
         "dashboard-outliers.png",

@@ -15,7 +15,7 @@ use clap::Args;
 
 use super::replay::{produce, Speed};
 use crate::config::Settings;
-use crate::dataset::generate::SensorStream;
+use crate::dataset::generate::{Outages, SensorStream};
 use crate::duration::HumanDuration;
 use crate::engine::metrics::Snapshot;
 use crate::engine::{self, Input, Metrics, RunSpec};
@@ -42,6 +42,10 @@ pub struct DemoArgs {
     /// Generated readings per second.
     #[arg(long, default_value_t = 20_000)]
     pub rate: u64,
+    /// State TTL of the dataflows on the live sensors: a sensor quiet this long (event time)
+    /// is reported silent (one sensor in 50 has 40-second outages every 3 minutes).
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = super::state_ttl)]
+    pub sensor_ttl: HumanDuration,
     /// Do not replay the real datasets.
     #[arg(long)]
     pub no_datasets: bool,
@@ -62,6 +66,9 @@ pub struct DemoArgs {
     #[command(flatten)]
     pub dashboard: crate::dashboard::DashboardArgs,
 }
+
+/// The live sensors' topic.
+const SENSOR_TOPIC: &str = "demo.sensors";
 
 /// Datasets the demo replays when present.
 const DEMO_DATASETS: &[(&str, &str)] = &[
@@ -96,26 +103,29 @@ pub fn run(a: DemoArgs, settings: &Settings) -> Result<()> {
     let mut pipelines = Vec::new();
 
     // Live sensors: event time is the wall clock.
-    broker.create_topic("demo.sensors", 8)?;
+    broker.create_topic(SENSOR_TOPIC, 8)?;
     let sensors = Pipeline {
-        topic: "demo.sensors".into(),
+        topic: SENSOR_TOPIC.into(),
         metrics: Arc::new(Metrics::default()),
     };
     {
         let (kafka, stop, metrics) = (kafka.clone(), stop_inputs.clone(), sensors.metrics.clone());
         let (n, rate) = (a.sensors, a.rate);
         threads.push(thread::spawn(move || -> Result<()> {
-            let mut p = ReadingProducer::new(&kafka, "demo.sensors")?;
+            let mut p = ReadingProducer::new(&kafka, SENSOR_TOPIC)?;
             let step_ms = ((n as u64 * 1000) / rate).max(1) as i64;
             let now_ms = SystemTime::now().duration_since(UNIX_EPOCH)?.as_millis() as i64;
             let start = Instant::now();
-            let mut stream = SensorStream::new(n, now_ms, step_ms, 42);
+            let mut stream = SensorStream::new(n, now_ms, step_ms, 42).with_outages(Outages::DEMO);
+            let mut round = Vec::with_capacity(n as usize);
             while !stop.load(Ordering::Relaxed) {
                 let round_ts = stream.ts;
-                for r in stream.by_ref().take(n as usize) {
-                    p.send(&r)?;
+                round.clear();
+                stream.next_round(&mut round);
+                for r in &round {
+                    p.send(r)?;
                 }
-                Metrics::add(&metrics.produced, n as u64);
+                Metrics::add(&metrics.produced, round.len() as u64);
                 let due = Duration::from_millis((round_ts + step_ms - now_ms) as u64);
                 if let Some(wait) = due.checked_sub(start.elapsed()) {
                     thread::sleep(wait);
@@ -222,6 +232,13 @@ pub fn run(a: DemoArgs, settings: &Settings) -> Result<()> {
             spec.window = settings.window;
             spec.lateness = settings.lateness;
             spec.idle_timeout = settings.idle_timeout;
+            // Live sensors expire after a short silence; datasets (hours between readings)
+            // keep the configured TTL.
+            spec.state_ttl = if p.topic == SENSOR_TOPIC {
+                Some(a.sensor_ttl.0)
+            } else {
+                settings.state_ttl
+            };
             spec.output_dir = a.output.as_ref().map(|o| o.join(&p.topic));
             spec.result_topics = Some((kafka.clone(), p.topic.to_string()));
             // The screen counts the first dataflow's readings; the others count their own.

@@ -2,12 +2,13 @@
 //! sink offers, releases them as one **frame** when every sink of a pipeline has passed a
 //! time (so a page never shows half a window or half a set change), and keeps what a newly
 //! opened page needs at once: a bounded recent history per series, the latest forecast per
-//! series, the current outlier set with its recent changes, and the counters of every
-//! pipeline.
+//! series, the current outlier set with its recent changes, the series that went silent, and
+//! the counters of every pipeline.
 //!
 //! Memory is bounded: at most [`HubConfig::max_series`] series (the least recently updated
 //! are dropped beyond it) of at most [`HubConfig::history`] points each (48 bytes a point),
-//! plus one forecast per series, [`HubConfig::changes`] outlier-set changes and 120
+//! plus one forecast per series, [`HubConfig::changes`] outlier-set changes, at most
+//! `max_series` silent series (the longest silent are dropped beyond it) and 120
 //! one-second counter samples per pipeline. With the defaults (5,000 series x 300 points)
 //! the histories take at most ~72 MB, whatever the number of readings.
 
@@ -62,6 +63,18 @@ pub enum Update {
     },
     /// A forecast path issued after a reading.
     Forecast(ForecastUpdate),
+    /// A (series, field) that stopped reporting: its state expired (`--state-ttl`). It stays
+    /// silent until a reading after `last_ts` arrives.
+    Silent {
+        /// Series id.
+        series: Sym,
+        /// Value name.
+        field: Sym,
+        /// Event time (UTC ms) of its last reading.
+        last_ts: EventTime,
+        /// Event time (UTC ms) its state expired.
+        at: EventTime,
+    },
 }
 
 /// A reading of a series, as the series chart shows it.
@@ -140,6 +153,24 @@ pub struct OutlierEntry {
     pub pipeline: String,
 }
 
+/// A series that stopped reporting (its state expired under `--state-ttl`) and has not
+/// reported since.
+#[derive(Debug, Clone, Serialize)]
+pub struct SilentEntry {
+    /// Series key (`series/field`).
+    pub key: Arc<str>,
+    /// Series id.
+    pub series: Sym,
+    /// Value name.
+    pub field: Sym,
+    /// Event time (UTC ms) of its last reading.
+    pub last_ts: EventTime,
+    /// Event time (UTC ms) from which it counts as silent: its state's expiry.
+    pub since: EventTime,
+    /// Pipeline that reported it.
+    pub pipeline: String,
+}
+
 /// A change to the outlier set, as released in a frame.
 #[derive(Debug, Clone, Serialize)]
 pub struct Change {
@@ -193,6 +224,8 @@ struct Pipeline {
     slots: BTreeMap<String, Vec<EventTime>>,
     staged: BTreeMap<EventTime, Staged>,
     released: EventTime,
+    /// Latest event time of a point released so far: how far the input reached.
+    reached: EventTime,
     finished: bool,
     operators: BTreeMap<String, OperatorTiming>,
     samples: VecDeque<Sample>,
@@ -204,12 +237,13 @@ type Id = (Sym, Sym);
 
 /// The updates of one time, waiting for every sink to pass it: the points in arrival order,
 /// the latest forecast of each series (all of a time's updates are released together, so an
-/// older forecast of the same time could never show), and every outlier change.
+/// older forecast of the same time could never show), and every change to the outlier set
+/// and the silent series.
 #[derive(Debug, Default)]
 struct Staged {
     points: Vec<PointUpdate>,
     forecasts: HashMap<Id, ForecastUpdate, FastBuild>,
-    outliers: Vec<Update>,
+    changes: Vec<Update>,
 }
 
 impl Staged {
@@ -226,7 +260,7 @@ impl Staged {
                     }
                 }
             }
-            o @ Update::Outlier { .. } => self.outliers.push(o),
+            c @ (Update::Outlier { .. } | Update::Silent { .. }) => self.changes.push(c),
         }
     }
 }
@@ -240,6 +274,9 @@ struct State {
     by_key: HashMap<Arc<str>, Id, FastBuild>,
     outliers: BTreeMap<Arc<str>, OutlierEntry>,
     changes: VecDeque<Change>,
+    silent: HashMap<Arc<str>, SilentEntry, FastBuild>,
+    /// Frame of the latest change to `silent`.
+    silent_seq: u64,
     pipelines: Vec<Pipeline>,
     collectors: Vec<(String, &'static str, Arc<crate::collect::clean::Counters>)>,
 }
@@ -322,6 +359,7 @@ impl Hub {
             slots: BTreeMap::new(),
             staged: BTreeMap::new(),
             released: EventTime::MIN,
+            reached: EventTime::MIN,
             finished: false,
             operators: BTreeMap::new(),
             samples: VecDeque::new(),
@@ -399,8 +437,16 @@ impl Hub {
                     buf.points.pop_front();
                 }
                 let score = p.point.score;
+                let ts = p.point.ts;
                 buf.points.push_back(Point { seq, ..p.point });
                 buf.last_seq = seq;
+                let reached = &mut s.pipelines[pipeline].reached;
+                *reached = (*reached).max(ts);
+                // A reading after a silence: the series reports again.
+                if !s.silent.is_empty() && s.silent.get(&buf.key).is_some_and(|e| ts > e.last_ts) {
+                    s.silent.remove(&buf.key);
+                    s.silent_seq = seq;
+                }
                 if score.is_finite() && !s.outliers.is_empty() {
                     if let Some(o) = s.outliers.get_mut(&buf.key) {
                         o.score = Some(score);
@@ -408,6 +454,12 @@ impl Hub {
                 }
             }
             Update::Forecast(f) => self.apply_forecast(s, f),
+            Update::Silent {
+                series,
+                field,
+                last_ts,
+                at,
+            } => self.apply_silent(s, pipeline, (series, field), last_ts, at, false),
             Update::Outlier {
                 series,
                 field,
@@ -465,16 +517,74 @@ impl Hub {
         }
     }
 
-    /// Applies one released time: points, then forecasts, then outlier changes.
-    fn apply_staged(&self, s: &mut State, pipeline: usize, st: Staged) {
+    /// Marks a series silent from `at`, unless it has reported since `last_ts`, or the
+    /// expiry is one the end of the input made: in the pipeline's last frame, an expiry
+    /// after the latest reading of the whole input (`closing`) says only that the input
+    /// ended, not that this series stopped while the others went on.
+    fn apply_silent(
+        &self,
+        s: &mut State,
+        pipeline: usize,
+        id: Id,
+        last_ts: EventTime,
+        at: EventTime,
+        closing: bool,
+    ) {
+        if closing && at > s.pipelines[pipeline].reached {
+            return;
+        }
+        let known = s.series.get(&id);
+        if known
+            .and_then(|b| b.points.back())
+            .is_some_and(|p| p.ts > last_ts)
+        {
+            return;
+        }
+        let key = known.map_or_else(|| series_key(&id.0, &id.1), |b| b.key.clone());
+        let entry = SilentEntry {
+            key: key.clone(),
+            series: id.0,
+            field: id.1,
+            last_ts,
+            since: at,
+            pipeline: s.pipelines[pipeline].name.clone(),
+        };
+        s.silent.insert(key, entry);
+        s.silent_seq = s.seq;
+        if s.silent.len() > self.cfg.max_series {
+            // Drop the longest silent tenth.
+            let mut ages: Vec<(EventTime, Arc<str>)> = s
+                .silent
+                .values()
+                .map(|e| (e.since, e.key.clone()))
+                .collect();
+            let drop = s.silent.len() - self.cfg.max_series * 9 / 10;
+            ages.select_nth_unstable_by_key(drop - 1, |a| a.0);
+            for (_, k) in ages.into_iter().take(drop) {
+                s.silent.remove(&k);
+            }
+        }
+    }
+
+    /// Applies one released time: points, then forecasts, then changes to the outlier set
+    /// and the silent series (`closing`: the pipeline's last frame).
+    fn apply_staged(&self, s: &mut State, pipeline: usize, st: Staged, closing: bool) {
         for p in st.points {
             self.apply(s, pipeline, Update::Point(p));
         }
         for (_, f) in st.forecasts {
             self.apply_forecast(s, f);
         }
-        for o in st.outliers {
-            self.apply(s, pipeline, o);
+        for c in st.changes {
+            match c {
+                Update::Silent {
+                    series,
+                    field,
+                    last_ts,
+                    at,
+                } => self.apply_silent(s, pipeline, (series, field), last_ts, at, closing),
+                other => self.apply(s, pipeline, other),
+            }
         }
     }
 
@@ -558,9 +668,19 @@ impl PipelineHandle {
             return;
         }
         s.seq += 1;
+        let closing = min == EventTime::MAX;
+        if closing {
+            // How far the input reached, before any expiry of this last frame is judged.
+            let p = &mut s.pipelines[self.id];
+            for st in ready.values() {
+                for u in &st.points {
+                    p.reached = p.reached.max(u.point.ts);
+                }
+            }
+        }
         for (t, st) in ready {
             s.frame_time = s.frame_time.max(t);
-            hub.apply_staged(s, self.id, st);
+            hub.apply_staged(s, self.id, st, closing);
         }
         hub.trim(s);
         drop(guard);
@@ -596,6 +716,8 @@ pub struct SeriesInfo {
     pub last: Option<Point>,
     /// In the outlier set now.
     pub outlier: bool,
+    /// Silent now: stopped reporting (its state expired) and has not reported since.
+    pub silent: bool,
 }
 
 /// A series' recent history and latest forecast.
@@ -613,6 +735,8 @@ pub struct History {
     pub forecast: Option<ForecastUpdate>,
     /// In the outlier set now.
     pub outlier: bool,
+    /// Since when it is silent (event time, UTC ms), if it is.
+    pub silent_since: Option<EventTime>,
 }
 
 /// The outlier set and its recent changes.
@@ -624,6 +748,17 @@ pub struct OutlierView {
     pub set: Vec<OutlierEntry>,
     /// Recent changes, oldest first.
     pub changes: Vec<Change>,
+}
+
+/// The series that went silent.
+#[derive(Debug, Clone, Serialize)]
+pub struct SilentView {
+    /// Frame number.
+    pub seq: u64,
+    /// How many series are silent now.
+    pub count: usize,
+    /// The most recently silent first, at most the `limit` asked for.
+    pub set: Vec<SilentEntry>,
 }
 
 /// A pipeline's status and counters.
@@ -682,6 +817,10 @@ pub struct Overview {
     pub series: usize,
     /// Outlier set size.
     pub outliers: usize,
+    /// Silent series.
+    pub silent: usize,
+    /// Frame of the latest change to the silent series (a page refetches them when it moves).
+    pub silent_seq: u64,
     /// Pipelines.
     pub pipelines: Vec<PipelineView>,
     /// Collectors feeding Kafka in this process.
@@ -732,6 +871,7 @@ impl Hub {
                 points: b.points.len(),
                 last: b.points.back().copied(),
                 outlier: s.outliers.contains_key(&b.key),
+                silent: s.silent.contains_key(&b.key),
             })
             .collect();
         out.sort_by(|a, b| b.outlier.cmp(&a.outlier).then_with(|| a.key.cmp(&b.key)));
@@ -750,6 +890,7 @@ impl Hub {
             points: b.points.iter().copied().collect(),
             forecast: b.forecast.as_ref().map(|(_, f)| f.clone()),
             outlier: s.outliers.contains_key(key),
+            silent_since: s.silent.get(key).map(|e| e.since),
         })
     }
 
@@ -780,6 +921,19 @@ impl Hub {
             seq: s.seq,
             set,
             changes: s.changes.iter().cloned().collect(),
+        }
+    }
+
+    /// The series silent now, the most recently silent first (then by key), at most `limit`.
+    pub fn silent(&self, limit: usize) -> SilentView {
+        let s = self.lock();
+        let mut set: Vec<SilentEntry> = s.silent.values().cloned().collect();
+        set.sort_unstable_by(|a, b| b.since.cmp(&a.since).then_with(|| a.key.cmp(&b.key)));
+        set.truncate(limit);
+        SilentView {
+            seq: s.seq,
+            count: s.silent.len(),
+            set,
         }
     }
 
@@ -829,6 +983,8 @@ impl Hub {
             now: wall_ms(),
             series: s.series.len(),
             outliers: s.outliers.len(),
+            silent: s.silent.len(),
+            silent_seq: s.silent_seq,
             pipelines,
             collectors: s
                 .collectors
@@ -968,6 +1124,69 @@ mod tests {
         assert!(d.changes.is_empty());
     }
 
+    fn silent(series: &str, last_ts: EventTime, at: EventTime) -> Update {
+        Update::Silent {
+            series: series.into(),
+            field: "value".into(),
+            last_ts,
+            at,
+        }
+    }
+
+    #[test]
+    fn silent_series_show_until_they_report_again_but_not_for_the_end_of_the_input() {
+        let hub = Hub::new(HubConfig::default());
+        let p = hub.register("t/flow", "flow", Arc::default(), 1);
+        p.declare("a");
+        let mut ups: Vec<(EventTime, Update)> = (1..=5).map(|t| (t, point("s1", t, 1.0))).collect();
+        ups.extend((1..=20).map(|t| (t, point("s2", t, 1.0))));
+        ups.extend((1..=10).map(|t| (t, point("s3", t, 1.0))));
+        ups.push((12, silent("s1", 5, 12)));
+        ups.sort_by_key(|u| u.0);
+        p.offer("a", 0, &mut ups, Some(13));
+        let v = hub.silent(10);
+        assert_eq!(v.count, 1);
+        assert_eq!(
+            (&*v.set[0].key, v.set[0].last_ts, v.set[0].since),
+            ("s1/value", 5, 12)
+        );
+        assert_eq!(hub.history("s1/value").unwrap().silent_since, Some(12));
+        assert_eq!(hub.history("s2/value").unwrap().silent_since, None);
+        let list = hub.series("", 10);
+        assert!(list.iter().all(|s| s.silent == (&*s.key == "s1/value")));
+        assert_eq!(hub.overview().silent, 1);
+        let changed = hub.overview().silent_seq;
+        assert!(changed > 0);
+        // s1 reports again; an expiry staged for a reading the hub has seen since is stale.
+        p.offer(
+            "a",
+            0,
+            &mut vec![(15, point("s1", 15, 1.0)), (16, silent("s2", 4, 16))],
+            Some(17),
+        );
+        assert_eq!(
+            hub.silent(10).count,
+            0,
+            "a reading after the silence ends it"
+        );
+        assert!(hub.overview().silent_seq > changed);
+        // The last frame: s3 stopped at 10 and expired at 18, while s2 went on to 20: silent.
+        // s2 and s1 expire at 30 and 25, after the input's last reading: the input ended.
+        p.offer(
+            "a",
+            0,
+            &mut vec![
+                (18, silent("s3", 10, 18)),
+                (25, silent("s1", 15, 25)),
+                (30, silent("s2", 20, 30)),
+            ],
+            None,
+        );
+        let v = hub.silent(10);
+        let got: Vec<(&str, EventTime)> = v.set.iter().map(|e| (&*e.key, e.since)).collect();
+        assert_eq!(got, vec![("s3/value", 18)]);
+    }
+
     #[test]
     fn memory_stays_bounded() {
         let hub = Hub::new(HubConfig {
@@ -997,6 +1216,21 @@ mod tests {
         assert!(s.series.len() <= 100, "{} series", s.series.len());
         assert!(s.series.values().all(|b| b.points.len() <= 10));
         assert!(s.changes.len() <= 5);
+        drop(s);
+        for t in 1000..1500i64 {
+            p.offer(
+                "a",
+                0,
+                &mut vec![(t, silent(&format!("q{t}"), t - 10, t))],
+                Some(t + 1),
+            );
+        }
+        let s = hub.lock();
+        assert!(s.silent.len() <= 100, "{} silent", s.silent.len());
+        assert!(
+            s.silent.contains_key("q1499/value"),
+            "the most recently silent stay"
+        );
         // The most recently updated series survive trimming.
         assert!(s.by_key.contains_key("s99/value"));
         assert_eq!(s.by_key.len(), s.series.len());

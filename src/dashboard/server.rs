@@ -6,9 +6,10 @@
 //! | `/` | the dashboard page |
 //! | `/plotly.min.js` | Plotly.js, from the `plotly` crate's embedded copy |
 //! | `/api` | this list, as JSON |
-//! | `/api/series?q=&limit=` | series whose key contains `q`: `[{key, series, field, pipeline, points, last, outlier}]` |
-//! | `/api/history?key=` | `{key, series, field, points: [{ts, value, mean, std, score, anomalous}], forecast, outlier}` |
+//! | `/api/series?q=&limit=` | series whose key contains `q`: `[{key, series, field, pipeline, points, last, outlier, silent}]` |
+//! | `/api/history?key=` | `{key, series, field, points: [{ts, value, mean, std, score, anomalous}], forecast, outlier, silent_since}` |
 //! | `/api/outliers` | `{seq, set: [{key, series, field, score, since, pipeline}], changes: [{seq, time, key, series, field, diff, score}]}` |
+//! | `/api/silent?limit=` | series that stopped reporting: `{seq, count, set: [{key, series, field, last_ts, since, pipeline}]}`, most recent first |
 //! | `/api/forecasts?limit=` | `[{series, field, model, issued, steps: [[ts, point, lower, upper]]}]` |
 //! | `/api/overview` | counters, rates, lag, workers, operator timings per pipeline |
 //! | `/api/delta?since=&key=...` | what changed since frame `since` (one JSON object) |
@@ -233,6 +234,7 @@ fn handle(req: Request, hub: &Hub, stop: &AtomicBool, token: Option<&str>) {
             None => error(404, "unknown series key; see /api/series"),
         },
         "/api/outliers" => json_response(&hub.outliers()),
+        "/api/silent" => json_response(&hub.silent(limit)),
         "/api/forecasts" => json_response(&hub.forecasts(limit)),
         "/api/overview" => json_response(&hub.overview()),
         "/api/delta" => json_response(&hub.delta(since, &keys)),
@@ -254,6 +256,7 @@ fn api_index() -> serde_json::Value {
         "/api/series?q=&limit=": "series whose key contains q, outliers first",
         "/api/history?key=": "a series' recent points and latest forecast",
         "/api/outliers": "the outlier set and its recent changes",
+        "/api/silent?limit=": "series that stopped reporting (--state-ttl) and have not reported since",
         "/api/forecasts?limit=": "latest forecast per series",
         "/api/overview": "counters, rates, lag, workers and operator timings per pipeline",
         "/api/delta?since=&key=": "what changed since frame `since`",
@@ -477,6 +480,11 @@ pub fn prometheus(hub: &Hub) -> String {
         out,
         "# HELP streamgauge_outliers Size of the live outlier set.\n# TYPE streamgauge_outliers gauge\nstreamgauge_outliers {}",
         o.outliers
+    );
+    let _ = writeln!(
+        out,
+        "# HELP streamgauge_silent_series Series that stopped reporting (their state expired) and have not reported since.\n# TYPE streamgauge_silent_series gauge\nstreamgauge_silent_series {}",
+        o.silent
     );
     out
 }

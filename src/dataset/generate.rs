@@ -100,15 +100,56 @@ pub fn write_w1(out: &mut impl Write, rows: u64, seed: u64) -> std::io::Result<(
 }
 
 /// The demo's live sensor stream: `sensors` sensors, one reading each per `step_ms` of event
-/// time, in event-time order, values as in W1.
+/// time, in event-time order, values as in W1; with [`SensorStream::with_outages`], some
+/// sensors stop reporting for a while, as real ones do.
 #[derive(Debug)]
 pub struct SensorStream {
     names: Vec<Sym>,
     rng: SplitMix64,
     /// Event time of the next round.
     pub ts: EventTime,
+    start: EventTime,
     step_ms: i64,
     next_sensor: usize,
+    outages: Option<Outages>,
+}
+
+/// Which sensors stop reporting, and when (see [`SensorStream::with_outages`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Outages {
+    /// One sensor in `every` has outages: those whose index is `every / 2` modulo `every`.
+    pub every: usize,
+    /// The first outage of the first such sensor starts this long after the stream's start
+    /// (ms of event time); the next sensor's `stagger_ms` later, and so on.
+    pub first_ms: i64,
+    /// Offset between consecutive affected sensors' outages, ms.
+    pub stagger_ms: i64,
+    /// Length of an outage, ms.
+    pub length_ms: i64,
+    /// An affected sensor's outages repeat with this period, ms.
+    pub period_ms: i64,
+}
+
+impl Outages {
+    /// The demo's: one sensor in 50 goes quiet for 40 s every 3 minutes, the first 20 s in,
+    /// the others 5 s apart.
+    pub const DEMO: Outages = Outages {
+        every: 50,
+        first_ms: 20_000,
+        stagger_ms: 5_000,
+        length_ms: 40_000,
+        period_ms: 180_000,
+    };
+
+    /// Whether sensor `i` is quiet `since_start` ms after the stream's start.
+    pub fn quiet(&self, i: usize, since_start: i64) -> bool {
+        let every = self.every.max(1);
+        if i % every != every / 2 {
+            return false;
+        }
+        let t = since_start - self.first_ms - (i / every) as i64 * self.stagger_ms;
+        t >= 0 && t.rem_euclid(self.period_ms.max(1)) < self.length_ms
+    }
 }
 
 impl SensorStream {
@@ -120,18 +161,40 @@ impl SensorStream {
                 .collect(),
             rng: SplitMix64(seed),
             ts: start_ms,
+            start: start_ms,
             step_ms: step_ms.max(1),
             next_sensor: 0,
+            outages: None,
         }
     }
-}
 
-impl Iterator for SensorStream {
-    type Item = Reading;
-    fn next(&mut self) -> Option<Reading> {
-        if self.names.is_empty() {
-            return None;
+    /// The same stream, with sensors quiet during their outages (their readings are not
+    /// produced).
+    pub fn with_outages(mut self, outages: Outages) -> Self {
+        self.outages = Some(outages);
+        self
+    }
+
+    /// Appends the readings of the current round (one per sensor not in an outage) to `out`
+    /// and moves to the next round.
+    pub fn next_round(&mut self, out: &mut Vec<Reading>) {
+        let round = self.ts;
+        while self.ts == round {
+            let quiet = self.is_quiet(self.next_sensor);
+            let r = self.step();
+            if !quiet {
+                out.push(r);
+            }
         }
+    }
+
+    fn is_quiet(&self, i: usize) -> bool {
+        self.outages
+            .is_some_and(|o| o.quiet(i, self.ts - self.start))
+    }
+
+    /// The next sensor's reading, quiet or not.
+    fn step(&mut self) -> Reading {
         let i = self.next_sensor;
         // Spread sensors over the step so event time rises smoothly.
         let ts = self.ts + (i as i64 * self.step_ms) / self.names.len() as i64;
@@ -141,13 +204,33 @@ impl Iterator for SensorStream {
             self.next_sensor = 0;
             self.ts += self.step_ms;
         }
-        Some(Reading::single(self.names[i], ts, (v * 1e4).round() / 1e4))
+        Reading::single(self.names[i], ts, (v * 1e4).round() / 1e4)
+    }
+}
+
+impl Iterator for SensorStream {
+    type Item = Reading;
+    fn next(&mut self) -> Option<Reading> {
+        if self.names.is_empty() {
+            return None;
+        }
+        // Every sensor can be quiet only if every sensor has outages (`every` = 1): then
+        // stop after a silent period's worth of rounds rather than loop for ever.
+        for _ in 0..self.names.len() * 2 {
+            let quiet = self.is_quiet(self.next_sensor);
+            let r = self.step();
+            if !quiet {
+                return Some(r);
+            }
+        }
+        None
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::BTreeMap;
 
     #[test]
     fn w1_is_deterministic_and_shaped() {
@@ -164,6 +247,55 @@ mod tests {
         assert!(rows[4999].contains(",1700000004999,"));
         let v: f64 = rows[10].rsplit(',').next().unwrap().parse().unwrap();
         assert!((-20.0..60.0).contains(&v));
+    }
+
+    #[test]
+    fn outages_silence_one_sensor_in_every_for_their_length_then_it_reports_again() {
+        let o = Outages {
+            every: 10,
+            first_ms: 3_000,
+            stagger_ms: 1_000,
+            length_ms: 4_000,
+            period_ms: 20_000,
+        };
+        // 20 sensors, one round per second: sensors 5 and 15 have outages, at 3-7 s and 4-8 s.
+        let mut s = SensorStream::new(20, 100_000, 1_000, 3).with_outages(o);
+        let mut seen: BTreeMap<String, Vec<i64>> = BTreeMap::new();
+        let mut round = Vec::new();
+        for _ in 0..30 {
+            round.clear();
+            s.next_round(&mut round);
+            assert!(round.windows(2).all(|w| w[0].ts <= w[1].ts));
+            for r in &round {
+                seen.entry(r.series.to_string())
+                    .or_default()
+                    .push((r.ts - 100_000) / 1_000);
+            }
+        }
+        assert_eq!(s.ts, 130_000);
+        let all: Vec<i64> = (0..30).collect();
+        for (name, secs) in &seen {
+            let want: Vec<i64> = match name.as_str() {
+                "sensor/s00005" => all
+                    .iter()
+                    .copied()
+                    .filter(|t| !(3..7).contains(t) && !(23..27).contains(t))
+                    .collect(),
+                "sensor/s00015" => all
+                    .iter()
+                    .copied()
+                    .filter(|t| !(4..8).contains(t) && !(24..28).contains(t))
+                    .collect(),
+                _ => all.clone(),
+            };
+            assert_eq!(secs, &want, "{name}");
+        }
+        assert_eq!(seen.len(), 20);
+        // Without outages, the rounds hold every sensor.
+        let mut plain = SensorStream::new(20, 100_000, 1_000, 3);
+        round.clear();
+        plain.next_round(&mut round);
+        assert_eq!(round.len(), 20);
     }
 
     #[test]

@@ -2,7 +2,9 @@
 // streamgauge dashboard and checks, through the page itself, that:
 //   1. the overview's counters move,
 //   2. an outlier appears in the outlier table, and clicking it opens its series,
-//   3. series charts receive points, and a live series keeps receiving them over the event stream.
+//   3. series charts receive points, and a live series keeps receiving them over the event stream,
+//   4. a sensor in an outage shows in the silent view (clicking it opens its series) and leaves
+//      it when it reports again.
 // Saves screenshots into OUTDIR. Prints one JSON line with what it saw; exits 1 on a failed check.
 //
 //   node check.mjs URL OUTDIR
@@ -44,6 +46,22 @@ try {
   seen.counter0 = await count("#total-in");
   await page.waitForFunction(n => Number(document.getElementById("total-in").textContent.replace(/[^0-9]/g, "")) > n, seen.counter0, { timeout: 30000 });
   seen.counter1 = await count("#total-in");
+
+  // 4a. A sensor in an outage goes silent (the demo's first outage starts 20 s in, the TTL is
+  //     10 s); clicking its row opens its series.
+  await page.click('nav button[data-view="silent"]');
+  seen.silent = await (await page.waitForFunction(() => {
+    const tr = document.querySelector('#silent tbody tr[data-key^="sensor/"]');
+    return tr ? tr.dataset.key : null;
+  }, null, { timeout: 90000 })).jsonValue();
+  seen.silentCount = await count("#total-silent");
+  seen.silentSince = await page.textContent(`#silent tbody tr[data-key="${seen.silent}"] td:nth-child(4)`);
+  await page.screenshot({ path: join(outdir, "dashboard-silent.png"), fullPage: true, timeout: 90000 });
+  await page.click(`#silent tbody tr[data-key="${seen.silent}"]`);
+  await page.waitForFunction(k => {
+    const d = [...document.querySelectorAll(".series-chart")].find(e => e.dataset.key === k);
+    return d && d.data && d.data[3].x.length > 0;
+  }, seen.silent, { timeout: 30000 });
 
   // 2. An outlier appears; clicking its row opens its chart.
   await page.click('nav button[data-view="outliers"]');
@@ -110,6 +128,11 @@ try {
   await page.click('nav button[data-view="cluster"]');
   seen.workerRows = await page.locator("#cluster table.workers tbody tr").count();
   await page.screenshot({ path: join(outdir, "dashboard-cluster.png"), fullPage: true, timeout: 90000 });
+
+  // 4b. The silent sensor's outage ends (40 s long): it reports again and leaves the view.
+  await page.click('nav button[data-view="silent"]');
+  await page.waitForFunction(k => !document.querySelector(`#silent tbody tr[data-key="${k}"]`), seen.silent, { timeout: 90000 });
+  seen.silentLeft = true;
 } catch (e) {
   await fail(browser, page, String(e));
 }
