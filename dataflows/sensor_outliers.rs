@@ -338,18 +338,28 @@ impl Row for SetChange {
         out.push(b',');
         write_i64(out, self.diff);
     }
-    /// Changes of the plain outlier set (no score, no reference columns) go to the dashboard;
-    /// the top-k and joined collections do not.
+    /// Changes of the plain outlier set (no score, no reference columns) and of the top-k
+    /// (a score, no reference columns) go to the dashboard; the joined collection does not.
     fn publish(&self, out: &mut Vec<Update>) {
-        if self.score.is_none() && self.location.is_none() {
-            out.push(Update::Outlier {
+        if self.location.is_some() {
+            return;
+        }
+        out.push(match self.score {
+            None => Update::Outlier {
                 series: self.series,
                 field: self.field,
                 score: None,
                 diff: self.diff,
                 at: self.time,
-            });
-        }
+            },
+            Some(score) => Update::Top {
+                series: self.series,
+                field: self.field,
+                score,
+                diff: self.diff,
+                at: self.time,
+            },
+        });
     }
 }
 

@@ -1,6 +1,7 @@
 //! The live dashboard (the browser test is in `tests/dashboard_browser.rs`):
 //! - the hub against the dataflow's own output files on 1, 2 and 4 workers (outlier set,
-//!   per-series history, latest forecast), and the REST API and `/metrics` shapes, with a token;
+//!   per-series history, latest forecast, top-k), and the REST API and `/metrics` shapes, with a
+//!   token;
 //! - the series that went silent (`--state-ttl`) against the `silent` output on 1, 2 and 4
 //!   workers: shown until they report again, and not for the end of the input;
 //! - a non-loopback bind without a token refuses to start;
@@ -102,6 +103,7 @@ type Step = (i64, u64, u64, u64);
 /// What the hub showed after one run.
 struct Observed {
     outliers: BTreeSet<String>,
+    top: Vec<(String, u64, i64)>,
     history: BTreeMap<String, Vec<(i64, u64)>>,
     forecast: BTreeMap<String, Vec<Step>>,
 }
@@ -125,6 +127,8 @@ fn hub_matches_the_dataflow_outputs_and_the_api_has_its_shapes_on_1_2_4_workers(
         let mut spec = RunSpec::new("sensor_outliers", Input::memory(readings.clone()));
         spec.cluster.workers = w;
         spec.output_dir = Some(out.clone());
+        // Fewer than the series, so that the top-k leaves some out.
+        spec.top = 4;
         spec.hub = Some((hub.clone(), String::new()));
         common::run_ok(spec);
 
@@ -153,6 +157,32 @@ fn hub_matches_the_dataflow_outputs_and_the_api_has_its_shapes_on_1_2_4_workers(
             .filter(|(_, c)| *c == 1)
             .map(|(k, _)| k)
             .collect();
+        // The top-k: the records (key, score) whose rows sum to 1, each with the snapshot time
+        // of its latest +1, highest score first.
+        let mut top: BTreeMap<(String, u64), (i64, i64)> = BTreeMap::new();
+        for line in common::read_lines(&out, "outliers_top") {
+            let v: Value = serde_json::from_str(&line).unwrap();
+            let score = v["score"].as_f64().unwrap().to_bits();
+            let e = top.entry((row_key(&v), score)).or_insert((0, i64::MIN));
+            let diff = v["diff"].as_i64().unwrap();
+            e.0 += diff;
+            if diff > 0 {
+                e.1 = e.1.max(v["time"].as_i64().unwrap());
+            }
+        }
+        let mut want_top: Vec<(String, u64, i64)> = top
+            .into_iter()
+            .filter(|(_, (n, _))| *n > 0)
+            .map(|((k, score), (n, since))| {
+                assert_eq!(n, 1, "a top-k record is in the set once");
+                (k, score, since)
+            })
+            .collect();
+        want_top.sort_by(|a, b| {
+            f64::from_bits(b.1)
+                .total_cmp(&f64::from_bits(a.1))
+                .then_with(|| a.0.cmp(&b.0))
+        });
         let mut rows: BTreeMap<String, Vec<(i64, u64)>> = BTreeMap::new();
         for line in common::read_lines(&out, "outlier_scores") {
             let v: Value = serde_json::from_str(&line).unwrap();
@@ -244,8 +274,29 @@ fn hub_matches_the_dataflow_outputs_and_the_api_has_its_shapes_on_1_2_4_workers(
             rows.len(),
             "{w} workers: one series per (series, field)"
         );
+        assert!(
+            want_top.len() == 4 && rows.len() > 4,
+            "{w} workers: the top 4 of {} series: {want_top:?}",
+            rows.len()
+        );
+        let t = get_json(&addr, "/api/top", token);
+        let got_top: Vec<(String, u64, i64)> = t["set"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| {
+                assert_eq!(e["pipeline"], "dataset/sensor_outliers");
+                (
+                    e["key"].as_str().unwrap().to_string(),
+                    e["score"].as_f64().unwrap().to_bits(),
+                    e["since"].as_i64().unwrap(),
+                )
+            })
+            .collect();
+        assert_eq!(got_top, want_top, "{w} workers: the hub's top-k, in order");
         let mut observed = Observed {
             outliers: got_set,
+            top: got_top,
             history: BTreeMap::new(),
             forecast: BTreeMap::new(),
         };
@@ -348,6 +399,7 @@ fn hub_matches_the_dataflow_outputs_and_the_api_has_its_shapes_on_1_2_4_workers(
             v.outliers, views[0].outliers,
             "same outlier set whatever the workers"
         );
+        assert_eq!(v.top, views[0].top, "same top-k whatever the workers");
         assert_eq!(
             v.history, views[0].history,
             "same histories whatever the workers"

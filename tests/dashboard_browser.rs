@@ -1,7 +1,8 @@
 //! The dashboard in a real browser: Debian's Chromium driven by playwright-core from npm
 //! (`.ci/run` installs both; no browser is downloaded). While the demo streams its live
 //! sensors, the test checks through the page itself that the overview's counters move, that
-//! an outlier appears in the table and clicking it opens its series, that series charts
+//! an outlier appears in the table and clicking it opens its series, that the top-k table is
+//! filled, that series charts
 //! receive points live (with a forecast), that the cluster view lists the workers, and that
 //! a sensor in one of the generator's outages shows as silent and leaves that view when it
 //! reports again.
@@ -109,6 +110,15 @@ fn browser_sees_counters_move_an_outlier_appear_and_charts_receive_points() {
         "{seen}"
     );
     assert!(seen["outlierChartPoints"].as_i64().unwrap() > 0, "{seen}");
+    // The demo's live sensors alone fill their pipeline's top 10; every score is in [0, 1].
+    let scores: Vec<f64> = seen["topScores"]
+        .as_array()
+        .map(|a| a.iter().filter_map(Value::as_f64).collect())
+        .unwrap_or_default();
+    assert!(
+        scores.len() >= 10 && scores.iter().all(|s| (0.0..=1.0).contains(s)),
+        "the top-k table: {seen}"
+    );
     assert!(
         seen["liveTs1"].as_i64() > seen["liveTs0"].as_i64(),
         "{seen}"

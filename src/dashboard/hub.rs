@@ -2,13 +2,13 @@
 //! sink offers, releases them as one **frame** when every sink of a pipeline has passed a
 //! time (so a page never shows half a window or half a set change), and keeps what a newly
 //! opened page needs at once: a bounded recent history per series, the latest forecast per
-//! series, the current outlier set with its recent changes, the series that went silent, and
-//! the counters of every pipeline.
+//! series, the current outlier set with its recent changes, the top-k series by score, the
+//! series that went silent, and the counters of every pipeline.
 //!
 //! Memory is bounded: at most [`HubConfig::max_series`] series (the least recently updated
 //! are dropped beyond it) of at most [`HubConfig::history`] points each (48 bytes a point),
-//! plus one forecast per series, [`HubConfig::changes`] outlier-set changes, at most
-//! `max_series` silent series (the longest silent are dropped beyond it) and 120
+//! plus one forecast per series, [`HubConfig::changes`] outlier-set changes, each pipeline's
+//! top-k, at most `max_series` silent series (the longest silent are dropped beyond it) and 120
 //! one-second counter samples per pipeline. With the defaults (5,000 series x 300 points)
 //! the histories take at most ~72 MB, whatever the number of readings.
 
@@ -63,6 +63,20 @@ pub enum Update {
     },
     /// A forecast path issued after a reading.
     Forecast(ForecastUpdate),
+    /// A change to a pipeline's top-k by latest score (`outliers_top`): `diff` +1 entered
+    /// with this score, -1 left with it (a new score is a -1 and a +1).
+    Top {
+        /// Series id.
+        series: Sym,
+        /// Value name.
+        field: Sym,
+        /// Its score in the ranking.
+        score: f64,
+        /// +1 or -1.
+        diff: i64,
+        /// Event time (UTC ms) of the snapshot.
+        at: EventTime,
+    },
     /// A (series, field) that stopped reporting: its state expired (`--state-ttl`). It stays
     /// silent until a reading after `last_ts` arrives.
     Silent {
@@ -171,6 +185,23 @@ pub struct SilentEntry {
     pub pipeline: String,
 }
 
+/// A member of a pipeline's top-k by latest score.
+#[derive(Debug, Clone, Serialize)]
+pub struct TopEntry {
+    /// Series key (`series/field`).
+    pub key: Arc<str>,
+    /// Series id.
+    pub series: Sym,
+    /// Value name.
+    pub field: Sym,
+    /// Its latest score as of the snapshot.
+    pub score: f64,
+    /// Event time (UTC ms) of the snapshot it entered with this score.
+    pub since: EventTime,
+    /// Pipeline whose top-k it is in.
+    pub pipeline: String,
+}
+
 /// A change to the outlier set, as released in a frame.
 #[derive(Debug, Clone, Serialize)]
 pub struct Change {
@@ -235,6 +266,9 @@ struct Pipeline {
 /// (series, field).
 type Id = (Sym, Sym);
 
+/// A top-k record: (pipeline, series key, score bits).
+type TopRecord = (usize, Arc<str>, u64);
+
 /// The updates of one time, waiting for every sink to pass it: the points in arrival order,
 /// the latest forecast of each series (all of a time's updates are released together, so an
 /// older forecast of the same time could never show), and every change to the outlier set
@@ -260,7 +294,9 @@ impl Staged {
                     }
                 }
             }
-            c @ (Update::Outlier { .. } | Update::Silent { .. }) => self.changes.push(c),
+            c @ (Update::Outlier { .. } | Update::Silent { .. } | Update::Top { .. }) => {
+                self.changes.push(c)
+            }
         }
     }
 }
@@ -277,6 +313,11 @@ struct State {
     silent: HashMap<Arc<str>, SilentEntry, FastBuild>,
     /// Frame of the latest change to `silent`.
     silent_seq: u64,
+    /// Top-k records (pipeline, key, score bits) with their multiplicity: a record is in the
+    /// top-k while its count is positive.
+    top: HashMap<TopRecord, (i64, TopEntry), FastBuild>,
+    /// Frame of the latest change to `top`.
+    top_seq: u64,
     pipelines: Vec<Pipeline>,
     collectors: Vec<(String, &'static str, Arc<crate::collect::clean::Counters>)>,
 }
@@ -460,6 +501,41 @@ impl Hub {
                 last_ts,
                 at,
             } => self.apply_silent(s, pipeline, (series, field), last_ts, at, false),
+            Update::Top {
+                series,
+                field,
+                score,
+                diff,
+                at,
+            } => {
+                let key = s
+                    .series
+                    .get(&(series, field))
+                    .map_or_else(|| series_key(&series, &field), |b| b.key.clone());
+                let rec = (pipeline, key.clone(), score.to_bits());
+                let name = &s.pipelines[pipeline].name;
+                let e = s.top.entry(rec.clone()).or_insert_with(|| {
+                    (
+                        0,
+                        TopEntry {
+                            key,
+                            series,
+                            field,
+                            score,
+                            since: at,
+                            pipeline: name.clone(),
+                        },
+                    )
+                });
+                e.0 += diff;
+                if diff > 0 {
+                    e.1.since = at;
+                }
+                if e.0 == 0 {
+                    s.top.remove(&rec);
+                }
+                s.top_seq = seq;
+            }
             Update::Outlier {
                 series,
                 field,
@@ -750,6 +826,15 @@ pub struct OutlierView {
     pub changes: Vec<Change>,
 }
 
+/// The top-k series by latest score of every pipeline that ranks them.
+#[derive(Debug, Clone, Serialize)]
+pub struct TopView {
+    /// Frame number.
+    pub seq: u64,
+    /// Members, highest score first (then by pipeline and key).
+    pub set: Vec<TopEntry>,
+}
+
 /// The series that went silent.
 #[derive(Debug, Clone, Serialize)]
 pub struct SilentView {
@@ -821,6 +906,8 @@ pub struct Overview {
     pub silent: usize,
     /// Frame of the latest change to the silent series (a page refetches them when it moves).
     pub silent_seq: u64,
+    /// Frame of the latest change to a top-k.
+    pub top_seq: u64,
     /// Pipelines.
     pub pipelines: Vec<PipelineView>,
     /// Collectors feeding Kafka in this process.
@@ -924,6 +1011,24 @@ impl Hub {
         }
     }
 
+    /// Every pipeline's top-k, highest score first.
+    pub fn top(&self) -> TopView {
+        let s = self.lock();
+        let mut set: Vec<TopEntry> = s
+            .top
+            .values()
+            .filter(|(n, _)| *n > 0)
+            .map(|(_, e)| e.clone())
+            .collect();
+        set.sort_unstable_by(|a, b| {
+            b.score
+                .total_cmp(&a.score)
+                .then_with(|| a.pipeline.cmp(&b.pipeline))
+                .then_with(|| a.key.cmp(&b.key))
+        });
+        TopView { seq: s.seq, set }
+    }
+
     /// The series silent now, the most recently silent first (then by key), at most `limit`.
     pub fn silent(&self, limit: usize) -> SilentView {
         let s = self.lock();
@@ -985,6 +1090,7 @@ impl Hub {
             outliers: s.outliers.len(),
             silent: s.silent.len(),
             silent_seq: s.silent_seq,
+            top_seq: s.top_seq,
             pipelines,
             collectors: s
                 .collectors
@@ -1185,6 +1291,57 @@ mod tests {
         let v = hub.silent(10);
         let got: Vec<(&str, EventTime)> = v.set.iter().map(|e| (&*e.key, e.since)).collect();
         assert_eq!(got, vec![("s3/value", 18)]);
+    }
+
+    #[test]
+    fn the_top_k_follows_its_changes_highest_score_first() {
+        let hub = Hub::new(HubConfig::default());
+        let p = hub.register("t/flow", "flow", Arc::default(), 1);
+        p.declare("a");
+        let top = |series: &str, score: f64, diff: i64, at: EventTime| {
+            (
+                at,
+                Update::Top {
+                    series: series.into(),
+                    field: "value".into(),
+                    score,
+                    diff,
+                    at,
+                },
+            )
+        };
+        p.offer(
+            "a",
+            0,
+            &mut vec![top("a", 0.5, 1, 1000), top("b", 0.9, 1, 1000)],
+            Some(1001),
+        );
+        let got = |hub: &Hub| -> Vec<(String, f64, EventTime)> {
+            hub.top()
+                .set
+                .iter()
+                .map(|e| (e.key.to_string(), e.score, e.since))
+                .collect()
+        };
+        assert_eq!(
+            got(&hub),
+            vec![("b/value".into(), 0.9, 1000), ("a/value".into(), 0.5, 1000)]
+        );
+        let before = hub.overview().top_seq;
+        // a's score rises past b's; b leaves.
+        p.offer(
+            "a",
+            0,
+            &mut vec![
+                top("a", 0.5, -1, 2000),
+                top("a", 0.95, 1, 2000),
+                top("b", 0.9, -1, 2000),
+            ],
+            Some(2001),
+        );
+        assert_eq!(got(&hub), vec![("a/value".into(), 0.95, 2000)]);
+        assert!(hub.overview().top_seq > before);
+        assert_eq!(hub.lock().top.len(), 1, "records that left are forgotten");
     }
 
     #[test]

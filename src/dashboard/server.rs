@@ -9,6 +9,7 @@
 //! | `/api/series?q=&limit=` | series whose key contains `q`: `[{key, series, field, pipeline, points, last, outlier, silent}]` |
 //! | `/api/history?key=` | `{key, series, field, points: [{ts, value, mean, std, score, anomalous}], forecast, outlier, silent_since}` |
 //! | `/api/outliers` | `{seq, set: [{key, series, field, score, since, pipeline}], changes: [{seq, time, key, series, field, diff, score}]}` |
+//! | `/api/top` | every pipeline's top-k by latest score: `{seq, set: [{key, series, field, score, since, pipeline}]}` |
 //! | `/api/silent?limit=` | series that stopped reporting: `{seq, count, set: [{key, series, field, last_ts, since, pipeline}]}`, most recent first |
 //! | `/api/forecasts?limit=` | `[{series, field, model, issued, steps: [[ts, point, lower, upper]]}]` |
 //! | `/api/overview` | counters, rates, lag, workers, operator timings per pipeline |
@@ -235,6 +236,7 @@ fn handle(req: Request, hub: &Hub, stop: &AtomicBool, token: Option<&str>) {
         },
         "/api/outliers" => json_response(&hub.outliers()),
         "/api/silent" => json_response(&hub.silent(limit)),
+        "/api/top" => json_response(&hub.top()),
         "/api/forecasts" => json_response(&hub.forecasts(limit)),
         "/api/overview" => json_response(&hub.overview()),
         "/api/delta" => json_response(&hub.delta(since, &keys)),
@@ -256,6 +258,7 @@ fn api_index() -> serde_json::Value {
         "/api/series?q=&limit=": "series whose key contains q, outliers first",
         "/api/history?key=": "a series' recent points and latest forecast",
         "/api/outliers": "the outlier set and its recent changes",
+        "/api/top": "every pipeline's top-k series by latest score (a snapshot every --top-every)",
         "/api/silent?limit=": "series that stopped reporting (--state-ttl) and have not reported since",
         "/api/forecasts?limit=": "latest forecast per series",
         "/api/overview": "counters, rates, lag, workers and operator timings per pipeline",

@@ -1,7 +1,8 @@
 // Drives Debian's Chromium (through playwright-core, no downloaded browser) against a live
 // streamgauge dashboard and checks, through the page itself, that:
 //   1. the overview's counters move,
-//   2. an outlier appears in the outlier table, and clicking it opens its series,
+//   2. an outlier appears in the outlier table, and clicking it opens its series; the top-k table
+//      is filled,
 //   3. series charts receive points, and a live series keeps receiving them over the event stream,
 //   4. a sensor in an outage shows in the silent view (clicking it opens its series) and leaves
 //      it when it reports again.
@@ -67,6 +68,9 @@ try {
   await page.click('nav button[data-view="outliers"]');
   await page.waitForFunction(() => document.querySelectorAll("#outliers tbody tr:not(.leave)").length > 0, null, { timeout: 60000 });
   seen.outlierRows = await page.locator("#outliers tbody tr").count();
+  await page.waitForFunction(() => document.querySelectorAll("#top tbody tr").length > 0, null, { timeout: 30000 });
+  seen.topRows = await page.locator("#top tbody tr").count();
+  seen.topScores = await page.evaluate(() => [...document.querySelectorAll("#top tbody tr td:nth-child(3)")].map(td => Number(td.textContent)));
   seen.changes = await page.locator("#changes div").count();
   // The table changes under us (rows enter and leave): pick and click one row in one step.
   seen.outlier = await (await page.waitForFunction(() => {
