@@ -262,7 +262,9 @@ fn hub_matches_the_dataflow_outputs_and_the_api_has_its_shapes_on_1_2_4_workers(
         assert!(!want_set.is_empty(), "NAB must leave some series anomalous");
         for c in o["changes"].as_array().unwrap() {
             assert!(
-                c["diff"].as_i64().unwrap().abs() == 1 && c["time"].is_i64(),
+                c["diff"].as_i64().unwrap().abs() == 1
+                    && c["time"].is_i64()
+                    && c["pipeline"] == "dataset/sensor_outliers",
                 "{c}"
             );
         }

@@ -164,7 +164,7 @@ pub struct OutlierEntry {
     /// anomalous.
     pub since: EventTime,
     /// Pipeline that reported it.
-    pub pipeline: String,
+    pub pipeline: Arc<str>,
 }
 
 /// A series that stopped reporting (its state expired under `--state-ttl`) and has not
@@ -182,7 +182,7 @@ pub struct SilentEntry {
     /// Event time (UTC ms) from which it counts as silent: its state's expiry.
     pub since: EventTime,
     /// Pipeline that reported it.
-    pub pipeline: String,
+    pub pipeline: Arc<str>,
 }
 
 /// A member of a pipeline's top-k by latest score.
@@ -199,7 +199,7 @@ pub struct TopEntry {
     /// Event time (UTC ms) of the snapshot it entered with this score.
     pub since: EventTime,
     /// Pipeline whose top-k it is in.
-    pub pipeline: String,
+    pub pipeline: Arc<str>,
 }
 
 /// A change to the outlier set, as released in a frame.
@@ -219,6 +219,8 @@ pub struct Change {
     pub diff: i64,
     /// Score at the change, when known.
     pub score: Option<f64>,
+    /// Pipeline that reported it.
+    pub pipeline: Arc<str>,
 }
 
 /// Time spent in one operator (summed over the workers of this process).
@@ -247,7 +249,7 @@ pub struct Sample {
 
 #[derive(Debug)]
 struct Pipeline {
-    name: String,
+    name: Arc<str>,
     dataflow: String,
     metrics: Arc<Metrics>,
     workers: usize,
@@ -393,7 +395,7 @@ impl Hub {
     ) -> PipelineHandle {
         let mut s = self.lock();
         s.pipelines.push(Pipeline {
-            name: name.to_string(),
+            name: name.into(),
             dataflow: dataflow.to_string(),
             metrics: metrics.clone(),
             workers: workers.max(1),
@@ -575,6 +577,7 @@ impl Hub {
                     field: id.1,
                     diff: diff.signum(),
                     score,
+                    pipeline: s.pipelines[pipeline].name.clone(),
                 });
                 if s.changes.len() > self.cfg.changes {
                     s.changes.pop_front();
@@ -785,7 +788,7 @@ pub struct SeriesInfo {
     /// Value name.
     pub field: Sym,
     /// Pipeline that feeds it.
-    pub pipeline: String,
+    pub pipeline: Arc<str>,
     /// Points held.
     pub points: usize,
     /// Latest point.
@@ -1059,7 +1062,7 @@ impl Hub {
                         None => acc,
                     });
                 PipelineView {
-                    name: p.name.clone(),
+                    name: p.name.to_string(),
                     dataflow: p.dataflow.clone(),
                     status: if p.finished { "finished" } else { "running" },
                     readings_in: m.readings_in,

@@ -8,7 +8,7 @@
 //! | `/api` | this list, as JSON |
 //! | `/api/series?q=&limit=` | series whose key contains `q`: `[{key, series, field, pipeline, points, last, outlier, silent}]` |
 //! | `/api/history?key=` | `{key, series, field, points: [{ts, value, mean, std, score, anomalous}], forecast, outlier, silent_since}` |
-//! | `/api/outliers` | `{seq, set: [{key, series, field, score, since, pipeline}], changes: [{seq, time, key, series, field, diff, score}]}` |
+//! | `/api/outliers` | `{seq, set: [{key, series, field, score, since, pipeline}], changes: [{seq, time, key, series, field, diff, score, pipeline}]}` |
 //! | `/api/top` | every pipeline's top-k by latest score: `{seq, set: [{key, series, field, score, since, pipeline}]}` |
 //! | `/api/silent?limit=` | series that stopped reporting: `{seq, count, set: [{key, series, field, last_ts, since, pipeline}]}`, most recent first |
 //! | `/api/forecasts?limit=` | `[{series, field, model, issued, steps: [[ts, point, lower, upper]]}]` |
