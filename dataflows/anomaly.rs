@@ -7,14 +7,15 @@
 //! depends only on readings at or before it. State: one detector per (series, value name) plus
 //! the readings of times not yet complete. With `--state-ttl`, a detector whose series is
 //! silent longer than that is dropped, and the series starts learning again (warm-up
-//! included) when it comes back.
+//! included) when it comes back; each expiry is a row of the `silent` output (series, value,
+//! its last reading's time, the expiry's time).
 
 use serde::{Deserialize, Serialize};
 use timely::dataflow::Stream;
 
 use super::{Dataflow, Outputs, Params};
 use crate::analytics::detector::{Detector, DetectorParams};
-use crate::engine::keyed::{forget, in_order_keyed, PerField};
+use crate::engine::keyed::{in_order_keyed_silent, PerField};
 use crate::engine::output::{csv_f64s, csv_series_field_ts, JsonObject, Row};
 use crate::record::{EventTime, Reading, Sym};
 
@@ -84,8 +85,12 @@ impl Dataflow for Anomaly {
                 });
             }
         };
-        // An expired detector just goes: its series learns afresh when it comes back.
-        let scores = in_order_keyed(input, "anomaly", detectors, process, forget);
+        // An expired detector just goes: its series learns afresh when it comes back. With a
+        // TTL, each expiry is reported in `silent`.
+        let (scores, silent) = in_order_keyed_silent(input, "anomaly", detectors, process);
         outputs.add("anomaly", scores, true);
+        if let Some(silent) = silent {
+            outputs.add("silent", silent, false);
+        }
     }
 }

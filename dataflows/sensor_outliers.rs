@@ -58,6 +58,7 @@ use crate::analytics::rolling::CountWindow;
 use crate::analytics::sketch::DEFAULT_BITS;
 use crate::dashboard::hub::{ForecastUpdate, Point, PointUpdate, Update};
 use crate::engine::keyed::{in_order_keyed, PerField};
+pub use crate::engine::output::SilentRow;
 use crate::engine::output::{csv_f64s, csv_series_field_ts, push_csv_field, JsonObject, Row};
 use crate::engine::reference::reference_stream;
 use crate::engine::series_hash;
@@ -226,39 +227,6 @@ impl Row for ForecastPath {
             issued: self.issued_ts,
             steps: self.steps.clone(),
         }));
-    }
-}
-
-/// A (series, value) that stopped reporting: its state expired (`--state-ttl`).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct SilentRow {
-    /// Series id.
-    pub series: Sym,
-    /// Value name.
-    pub field: Sym,
-    /// Event time of its last reading, UTC ms.
-    pub last_ts: EventTime,
-    /// Event time its state expired (within 1.25 TTL after `last_ts`), UTC ms.
-    pub time: EventTime,
-}
-
-impl Row for SilentRow {
-    const CSV_HEADER: &'static str = "series,field,last_ts,time";
-    fn key(&self) -> &str {
-        &self.series
-    }
-    fn write_csv(&self, out: &mut Vec<u8>) {
-        csv_series_field_ts(out, &self.series, &self.field, self.last_ts);
-        out.push(b',');
-        write_i64(out, self.time);
-    }
-    fn publish(&self, out: &mut Vec<Update>) {
-        out.push(Update::Silent {
-            series: self.series,
-            field: self.field,
-            last_ts: self.last_ts,
-            at: self.time,
-        });
     }
 }
 
@@ -542,20 +510,18 @@ impl Dataflow for SensorOutliers {
                 });
             }
         };
-        let expired = |series, field, s: SeriesState, at, emit: &mut dyn FnMut(Out)| {
+        let expired = |series, field, s: SeriesState, last_ts, at, emit: &mut dyn FnMut(Out)| {
             emit(Out::Set(SetInput::Expired {
                 key: (series, field),
                 anomalous: s.anomalous,
                 last_score: s.last_score,
             }));
-            if let Some(last_ts) = s.last_ts {
-                emit(Out::Silent(SilentRow {
-                    series,
-                    field,
-                    last_ts,
-                    time: at,
-                }));
-            }
+            emit(Out::Silent(SilentRow {
+                series,
+                field,
+                last_ts,
+                time: at,
+            }));
         };
         let out = in_order_keyed(input, "sensor_outliers", state, process, expired);
         use timely::dataflow::operators::vec::{Map, Partition};

@@ -10,7 +10,8 @@
 //! `analytics::evaluate::Calibrator`). Built on `engine::keyed::in_order`; state per ticker:
 //! the two models plus the forecasts waiting for their actual (2 × horizons × horizon). With
 //! `--state-ttl`, a ticker silent longer than that (mind weekends and holidays in daily
-//! data) starts afresh when it comes back, and its forecasts still waiting are dropped.
+//! data) starts afresh when it comes back, and its forecasts still waiting are dropped; each
+//! expiry is a row of the `silent` output (value name `price`).
 
 use std::collections::VecDeque;
 
@@ -21,7 +22,7 @@ use timely::dataflow::Stream;
 use super::{Dataflow, Outputs, Params};
 use crate::analytics::evaluate::Calibrator;
 use crate::analytics::forecast::{Forecast, HoltWinters, LogReturns, RlsAr};
-use crate::engine::keyed::{forget, in_order_keyed, PerField};
+use crate::engine::keyed::{in_order_keyed_silent, PerField};
 use crate::engine::output::{push_csv_field, Row};
 use crate::record::{write_f64, write_i64, EventTime, Reading, Sym};
 
@@ -217,8 +218,12 @@ impl Dataflow for StockForecast {
                 t.update(&r.series, r.ts, price, emit)
             });
         };
-        // An expired ticker's forecasts still waiting for their actual values go with it.
-        let rows = in_order_keyed(input, "stock_forecast", tickers, process, forget);
+        // An expired ticker's forecasts still waiting for their actual values go with it;
+        // with a TTL, each expiry is reported in `silent`.
+        let (rows, silent) = in_order_keyed_silent(input, "stock_forecast", tickers, process);
+        if let Some(silent) = silent {
+            outputs.add("silent", silent, false);
+        }
         let issued = rows.clone().filter(|r: &ForecastRow| r.actual.is_none());
         let realised = rows.filter(|r: &ForecastRow| r.actual.is_some());
         outputs.add("forecasts", issued, true);

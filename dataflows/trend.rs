@@ -5,7 +5,8 @@
 //!
 //! Built on `engine::keyed::in_order`; state per series and value: a [`Trend`] and a
 //! [`Crossover`] (the window's readings, twice). With `--state-ttl`, a series silent longer
-//! than that starts a fresh window when it comes back.
+//! than that starts a fresh window when it comes back, and each expiry is a row of the
+//! `silent` output.
 
 use serde::{Deserialize, Serialize};
 use timely::dataflow::operators::core::Filter;
@@ -14,7 +15,7 @@ use timely::dataflow::Stream;
 use super::{Dataflow, Outputs, Params};
 use crate::analytics::rolling::Extent;
 use crate::analytics::trend::{Crossover, Trend};
-use crate::engine::keyed::{forget, in_order_keyed, PerField};
+use crate::engine::keyed::{in_order_keyed_silent, PerField};
 use crate::engine::output::{csv_f64s, csv_series_field_ts, JsonObject, Row};
 use crate::record::{write_f64, write_i64, EventTime, Reading, Sym};
 
@@ -147,7 +148,10 @@ impl Dataflow for TrendFlow {
                 });
             }
         };
-        let rows = in_order_keyed(input, "trend", state, process, forget);
+        let (rows, silent) = in_order_keyed_silent(input, "trend", state, process);
+        if let Some(silent) = silent {
+            outputs.add("silent", silent, false);
+        }
         let crossovers = rows.clone().filter(|r: &TrendRow| r.cross.is_some());
         let trends = rows.filter(|r: &TrendRow| r.cross.is_none());
         outputs.add("trend", trends, true);

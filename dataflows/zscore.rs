@@ -114,7 +114,7 @@ impl InOrder<ZRow> for ZLogic {
     }
 
     fn expire(&mut self, at: EventTime, _emit: &mut dyn FnMut(ZRow)) {
-        self.windows.expire(at, |_, _, _| {});
+        self.windows.expire(at, |_, _, _, _| {});
     }
 }
 

@@ -1,8 +1,9 @@
 //! `--state-ttl`: per-series state that expires in event time. The engine's results with a
 //! TTL (`anomaly`, `zscore`, `trend`, `stock_forecast`) are checked against oracles that split
 //! each series where it was silent too long and start each part afresh, on 1, 2 and 4
-//! workers; and an expired outlier leaves the outlier set (and top-k) while the input still
-//! runs.
+//! workers, as are the `silent` rows (one per part, at its expiry) of `anomaly`, `trend` and
+//! `stock_forecast`; and an expired outlier leaves the outlier set (and top-k) while the
+//! input still runs.
 
 mod common;
 
@@ -20,9 +21,47 @@ const TTL_MS: i64 = 60_000;
 /// `last` is gone by the first multiple of TTL/4 after `last + TTL`; a reading at or after
 /// that point starts afresh.
 fn starts_afresh(last: i64, ts: i64) -> bool {
+    ts >= gone_at(last)
+}
+
+/// When a state whose latest reading is at `last` is gone.
+fn gone_at(last: i64) -> i64 {
     let grain = TTL_MS / 4;
-    let gone_at = ((last + TTL_MS) / grain + 1) * grain;
-    ts >= gone_at
+    ((last + TTL_MS) / grain + 1) * grain
+}
+
+/// (series, field, last_ts, time) of a silence.
+type Silence = (String, String, i64, i64);
+
+/// The silences the TTL must report: every part of every series ends in one, at the expiry of
+/// its last reading (the last part's after the end of the input), under value name `field`.
+fn want_silent(parts: &BTreeMap<String, Vec<Vec<(i64, f64)>>>, field: &str) -> BTreeSet<Silence> {
+    let mut want = BTreeSet::new();
+    for (s, ps) in parts {
+        for p in ps {
+            let last = p.last().unwrap().0;
+            want.insert((s.clone(), field.to_string(), last, gone_at(last)));
+        }
+    }
+    want
+}
+
+/// A run's `silent` rows, each once.
+fn got_silent(dir: &std::path::Path) -> BTreeSet<Silence> {
+    let rows = json_lines(dir, "silent");
+    let got: BTreeSet<Silence> = rows
+        .iter()
+        .map(|v| {
+            (
+                v["series"].as_str().unwrap().to_string(),
+                v["field"].as_str().unwrap().to_string(),
+                v["last_ts"].as_i64().unwrap(),
+                v["time"].as_i64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(got.len(), rows.len(), "a silence reported twice");
+    got
 }
 
 /// 24 series of random walks with spikes, each with distinct timestamps: mostly 1-5 s apart,
@@ -184,15 +223,20 @@ fn expiring_detectors_and_windows_match_oracles_on_1_2_4_workers() {
     let differ = want.iter().filter(|(k, v)| kept[*k] != **v).count();
     assert!(differ > 1_000, "only {differ} scores differ without a TTL");
 
+    let silences = want_silent(&parts, "value");
+    assert!(
+        silences.len() > parts.len() + 50,
+        "silences: {}",
+        silences.len()
+    );
     for w in [1, 2, 4] {
-        let got = scores(&run(
-            "anomaly",
-            &readings,
-            w,
-            Some(TTL_MS),
-            "anomaly",
-            tmp.path(),
-        ));
+        let out = run_to("anomaly", &readings, w, Some(TTL_MS), tmp.path());
+        assert_eq!(
+            got_silent(&out),
+            silences,
+            "{w} workers: anomaly's silences"
+        );
+        let got = scores(&json_lines(&out, "anomaly"));
         assert_eq!(got.len(), want.len(), "{w} workers: rows");
         for (k, v) in &want {
             assert_eq!(got.get(k), Some(v), "{w} workers: score of {k:?}");
@@ -298,6 +342,11 @@ fn expiring_trends_and_forecasts_match_their_kernels_on_1_2_4_workers() {
     for w in [1, 2, 4] {
         let ttl = Some(TTL_MS);
         let out = run_to("trend", &readings, w, ttl, tmp.path());
+        assert_eq!(
+            got_silent(&out),
+            want_silent(&parts, "value"),
+            "{w} workers: trend's silences"
+        );
         let rows = json_lines(&out, "trend");
         let got: BTreeMap<(String, i64), (usize, u64)> = rows
             .iter()
@@ -325,6 +374,11 @@ fn expiring_trends_and_forecasts_match_their_kernels_on_1_2_4_workers() {
         assert_eq!(cross, want_cross, "{w} workers: crossovers");
 
         let out = run_to("stock_forecast", &readings, w, ttl, tmp.path());
+        assert_eq!(
+            got_silent(&out),
+            want_silent(&parts, "price"),
+            "{w} workers: stock_forecast's silences"
+        );
         let got_issued = set(json_lines(&out, "forecasts"));
         assert!(got_issued == issued, "{w} workers: forecasts differ");
         let got_realised = set(json_lines(&out, "forecast_errors"));

@@ -31,6 +31,7 @@ use timely::dataflow::operators::generic::Operator;
 use timely::dataflow::operators::Capability;
 use timely::dataflow::Stream;
 
+use crate::engine::output::SilentRow;
 use crate::engine::Metrics;
 use crate::record::{EventTime, Reading, Sym};
 use crate::sym::SymMap;
@@ -488,8 +489,9 @@ impl<V> PerField<V> {
     }
 
     /// Drops every state that expires at or before `at` (see [`InOrder::expire`]), handing
-    /// each to `dropped` with its series and value name; O(series held).
-    pub fn expire(&mut self, at: EventTime, mut dropped: impl FnMut(Sym, Sym, V)) {
+    /// each to `dropped` with its series, value name and the time of its latest reading;
+    /// O(series held).
+    pub fn expire(&mut self, at: EventTime, mut dropped: impl FnMut(Sym, Sym, EventTime, V)) {
         let Some(ttl) = self.ttl else { return };
         let mut next: Option<EventTime> = None;
         let mut gone = 0;
@@ -498,8 +500,8 @@ impl<V> PerField<V> {
             while i < fields.len() {
                 let due = expiry_time(fields[i].1, ttl);
                 if due <= at {
-                    let (field, _, state) = fields.remove(i);
-                    dropped(series, field, state);
+                    let (field, last, state) = fields.remove(i);
+                    dropped(series, field, last, state);
                     gone += 1;
                 } else {
                     next = Some(next.map_or(due, |n: EventTime| n.min(due)));
@@ -526,14 +528,15 @@ pub struct Keyed<V, P, X> {
     pub state: PerField<V>,
     /// Handles one reading with the states.
     pub process: P,
-    /// Handles one expired state: series, value name, the state, the time it expired.
+    /// Handles one expired state: series, value name, the state, the time of its latest
+    /// reading, the time it expired.
     pub expired: X,
 }
 
 impl<R, V, P, X> InOrder<R> for Keyed<V, P, X>
 where
     P: FnMut(&mut PerField<V>, &Reading, &mut dyn FnMut(R)),
-    X: FnMut(Sym, Sym, V, EventTime, &mut dyn FnMut(R)),
+    X: FnMut(Sym, Sym, V, EventTime, EventTime, &mut dyn FnMut(R)),
 {
     #[inline]
     fn process(&mut self, r: &Reading, emit: &mut dyn FnMut(R)) {
@@ -544,8 +547,9 @@ where
     }
     fn expire(&mut self, at: EventTime, emit: &mut dyn FnMut(R)) {
         let expired = &mut self.expired;
-        self.state
-            .expire(at, |series, field, v| expired(series, field, v, at, emit));
+        self.state.expire(at, |series, field, last, v| {
+            expired(series, field, v, last, at, emit)
+        });
     }
 }
 
@@ -555,13 +559,15 @@ pub fn forget<V, R>(
     _series: Sym,
     _field: Sym,
     _state: V,
+    _last: EventTime,
     _at: EventTime,
     _emit: &mut dyn FnMut(R),
 ) {
 }
 
 /// [`in_order`] over per-series state that may expire: `process(state, reading, emit)` per
-/// reading, `expired(series, field, state, at, emit)` per expired state.
+/// reading, `expired(series, field, state, last, at, emit)` per expired state (`last`: the
+/// time of its latest reading; `at`: the expiry).
 pub fn in_order_keyed<'s, R, V, P, X>(
     input: Stream<'s, EventTime, Vec<Reading>>,
     name: &str,
@@ -573,7 +579,7 @@ where
     R: Clone + 'static,
     V: 'static,
     P: FnMut(&mut PerField<V>, &Reading, &mut dyn FnMut(R)) + 'static,
-    X: FnMut(Sym, Sym, V, EventTime, &mut dyn FnMut(R)) + 'static,
+    X: FnMut(Sym, Sym, V, EventTime, EventTime, &mut dyn FnMut(R)) + 'static,
 {
     in_order_logic(
         input,
@@ -584,6 +590,66 @@ where
             expired,
         },
     )
+}
+
+/// The `silent` rows of a keyed dataflow (see [`in_order_keyed_silent`]).
+pub type Silences<'s> = Stream<'s, EventTime, Vec<SilentRow>>;
+
+/// A dataflow's row or a silence, before [`in_order_keyed_silent`] splits them.
+#[derive(Clone)]
+enum Tagged<R> {
+    Row(R),
+    Silent(SilentRow),
+}
+
+/// [`in_order_keyed`] whose expired states just go (as with [`forget`]) and are reported:
+/// with a time to live, the second stream has a [`SilentRow`] per expired state (the
+/// dataflow's `silent` output); without one it is `None` and the rows pass as they are.
+pub fn in_order_keyed_silent<'s, R, V, P>(
+    input: Stream<'s, EventTime, Vec<Reading>>,
+    name: &str,
+    state: PerField<V>,
+    mut process: P,
+) -> (Stream<'s, EventTime, Vec<R>>, Option<Silences<'s>>)
+where
+    R: Clone + 'static,
+    V: 'static,
+    P: FnMut(&mut PerField<V>, &Reading, &mut dyn FnMut(R)) + 'static,
+{
+    use timely::dataflow::operators::vec::{Map, Partition};
+    if state.ttl.is_none() {
+        return (in_order_keyed(input, name, state, process, forget), None);
+    }
+    let tagged = move |st: &mut PerField<V>, r: &Reading, emit: &mut dyn FnMut(Tagged<R>)| {
+        process(st, r, &mut |row| emit(Tagged::Row(row)))
+    };
+    let silent = |series, field, _: V, last_ts, time, emit: &mut dyn FnMut(Tagged<R>)| {
+        emit(Tagged::Silent(SilentRow {
+            series,
+            field,
+            last_ts,
+            time,
+        }))
+    };
+    let out = in_order_keyed(input, name, state, tagged, silent);
+    let mut parts = out
+        .partition(2, |t| match t {
+            Tagged::Row(_) => (0, t),
+            Tagged::Silent(_) => (1, t),
+        })
+        .into_iter();
+    let (Some(rows), Some(silences)) = (parts.next(), parts.next()) else {
+        unreachable!("partition gives the 2 streams asked for");
+    };
+    let rows = rows.flat_map(|t| match t {
+        Tagged::Row(r) => Some(r),
+        Tagged::Silent(_) => None,
+    });
+    let silences = silences.flat_map(|t| match t {
+        Tagged::Silent(s) => Some(s),
+        Tagged::Row(_) => None,
+    });
+    (rows, Some(silences))
 }
 
 #[cfg(test)]
@@ -641,13 +707,14 @@ mod tests {
             let most = if rng.below(50) == 0 { 3_000 } else { 60 };
             ts += rng.below(most) as EventTime;
             while let Some(at) = state.next_expiry().filter(|&at| at <= ts) {
-                state.expire(at, |s, f, n| dropped.push((at, s, f, n)));
+                state.expire(at, |s, f, last, n| dropped.push((at, s, f, last, n)));
                 assert!(state.next_expiry().is_none_or(|n| n > at));
             }
-            for (at, s, f, n) in dropped.drain(..) {
+            for (at, s, f, got_last, n) in dropped.drain(..) {
                 drops += 1;
                 let (last, count) = want.remove(&(s, f)).expect("dropped twice");
                 assert_eq!(n, count, "{s}/{f}: the state dropped");
+                assert_eq!(got_last, last, "{s}/{f}: the time of its latest reading");
                 assert!(expiry_time(last, ttl) <= at, "{s}/{f} dropped early");
             }
             let (series, field) = names[rng.below(30) as usize];

@@ -70,6 +70,40 @@ impl Row for Reading {
     }
 }
 
+/// A (series, value) that stopped reporting: its state expired (`--state-ttl`). Keyed
+/// dataflows write these to their `silent` output (see `engine::keyed::in_order_keyed_silent`).
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
+pub struct SilentRow {
+    /// Series id.
+    pub series: crate::record::Sym,
+    /// Value name.
+    pub field: crate::record::Sym,
+    /// Event time of its last reading, UTC ms.
+    pub last_ts: EventTime,
+    /// Event time its state expired (within 1.25 TTL after `last_ts`), UTC ms.
+    pub time: EventTime,
+}
+
+impl Row for SilentRow {
+    const CSV_HEADER: &'static str = "series,field,last_ts,time";
+    fn key(&self) -> &str {
+        &self.series
+    }
+    fn write_csv(&self, out: &mut Vec<u8>) {
+        csv_series_field_ts(out, &self.series, &self.field, self.last_ts);
+        out.push(b',');
+        crate::record::write_i64(out, self.time);
+    }
+    fn publish(&self, out: &mut Vec<Update>) {
+        out.push(Update::Silent {
+            series: self.series,
+            field: self.field,
+            last_ts: self.last_ts,
+            at: self.time,
+        });
+    }
+}
+
 impl Row for Quarantined {
     const CSV_HEADER: &'static str = "source,reason,payload";
     fn key(&self) -> &str {
