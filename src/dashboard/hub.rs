@@ -257,8 +257,10 @@ struct Pipeline {
     slots: BTreeMap<String, Vec<EventTime>>,
     staged: BTreeMap<EventTime, Staged>,
     released: EventTime,
-    /// Latest event time of a point released so far: how far the input reached.
-    reached: EventTime,
+    /// Latest event time of a point released so far: how far the input reached. `None`
+    /// until its first point: a pipeline that shows no series (its dataflow publishes no
+    /// points) shows no silent series either, since the hub could not see them report again.
+    reached: Option<EventTime>,
     finished: bool,
     operators: BTreeMap<String, OperatorTiming>,
     samples: VecDeque<Sample>,
@@ -402,7 +404,7 @@ impl Hub {
             slots: BTreeMap::new(),
             staged: BTreeMap::new(),
             released: EventTime::MIN,
-            reached: EventTime::MIN,
+            reached: None,
             finished: false,
             operators: BTreeMap::new(),
             samples: VecDeque::new(),
@@ -484,7 +486,7 @@ impl Hub {
                 buf.points.push_back(Point { seq, ..p.point });
                 buf.last_seq = seq;
                 let reached = &mut s.pipelines[pipeline].reached;
-                *reached = (*reached).max(ts);
+                *reached = Some(reached.map_or(ts, |r| r.max(ts)));
                 // A reading after a silence: the series reports again.
                 if !s.silent.is_empty() && s.silent.get(&buf.key).is_some_and(|e| ts > e.last_ts) {
                     s.silent.remove(&buf.key);
@@ -596,8 +598,8 @@ impl Hub {
         }
     }
 
-    /// Marks a series silent from `at`, unless it has reported since `last_ts`, or the
-    /// expiry is one the end of the input made: in the pipeline's last frame, an expiry
+    /// Marks a series silent from `at`, unless it has reported since `last_ts`, its pipeline
+    /// shows no series, or the expiry is one the end of the input made: in the pipeline's last frame, an expiry
     /// after the latest reading of the whole input (`closing`) says only that the input
     /// ended, not that this series stopped while the others went on.
     fn apply_silent(
@@ -609,8 +611,10 @@ impl Hub {
         at: EventTime,
         closing: bool,
     ) {
-        if closing && at > s.pipelines[pipeline].reached {
-            return;
+        match s.pipelines[pipeline].reached {
+            None => return,
+            Some(reached) if closing && at > reached => return,
+            _ => {}
         }
         let known = s.series.get(&id);
         if known
@@ -753,7 +757,7 @@ impl PipelineHandle {
             let p = &mut s.pipelines[self.id];
             for st in ready.values() {
                 for u in &st.points {
-                    p.reached = p.reached.max(u.point.ts);
+                    p.reached = Some(p.reached.map_or(u.point.ts, |r| r.max(u.point.ts)));
                 }
             }
         }
