@@ -275,8 +275,8 @@ type TopRecord = (usize, Arc<str>, u64);
 
 /// The updates of one time, waiting for every sink to pass it: the points in arrival order,
 /// the latest forecast of each series (all of a time's updates are released together, so an
-/// older forecast of the same time could never show), and every change to the outlier set
-/// and the silent series.
+/// older forecast of the same time could never show), and every change to the outlier set,
+/// the top-k and the silent series.
 #[derive(Debug, Default)]
 struct Staged {
     points: Vec<PointUpdate>,
@@ -599,9 +599,9 @@ impl Hub {
     }
 
     /// Marks a series silent from `at`, unless it has reported since `last_ts`, its pipeline
-    /// shows no series, or the expiry is one the end of the input made: in the pipeline's last frame, an expiry
-    /// after the latest reading of the whole input (`closing`) says only that the input
-    /// ended, not that this series stopped while the others went on.
+    /// shows no series, or the expiry is one the end of the input made: in the pipeline's
+    /// last frame (`closing`), an expiry after the latest reading of the whole input says only
+    /// that the input ended, not that this series stopped while the others went on.
     fn apply_silent(
         &self,
         s: &mut State,
@@ -649,8 +649,8 @@ impl Hub {
         }
     }
 
-    /// Applies one released time: points, then forecasts, then changes to the outlier set
-    /// and the silent series (`closing`: the pipeline's last frame).
+    /// Applies one released time: points, then forecasts, then changes to the outlier set,
+    /// the top-k and the silent series (`closing`: the pipeline's last frame).
     fn apply_staged(&self, s: &mut State, pipeline: usize, st: Staged, closing: bool) {
         for p in st.points {
             self.apply(s, pipeline, Update::Point(p));

@@ -178,6 +178,9 @@ impl SensorStream {
     /// Appends the readings of the current round (one per sensor not in an outage) to `out`
     /// and moves to the next round.
     pub fn next_round(&mut self, out: &mut Vec<Reading>) {
+        if self.names.is_empty() {
+            return;
+        }
         let round = self.ts;
         while self.ts == round {
             let quiet = self.is_quiet(self.next_sensor);
@@ -214,8 +217,9 @@ impl Iterator for SensorStream {
         if self.names.is_empty() {
             return None;
         }
-        // Every sensor can be quiet only if every sensor has outages (`every` = 1): then
-        // stop after a silent period's worth of rounds rather than loop for ever.
+        // Every sensor can be quiet at once only when every sensor has outages (`every` = 1):
+        // after two whole quiet rounds the iterator ends rather than spin through the outage
+        // (`next_round` has no such limit).
         for _ in 0..self.names.len() * 2 {
             let quiet = self.is_quiet(self.next_sensor);
             let r = self.step();
