@@ -137,10 +137,21 @@ fn browser_sees_counters_move_an_outlier_appear_and_charts_receive_points() {
         silent.starts_with("sensor/") && seen["silentCount"].as_i64() >= Some(1),
         "a sensor in an outage shows as silent: {seen}"
     );
+    assert!(
+        seen["silentBadge"]
+            .as_str()
+            .is_some_and(|b| b.contains("silent since")),
+        "its chart says it is silent: {seen}"
+    );
     assert_eq!(
         seen["silentLeft"].as_bool(),
         Some(true),
         "and leaves the view when it reports again: {seen}"
+    );
+    assert_eq!(
+        seen["silentBadgeCleared"].as_bool(),
+        Some(true),
+        "and its chart drops the badge: {seen}"
     );
     for shot in [
         "dashboard-silent.png",

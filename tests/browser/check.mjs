@@ -63,6 +63,11 @@ try {
     const d = [...document.querySelectorAll(".series-chart")].find(e => e.dataset.key === k);
     return d && d.data && d.data[3].x.length > 0;
   }, seen.silent, { timeout: 30000 });
+  // Its chart says it is silent.
+  seen.silentBadge = await page.evaluate(k => {
+    const d = [...document.querySelectorAll(".series-chart")].find(e => e.dataset.key === k);
+    return d.parentElement.querySelector(".silent-badge").textContent;
+  }, seen.silent);
 
   // 2. An outlier appears; clicking its row opens its chart.
   await page.click('nav button[data-view="outliers"]');
@@ -137,6 +142,12 @@ try {
   await page.click('nav button[data-view="silent"]');
   await page.waitForFunction(k => !document.querySelector(`#silent tbody tr[data-key="${k}"]`), seen.silent, { timeout: 90000 });
   seen.silentLeft = true;
+  // Its chart, still open, received the new points and lost the badge.
+  await page.waitForFunction(k => {
+    const d = [...document.querySelectorAll(".series-chart")].find(e => e.dataset.key === k);
+    return d && d.parentElement.querySelector(".silent-badge").textContent === "";
+  }, seen.silent, { timeout: 30000 });
+  seen.silentBadgeCleared = true;
 } catch (e) {
   await fail(browser, page, String(e));
 }
