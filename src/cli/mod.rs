@@ -1162,7 +1162,7 @@ pub fn run_dataflow(a: RunArgs, settings: &Settings) -> Result<engine::RunReport
     if a.output.is_none() && result_topics.is_none() && a.dashboard.no_dashboard {
         eprintln!("note: no --output directory, no result topics and no dashboard: results are only counted");
     }
-    let dashboard = a.dashboard.start()?;
+    let dashboard = a.dashboard.start_for(a.process, a.processes)?;
     let stop = Arc::new(AtomicBool::new(false));
     if let Some(d) = a.duration {
         let stop = stop.clone();

@@ -93,6 +93,13 @@ impl DashboardArgs {
     /// The settings these flags ask for (None: `--no-dashboard`), checked: a bad address or a
     /// non-loopback address without a token is an error.
     pub fn options(&self) -> Result<Option<DashboardOptions>, DashboardError> {
+        self.options_for(0)
+    }
+
+    /// [`DashboardArgs::options`] for process `process` of a cluster (`-p`): on the default
+    /// address it listens on port 8080 + `process`, so that processes sharing a machine each
+    /// serve their workers' share; an address given with `--dashboard` is taken as it is.
+    pub fn options_for(&self, process: usize) -> Result<Option<DashboardOptions>, DashboardError> {
         if self.no_dashboard {
             return Ok(None);
         }
@@ -101,7 +108,7 @@ impl DashboardArgs {
         }
         let given = self.dashboard.clone();
         let text = given.clone().unwrap_or_else(|| DEFAULT_ADDR.to_string());
-        let addr = text
+        let mut addr = text
             .to_socket_addrs()
             .map_err(|e| DashboardError::BadAddress {
                 addr: text.clone(),
@@ -112,6 +119,16 @@ impl DashboardArgs {
                 addr: text.clone(),
                 why: "resolves to no address".into(),
             })?;
+        if given.is_none() {
+            let port = u16::try_from(process)
+                .ok()
+                .and_then(|p| addr.port().checked_add(p))
+                .ok_or_else(|| DashboardError::BadAddress {
+                    addr: format!("{text} + process {process}"),
+                    why: "the port of process -p is past 65535; give --dashboard".into(),
+                })?;
+            addr.set_port(port);
+        }
         let token = self
             .dashboard_token
             .clone()
@@ -135,15 +152,30 @@ impl DashboardArgs {
     /// Starts the dashboard these flags ask for, with a fresh hub. `Ok(None)`: not wanted, or
     /// the default port was busy (a warning says so).
     pub fn start(&self) -> Result<Option<(Arc<Hub>, Dashboard)>, DashboardError> {
-        let Some(opts) = self.options()? else {
+        self.start_for(0, 1)
+    }
+
+    /// [`DashboardArgs::start`] for process `process` of `processes` (see
+    /// [`DashboardArgs::options_for`]).
+    pub fn start_for(
+        &self,
+        process: usize,
+        processes: usize,
+    ) -> Result<Option<(Arc<Hub>, Dashboard)>, DashboardError> {
+        let Some(opts) = self.options_for(process)? else {
             return Ok(None);
         };
         let hub = Hub::new(opts.hub);
         match Dashboard::start(&opts, hub.clone()) {
             Ok(d) => {
                 eprintln!(
-                    "dashboard at http://{}/{}",
+                    "dashboard at http://{}/{}{}",
                     d.addr(),
+                    if processes > 1 {
+                        format!(" (process {process} of {processes}: its workers' share)")
+                    } else {
+                        String::new()
+                    },
                     if opts.token.is_some() {
                         " (token required: add ?token=... to the URL)"
                     } else {
@@ -158,5 +190,34 @@ impl DashboardArgs {
             }
             Err(e) => Err(e),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(dashboard: Option<&str>) -> DashboardArgs {
+        DashboardArgs {
+            dashboard: dashboard.map(str::to_string),
+            no_dashboard: false,
+            dashboard_token: None,
+            dashboard_history: 300,
+            dashboard_series: 5000,
+        }
+    }
+
+    #[test]
+    fn each_process_of_a_cluster_gets_its_own_default_port() {
+        let port = |a: &DashboardArgs, p| a.options_for(p).unwrap().unwrap().addr.port();
+        let default = args(None);
+        assert_eq!(port(&default, 0), 8080);
+        assert_eq!(port(&default, 3), 8083);
+        assert!(!default.options_for(3).unwrap().unwrap().explicit);
+        // An address asked for is taken as it is.
+        let given = args(Some("127.0.0.1:9000"));
+        assert_eq!(port(&given, 3), 9000);
+        let err = default.options_for(70_000).unwrap_err().to_string();
+        assert!(err.contains("give --dashboard"), "{err}");
     }
 }
