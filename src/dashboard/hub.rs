@@ -352,6 +352,22 @@ fn wall_ms() -> i64 {
         .map_or(0, |d| d.as_millis() as i64)
 }
 
+/// The key of a series: the one the hub already holds for it, else a new one.
+fn key_of(known: Option<&SeriesBuf>, id: Id) -> Arc<str> {
+    known.map_or_else(|| series_key(&id.0, &id.1), |b| b.key.clone())
+}
+
+/// Of entries aged by `A` (older first by its order), the keys of the oldest to drop so that
+/// a map over `max` entries keeps nine tenths of `max` (one drop a tenth of `max` wide, not
+/// one per insert).
+fn oldest_beyond<A: Ord, K>(mut ages: Vec<(A, K)>, max: usize) -> impl Iterator<Item = K> {
+    let drop = ages.len().saturating_sub(max * 9 / 10);
+    if drop > 0 {
+        ages.select_nth_unstable_by(drop - 1, |a, b| a.0.cmp(&b.0));
+    }
+    ages.into_iter().take(drop).map(|(_, k)| k)
+}
+
 fn nan_none(x: Option<f64>) -> Option<f64> {
     x.filter(|v| v.is_finite())
 }
@@ -456,7 +472,8 @@ impl Hub {
         self.lock().seq
     }
 
-    fn apply(&self, s: &mut State, pipeline: usize, u: Update) {
+    /// Applies one released update (`closing`: in the pipeline's last frame).
+    fn apply(&self, s: &mut State, pipeline: usize, u: Update, closing: bool) {
         let seq = s.seq;
         match u {
             Update::Point(p) => {
@@ -504,7 +521,7 @@ impl Hub {
                 field,
                 last_ts,
                 at,
-            } => self.apply_silent(s, pipeline, (series, field), last_ts, at, false),
+            } => self.apply_silent(s, pipeline, (series, field), last_ts, at, closing),
             Update::Top {
                 series,
                 field,
@@ -512,10 +529,7 @@ impl Hub {
                 diff,
                 at,
             } => {
-                let key = s
-                    .series
-                    .get(&(series, field))
-                    .map_or_else(|| series_key(&series, &field), |b| b.key.clone());
+                let key = key_of(s.series.get(&(series, field)), (series, field));
                 let rec = (pipeline, key.clone(), score.to_bits());
                 let name = &s.pipelines[pipeline].name;
                 let e = s.top.entry(rec.clone()).or_insert_with(|| {
@@ -549,7 +563,7 @@ impl Hub {
             } => {
                 let id = (series, field);
                 let known = s.series.get(&id);
-                let key = known.map_or_else(|| series_key(&id.0, &id.1), |b| b.key.clone());
+                let key = key_of(known, id);
                 let score = nan_none(score).or_else(|| {
                     known
                         .and_then(|b| b.points.back())
@@ -623,7 +637,7 @@ impl Hub {
         {
             return;
         }
-        let key = known.map_or_else(|| series_key(&id.0, &id.1), |b| b.key.clone());
+        let key = key_of(known, id);
         let entry = SilentEntry {
             key: key.clone(),
             series: id.0,
@@ -635,15 +649,13 @@ impl Hub {
         s.silent.insert(key, entry);
         s.silent_seq = s.seq;
         if s.silent.len() > self.cfg.max_series {
-            // Drop the longest silent tenth.
-            let mut ages: Vec<(EventTime, Arc<str>)> = s
+            // Drop the longest silent.
+            let ages = s
                 .silent
                 .values()
                 .map(|e| (e.since, e.key.clone()))
                 .collect();
-            let drop = s.silent.len() - self.cfg.max_series * 9 / 10;
-            ages.select_nth_unstable_by_key(drop - 1, |a| a.0);
-            for (_, k) in ages.into_iter().take(drop) {
+            for k in oldest_beyond(ages, self.cfg.max_series) {
                 s.silent.remove(&k);
             }
         }
@@ -653,21 +665,13 @@ impl Hub {
     /// the top-k and the silent series (`closing`: the pipeline's last frame).
     fn apply_staged(&self, s: &mut State, pipeline: usize, st: Staged, closing: bool) {
         for p in st.points {
-            self.apply(s, pipeline, Update::Point(p));
+            self.apply(s, pipeline, Update::Point(p), closing);
         }
         for (_, f) in st.forecasts {
             self.apply_forecast(s, f);
         }
         for c in st.changes {
-            match c {
-                Update::Silent {
-                    series,
-                    field,
-                    last_ts,
-                    at,
-                } => self.apply_silent(s, pipeline, (series, field), last_ts, at, closing),
-                other => self.apply(s, pipeline, other),
-            }
+            self.apply(s, pipeline, c, closing);
         }
     }
 
@@ -676,10 +680,8 @@ impl Hub {
         if s.series.len() <= self.cfg.max_series {
             return;
         }
-        let mut ages: Vec<(u64, Id)> = s.series.iter().map(|(id, b)| (b.last_seq, *id)).collect();
-        let drop = s.series.len() - self.cfg.max_series * 9 / 10;
-        ages.select_nth_unstable_by_key(drop - 1, |a| a.0);
-        for (_, id) in ages.into_iter().take(drop) {
+        let ages = s.series.iter().map(|(id, b)| (b.last_seq, *id)).collect();
+        for id in oldest_beyond(ages, self.cfg.max_series) {
             if let Some(b) = s.series.remove(&id) {
                 s.by_key.remove(&b.key);
             }
