@@ -1,10 +1,13 @@
 //! What the live dashboard costs: `sensor_outliers` over the W1 file (10,000 sensors) on 2
 //! workers, without forecasts, with forecasts (the default), with the hub fed (consistent
 //! frames, bounded histories: 5,000 series x 300 points by default), and with the hub plus a
-//! page following 4 series over server-sent events.
+//! page following 4 series over server-sent events. The `cluster` cases run two processes of
+//! the given workers each (as threads of one child process, over loopback TCP, as two
+//! processes on one machine would): `cluster-plain` without a dashboard, `cluster` with
+//! process 0's hub showing the whole cluster (every update crosses to worker 0).
 //!
 //! ```text
-//! cargo bench --bench dashboard -- [--rows 2000000] [--cases noforecast-2,hub-noforecast-2,plain-2,hub-2,hub-sse-2]
+//! cargo bench --bench dashboard -- [--rows 2000000] [--cases noforecast-2,hub-noforecast-2,plain-2,hub-2,hub-sse-2,cluster-plain-1,cluster-1]
 //! ```
 //!
 //! Each case runs in a child process and reports readings/s, wall time and peak RSS (the
@@ -28,8 +31,9 @@ fn main() -> Result<()> {
     if let Some(case) = arg(&args, "--case") {
         return child(&case, &file);
     }
-    let cases = arg(&args, "--cases")
-        .unwrap_or_else(|| "noforecast-2,hub-noforecast-2,plain-2,hub-2,hub-sse-2".into());
+    let cases = arg(&args, "--cases").unwrap_or_else(|| {
+        "noforecast-2,hub-noforecast-2,plain-2,hub-2,hub-sse-2,cluster-plain-1,cluster-1".into()
+    });
     println!("dashboard cost: sensor_outliers over W1, {rows} rows, 10,000 sensors");
     run_table(&cases, rows, "rows_out", |_| Ok("-".into()))
 }
@@ -78,6 +82,12 @@ fn child(case: &str, file: &std::path::Path) -> Result<()> {
                 _dash = Some(d);
             }
         }
+        "cluster" | "cluster-plain" => {
+            if name == "cluster" {
+                spec.hub = Some((Hub::new(HubConfig::default()), String::new()));
+            }
+            return cluster(spec);
+        }
         other => bail!("unknown case {other}"),
     }
     let t = Instant::now();
@@ -91,6 +101,51 @@ fn child(case: &str, file: &std::path::Path) -> Result<()> {
         "{}",
         serde_json::json!({"readings": r.metrics.readings_in, "rows_out": r.metrics.rows_out,
             "secs": secs, "peak_kb": peak_kb(), "frames": frames})
+    );
+    Ok(())
+}
+
+/// Runs `spec` as both processes of a two-process cluster on loopback (process 0 keeps its
+/// hub, if any) and prints the cluster's totals.
+fn cluster(spec: RunSpec) -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let hosts = dir.path().join("hosts");
+    let port = || -> Result<u16> {
+        Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port())
+    };
+    std::fs::write(
+        &hosts,
+        format!("127.0.0.1:{}\n127.0.0.1:{}\n", port()?, port()?),
+    )?;
+    let t = Instant::now();
+    let members: Vec<_> = (0..2)
+        .map(|p| {
+            let mut s = spec.clone();
+            if p > 0 {
+                s.hub = None;
+            }
+            s.metrics = Default::default();
+            s.cluster.processes = 2;
+            s.cluster.process = p;
+            s.cluster.hostfile = Some(hosts.clone());
+            std::thread::spawn(move || run(s))
+        })
+        .collect();
+    let (mut readings, mut rows) = (0, 0);
+    for m in members {
+        let r = m
+            .join()
+            .map_err(|_| anyhow::anyhow!("a cluster process panicked"))??;
+        readings += r.metrics.readings_in;
+        rows += r.metrics.rows_out;
+    }
+    let secs = t.elapsed().as_secs_f64();
+    println!(
+        "{}",
+        serde_json::json!({"readings": readings, "rows_out": rows,
+            "secs": secs, "peak_kb": peak_kb(), "frames": null})
     );
     Ok(())
 }

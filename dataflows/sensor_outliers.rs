@@ -223,7 +223,7 @@ impl Row for ForecastPath {
         out.push(Update::Forecast(ForecastUpdate {
             series: self.series,
             field: self.field,
-            model: "rls_ar2",
+            model: Sym::new("rls_ar2"),
             issued: self.issued_ts,
             steps: self.steps.clone(),
         }));

@@ -1,7 +1,8 @@
 //! The live dashboard (the browser test is in `tests/dashboard_browser.rs`):
-//! - the hub against the dataflow's own output files on 1, 2 and 4 workers (outlier set,
-//!   per-series history, latest forecast, top-k), and the REST API and `/metrics` shapes, with a
-//!   token;
+//! - the hub against the dataflow's own output files on 1, 2 and 4 workers and on two
+//!   processes of 1 and 2 workers, whose one dashboard shows the whole cluster (outlier set,
+//!   per-series history, latest forecast, top-k, counters, workers), and the REST API and
+//!   `/metrics` shapes, with a token;
 //! - the series that went silent (`--state-ttl`) against the `silent` output on 1, 2 and 4
 //!   workers: shown until they report again, and not for the end of the input;
 //! - a non-loopback bind without a token refuses to start;
@@ -108,15 +109,53 @@ struct Observed {
     forecast: BTreeMap<String, Vec<Step>>,
 }
 
+/// Runs the specs `make(p)` as the processes `p` of one cluster on loopback (threads of this
+/// test, each its own timely cluster member), and waits for all of them.
+fn run_cluster(processes: usize, tmp: &Path, make: impl Fn(usize) -> RunSpec) {
+    if processes == 1 {
+        common::run_ok(make(0));
+        return;
+    }
+    let hostfile = tmp.join(format!("hosts{processes}"));
+    let hosts: String = (0..processes)
+        .map(|_| format!("127.0.0.1:{}\n", common::free_port()))
+        .collect();
+    std::fs::write(&hostfile, hosts).unwrap();
+    let handles: Vec<_> = (0..processes)
+        .map(|p| {
+            let mut spec = make(p);
+            spec.cluster.processes = processes;
+            spec.cluster.process = p;
+            spec.cluster.hostfile = Some(hostfile.clone());
+            std::thread::spawn(move || common::run_ok(spec))
+        })
+        .collect();
+    for h in handles {
+        h.join().expect("a process of the cluster failed");
+    }
+}
+
+/// Lines in the output files of `sensor_outliers`' rows it counts as results (scores and
+/// forecasts), every process's.
+fn result_rows(dir: &Path) -> u64 {
+    ["outlier_scores", "forecasts"]
+        .iter()
+        .map(|o| common::read_lines(dir, o).len() as u64)
+        .sum()
+}
+
 #[test]
-fn hub_matches_the_dataflow_outputs_and_the_api_has_its_shapes_on_1_2_4_workers() {
+fn hub_matches_the_dataflow_outputs_and_the_api_has_its_shapes_on_1_2_4_workers_and_2_processes() {
     let mut readings = common::load("nab:realKnownCause");
     readings.sort_by_key(|r| r.ts);
     let history = 50;
     let tmp = tempfile::tempdir().unwrap();
     let mut views = Vec::new();
-    for w in [1, 2, 4] {
-        let out = tmp.path().join(format!("w{w}"));
+    // (processes, workers per process): with two processes, process 0's dashboard shows the
+    // whole cluster.
+    for (n, w) in [(1, 1), (1, 2), (1, 4), (2, 1), (2, 2)] {
+        let out = tmp.path().join(format!("n{n}w{w}"));
+        let what = format!("{n} x {w} workers");
         let hub = Hub::new(HubConfig {
             history,
             ..HubConfig::default()
@@ -124,13 +163,17 @@ fn hub_matches_the_dataflow_outputs_and_the_api_has_its_shapes_on_1_2_4_workers(
         let token = "s3cret";
         let dash = dashboard(&hub, token);
         let addr = dash.addr().to_string();
-        let mut spec = RunSpec::new("sensor_outliers", Input::memory(readings.clone()));
-        spec.cluster.workers = w;
-        spec.output_dir = Some(out.clone());
-        // Fewer than the series, so that the top-k leaves some out.
-        spec.top = 4;
-        spec.hub = Some((hub.clone(), String::new()));
-        common::run_ok(spec);
+        run_cluster(n, tmp.path(), |p| {
+            let mut spec = RunSpec::new("sensor_outliers", Input::memory(readings.clone()));
+            spec.cluster.workers = w;
+            spec.output_dir = Some(out.clone());
+            // Fewer than the series, so that the top-k leaves some out.
+            spec.top = 4;
+            if p == 0 {
+                spec.hub = Some((hub.clone(), String::new()));
+            }
+            spec
+        });
 
         // What the outputs say: the accumulated outlier set, the last `history` rows of
         // every series, the last forecast path issued per series.
@@ -253,12 +296,12 @@ fn hub_matches_the_dataflow_outputs_and_the_api_has_its_shapes_on_1_2_4_workers(
                 assert_eq!(
                     e["since"].as_i64(),
                     entered.get(&key).copied(),
-                    "{w} workers: since = the event time it entered: {e}"
+                    "{what}: since = the event time it entered: {e}"
                 );
                 key
             })
             .collect();
-        assert_eq!(got_set, want_set, "{w} workers: the hub's outlier set");
+        assert_eq!(got_set, want_set, "{what}: the hub's outlier set");
         assert!(!want_set.is_empty(), "NAB must leave some series anomalous");
         for c in o["changes"].as_array().unwrap() {
             assert!(
@@ -274,11 +317,11 @@ fn hub_matches_the_dataflow_outputs_and_the_api_has_its_shapes_on_1_2_4_workers(
         assert_eq!(
             list.len(),
             rows.len(),
-            "{w} workers: one series per (series, field)"
+            "{what}: one series per (series, field)"
         );
         assert!(
             want_top.len() == 4 && rows.len() > 4,
-            "{w} workers: the top 4 of {} series: {want_top:?}",
+            "{what}: the top 4 of {} series: {want_top:?}",
             rows.len()
         );
         let t = get_json(&addr, "/api/top", token);
@@ -295,7 +338,7 @@ fn hub_matches_the_dataflow_outputs_and_the_api_has_its_shapes_on_1_2_4_workers(
                 )
             })
             .collect();
-        assert_eq!(got_top, want_top, "{w} workers: the hub's top-k, in order");
+        assert_eq!(got_top, want_top, "{what}: the hub's top-k, in order");
         let mut observed = Observed {
             outliers: got_set,
             top: got_top,
@@ -331,7 +374,7 @@ fn hub_matches_the_dataflow_outputs_and_the_api_has_its_shapes_on_1_2_4_workers(
             let mut want = rows[key].clone();
             want.sort_by_key(|r| r.0);
             let want = want[want.len().saturating_sub(history)..].to_vec();
-            assert_eq!(got, want, "{w} workers: history of {key}");
+            assert_eq!(got, want, "{what}: history of {key}");
             let f = &h["forecast"];
             let got_f: Vec<Step> = f["steps"]
                 .as_array()
@@ -349,7 +392,7 @@ fn hub_matches_the_dataflow_outputs_and_the_api_has_its_shapes_on_1_2_4_workers(
                 .collect();
             let (issued, want_f) = &paths[key];
             assert_eq!(f["issued"].as_i64().unwrap(), *issued, "{key}");
-            assert_eq!(&got_f, want_f, "{w} workers: forecast of {key}");
+            assert_eq!(&got_f, want_f, "{what}: forecast of {key}");
             observed.history.insert(key.to_string(), got);
             observed.forecast.insert(key.to_string(), got_f);
         }
@@ -365,8 +408,13 @@ fn hub_matches_the_dataflow_outputs_and_the_api_has_its_shapes_on_1_2_4_workers(
         assert_eq!(p["readings_in"].as_u64().unwrap(), readings.len() as u64);
         assert_eq!(
             p["workers"].as_array().unwrap().len(),
-            w,
-            "one status per worker"
+            n * w,
+            "{what}: one status per worker of the cluster"
+        );
+        assert_eq!(
+            p["rows_out"].as_u64().unwrap(),
+            result_rows(&out),
+            "{what}: rows out, every process's"
         );
         let ops = p["operators"].as_object().unwrap();
         assert!(
@@ -411,6 +459,46 @@ fn hub_matches_the_dataflow_outputs_and_the_api_has_its_shapes_on_1_2_4_workers(
             "same forecasts whatever the workers"
         );
     }
+}
+
+#[test]
+fn with_dashboard_scope_process_each_process_shows_its_own_share() {
+    let readings = common::load("nab:realKnownCause");
+    let tmp = tempfile::tempdir().unwrap();
+    let hubs: Vec<_> = (0..2).map(|_| Hub::new(HubConfig::default())).collect();
+    run_cluster(2, tmp.path(), |p| {
+        let mut spec = RunSpec::new("sensor_outliers", Input::memory(readings.clone()));
+        spec.cluster.workers = 2;
+        spec.hub = Some((hubs[p].clone(), String::new()));
+        spec.dashboard_cluster = false;
+        spec
+    });
+    let mut all = BTreeSet::new();
+    let mut read = 0;
+    for (p, hub) in hubs.iter().enumerate() {
+        let keys: BTreeSet<String> = hub
+            .series("", 1000)
+            .into_iter()
+            .map(|s| s.key.to_string())
+            .collect();
+        assert!(!keys.is_empty(), "process {p} shows its share");
+        assert!(all.is_disjoint(&keys), "a series shows on one process");
+        all.extend(keys);
+        let o = hub.overview();
+        let workers: Vec<usize> = o.pipelines[0].workers.iter().map(|w| w.process).collect();
+        assert_eq!(workers, vec![p, p], "process {p} shows its own two workers");
+        read += o.pipelines[0].readings_in;
+    }
+    let series: BTreeSet<String> = readings
+        .iter()
+        .flat_map(|r| {
+            r.values
+                .iter()
+                .map(move |(f, _)| format!("{}/{f}", r.series))
+        })
+        .collect();
+    assert_eq!(all, series, "together the processes show every series");
+    assert_eq!(read, readings.len() as u64, "and every reading once");
 }
 
 /// `series/field` of a JSON row.

@@ -1199,6 +1199,8 @@ pub fn run_dataflow(a: RunArgs, settings: &Settings) -> Result<engine::RunReport
         metrics: Arc::new(Metrics::default()),
         stop,
         hub: dashboard.as_ref().map(|(h, _)| (h.clone(), String::new())),
+        dashboard_cluster: a.dashboard.dashboard_scope == crate::dashboard::DashboardScope::Cluster
+            && !a.dashboard.no_dashboard,
     };
     let report = engine::run(spec)?;
     drop(dashboard);

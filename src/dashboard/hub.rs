@@ -16,7 +16,7 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::engine::metrics::{Metrics, Snapshot, WorkerStatus};
 use crate::engine::FastBuild;
@@ -43,8 +43,9 @@ impl Default for HubConfig {
     }
 }
 
-/// What a dataflow row shows on the dashboard (see `engine::output::Row::publish`).
-#[derive(Debug, Clone)]
+/// What a dataflow row shows on the dashboard (see `engine::output::Row::publish`). In a
+/// cluster, updates travel from every worker to the process that serves the dashboard.
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum Update {
     /// A reading of a series with its rolling statistics and score.
     Point(PointUpdate),
@@ -92,7 +93,7 @@ pub enum Update {
 }
 
 /// A reading of a series, as the series chart shows it.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct PointUpdate {
     /// Series id.
     pub series: Sym,
@@ -103,14 +104,14 @@ pub struct PointUpdate {
 }
 
 /// A forecast path with its 95% interval.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ForecastUpdate {
     /// Series id.
     pub series: Sym,
     /// Value name.
     pub field: Sym,
     /// Model name.
-    pub model: &'static str,
+    pub model: Sym,
     /// Event time of the reading it was issued after.
     pub issued: EventTime,
     /// Steps ahead: `(ts, point, lower, upper)`.
@@ -118,7 +119,7 @@ pub struct ForecastUpdate {
 }
 
 /// One point of a series' history.
-#[derive(Debug, Clone, Copy, Serialize)]
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
 pub struct Point {
     /// Event time, UTC ms.
     pub ts: EventTime,
@@ -223,13 +224,21 @@ pub struct Change {
     pub pipeline: Arc<str>,
 }
 
-/// Time spent in one operator (summed over the workers of this process).
-#[derive(Debug, Clone, Default, Serialize)]
+/// Time spent in one operator (summed over the workers of this process, or of the cluster).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct OperatorTiming {
     /// Times it was scheduled.
     pub runs: u64,
     /// Total time scheduled, seconds.
     pub seconds: f64,
+}
+
+impl OperatorTiming {
+    /// Adds another worker's (or process's) time in the same operator.
+    pub fn add(&mut self, o: &OperatorTiming) {
+        self.runs += o.runs;
+        self.seconds += o.seconds;
+    }
 }
 
 /// One-second counter sample of a pipeline.
@@ -245,6 +254,21 @@ pub struct Sample {
     pub readings_in: u64,
     /// Rows out so far.
     pub rows_out: u64,
+}
+
+/// A remote process's counters, worker statuses and operator timings for one pipeline, as
+/// its workers send them to the process that serves a cluster's dashboard (about once a
+/// second, and once more when the run ends).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ProcessCounters {
+    /// Process index (`-p`).
+    pub process: usize,
+    /// Its counters.
+    pub snapshot: Snapshot,
+    /// Its workers' statuses.
+    pub workers: Vec<WorkerStatus>,
+    /// Time per operator, summed over its workers since the run started.
+    pub operators: BTreeMap<String, OperatorTiming>,
 }
 
 #[derive(Debug)]
@@ -263,8 +287,42 @@ struct Pipeline {
     reached: Option<EventTime>,
     finished: bool,
     operators: BTreeMap<String, OperatorTiming>,
+    /// The latest counters of every other process of the cluster (empty for one process).
+    remote: BTreeMap<usize, ProcessCounters>,
     samples: VecDeque<Sample>,
     last: (Instant, Snapshot),
+}
+
+impl Pipeline {
+    /// Counters of this process plus the latest of every other process.
+    fn totals(&self) -> Snapshot {
+        let mut m = self.metrics.snapshot();
+        for r in self.remote.values() {
+            m.add(&r.snapshot);
+        }
+        m
+    }
+
+    /// Statuses of this process's workers and of every other process's, by worker index.
+    fn all_workers(&self) -> Vec<WorkerStatus> {
+        let mut w = self.metrics.workers();
+        for r in self.remote.values() {
+            w.extend(r.workers.iter().cloned());
+        }
+        w.sort_by_key(|s| s.worker);
+        w
+    }
+
+    /// Operator timings of this process plus every other process's.
+    fn all_operators(&self) -> BTreeMap<String, OperatorTiming> {
+        let mut ops = self.operators.clone();
+        for r in self.remote.values() {
+            for (name, t) in &r.operators {
+                ops.entry(name.clone()).or_default().add(t);
+            }
+        }
+        ops
+    }
 }
 
 /// (series, field).
@@ -423,6 +481,7 @@ impl Hub {
             reached: None,
             finished: false,
             operators: BTreeMap::new(),
+            remote: BTreeMap::new(),
             samples: VecDeque::new(),
             last: (Instant::now(), metrics.snapshot()),
         });
@@ -437,7 +496,7 @@ impl Hub {
         let mut s = self.lock();
         let now = Instant::now();
         for p in &mut s.pipelines {
-            let snap = p.metrics.snapshot();
+            let snap = p.totals();
             let dt = now.duration_since(p.last.0).as_secs_f64().max(1e-3);
             let rate = |a: u64, b: u64| a.saturating_sub(b) as f64 / dt;
             p.samples.push_back(Sample {
@@ -772,14 +831,20 @@ impl PipelineHandle {
         hub.frames.notify_all();
     }
 
+    /// Replaces another process's counters (see [`ProcessCounters`]).
+    pub fn set_counters(&self, counters: ProcessCounters) {
+        let mut s = self.hub.lock();
+        s.pipelines[self.id]
+            .remote
+            .insert(counters.process, counters);
+    }
+
     /// Adds operator timings measured on one worker since its last report.
     pub fn add_timings(&self, timings: &mut HashMap<String, OperatorTiming>) {
         let mut s = self.hub.lock();
         let ops = &mut s.pipelines[self.id].operators;
         for (name, t) in timings.drain() {
-            let e = ops.entry(name).or_default();
-            e.runs += t.runs;
-            e.seconds += t.seconds;
+            ops.entry(name).or_default().add(&t);
         }
     }
 }
@@ -892,7 +957,7 @@ pub struct PipelineView {
     pub lag: Option<i64>,
     /// Last 120 one-second samples.
     pub samples: Vec<Sample>,
-    /// Local workers and what each owns.
+    /// Workers and what each owns (every process's, when this process serves a cluster).
     pub workers: Vec<WorkerStatus>,
     /// Time per operator.
     pub operators: BTreeMap<String, OperatorTiming>,
@@ -1056,9 +1121,9 @@ impl Hub {
             .pipelines
             .iter()
             .map(|p| {
-                let m = p.metrics.snapshot();
+                let m = p.totals();
                 let last = p.samples.back();
-                let workers = p.metrics.workers();
+                let workers = p.all_workers();
                 let lag: Option<i64> = workers
                     .iter()
                     .flat_map(|w| w.partitions.iter())
@@ -1087,7 +1152,7 @@ impl Hub {
                     lag,
                     samples: p.samples.iter().copied().collect(),
                     workers,
-                    operators: p.operators.clone(),
+                    operators: p.all_operators(),
                 }
             })
             .collect();

@@ -5,6 +5,10 @@
 //! It listens on loopback by default (`127.0.0.1:8080`). Bound to any other address it
 //! requires a token (`--dashboard-token` or `STREAMGAUGE_DASHBOARD_TOKEN`) on the API,
 //! the event stream and `/metrics`, and refuses to start without one.
+//!
+//! A cluster (`-n > 1`) has one dashboard, served by process 0, that shows every worker of
+//! every process (`--dashboard-scope cluster`, the default; see `engine::cluster_hub`); with
+//! `--dashboard-scope process` each process serves its own workers' share on port 8080 + `-p`.
 
 pub mod hub;
 pub mod server;
@@ -12,7 +16,7 @@ pub mod server;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::Arc;
 
-use clap::Args;
+use clap::{Args, ValueEnum};
 use thiserror::Error;
 
 pub use hub::{Hub, HubConfig};
@@ -56,6 +60,15 @@ Pass --dashboard-token TOKEN (or set {TOKEN_ENV}), or bind to 127.0.0.1"
     Bounds,
 }
 
+/// What a dashboard shows when a run has more than one process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum DashboardScope {
+    /// Process 0 serves one dashboard for every worker of the cluster; the others serve none.
+    Cluster,
+    /// Each process serves its own workers' share, on port 8080 + `-p` by default.
+    Process,
+}
+
 /// Dashboard flags, shared by `demo` and `run`.
 #[derive(Debug, Clone, Args)]
 pub struct DashboardArgs {
@@ -74,6 +87,10 @@ pub struct DashboardArgs {
     /// Series the dashboard keeps (least recently updated dropped beyond it).
     #[arg(long, default_value_t = 5000, value_name = "N")]
     pub dashboard_series: usize,
+    /// With -n > 1: `cluster` (process 0 serves one dashboard for every worker) or `process`
+    /// (each process serves its own workers' share, on port 8080 + -p by default).
+    #[arg(long, value_enum, default_value_t = DashboardScope::Cluster, value_name = "SCOPE")]
+    pub dashboard_scope: DashboardScope,
 }
 
 /// Resolved dashboard settings.
@@ -96,9 +113,10 @@ impl DashboardArgs {
         self.options_for(0)
     }
 
-    /// [`DashboardArgs::options`] for process `process` of a cluster (`-p`): on the default
-    /// address it listens on port 8080 + `process`, so that processes sharing a machine each
-    /// serve their workers' share; an address given with `--dashboard` is taken as it is.
+    /// [`DashboardArgs::options`] for process `process` of a cluster (`-p`): with
+    /// `--dashboard-scope process`, on the default address it listens on port 8080 +
+    /// `process`, so that processes sharing a machine each serve their workers' share; an
+    /// address given with `--dashboard` is taken as it is.
     pub fn options_for(&self, process: usize) -> Result<Option<DashboardOptions>, DashboardError> {
         if self.no_dashboard {
             return Ok(None);
@@ -119,7 +137,7 @@ impl DashboardArgs {
                 addr: text.clone(),
                 why: "resolves to no address".into(),
             })?;
-        if given.is_none() {
+        if given.is_none() && self.dashboard_scope == DashboardScope::Process {
             let port = u16::try_from(process)
                 .ok()
                 .and_then(|p| addr.port().checked_add(p))
@@ -156,7 +174,8 @@ impl DashboardArgs {
     }
 
     /// [`DashboardArgs::start`] for process `process` of `processes` (see
-    /// [`DashboardArgs::options_for`]).
+    /// [`DashboardArgs::options_for`]). With `--dashboard-scope cluster` only process 0
+    /// serves one (for the whole cluster).
     pub fn start_for(
         &self,
         process: usize,
@@ -165,13 +184,22 @@ impl DashboardArgs {
         let Some(opts) = self.options_for(process)? else {
             return Ok(None);
         };
+        let cluster = processes > 1 && self.dashboard_scope == DashboardScope::Cluster;
+        if cluster && process != 0 {
+            eprintln!(
+                "dashboard: process 0 serves the whole cluster's (this process sends it its updates)"
+            );
+            return Ok(None);
+        }
         let hub = Hub::new(opts.hub);
         match Dashboard::start(&opts, hub.clone()) {
             Ok(d) => {
                 eprintln!(
                     "dashboard at http://{}/{}{}",
                     d.addr(),
-                    if processes > 1 {
+                    if cluster {
+                        format!(" (every worker of the {processes} processes)")
+                    } else if processes > 1 {
                         format!(" (process {process} of {processes}: its workers' share)")
                     } else {
                         String::new()
@@ -204,11 +232,12 @@ mod tests {
             dashboard_token: None,
             dashboard_history: 300,
             dashboard_series: 5000,
+            dashboard_scope: DashboardScope::Process,
         }
     }
 
     #[test]
-    fn each_process_of_a_cluster_gets_its_own_default_port() {
+    fn each_process_gets_its_own_default_port_when_each_serves_its_share() {
         let port = |a: &DashboardArgs, p| a.options_for(p).unwrap().unwrap().addr.port();
         let default = args(None);
         assert_eq!(port(&default, 0), 8080);
@@ -219,5 +248,12 @@ mod tests {
         assert_eq!(port(&given, 3), 9000);
         let err = default.options_for(70_000).unwrap_err().to_string();
         assert!(err.contains("give --dashboard"), "{err}");
+        // With one dashboard for the cluster, process 0 listens on the default port.
+        let cluster = DashboardArgs {
+            dashboard_scope: DashboardScope::Cluster,
+            ..args(None)
+        };
+        assert_eq!(port(&cluster, 0), 8080);
+        assert_eq!(port(&cluster, 3), 8080);
     }
 }

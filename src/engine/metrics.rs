@@ -1,16 +1,17 @@
 //! Counters and gauges shared by the workers of one process: what the demo's live summary,
-//! run reports and (later) the dashboard and `/metrics` read.
+//! run reports, the dashboard and `/metrics` read. In a cluster, each process's
+//! [`Snapshot`] and worker statuses travel to the process that serves the dashboard.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Mutex;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::record::EventTime;
 
 /// One partition a worker reads.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PartitionStatus {
     /// Kafka partition.
     pub partition: i32,
@@ -23,7 +24,7 @@ pub struct PartitionStatus {
 }
 
 /// What one worker does, as the cluster view shows it.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WorkerStatus {
     /// Worker index in the cluster.
     pub worker: usize,
@@ -66,7 +67,7 @@ pub struct Metrics {
 }
 
 /// A point-in-time copy of [`Metrics`].
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Snapshot {
     /// See [`Metrics::readings_in`].
     pub readings_in: u64,
@@ -86,6 +87,21 @@ pub struct Snapshot {
     pub produced: u64,
     /// See [`Metrics::skipped_offsets`].
     pub skipped_offsets: u64,
+}
+
+impl Snapshot {
+    /// Adds another process's counters to these (a cluster's totals).
+    pub fn add(&mut self, o: &Snapshot) {
+        self.readings_in += o.readings_in;
+        self.late += o.late;
+        self.quarantined += o.quarantined;
+        self.rows_out += o.rows_out;
+        self.open_windows += o.open_windows;
+        self.series_states += o.series_states;
+        self.expired += o.expired;
+        self.produced += o.produced;
+        self.skipped_offsets += o.skipped_offsets;
+    }
 }
 
 impl Metrics {

@@ -2,6 +2,7 @@
 //! watermarks, the shared source operator, output sinks, and running a dataflow.
 
 pub mod cluster;
+pub mod cluster_hub;
 pub mod keyed;
 pub mod metrics;
 pub mod output;

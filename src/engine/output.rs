@@ -14,10 +14,12 @@ use std::sync::{Arc, Mutex};
 
 use rdkafka::producer::{BaseRecord, Producer, ThreadedProducer};
 use serde::Serialize;
+use timely::container::CapacityContainerBuilder;
 use timely::dataflow::channels::pact::Pipeline;
 use timely::dataflow::operators::generic::Operator;
 use timely::dataflow::Stream;
 
+use super::cluster_hub::{self, ClusterHub, CountersDuty, HubMsg};
 use super::metrics::Metrics;
 use crate::dashboard::hub::{PipelineHandle, Update};
 use crate::quarantine::Quarantined;
@@ -266,8 +268,11 @@ pub struct OutputTargets {
     /// Rows written per output name.
     pub counts: Mutex<HashMap<String, u64>>,
     metrics: Arc<Metrics>,
-    /// The dashboard hub's handle for this run, if a dashboard shows it.
+    /// The dashboard hub's handle for this run, if this process's dashboard shows it and its
+    /// sinks offer their updates directly (one process, or `--dashboard-scope process`).
     pub hub: Option<PipelineHandle>,
+    /// With more than one process: how the cluster's dashboard updates travel.
+    pub cluster: Option<ClusterHub>,
 }
 
 impl OutputTargets {
@@ -291,6 +296,7 @@ impl OutputTargets {
             counts: Mutex::default(),
             metrics,
             hub: None,
+            cluster: None,
         })
     }
 
@@ -347,14 +353,20 @@ pub struct Outputs<'a> {
     pub errors: Vec<String>,
     /// Index of this worker within its process.
     local_worker: usize,
+    /// Index of this worker in the cluster.
+    worker: usize,
+    /// Every sink's output is probed with this (with several processes): the cluster's
+    /// counters follow it.
+    sinks: timely::dataflow::ProbeHandle<EventTime>,
 }
 
 impl<'a> Outputs<'a> {
-    /// Wraps the process's targets for worker `local_worker` of this process; outputs are
-    /// probed with `probe`.
+    /// Wraps the process's targets for worker `worker` of the cluster, `local_worker` of
+    /// this process; outputs are probed with `probe`.
     pub fn new(
         targets: &'a Arc<OutputTargets>,
         probe: timely::dataflow::ProbeHandle<EventTime>,
+        worker: usize,
         local_worker: usize,
     ) -> Self {
         Outputs {
@@ -363,7 +375,30 @@ impl<'a> Outputs<'a> {
             names: Vec::new(),
             errors: Vec::new(),
             local_worker,
+            worker,
+            sinks: timely::dataflow::ProbeHandle::new(),
         }
+    }
+
+    /// Adds what follows every output (with several processes: the counters operator that
+    /// sends this process's counters to the dashboard's process). The engine calls it once
+    /// the dataflow's outputs are added.
+    pub fn finish<'s>(self, scope: timely::dataflow::Scope<'s, EventTime>) {
+        let Some(c) = &self.targets.cluster else {
+            return;
+        };
+        let duty = (c.publish && c.process != 0 && self.local_worker == 0).then(|| CountersDuty {
+            process: c.process,
+            metrics: self.targets.metrics.clone(),
+            timings: c.timings.clone(),
+        });
+        let stream = cluster_hub::counters(scope, self.sinks.clone(), duty);
+        let hub = if self.worker == 0 {
+            c.hub.clone()
+        } else {
+            None
+        };
+        cluster_hub::hub_sink(stream, "counters", false, hub);
     }
 
     /// Sends a stream to the file `<name>.<ext>` and the topic `<prefix>.<name>`.
@@ -412,16 +447,20 @@ impl<'a> Outputs<'a> {
         let mut scratch: Vec<Update> = Vec::new();
         let mut offered: Option<EventTime> = Some(EventTime::MIN);
         use timely::dataflow::operators::Probe;
+        // With several processes, the rows' updates go to worker 0 (see `cluster_hub`).
+        let publish = self.targets.cluster.as_ref().is_some_and(|c| c.publish);
         let stream = stream.probe_with(&self.probe);
-        stream.sink(Pipeline, &format!("sink:{name}"), move |(input, frontier)| {
+        let sunk = stream.unary_frontier::<CapacityContainerBuilder<Vec<HubMsg>>, _, _, _>(Pipeline, &format!("sink:{name}"), move |_cap, _info| move |(input, frontier), output| {
             let mut n = 0u64;
-            input.for_each(|time, rows| {
-                let t = time.least().copied().unwrap_or(EventTime::MIN);
+            input.for_each(|cap, rows| {
+                let t = cap.least().copied().unwrap_or(EventTime::MIN);
                 for row in rows.iter() {
                     n += 1;
                     if hub.is_some() {
                         row.publish(&mut scratch);
                         staged.extend(scratch.drain(..).map(|u| (t, u)));
+                    } else if publish {
+                        row.publish(&mut scratch);
                     }
                     if let Some(f) = &file {
                         match format {
@@ -455,6 +494,9 @@ impl<'a> Outputs<'a> {
                         }
                     }
                 }
+                if !scratch.is_empty() {
+                    output.session(&cap).give_iterator(scratch.drain(..).map(HubMsg::Update));
+                }
             });
             written += n;
             if n > 0 {
@@ -487,5 +529,19 @@ impl<'a> Outputs<'a> {
                 *targets.counts.lock().expect("counts poisoned").entry(name.clone()).or_default() += written;
             }
         });
+        if let Some(c) = &self.targets.cluster {
+            use timely::dataflow::operators::Probe;
+            let hub = if self.worker == 0 {
+                c.hub.clone()
+            } else {
+                None
+            };
+            cluster_hub::hub_sink(
+                sunk.probe_with(&self.sinks),
+                &self.names[self.names.len() - 1],
+                true,
+                hub,
+            );
+        }
     }
 }

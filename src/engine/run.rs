@@ -10,9 +10,11 @@ use std::time::{Duration, Instant};
 use thiserror::Error;
 
 use super::cluster::{ClusterArgs, ClusterError};
+use super::cluster_hub::ClusterHub;
 use super::metrics::{Metrics, Snapshot};
 use super::output::{OutputFormat, OutputTargets, Outputs};
 use super::source::{source, Batch, CsvFeed, Feed, MemoryFeed, Poll, SourceSettings};
+use super::timing::TimingTarget;
 use super::watermark::{OffsetLog, Watermarks};
 use crate::dataflows::{self, Params};
 use crate::dataset::csvspec::CsvSpec;
@@ -143,6 +145,12 @@ pub struct RunSpec {
     /// The dashboard hub that shows this run, and the pipeline name it shows it under
     /// (empty: `<topic or dataset>/<dataflow>`).
     pub hub: Option<(Arc<crate::dashboard::Hub>, String)>,
+    /// With more than one process: the cluster has one dashboard, on process 0. This
+    /// process's workers send their dashboard updates (and, off process 0, its counters) to
+    /// worker 0, and process 0's `hub` shows every worker of the cluster (true, the default).
+    /// False: this process sends nothing and its `hub`, if any, shows its own workers' share
+    /// (`--dashboard-scope process`, or `--no-dashboard` off process 0).
+    pub dashboard_cluster: bool,
 }
 
 impl RunSpec {
@@ -172,6 +180,7 @@ impl RunSpec {
             metrics: Arc::new(Metrics::default()),
             stop: Arc::new(AtomicBool::new(false)),
             hub: None,
+            dashboard_cluster: true,
         }
     }
 }
@@ -260,6 +269,15 @@ pub fn run(spec: RunSpec) -> Result<RunReport, EngineError> {
         source: e,
     })?;
     let mut targets = targets;
+    // With several processes, the dashboard updates may go to process 0 (`cluster_hub`).
+    let cluster_scope = spec.cluster.processes > 1 && spec.dashboard_cluster;
+    if spec.cluster.processes > 1 {
+        targets.cluster = Some(ClusterHub {
+            publish: cluster_scope && (spec.cluster.process != 0 || spec.hub.is_some()),
+            process: spec.cluster.process,
+            ..ClusterHub::default()
+        });
+    }
     if let Some((hub, name)) = &spec.hub {
         let name = if name.is_empty() {
             let input = match &spec.input {
@@ -270,7 +288,15 @@ pub fn run(spec: RunSpec) -> Result<RunReport, EngineError> {
         } else {
             name.clone()
         };
-        targets.hub = Some(hub.register(&name, &spec.dataflow, spec.metrics.clone(), workers));
+        if cluster_scope {
+            // Only worker 0 offers: the cluster's updates all reach it.
+            let handle = hub.register(&name, &spec.dataflow, spec.metrics.clone(), 1);
+            if let Some(c) = targets.cluster.as_mut() {
+                c.hub = Some(handle);
+            }
+        } else {
+            targets.hub = Some(hub.register(&name, &spec.dataflow, spec.metrics.clone(), workers));
+        }
     }
     let targets = Arc::new(targets);
     let peers_wm = Arc::new(Mutex::new(vec![None::<EventTime>; workers]));
@@ -369,12 +395,21 @@ pub fn run(spec: RunSpec) -> Result<RunReport, EngineError> {
                 probe: Some(probe.clone()),
                 worker: (index, spec.cluster.process),
             };
-            if let Some(h) = &targets.hub {
-                super::timing::record_operator_times(worker, h.clone());
+            let timings = match (&targets.hub, &targets.cluster) {
+                (Some(h), _) => Some(TimingTarget::Hub(h.clone())),
+                (None, Some(c)) => match &c.hub {
+                    Some(h) => Some(TimingTarget::Hub(h.clone())),
+                    None if c.publish => Some(TimingTarget::Shared(c.timings.clone())),
+                    None => None,
+                },
+                (None, None) => None,
+            };
+            if let Some(t) = timings {
+                super::timing::record_operator_times(worker, t);
             }
             let attach_errors = worker.dataflow::<EventTime, _, _>(|scope| {
                 let streams = source(scope, settings, feed);
-                let mut outputs = Outputs::new(&targets, probe, local);
+                let mut outputs = Outputs::new(&targets, probe, index, local);
                 dataflow.build(
                     streams.data,
                     &Params {
@@ -385,7 +420,9 @@ pub fn run(spec: RunSpec) -> Result<RunReport, EngineError> {
                 );
                 outputs.add("late", streams.late, false);
                 outputs.add("quarantine", streams.quarantine, false);
-                outputs.errors
+                let errors = std::mem::take(&mut outputs.errors);
+                outputs.finish(scope);
+                errors
             });
             if !attach_errors.is_empty() {
                 errors
