@@ -1,7 +1,7 @@
 //! Cluster runs through the real binary: two processes of one worker each (`-n 2 -p 0/1
 //! -h hostfile` on loopback) give the same windows as one process of two workers, and the
-//! `replay` command feeds the topic they read; two processes of two workers read a CSV file
-//! together.
+//! `replay` command feeds the topic they read (process 1 leaves the dashboard to process 0);
+//! two processes of two workers read a CSV file together.
 
 mod common;
 
@@ -72,8 +72,18 @@ fn two_processes_equal_one_process_of_two_workers() {
     let two = tmp.path().join("two_processes");
     let h = hostfile.to_str().unwrap();
     let mut p0 = run(&two, &["-n", "2", "-p", "0", "-h", h]).spawn().unwrap();
-    let mut p1 = run(&two, &["-n", "2", "-p", "1", "-h", h]).spawn().unwrap();
-    assert!(p0.wait().unwrap().success() && p1.wait().unwrap().success());
+    let p1 = run(&two, &["-n", "2", "-p", "1", "-h", h])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let p1 = p1.wait_with_output().unwrap();
+    assert!(p0.wait().unwrap().success() && p1.status.success());
+    // One dashboard for the cluster, on process 0 (tests/dashboard.rs checks what it shows).
+    let said = String::from_utf8_lossy(&p1.stderr);
+    assert!(
+        said.contains("dashboard: process 0 serves the whole cluster's"),
+        "{said}"
+    );
     let one = tmp.path().join("one_process");
     let st = run(&one, &["-w", "2"]).status().unwrap();
     assert!(st.success());

@@ -49,7 +49,8 @@ pub fn spec_csv(file: &Path) -> CsvSpec {
     CsvSpec::epoch_ms(file, "ts_ms", "sensor_id", &["value"])
 }
 
-/// Runs `--case <case>` of this bench in a child process; returns the JSON line it printed.
+/// Runs `--case <case>` of this bench in a child process; returns the JSON line it printed
+/// last (timely prints its own lines when a case runs a cluster).
 pub fn run_case(case: &str, rows: u64) -> Result<serde_json::Value> {
     let exe = std::env::current_exe()?;
     let out = Command::new(&exe)
@@ -61,8 +62,13 @@ pub fn run_case(case: &str, rows: u64) -> Result<serde_json::Value> {
             String::from_utf8_lossy(&out.stderr)
         );
     }
-    let line = String::from_utf8_lossy(&out.stdout);
-    serde_json::from_str(line.trim()).with_context(|| format!("case {case} printed {line}"))
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = text
+        .lines()
+        .rev()
+        .find(|l| l.starts_with('{'))
+        .unwrap_or_default();
+    serde_json::from_str(line.trim()).with_context(|| format!("case {case} printed {text}"))
 }
 
 /// Runs each case in a child process and prints one table row per case: readings/s, wall
