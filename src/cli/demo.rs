@@ -304,6 +304,13 @@ pub fn run(a: DemoArgs, settings: &Settings) -> Result<()> {
             ));
             last[i] = s;
         }
+        if let Some((hub, _)) = &dashboard {
+            let o = hub.overview();
+            screen.push_str(&format!(
+                "dashboard: {} series, {} in the outlier set, {} silent (stopped reporting)\n",
+                o.series, o.outliers, o.silent
+            ));
+        }
         print!("{screen}");
         if a.duration.is_some_and(|d| started.elapsed() >= d.0) {
             break;
