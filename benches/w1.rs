@@ -126,6 +126,7 @@ fn through_broker(
         topic: "w1".into(),
         until_end: false,
         metadata_refresh: Duration::from_secs(5),
+        start: streamgauge::kafka::source::StartAt::Beginning,
     };
     input
         .settings

@@ -199,6 +199,32 @@ fn bad_flags_and_missing_data_exit_with_a_message_that_says_what_to_fix() {
         ),
         (&["nab", "--param", "ALPHA"], &["--param", "NAME=VALUE"]),
         (
+            &["run", "series_stats", "--topic", "t", "--from", "yesterday"],
+            &[
+                "--from",
+                "\"yesterday\" is not a start",
+                "2026-12-06T10:00:00Z",
+            ],
+        ),
+        (
+            &[
+                "run",
+                "series_stats",
+                "--topic",
+                "t",
+                "--brokers",
+                "127.0.0.1:1",
+                "--until-end",
+                "--from",
+                "end",
+            ],
+            &["--from end with --until-end reads nothing"],
+        ),
+        (
+            &["run", "series_stats", "--dataset", "nab", "--from", "2h"],
+            &["--from", "give it with --topic"],
+        ),
+        (
             &["run", "anomaly", "--dataset", "nab", "--param", "ALHPA=1"],
             &["--param", "ALHPA", "names no detector parameter"],
         ),

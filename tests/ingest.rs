@@ -316,3 +316,164 @@ fn partitions_that_appear_after_the_start_are_picked_up() {
         "topic created after start",
     );
 }
+
+/// A series name that librdkafka's partitioner puts on `part` of `parts` partitions.
+fn key_on(part: i32, parts: i32) -> String {
+    (0..)
+        .map(|k| format!("p{k}"))
+        .find(|k| partition_for(k, parts) == part)
+        .unwrap()
+}
+
+/// One partition per series, each at its own pace (series `s` every `700 (s + 1)` ms from its
+/// own start), with an unreadable message after every 97th reading and one just before
+/// each series' 1,000th: (partition, message) in the order produced, `None` for the bad ones.
+fn paced(series: usize, per_series: i64) -> Vec<(i32, Option<Reading>)> {
+    let mut out = Vec::new();
+    for s in 0..series {
+        let name = Sym::new(&key_on(s as i32, series as i32));
+        for i in 0..per_series {
+            if i % 97 == 96 || i == 999 {
+                out.push((s as i32, None));
+            }
+            let ts = 1_700_000_000_000 + s as i64 * 3_333 + i * 700 * (s as i64 + 1);
+            out.push((s as i32, Some(Reading::single(name, ts, (i % 23) as f64))));
+        }
+    }
+    out
+}
+
+#[test]
+fn from_a_time_reads_each_partition_from_its_first_message_at_or_after_it_on_1_2_4_workers() {
+    use streamgauge::kafka::source::StartAt;
+    let broker = EmbeddedBroker::start(1).unwrap();
+    let items = paced(4, 3_000);
+    broker.create_topic("from", 4).unwrap();
+    let settings = ClientSettings::new(broker.bootstrap());
+    let mut p = ReadingProducer::new(&settings, "from").unwrap();
+    for (part, m) in &items {
+        match m {
+            Some(r) => p.send_to(r, *part).unwrap(),
+            // Keyed like the partition's series, so it lands among its readings.
+            None => p.send_raw(&key_on(*part, 4), b"{not json").unwrap(),
+        }
+    }
+    p.flush(Duration::from_secs(30)).unwrap();
+    let first = |s: usize, i: i64| 1_700_000_000_000 + s as i64 * 3_333 + i * 700 * (s as i64 + 1);
+    // Times: series 0's 1,000th reading exactly (an unreadable message just before it), a
+    // time between two readings, before everything, after everything.
+    for t in [first(0, 1_000), first(2, 1_234) + 1, 0, first(3, 3_000)] {
+        // What the search must give: per partition, everything after the last readable
+        // message before `t` (unreadable messages right before the start are read, and
+        // quarantined).
+        let mut want = Vec::new();
+        let mut bad = 0u64;
+        for part in 0..4 {
+            let msgs: Vec<&Option<Reading>> = items
+                .iter()
+                .filter(|(q, _)| *q == part)
+                .map(|(_, m)| m)
+                .collect();
+            let start = msgs
+                .iter()
+                .rposition(|m| m.as_ref().is_some_and(|r| r.ts < t))
+                .map_or(0, |i| i + 1);
+            for m in &msgs[start..] {
+                match m {
+                    Some(r) => want.push(r.clone()),
+                    None => bad += 1,
+                }
+            }
+        }
+        for workers in [1, 2, 4] {
+            let what = format!("from {t} on {workers} workers");
+            let dir = tempfile::tempdir().unwrap();
+            let mut s = spec(
+                kafka_input(broker.bootstrap(), "from"),
+                workers,
+                Duration::from_secs(60),
+                dir.path(),
+            );
+            if let streamgauge::engine::Input::Kafka(k) = &mut s.input {
+                k.start = StartAt::Time(t);
+            }
+            let report = run_ok(s);
+            assert_eq!(report.metrics.readings_in, want.len() as u64, "{what}");
+            assert_eq!(report.metrics.quarantined, bad, "{what}: bad messages read");
+            assert_eq!(report.metrics.late, 0, "{what}");
+            assert_windows_eq(&read_windows(dir.path()), &oracle(&want, 60_000), &what);
+        }
+        assert!(
+            t == 0 || want.len() < 12_000,
+            "the start is past the beginning for {t}"
+        );
+    }
+}
+
+#[test]
+fn from_end_reads_only_what_arrives_after_the_start() {
+    use streamgauge::kafka::source::StartAt;
+    let broker = EmbeddedBroker::start(1).unwrap();
+    let items = stream(4, 1_000);
+    let (old, new): (Vec<_>, Vec<_>) = items
+        .into_iter()
+        .partition(|(_, r)| r.ts < 1_700_000_000_000 + 500_000);
+    produce(&broker, "end", 4, &old);
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = spec(
+        kafka_input(broker.bootstrap(), "end"),
+        2,
+        Duration::from_secs(60),
+        dir.path(),
+    );
+    if let streamgauge::engine::Input::Kafka(k) = &mut s.input {
+        k.until_end = false;
+        k.start = StartAt::End;
+    }
+    let (metrics, stop) = (s.metrics.clone(), s.stop.clone());
+    let run = std::thread::spawn(move || run_ok(s));
+    // Every partition assigned (at its end) before the new readings are produced.
+    let t0 = std::time::Instant::now();
+    while metrics
+        .workers()
+        .iter()
+        .map(|w| w.partitions.len())
+        .sum::<usize>()
+        < 4
+    {
+        assert!(
+            t0.elapsed() < Duration::from_secs(30),
+            "partitions never assigned"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let mut p = ReadingProducer::new(&ClientSettings::new(broker.bootstrap()), "end").unwrap();
+    for (part, r) in &new {
+        p.send_to(r, *part).unwrap();
+    }
+    p.flush(Duration::from_secs(30)).unwrap();
+    while metrics.snapshot().readings_in < new.len() as u64 {
+        assert!(
+            t0.elapsed() < Duration::from_secs(60),
+            "only {} of {} read",
+            metrics.snapshot().readings_in,
+            new.len()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // A moment for anything old that would (wrongly) come after the new readings.
+    std::thread::sleep(Duration::from_millis(300));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let report = run.join().unwrap();
+    assert_eq!(
+        report.metrics.readings_in,
+        new.len() as u64,
+        "only the new readings"
+    );
+    let readings: Vec<Reading> = new.into_iter().map(|(_, r)| r).collect();
+    assert_windows_eq(
+        &read_windows(dir.path()),
+        &oracle(&readings, 60_000),
+        "from end",
+    );
+}

@@ -226,6 +226,7 @@ pub fn run(a: DemoArgs, settings: &Settings) -> Result<()> {
                 topic: p.topic.to_string(),
                 until_end: false,
                 metadata_refresh: Duration::from_secs(5),
+                start: crate::kafka::source::StartAt::Beginning,
             });
             let mut spec = RunSpec::new(d.name(), input);
             spec.cluster.workers = a.workers;

@@ -233,6 +233,11 @@ pub struct RunArgs {
     /// Read each partition up to its end offset at start, close every window, exit.
     #[arg(long)]
     pub until_end: bool,
+    /// Where to start reading each partition of --topic: beginning (default), end (only what
+    /// arrives from now on), a time (2026-12-06T10:00:00Z, or epoch ms) or a duration before
+    /// now (2h): the first message holding a reading at or after it, in event time.
+    #[arg(long, value_name = "WHERE", value_parser = start_at)]
+    pub from: Option<crate::kafka::source::StartAt>,
     /// Tumbling window width (default 10s).
     #[arg(long)]
     pub window: Option<HumanDuration>,
@@ -918,6 +923,36 @@ fn positive_f64(s: &str) -> std::result::Result<f64, String> {
     }
 }
 
+/// `--from`: `beginning`, `end`, an RFC 3339 time, epoch milliseconds, or a duration before
+/// now.
+fn start_at(s: &str) -> std::result::Result<crate::kafka::source::StartAt, String> {
+    use crate::kafka::source::StartAt;
+    let t = s.trim();
+    match t {
+        "beginning" => return Ok(StartAt::Beginning),
+        "end" => return Ok(StartAt::End),
+        _ => {}
+    }
+    if let Ok(ms) = t.parse::<i64>() {
+        return Ok(StartAt::Time(ms));
+    }
+    if let Ok(at) = chrono::DateTime::parse_from_rfc3339(t) {
+        return Ok(StartAt::Time(at.timestamp_millis()));
+    }
+    if let Ok(d) = t.parse::<HumanDuration>() {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_err(|e| e.to_string())?;
+        let ago = now.saturating_sub(d.0);
+        return Ok(StartAt::Time(
+            i64::try_from(ago.as_millis()).unwrap_or(i64::MAX),
+        ));
+    }
+    Err(format!(
+        "{s:?} is not a start: use beginning, end, a time (2026-12-06T10:00:00Z, or epoch ms) or a duration before now (2h)"
+    ))
+}
+
 /// A top-k interval of at least 1 ms.
 fn top_every(s: &str) -> std::result::Result<HumanDuration, String> {
     let d = s.parse::<HumanDuration>().map_err(|e| e.to_string())?;
@@ -1136,6 +1171,12 @@ pub fn run_dataflow(a: RunArgs, settings: &Settings) -> Result<engine::RunReport
     }
     let detector = detector_params(&a.params)?;
     let kafka = a.kafka.settings(settings)?;
+    if a.from.is_some() && a.topic.is_none() {
+        bail!("--from picks where to start reading a Kafka topic: give it with --topic (a dataset is read whole)");
+    }
+    if a.until_end && a.from == Some(crate::kafka::source::StartAt::End) {
+        bail!("--from end with --until-end reads nothing: the end at the start is where it would stop. Drop one of them");
+    }
     let input = match (&a.dataset, &a.topic) {
         (Some(_), Some(_)) => bail!("give either --dataset or --topic, not both"),
         (Some(d), None) => match a.data.csv_spec(d)? {
@@ -1151,6 +1192,7 @@ pub fn run_dataflow(a: RunArgs, settings: &Settings) -> Result<engine::RunReport
                 topic: t.clone(),
                 until_end: a.until_end,
                 metadata_refresh: Duration::from_secs(5),
+                start: a.from.unwrap_or_default(),
             })
         }
         (None, None) => bail!("give --topic (with --brokers) or --dataset"),

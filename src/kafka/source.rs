@@ -1,6 +1,7 @@
 //! The Kafka feed of the source operator: worker `w` of `W` (all processes together) owns
 //! the partitions `p` with `p % W == w`, assigned with `assign` (no group rebalancing), read
-//! from the beginning. New partitions are picked up on metadata refresh.
+//! from where [`StartAt`] says (the beginning by default). New partitions are picked up on
+//! metadata refresh.
 //!
 //! In `--until-end` mode the end offset of each partition is its high watermark at start,
 //! confirmed by reading (see [`crate::engine::watermark`]); partitions created later are
@@ -16,7 +17,24 @@ use super::{admin, client_err, ClientSettings, KafkaError};
 use crate::engine::source::{Batch, Feed, Poll};
 use crate::engine::watermark::Watermarks;
 use crate::quarantine::Quarantined;
-use crate::record::{Interner, WireFormat};
+use crate::record::{EventTime, Interner, WireFormat};
+
+/// Where a run starts reading each partition (`run --from`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum StartAt {
+    /// Its first record (the default).
+    #[default]
+    Beginning,
+    /// Its end when the run starts: only what is produced from then on. A partition created
+    /// after the start is read from its beginning (all of it is new).
+    End,
+    /// The first message that holds a reading at or after this event time (UTC ms), found by
+    /// a binary search over the partition's own readings (about `log2(records)` single-message
+    /// fetches, with any Kafka-protocol broker: the search reads our event times, not Kafka's
+    /// record timestamps). It assumes event time grows along a partition, as collectors and
+    /// replays write it; everything after the start is read, whatever its time.
+    Time(EventTime),
+}
 
 /// What a Kafka-fed run reads.
 #[derive(Debug, Clone)]
@@ -29,7 +47,12 @@ pub struct KafkaInput {
     pub until_end: bool,
     /// How often to look for new partitions.
     pub metadata_refresh: Duration,
+    /// Where each partition's reading starts.
+    pub start: StartAt,
 }
+
+/// How long a start-offset search waits for one message.
+const PROBE_WAIT: Duration = Duration::from_secs(10);
 
 /// Most messages taken per poll before yielding to other operators.
 const POLL_BUDGET: usize = 20_000;
@@ -49,6 +72,8 @@ pub struct KafkaFeed {
     /// detect records that were never delivered. A vector, not a map: it is updated for every
     /// message, and partition numbers are small.
     expected: Vec<i64>,
+    /// The consumer a start-offset search reads single messages with (between searches: none).
+    probe: Option<BaseConsumer>,
 }
 
 impl KafkaFeed {
@@ -70,6 +95,7 @@ impl KafkaFeed {
             interner: Interner::default(),
             format: WireFormat::Json,
             expected: Vec::new(),
+            probe: None,
         })
     }
 
@@ -79,7 +105,9 @@ impl KafkaFeed {
         if parts.is_empty() && self.index == 0 && !self.first_refresh_done {
             tracing::warn!(topic = %topic, "topic does not exist (yet); waiting for it");
         }
-        let mut tpl = TopicPartitionList::new();
+        // Every new partition's range and start first, so that a failure (retried on the next
+        // poll) leaves nothing half assigned.
+        let mut new = Vec::new();
         for p in parts {
             if p as usize % self.peers != self.index || self.owned.contains(&p) {
                 continue;
@@ -91,15 +119,53 @@ impl KafkaFeed {
                 .consumer
                 .fetch_watermarks(&topic, p, Duration::from_secs(10))
                 .map_err(client_err(format!("watermarks of {topic}/{p}")))?;
+            let start = match self.input.start {
+                StartAt::Beginning => lo,
+                StartAt::End if self.first_refresh_done => lo,
+                StartAt::End => hi,
+                StartAt::Time(t) => {
+                    let probe = match self.probe.take() {
+                        Some(c) => c,
+                        None => self
+                            .input
+                            .settings
+                            .consumer_config()
+                            .create()
+                            .map_err(client_err("consumer"))?,
+                    };
+                    let found = first_at_or_after(
+                        &probe,
+                        (&topic, p),
+                        (lo, hi),
+                        t,
+                        self.format,
+                        &mut self.interner,
+                    );
+                    self.probe = Some(probe);
+                    found?
+                }
+            };
+            new.push((p, lo, hi, start));
+        }
+        if let Some(probe) = self.probe.take() {
+            let _ = probe.unassign();
+        }
+        let mut tpl = TopicPartitionList::new();
+        for (p, lo, hi, start) in new {
             clock.add(
                 p,
-                lo,
+                start,
                 if self.input.until_end { Some(hi) } else { None },
                 now,
             );
-            tpl.add_partition_offset(&topic, p, Offset::Beginning)
+            let offset = if start <= lo {
+                Offset::Beginning
+            } else {
+                Offset::Offset(start)
+            };
+            tpl.add_partition_offset(&topic, p, offset)
                 .map_err(client_err("assignment"))?;
-            tracing::info!(topic = %topic, partition = p, worker = self.index, low = lo, high = hi, "assigned");
+            tracing::info!(topic = %topic, partition = p, worker = self.index, low = lo, high = hi, start, "assigned");
             self.owned.push(p);
         }
         if tpl.count() > 0 {
@@ -110,6 +176,86 @@ impl KafkaFeed {
         self.first_refresh_done = true;
         Ok(())
     }
+}
+
+/// The first offset in `lo..hi` of a partition whose message holds a reading at or after
+/// `t` (`hi`: none does), by binary search: each step reads the first readable message at or
+/// after the middle offset with `probe` (unreadable messages are passed over).
+fn first_at_or_after(
+    probe: &BaseConsumer,
+    (topic, p): (&str, i32),
+    (lo, hi): (i64, i64),
+    t: EventTime,
+    format: WireFormat,
+    interner: &mut Interner,
+) -> Result<i64, KafkaError> {
+    let (mut a, mut b) = (lo, hi);
+    let mut probes = 0;
+    while a < b {
+        let m = a + (b - a) / 2;
+        probes += 1;
+        match latest_at(probe, (topic, p), m, hi, format, interner)? {
+            Some((_, ts)) if ts >= t => b = m,
+            Some((o, _)) => a = o + 1,
+            // Nothing readable from `m` on: starting at `m` reads only what is quarantined.
+            None => b = m,
+        }
+    }
+    tracing::info!(topic = %topic, partition = p, from = t, start = a, probes, "start offset by event time");
+    Ok(a)
+}
+
+/// The first message at or after offset `m` (and before `hi`) that holds a readable
+/// reading: its offset and the latest event time in it (`None`: no such message).
+fn latest_at(
+    probe: &BaseConsumer,
+    (topic, p): (&str, i32),
+    m: i64,
+    hi: i64,
+    format: WireFormat,
+    interner: &mut Interner,
+) -> Result<Option<(i64, EventTime)>, KafkaError> {
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(topic, p, Offset::Offset(m))
+        .map_err(client_err("start search"))?;
+    probe.assign(&tpl).map_err(client_err("start search"))?;
+    let deadline = Instant::now() + PROBE_WAIT;
+    while Instant::now() < deadline {
+        let msg = match probe.poll(Duration::from_millis(100)) {
+            None => continue,
+            Some(Err(e)) => {
+                tracing::warn!(topic = %topic, partition = p, error = %e, "start search");
+                continue;
+            }
+            Some(Ok(msg)) => msg,
+        };
+        if msg.partition() != p || msg.offset() < m {
+            continue;
+        }
+        if msg.offset() >= hi {
+            return Ok(None);
+        }
+        let mut latest: Option<EventTime> = None;
+        if let Some(bytes) = msg.payload() {
+            format.decode_lines(bytes, interner, |_, _, decoded| {
+                if let Ok(r) = decoded {
+                    latest = Some(latest.map_or(r.ts, |l| l.max(r.ts)));
+                }
+            });
+        }
+        if let Some(ts) = latest {
+            return Ok(Some((msg.offset(), ts)));
+        }
+        if msg.offset() + 1 >= hi {
+            return Ok(None);
+        }
+    }
+    Err(KafkaError::Client {
+        context: format!(
+            "start search: no message of {topic}/{p} at offset {m} within {PROBE_WAIT:?}"
+        ),
+        error: rdkafka::error::KafkaError::NoMessageReceived,
+    })
 }
 
 /// Records in `expected` (next offset per partition, -1: none yet) that `off` of partition `p`

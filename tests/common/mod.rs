@@ -240,6 +240,7 @@ pub fn kafka_input(brokers: &str, topic: &str) -> Input {
         topic: topic.into(),
         until_end: true,
         metadata_refresh: Duration::from_secs(5),
+        start: streamgauge::kafka::source::StartAt::Beginning,
     })
 }
 
