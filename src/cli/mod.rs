@@ -1262,3 +1262,38 @@ pub fn run_dataflow(a: RunArgs, settings: &Settings) -> Result<engine::RunReport
     );
     Ok(report)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::start_at;
+    use crate::kafka::source::StartAt;
+
+    #[test]
+    fn from_reads_the_ends_a_time_epoch_ms_and_a_duration_before_now() {
+        assert_eq!(start_at("beginning"), Ok(StartAt::Beginning));
+        assert_eq!(start_at("end"), Ok(StartAt::End));
+        assert_eq!(
+            start_at("2026-12-06T10:00:00Z"),
+            Ok(StartAt::Time(1_796_551_200_000))
+        );
+        assert_eq!(
+            start_at("2026-12-06T11:00:00+01:00"),
+            Ok(StartAt::Time(1_796_551_200_000))
+        );
+        assert_eq!(
+            start_at("1700000000000"),
+            Ok(StartAt::Time(1_700_000_000_000))
+        );
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as i64;
+        let Ok(StartAt::Time(t)) = start_at("2h") else {
+            panic!("a duration is a time before now")
+        };
+        assert!((now - 7_200_000 - t).abs() < 60_000, "{t} vs {now}");
+        assert!(start_at("soon")
+            .unwrap_err()
+            .contains("duration before now"));
+    }
+}
