@@ -393,12 +393,18 @@ impl<'a> Outputs<'a> {
             timings: c.timings.clone(),
         });
         let stream = cluster_hub::counters(scope, self.sinks.clone(), duty);
-        let hub = if self.worker == 0 {
+        cluster_hub::hub_sink(stream, "counters", false, self.worker_0_hub());
+    }
+
+    /// On worker 0 of process 0 of a cluster whose dashboard it serves: the hub the cluster's
+    /// updates go to (every other worker hands its updates on, and offers nothing itself).
+    fn worker_0_hub(&self) -> Option<PipelineHandle> {
+        let c = self.targets.cluster.as_ref()?;
+        if self.worker == 0 {
             c.hub.clone()
         } else {
             None
-        };
-        cluster_hub::hub_sink(stream, "counters", false, hub);
+        }
     }
 
     /// Sends a stream to the file `<name>.<ext>` and the topic `<prefix>.<name>`.
@@ -529,18 +535,13 @@ impl<'a> Outputs<'a> {
                 *targets.counts.lock().expect("counts poisoned").entry(name.clone()).or_default() += written;
             }
         });
-        if let Some(c) = &self.targets.cluster {
-            use timely::dataflow::operators::Probe;
-            let hub = if self.worker == 0 {
-                c.hub.clone()
-            } else {
-                None
-            };
+        if self.targets.cluster.is_some() {
+            let last = &self.names[self.names.len() - 1];
             cluster_hub::hub_sink(
                 sunk.probe_with(&self.sinks),
-                &self.names[self.names.len() - 1],
+                last,
                 true,
-                hub,
+                self.worker_0_hub(),
             );
         }
     }
