@@ -20,7 +20,7 @@
 //!
 //! The operators exist on every worker of every process whether or not a dashboard is shown
 //! (timely needs the same dataflow everywhere); what they send depends on the process's
-//! flags. They cost nothing when nothing is published.
+//! flags. When nothing is published they carry no data, only timely's progress messages.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
