@@ -326,18 +326,30 @@ fn key_on(part: i32, parts: i32) -> String {
 }
 
 /// One partition per series, each at its own pace (series `s` every `700 (s + 1)` ms from its
-/// own start), with an unreadable message after every 97th reading and one just before
-/// each series' 1,000th: (partition, message) in the order produced, `None` for the bad ones.
-fn paced(series: usize, per_series: i64) -> Vec<(i32, Option<Reading>)> {
+/// own start). Even series send two readings a message (a batched message, which can
+/// straddle a start time), odd ones one. An unreadable message follows every 97th message
+/// and one comes just before the message holding each series' 1,000th reading. (partition,
+/// message) in the order produced; `None` for the unreadable ones.
+fn paced(series: usize, per_series: i64) -> Vec<(i32, Option<Vec<Reading>>)> {
     let mut out = Vec::new();
     for s in 0..series {
         let name = Sym::new(&key_on(s as i32, series as i32));
-        for i in 0..per_series {
-            if i % 97 == 96 || i == 999 {
+        let per_message = if s % 2 == 0 { 2 } else { 1 };
+        let mut i = 0;
+        let mut sent = 0;
+        while i < per_series {
+            if sent % 97 == 96 || (i..i + per_message).contains(&1_000) {
                 out.push((s as i32, None));
             }
-            let ts = 1_700_000_000_000 + s as i64 * 3_333 + i * 700 * (s as i64 + 1);
-            out.push((s as i32, Some(Reading::single(name, ts, (i % 23) as f64))));
+            let msg: Vec<Reading> = (i..(i + per_message).min(per_series))
+                .map(|k| {
+                    let ts = 1_700_000_000_000 + s as i64 * 3_333 + k * 700 * (s as i64 + 1);
+                    Reading::single(name, ts, (k % 23) as f64)
+                })
+                .collect();
+            out.push((s as i32, Some(msg)));
+            i += per_message;
+            sent += 1;
         }
     }
     out
@@ -346,41 +358,69 @@ fn paced(series: usize, per_series: i64) -> Vec<(i32, Option<Reading>)> {
 #[test]
 fn from_a_time_reads_each_partition_from_its_first_message_at_or_after_it_on_1_2_4_workers() {
     use streamgauge::kafka::source::StartAt;
+    use streamgauge::record::WireFormat;
     let broker = EmbeddedBroker::start(1).unwrap();
     let items = paced(4, 3_000);
     broker.create_topic("from", 4).unwrap();
     let settings = ClientSettings::new(broker.bootstrap());
     let mut p = ReadingProducer::new(&settings, "from").unwrap();
     for (part, m) in &items {
-        match m {
-            Some(r) => p.send_to(r, *part).unwrap(),
-            // Keyed like the partition's series, so it lands among its readings.
-            None => p.send_raw(&key_on(*part, 4), b"{not json").unwrap(),
-        }
+        // Keyed like the partition's series, so every message lands in its partition.
+        let key = key_on(*part, 4);
+        let payload = match m {
+            Some(readings) => {
+                let (mut lines, mut one) = (Vec::new(), Vec::new());
+                for (i, r) in readings.iter().enumerate() {
+                    if i > 0 {
+                        lines.push(b'\n');
+                    }
+                    WireFormat::Json.encode(r, &mut one);
+                    lines.extend_from_slice(&one);
+                }
+                lines
+            }
+            None => b"{not json".to_vec(),
+        };
+        p.send_raw(&key, &payload).unwrap();
     }
     p.flush(Duration::from_secs(30)).unwrap();
-    let first = |s: usize, i: i64| 1_700_000_000_000 + s as i64 * 3_333 + i * 700 * (s as i64 + 1);
-    // Times: series 0's 1,000th reading exactly (an unreadable message just before it), a
-    // time between two readings, before everything, after everything.
-    for t in [first(0, 1_000), first(2, 1_234) + 1, 0, first(3, 3_000)] {
-        // What the search must give: per partition, everything after the last readable
-        // message before `t` (unreadable messages right before the start are read, and
-        // quarantined).
-        let mut want = Vec::new();
-        let mut bad = 0u64;
+    let at = |s: usize, i: i64| 1_700_000_000_000 + s as i64 * 3_333 + i * 700 * (s as i64 + 1);
+    // Times: series 0's 1,000th reading exactly (an unreadable message just before its
+    // message), series 2's 1,235th (inside a two-reading message, which straddles it), a
+    // time between two readings of series 1, before everything, after everything.
+    for t in [
+        at(0, 1_000),
+        at(2, 1_235),
+        at(1, 1_234) + 1,
+        0,
+        at(3, 3_000),
+    ] {
+        // What the search must give: per partition, every message after the last readable
+        // one whose readings are all before `t` (unreadable messages right before the start
+        // are read, and quarantined). Readings before `t` in the first message read are late.
+        let (mut want, mut late, mut read, mut bad) = (Vec::new(), 0u64, 0u64, 0u64);
         for part in 0..4 {
-            let msgs: Vec<&Option<Reading>> = items
+            let msgs: Vec<&Option<Vec<Reading>>> = items
                 .iter()
                 .filter(|(q, _)| *q == part)
                 .map(|(_, m)| m)
                 .collect();
             let start = msgs
                 .iter()
-                .rposition(|m| m.as_ref().is_some_and(|r| r.ts < t))
+                .rposition(|m| m.as_ref().is_some_and(|rs| rs.iter().all(|r| r.ts < t)))
                 .map_or(0, |i| i + 1);
             for m in &msgs[start..] {
                 match m {
-                    Some(r) => want.push(r.clone()),
+                    Some(rs) => {
+                        for r in rs {
+                            read += 1;
+                            if r.ts < t {
+                                late += 1;
+                            } else {
+                                want.push(r.clone());
+                            }
+                        }
+                    }
                     None => bad += 1,
                 }
             }
@@ -398,15 +438,26 @@ fn from_a_time_reads_each_partition_from_its_first_message_at_or_after_it_on_1_2
                 k.start = StartAt::Time(t);
             }
             let report = run_ok(s);
-            assert_eq!(report.metrics.readings_in, want.len() as u64, "{what}");
+            assert_eq!(report.metrics.readings_in, read, "{what}");
+            assert_eq!(report.metrics.late, late, "{what}: readings before it");
+            assert_eq!(
+                read_lines(dir.path(), "late").len() as u64,
+                late,
+                "{what}: in the late output"
+            );
             assert_eq!(report.metrics.quarantined, bad, "{what}: bad messages read");
-            assert_eq!(report.metrics.late, 0, "{what}");
             assert_windows_eq(&read_windows(dir.path()), &oracle(&want, 60_000), &what);
         }
         assert!(
             t == 0 || want.len() < 12_000,
             "the start is past the beginning for {t}"
         );
+        if t == at(2, 1_235) {
+            assert_eq!(
+                late, 1,
+                "series 2's straddling message has one reading before {t}"
+            );
+        }
     }
 }
 

@@ -394,6 +394,13 @@ pub fn run(spec: RunSpec) -> Result<RunReport, EngineError> {
                 peers: Some((peers_wm.clone(), local)),
                 probe: Some(probe.clone()),
                 worker: (index, spec.cluster.process),
+                start: match &spec.input {
+                    Input::Kafka(k) => match k.start {
+                        crate::kafka::source::StartAt::Time(t) => t,
+                        _ => EventTime::MIN,
+                    },
+                    _ => EventTime::MIN,
+                },
             };
             let timings = match (&targets.hub, &targets.cluster) {
                 (Some(h), _) => Some(TimingTarget::Hub(h.clone())),

@@ -106,6 +106,9 @@ pub struct SourceSettings {
     pub probe: Option<timely::dataflow::ProbeHandle<EventTime>>,
     /// This worker's index and its process's index (for the status it reports).
     pub worker: (usize, usize),
+    /// The source's first frontier (`run --from TIME`): readings behind it are late from the
+    /// start, so none of them lands in a window before it. `EventTime::MIN` otherwise.
+    pub start: EventTime,
 }
 
 /// How often a source reports its worker's status to the metrics.
@@ -151,7 +154,8 @@ pub fn source<'s, F: Feed>(
 
     builder.build(move |caps| {
         let caps = Rc::new(RefCell::new(Some(caps)));
-        let mut clock = Watermarks::new(settings.lateness, settings.idle_timeout, settings.confirm);
+        let mut clock = Watermarks::new(settings.lateness, settings.idle_timeout, settings.confirm)
+            .starting_at(settings.start);
         let mut batch = Batch::default();
         // Indices of late readings in the batch at hand.
         let mut late: Vec<usize> = Vec::new();

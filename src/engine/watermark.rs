@@ -76,6 +76,13 @@ impl Watermarks {
         }
     }
 
+    /// The same clock with its frontier at `t` from the start: every reading before `t` is
+    /// late (`run --from TIME`).
+    pub fn starting_at(mut self, t: EventTime) -> Self {
+        self.frontier = self.frontier.max(t);
+        self
+    }
+
     /// Starts tracking a partition whose next offset is `start` and, in until-end mode,
     /// whose end offset is `end`. An empty partition starts its confirmation at once.
     pub fn add(&mut self, partition: i32, start: i64, end: Option<i64>, now: Instant) {

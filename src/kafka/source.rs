@@ -32,7 +32,8 @@ pub enum StartAt {
     /// a binary search over the partition's own readings (about `log2(records)` single-message
     /// fetches, with any Kafka-protocol broker: the search reads our event times, not Kafka's
     /// record timestamps). It assumes event time grows along a partition, as collectors and
-    /// replays write it; everything after the start is read, whatever its time.
+    /// replays write it. The source's frontier starts at the time, so a reading before it
+    /// that is read anyway (a batched message straddling it, or out of order) is late.
     Time(EventTime),
 }
 
