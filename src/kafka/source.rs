@@ -28,12 +28,13 @@ pub enum StartAt {
     /// Its end when the run starts: only what is produced from then on. A partition created
     /// after the start is read from its beginning (all of it is new).
     End,
-    /// The first message that holds a reading at or after this event time (UTC ms), found by
-    /// a binary search over the partition's own readings (about `log2(records)` single-message
-    /// fetches, with any Kafka-protocol broker: the search reads our event times, not Kafka's
-    /// record timestamps). It assumes event time grows along a partition, as collectors and
-    /// replays write it. The source's frontier starts at the time, so a reading before it
-    /// that is read anyway (a batched message straddling it, or out of order) is late.
+    /// The last message whose readings are all before this event time (UTC ms), found by a
+    /// binary search over the partition's own readings (about `log2(records)` single-message
+    /// fetches: the search reads our event times, not Kafka's record timestamps, which the
+    /// embedded broker cannot look up). It assumes event time grows along a partition, as
+    /// collectors and replays write it. The source's frontier starts at the time, so every
+    /// reading before it that is read (that message's, a batched message's that straddles
+    /// it, or one out of order) is late, never in a window.
     Time(EventTime),
 }
 
@@ -179,9 +180,14 @@ impl KafkaFeed {
     }
 }
 
-/// The first offset in `lo..hi` of a partition whose message holds a reading at or after
-/// `t` (`hi`: none does), by binary search: each step reads the first readable message at or
-/// after the middle offset with `probe` (unreadable messages are passed over).
+/// Where a partition's reading starts for `--from t`: the last message in `lo..hi` whose
+/// readings are all before `t` (its readings are then late), or `lo` when there is none, by
+/// binary search. Each step reads the first readable message at or after the middle offset
+/// with `probe` (unreadable messages are passed over).
+///
+/// The start is a message the broker delivered first in some fetch, not the offset after it:
+/// a broker that serves whole record batches only (tansu 0.6 returns the next batch for a
+/// fetch inside one) can start there without skipping the rest of a batch.
 fn first_at_or_after(
     probe: &BaseConsumer,
     (topic, p): (&str, i32),
@@ -191,19 +197,26 @@ fn first_at_or_after(
     interner: &mut Interner,
 ) -> Result<i64, KafkaError> {
     let (mut a, mut b) = (lo, hi);
+    let mut before: Option<i64> = None;
     let mut probes = 0;
     while a < b {
         let m = a + (b - a) / 2;
         probes += 1;
-        match latest_at(probe, (topic, p), m, hi, format, interner)? {
+        let got = latest_at(probe, (topic, p), m, hi, format, interner)?;
+        tracing::debug!(topic = %topic, partition = p, at = m, got = ?got, "start search probe");
+        match got {
             Some((_, ts)) if ts >= t => b = m,
-            Some((o, _)) => a = o + 1,
+            Some((o, _)) => {
+                before = Some(o);
+                a = o + 1;
+            }
             // Nothing readable from `m` on: starting at `m` reads only what is quarantined.
             None => b = m,
         }
     }
-    tracing::info!(topic = %topic, partition = p, from = t, start = a, probes, "start offset by event time");
-    Ok(a)
+    let start = before.unwrap_or(lo);
+    tracing::info!(topic = %topic, partition = p, from = t, start, probes, "start offset by event time");
+    Ok(start)
 }
 
 /// The first message at or after offset `m` (and before `hi`) that holds a readable
