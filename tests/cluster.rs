@@ -1,7 +1,8 @@
 //! Cluster runs through the real binary: two processes of one worker each (`-n 2 -p 0/1
 //! -h hostfile` on loopback) give the same windows as one process of two workers, and the
 //! `replay` command feeds the topic they read (process 1 leaves the dashboard to process 0);
-//! two processes of two workers read a CSV file together.
+//! two processes of two workers read a CSV file together; during a live two-process run,
+//! process 0's dashboard shows both processes' workers, readings and series.
 
 mod common;
 
@@ -141,4 +142,104 @@ fn csv_file_read_by_two_processes_of_two_workers_matches_the_oracle() {
         &oracle(&readings, 10_000),
         "W1 CSV, 2 processes of 2 workers",
     );
+}
+
+/// `GET path` on `addr`: the body of a 200 answer, if any.
+fn get(addr: &str, path: &str) -> Option<serde_json::Value> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).ok()?;
+    s.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+        .ok()?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf).ok()?;
+    let text = String::from_utf8_lossy(&buf);
+    if !text.starts_with("HTTP/1.1 200") {
+        return None;
+    }
+    let body = text.split_once("\r\n\r\n")?.1;
+    // Chunked answers: the JSON sits between the first chunk-size line and the last chunk.
+    let json = body
+        .find(['{', '['])
+        .and_then(|i| body.rfind(['}', ']']).map(|j| &body[i..=j]))?;
+    serde_json::from_str(json).ok()
+}
+
+#[test]
+fn process_0_serves_one_dashboard_for_a_live_two_process_cluster() {
+    let broker = EmbeddedBroker::start(1).unwrap();
+    broker.create_topic("live", 4).unwrap();
+    let readings = load("nab:realTraffic");
+    let mut p = streamgauge::kafka::producer::ReadingProducer::new(
+        &streamgauge::kafka::ClientSettings::new(broker.bootstrap()),
+        "live",
+    )
+    .unwrap();
+    for r in &readings {
+        p.send(r).unwrap();
+    }
+    p.flush(std::time::Duration::from_secs(30)).unwrap();
+    let series: std::collections::BTreeSet<String> =
+        readings.iter().map(|r| r.series.to_string()).collect();
+
+    let tmp = tempfile::tempdir().unwrap();
+    let hostfile = tmp.path().join("hosts");
+    std::fs::write(
+        &hostfile,
+        format!("127.0.0.1:{}\n127.0.0.1:{}\n", free_port(), free_port()),
+    )
+    .unwrap();
+    let addr = format!("127.0.0.1:{}", free_port());
+    let h = hostfile.to_str().unwrap();
+    // A live run (no --until-end) that stops itself; the test reads the dashboard meanwhile.
+    let start = |p: &str, extra: &[&str]| {
+        bin()
+            .args(["run", "sensor_outliers", "--brokers", broker.bootstrap()])
+            .args(["--topic", "live", "--no-result-topics", "--duration", "15s"])
+            .args(["-n", "2", "-p", p, "-h", h])
+            .args(extra)
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+    let mut p0 = start("0", &["--dashboard", &addr]);
+    let mut p1 = start("1", &[]);
+    let t0 = std::time::Instant::now();
+    let mut seen = None;
+    while t0.elapsed() < std::time::Duration::from_secs(14) {
+        if let Some(o) = get(&addr, "/api/overview") {
+            let p = &o["pipelines"][0];
+            let processes: std::collections::BTreeSet<u64> = p["workers"]
+                .as_array()
+                .map(|w| w.iter().filter_map(|w| w["process"].as_u64()).collect())
+                .unwrap_or_default();
+            if p["readings_in"].as_u64() == Some(readings.len() as u64) && processes.len() == 2 {
+                seen = Some(o);
+                break;
+            }
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    let listed: std::collections::BTreeSet<String> = get(&addr, "/api/series?limit=1000")
+        .and_then(|v| {
+            v.as_array().map(|a| {
+                a.iter()
+                    .filter_map(|s| s["series"].as_str().map(String::from))
+                    .collect()
+            })
+        })
+        .unwrap_or_default();
+    let (s0, s1) = (p0.wait().unwrap(), p1.wait().unwrap());
+    assert!(s0.success() && s1.success());
+    let o = seen.expect("process 0's dashboard never showed both processes' readings");
+    assert_eq!(
+        o["pipelines"][0]["workers"].as_array().unwrap().len(),
+        2,
+        "{o}"
+    );
+    assert_eq!(listed, series, "every series of both processes");
 }
