@@ -235,7 +235,7 @@ pub struct RunArgs {
     pub until_end: bool,
     /// Where to start reading each partition of --topic: beginning (default), end (only what
     /// arrives from now on), a time (2026-12-06T10:00:00Z, or epoch ms) or a duration before
-    /// now (2h): the first message holding a reading at or after it, in event time.
+    /// now (2h): the last message wholly before it in event time; readings before it are late.
     #[arg(long, value_name = "WHERE", value_parser = start_at)]
     pub from: Option<crate::kafka::source::StartAt>,
     /// Tumbling window width (default 10s).
