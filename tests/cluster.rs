@@ -199,7 +199,7 @@ fn process_0_serves_one_dashboard_for_a_live_two_process_cluster() {
     let start = |p: &str, extra: &[&str]| {
         bin()
             .args(["run", "sensor_outliers", "--brokers", broker.bootstrap()])
-            .args(["--topic", "live", "--no-result-topics", "--duration", "15s"])
+            .args(["--topic", "live", "--no-result-topics", "--duration", "30s"])
             .args(["-n", "2", "-p", p, "-h", h])
             .args(extra)
             .stderr(std::process::Stdio::null())
@@ -209,33 +209,38 @@ fn process_0_serves_one_dashboard_for_a_live_two_process_cluster() {
     let mut p0 = start("0", &["--dashboard", &addr]);
     let mut p1 = start("1", &[]);
     let t0 = std::time::Instant::now();
-    let mut seen = None;
-    while t0.elapsed() < std::time::Duration::from_secs(14) {
+    let (mut seen, mut listed) = (None, std::collections::BTreeSet::new());
+    while t0.elapsed() < std::time::Duration::from_secs(25) {
         if let Some(o) = get(&addr, "/api/overview") {
             let p = &o["pipelines"][0];
             let processes: std::collections::BTreeSet<u64> = p["workers"]
                 .as_array()
                 .map(|w| w.iter().filter_map(|w| w["process"].as_u64()).collect())
                 .unwrap_or_default();
-            if p["readings_in"].as_u64() == Some(readings.len() as u64) && processes.len() == 2 {
+            listed = get(&addr, "/api/series?limit=1000")
+                .and_then(|v| {
+                    v.as_array().map(|a| {
+                        a.iter()
+                            .filter_map(|s| s["series"].as_str().map(String::from))
+                            .collect()
+                    })
+                })
+                .unwrap_or_default();
+            if p["readings_in"].as_u64() == Some(readings.len() as u64)
+                && processes.len() == 2
+                && listed == series
+            {
                 seen = Some(o);
                 break;
             }
         }
         std::thread::sleep(std::time::Duration::from_millis(200));
     }
-    let listed: std::collections::BTreeSet<String> = get(&addr, "/api/series?limit=1000")
-        .and_then(|v| {
-            v.as_array().map(|a| {
-                a.iter()
-                    .filter_map(|s| s["series"].as_str().map(String::from))
-                    .collect()
-            })
-        })
-        .unwrap_or_default();
     let (s0, s1) = (p0.wait().unwrap(), p1.wait().unwrap());
     assert!(s0.success() && s1.success());
-    let o = seen.expect("process 0's dashboard never showed both processes' readings");
+    let o = seen.unwrap_or_else(|| {
+        panic!("process 0's dashboard never showed both processes' readings and series; last series list {listed:?}")
+    });
     assert_eq!(
         o["pipelines"][0]["workers"].as_array().unwrap().len(),
         2,
