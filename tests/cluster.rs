@@ -46,12 +46,7 @@ fn two_processes_equal_one_process_of_two_workers() {
     );
 
     let tmp = tempfile::tempdir().unwrap();
-    let hostfile = tmp.path().join("hosts");
-    std::fs::write(
-        &hostfile,
-        format!("127.0.0.1:{}\n127.0.0.1:{}\n", free_port(), free_port()),
-    )
-    .unwrap();
+    let hosts = hostfile(tmp.path(), 2);
     let run = |dir: &std::path::Path, extra: &[&str]| {
         let mut c = bin();
         c.args([
@@ -71,7 +66,7 @@ fn two_processes_equal_one_process_of_two_workers() {
         c
     };
     let two = tmp.path().join("two_processes");
-    let h = hostfile.to_str().unwrap();
+    let h = hosts.to_str().unwrap();
     let mut p0 = run(&two, &["-n", "2", "-p", "0", "-h", h]).spawn().unwrap();
     let p1 = run(&two, &["-n", "2", "-p", "1", "-h", h])
         .stderr(std::process::Stdio::piped())
@@ -111,14 +106,9 @@ fn csv_file_read_by_two_processes_of_two_workers_matches_the_oracle() {
     // those as they are ready: every row must be read once, across processes and threads.
     let tmp = tempfile::tempdir().unwrap();
     let (csv, readings) = w1_csv(tmp.path(), 200_000, 11);
-    let hostfile = tmp.path().join("hosts");
-    std::fs::write(
-        &hostfile,
-        format!("127.0.0.1:{}\n127.0.0.1:{}\n", free_port(), free_port()),
-    )
-    .unwrap();
+    let hosts = hostfile(tmp.path(), 2);
     let out = tmp.path().join("out");
-    let h = hostfile.to_str().unwrap();
+    let h = hosts.to_str().unwrap();
     let run = |p: &str| {
         let mut c = bin();
         c.args(["run", "series_stats", "--dataset"])
@@ -144,29 +134,12 @@ fn csv_file_read_by_two_processes_of_two_workers_matches_the_oracle() {
     );
 }
 
-/// `GET path` on `addr`: the body of a 200 answer, if any.
+/// `GET path` on `addr`: the JSON body of a 200 answer, if any.
 fn get(addr: &str, path: &str) -> Option<serde_json::Value> {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(addr).ok()?;
-    s.set_read_timeout(Some(std::time::Duration::from_secs(5)))
-        .ok()?;
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-    )
-    .ok()?;
-    let mut buf = Vec::new();
-    s.read_to_end(&mut buf).ok()?;
-    let text = String::from_utf8_lossy(&buf);
-    if !text.starts_with("HTTP/1.1 200") {
-        return None;
+    match http_get(addr, path, None)? {
+        (200, body) => serde_json::from_str(&body).ok(),
+        _ => None,
     }
-    let body = text.split_once("\r\n\r\n")?.1;
-    // Chunked answers: the JSON sits between the first chunk-size line and the last chunk.
-    let json = body
-        .find(['{', '['])
-        .and_then(|i| body.rfind(['}', ']']).map(|j| &body[i..=j]))?;
-    serde_json::from_str(json).ok()
 }
 
 #[test]
@@ -187,14 +160,9 @@ fn process_0_serves_one_dashboard_for_a_live_two_process_cluster() {
         readings.iter().map(|r| r.series.to_string()).collect();
 
     let tmp = tempfile::tempdir().unwrap();
-    let hostfile = tmp.path().join("hosts");
-    std::fs::write(
-        &hostfile,
-        format!("127.0.0.1:{}\n127.0.0.1:{}\n", free_port(), free_port()),
-    )
-    .unwrap();
+    let hosts = hostfile(tmp.path(), 2);
     let addr = format!("127.0.0.1:{}", free_port());
-    let h = hostfile.to_str().unwrap();
+    let h = hosts.to_str().unwrap();
     // A live run (no --until-end) that stops itself; the test reads the dashboard meanwhile.
     let start = |p: &str, extra: &[&str]| {
         bin()

@@ -11,8 +11,6 @@
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
@@ -23,59 +21,8 @@ use streamgauge::engine::{Input, RunSpec};
 
 /// A plain HTTP/1.1 GET: (status, body).
 fn get(addr: &str, path: &str, bearer: Option<&str>) -> (u16, String) {
-    let mut s = TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-    let auth = bearer
-        .map(|t| format!("Authorization: Bearer {t}\r\n"))
-        .unwrap_or_default();
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Connection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut buf = Vec::new();
-    s.read_to_end(&mut buf).unwrap();
-    let split = buf
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .map_or(buf.len(), |i| i + 4);
-    let head = String::from_utf8_lossy(&buf[..split]).into_owned();
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let chunked = head
-        .lines()
-        .any(|l| l.eq_ignore_ascii_case("transfer-encoding: chunked"));
-    let body = if chunked {
-        dechunk(&buf[split..])
-    } else {
-        buf[split..].to_vec()
-    };
-    (status, String::from_utf8(body).expect("a UTF-8 body"))
-}
-
-/// A chunked HTTP/1.1 body (the server chunks large responses), joined.
-fn dechunk(mut rest: &[u8]) -> Vec<u8> {
-    let mut body = Vec::new();
-    loop {
-        let eol = rest
-            .windows(2)
-            .position(|w| w == b"\r\n")
-            .expect("chunk size line");
-        let line = std::str::from_utf8(&rest[..eol]).expect("an ASCII chunk size");
-        let size = usize::from_str_radix(line.split(';').next().unwrap().trim(), 16)
-            .unwrap_or_else(|e| panic!("chunk size {line:?}: {e}"));
-        if size == 0 {
-            return body;
-        }
-        let data = &rest[eol + 2..];
-        body.extend_from_slice(&data[..size]);
-        rest = data[size..]
-            .strip_prefix(b"\r\n")
-            .expect("CRLF after a chunk");
-    }
+    common::http_get(addr, path, bearer)
+        .unwrap_or_else(|| panic!("GET {path} from {addr}: no answer"))
 }
 
 fn get_json(addr: &str, path: &str, token: &str) -> Value {
@@ -116,11 +63,7 @@ fn run_cluster(processes: usize, tmp: &Path, make: impl Fn(usize) -> RunSpec) {
         common::run_ok(make(0));
         return;
     }
-    let hostfile = tmp.join(format!("hosts{processes}"));
-    let hosts: String = (0..processes)
-        .map(|_| format!("127.0.0.1:{}\n", common::free_port()))
-        .collect();
-    std::fs::write(&hostfile, hosts).unwrap();
+    let hostfile = common::hostfile(tmp, processes);
     let handles: Vec<_> = (0..processes)
         .map(|p| {
             let mut spec = make(p);

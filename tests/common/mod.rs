@@ -258,6 +258,76 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// A timely hostfile for `processes` processes on loopback, each on a free port, written to
+/// `dir/hosts<processes>`.
+pub fn hostfile(dir: &Path, processes: usize) -> PathBuf {
+    let path = dir.join(format!("hosts{processes}"));
+    let hosts: String = (0..processes)
+        .map(|_| format!("127.0.0.1:{}\n", free_port()))
+        .collect();
+    std::fs::write(&path, hosts).unwrap();
+    path
+}
+
+/// A plain HTTP/1.1 GET (with a bearer token, if given): `(status, body)`, or `None` when
+/// nothing answers at `addr` (a server not up yet, or gone).
+pub fn http_get(addr: &str, path: &str, bearer: Option<&str>) -> Option<(u16, String)> {
+    use std::io::{Read, Write};
+    let mut s = TcpStream::connect(addr).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let auth = bearer
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Connection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf).ok()?;
+    let split = buf
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map_or(buf.len(), |i| i + 4);
+    let head = String::from_utf8_lossy(&buf[..split]).into_owned();
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let chunked = head
+        .lines()
+        .any(|l| l.eq_ignore_ascii_case("transfer-encoding: chunked"));
+    let body = if chunked {
+        dechunk(&buf[split..])
+    } else {
+        buf[split..].to_vec()
+    };
+    Some((status, String::from_utf8(body).expect("a UTF-8 body")))
+}
+
+/// A chunked HTTP/1.1 body (the dashboard chunks large responses), joined.
+fn dechunk(mut rest: &[u8]) -> Vec<u8> {
+    let mut body = Vec::new();
+    loop {
+        let eol = rest
+            .windows(2)
+            .position(|w| w == b"\r\n")
+            .expect("chunk size line");
+        let line = std::str::from_utf8(&rest[..eol]).expect("an ASCII chunk size");
+        let size = usize::from_str_radix(line.split(';').next().unwrap().trim(), 16)
+            .unwrap_or_else(|e| panic!("chunk size {line:?}: {e}"));
+        if size == 0 {
+            return body;
+        }
+        let data = &rest[eol + 2..];
+        body.extend_from_slice(&data[..size]);
+        rest = data[size..]
+            .strip_prefix(b"\r\n")
+            .expect("CRLF after a chunk");
+    }
+}
+
 /// A service process the test started (a broker, a device), killed on drop.
 pub struct Service(Child);
 impl Drop for Service {
