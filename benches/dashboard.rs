@@ -43,6 +43,7 @@ fn child(case: &str, file: &std::path::Path) -> Result<()> {
     let mut spec = RunSpec::new("sensor_outliers", Input::Csv(spec_csv(file)));
     spec.cluster.workers = workers.parse()?;
     let mut _dash = None;
+    let mut shown: Option<std::sync::Arc<Hub>> = None;
     let mut follower = None;
     match name {
         "noforecast" => spec.horizon = 0,
@@ -53,6 +54,7 @@ fn child(case: &str, file: &std::path::Path) -> Result<()> {
             }
             let hub = Hub::new(HubConfig::default());
             spec.hub = Some((hub.clone(), String::new()));
+            shown = Some(hub.clone());
             if name == "hub-sse" {
                 let d = Dashboard::start(
                     &DashboardOptions {
@@ -97,10 +99,18 @@ fn child(case: &str, file: &std::path::Path) -> Result<()> {
     let frames = follower
         .map(|f| f.join().map_err(|_| anyhow::anyhow!("follower panicked"))?)
         .transpose()?;
+    // What the hub shows at the end: series held, their mean points, readings not charted.
+    let charted = shown.map(|hub| {
+        let held = hub.series("", usize::MAX);
+        let points: usize = held.iter().map(|s| s.points).sum();
+        serde_json::json!({"series": held.len(),
+            "mean_points": points as f64 / held.len().max(1) as f64,
+            "uncharted": hub.overview().uncharted})
+    });
     println!(
         "{}",
         serde_json::json!({"readings": r.metrics.readings_in, "rows_out": r.metrics.rows_out,
-            "secs": secs, "peak_kb": peak_kb(), "frames": frames})
+            "secs": secs, "peak_kb": peak_kb(), "frames": frames, "charted": charted})
     );
     Ok(())
 }

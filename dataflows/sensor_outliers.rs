@@ -43,6 +43,7 @@
 //!   workers however the input was batched.
 
 use std::cmp::Reverse;
+use std::sync::Arc;
 
 use differential_dataflow::AsCollection;
 use serde::{Deserialize, Serialize};
@@ -174,8 +175,9 @@ pub struct ForecastPath {
     pub issued_ts: EventTime,
     /// For 1..=horizon readings ahead: `(ts, point, lower, upper)`, `ts` the time the reading
     /// is expected (issue time + step x the series' latest spacing), `lower..upper` the 95%
-    /// interval.
-    pub steps: Vec<(EventTime, f64, f64, f64)>,
+    /// interval. Shared with the dashboard's copy of the path, so publishing it copies
+    /// nothing.
+    pub steps: Arc<[(EventTime, f64, f64, f64)]>,
 }
 
 impl Row for ForecastPath {
@@ -223,9 +225,12 @@ impl Row for ForecastPath {
         out.push(Update::Forecast(ForecastUpdate {
             series: self.series,
             field: self.field,
-            model: Sym::new("rls_ar2"),
+            model: {
+                static MODEL: std::sync::OnceLock<Sym> = std::sync::OnceLock::new();
+                *MODEL.get_or_init(|| Sym::new("rls_ar2"))
+            },
             issued: self.issued_ts,
-            steps: self.steps.clone(),
+            steps: Arc::clone(&self.steps),
         }));
     }
 }
@@ -430,86 +435,87 @@ impl Dataflow for SensorOutliers {
         let quantiles = params.quantiles;
         let refs = reference_stream(&input, params.reference.clone(), params.worker);
         let state: PerField<SeriesState> = params.per_field();
-        let process = move |state: &mut PerField<SeriesState>,
-                            r: &Reading,
-                            emit: &mut dyn FnMut(Out)| {
-            for &(ref field, x) in &r.values {
-                let make = || SeriesState {
-                    window: CountWindow::new(n),
-                    robust: match quantiles {
-                        Quantiles::Exact => RobustZ::new(n, 10),
-                        Quantiles::Sketch => RobustZ::sketched(n, 10, DEFAULT_BITS),
-                    },
-                    residual: ResidualZ {
-                        model: Model::Rls(RlsAr::new(2, 0.995, 1e-3)),
-                    },
-                    last_score: None,
-                    anomalous: false,
-                    last_ts: None,
-                };
-                state.with(r.series, *field, r.ts, make, |s| {
-                    let (mean, var) = s.window.mean_var().unwrap_or((0.0, 0.0));
-                    let std = var.sqrt();
-                    let z = if s.window.len() >= 10 && std > 0.0 {
-                        (x - mean) / std
-                    } else {
-                        0.0
+        // One path's steps, gathered here and copied once into the row's shared slice.
+        let mut path: Vec<(EventTime, f64, f64, f64)> = Vec::with_capacity(horizon);
+        let process =
+            move |state: &mut PerField<SeriesState>, r: &Reading, emit: &mut dyn FnMut(Out)| {
+                for &(ref field, x) in &r.values {
+                    let make = || SeriesState {
+                        window: CountWindow::new(n),
+                        robust: match quantiles {
+                            Quantiles::Exact => RobustZ::new(n, 10),
+                            Quantiles::Sketch => RobustZ::sketched(n, 10, DEFAULT_BITS),
+                        },
+                        residual: ResidualZ {
+                            model: Model::Rls(RlsAr::new(2, 0.995, 1e-3)),
+                        },
+                        last_score: None,
+                        anomalous: false,
+                        last_ts: None,
                     };
-                    s.window.push(x);
-                    let robust_z = s.robust.z(r.ts, x).unwrap_or(0.0);
-                    let residual_z = s.residual.z(x).unwrap_or(0.0);
-                    let score = z_to_score(z)
-                        .max(z_to_score(robust_z))
-                        .max(z_to_score(residual_z));
-                    let anomalous = score >= enter;
-                    let change = match (s.anomalous, anomalous) {
-                        (false, true) => 1,
-                        (true, false) => -1,
-                        _ => 0,
-                    };
-                    s.anomalous = anomalous;
-                    let prev_score = s.last_score.replace(score);
-                    let spacing = s.last_ts.replace(r.ts).map(|t| r.ts - t);
-                    emit(Out::Scores(OutlierRow {
-                        series: r.series,
-                        field: *field,
-                        ts: r.ts,
-                        value: x,
-                        mean,
-                        std,
-                        z,
-                        robust_z,
-                        residual_z,
-                        score,
-                        anomalous,
-                        change,
-                    }));
-                    emit(Out::Set(SetInput::Score {
-                        key: (r.series, *field),
-                        ts: r.ts,
-                        score,
-                        prev_score,
-                        change,
-                    }));
-                    if let (Some(gap), Model::Rls(m)) = (spacing, &s.residual.model) {
-                        if horizon > 0 && gap > 0 {
-                            let mut steps = Vec::with_capacity(horizon);
-                            forecast_steps(m, horizon, |step, f| {
-                                steps.push((r.ts + gap * step as i64, f.point, f.lower, f.upper))
-                            });
-                            if !steps.is_empty() {
-                                emit(Out::Forecast(ForecastPath {
-                                    series: r.series,
-                                    field: *field,
-                                    issued_ts: r.ts,
-                                    steps,
-                                }));
+                    state.with(r.series, *field, r.ts, make, |s| {
+                        let (mean, var) = s.window.mean_var().unwrap_or((0.0, 0.0));
+                        let std = var.sqrt();
+                        let z = if s.window.len() >= 10 && std > 0.0 {
+                            (x - mean) / std
+                        } else {
+                            0.0
+                        };
+                        s.window.push(x);
+                        let robust_z = s.robust.z(r.ts, x).unwrap_or(0.0);
+                        let residual_z = s.residual.z(x).unwrap_or(0.0);
+                        let score = z_to_score(z)
+                            .max(z_to_score(robust_z))
+                            .max(z_to_score(residual_z));
+                        let anomalous = score >= enter;
+                        let change = match (s.anomalous, anomalous) {
+                            (false, true) => 1,
+                            (true, false) => -1,
+                            _ => 0,
+                        };
+                        s.anomalous = anomalous;
+                        let prev_score = s.last_score.replace(score);
+                        let spacing = s.last_ts.replace(r.ts).map(|t| r.ts - t);
+                        emit(Out::Scores(OutlierRow {
+                            series: r.series,
+                            field: *field,
+                            ts: r.ts,
+                            value: x,
+                            mean,
+                            std,
+                            z,
+                            robust_z,
+                            residual_z,
+                            score,
+                            anomalous,
+                            change,
+                        }));
+                        emit(Out::Set(SetInput::Score {
+                            key: (r.series, *field),
+                            ts: r.ts,
+                            score,
+                            prev_score,
+                            change,
+                        }));
+                        if let (Some(gap), Model::Rls(m)) = (spacing, &s.residual.model) {
+                            if horizon > 0 && gap > 0 {
+                                path.clear();
+                                forecast_steps(m, horizon, |step, f| {
+                                    path.push((r.ts + gap * step as i64, f.point, f.lower, f.upper))
+                                });
+                                if !path.is_empty() {
+                                    emit(Out::Forecast(ForecastPath {
+                                        series: r.series,
+                                        field: *field,
+                                        issued_ts: r.ts,
+                                        steps: Arc::from(&path[..]),
+                                    }));
+                                }
                             }
                         }
-                    }
-                });
-            }
-        };
+                    });
+                }
+            };
         let expired = |series, field, s: SeriesState, last_ts, at, emit: &mut dyn FnMut(Out)| {
             emit(Out::Set(SetInput::Expired {
                 key: (series, field),

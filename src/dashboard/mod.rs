@@ -84,7 +84,8 @@ pub struct DashboardArgs {
     /// Points of history the dashboard keeps per series.
     #[arg(long, default_value_t = 300, value_name = "N")]
     pub dashboard_history: usize,
-    /// Series the dashboard keeps (least recently updated dropped beyond it).
+    /// Series the dashboard charts; beyond it, those held stay while they report and the
+    /// others wait for a place (one that stops, or at once for an outlier).
     #[arg(long, default_value_t = 5000, value_name = "N")]
     pub dashboard_series: usize,
     /// With -n > 1: `cluster` (process 0 serves one dashboard for every worker) or `process`

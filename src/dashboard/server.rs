@@ -481,6 +481,11 @@ pub fn prometheus(hub: &Hub) -> String {
     );
     let _ = writeln!(
         out,
+        "# HELP streamgauge_dashboard_uncharted_total Readings of series the full dashboard hub did not hold.\n# TYPE streamgauge_dashboard_uncharted_total counter\nstreamgauge_dashboard_uncharted_total {}",
+        o.uncharted
+    );
+    let _ = writeln!(
+        out,
         "# HELP streamgauge_outliers Size of the live outlier set.\n# TYPE streamgauge_outliers gauge\nstreamgauge_outliers {}",
         o.outliers
     );
