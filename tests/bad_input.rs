@@ -190,6 +190,20 @@ fn bad_flags_and_missing_data_exit_with_a_message_that_says_what_to_fix() {
             &["unknown dataflow", "series_stats"],
         ),
         (
+            &[
+                "run",
+                "series_stats",
+                "--dataset",
+                "Cargo.toml",
+                "--time-zone",
+                "America/Chicgo",
+            ],
+            &[
+                "\"America/Chicgo\" is not in the tz database",
+                "America/Chicago",
+            ],
+        ),
+        (
             &["nab", "--param", "ALHPA=0.02"],
             &["--param", "ALHPA", "names no detector parameter", "ALPHA"],
         ),

@@ -120,7 +120,8 @@ pub struct DatasetFlags {
     /// For a CSV path: epoch_ms, epoch_s, epoch_us, rfc3339 or a strftime pattern.
     #[arg(long, default_value = "epoch_ms")]
     pub time_format: String,
-    /// For a CSV path: zone of local times (UTC, +10:00).
+    /// For a CSV path: zone of local times: UTC, a fixed offset (+10:00), or a tz database
+    /// name (America/Chicago), whose daylight saving is followed.
     #[arg(long, default_value = "UTC")]
     pub time_zone: String,
     /// For a CSV path: the series id column.

@@ -76,7 +76,7 @@ impl CsvSpec {
         let time = TimeSpec {
             column: self.time_col.clone(),
             format: self.time_format.clone(),
-            timezone: self.zone,
+            timezone: self.zone.clone(),
         };
         let series = match &self.series_col {
             Some(c) => format!("{{col:{c}}}"),

@@ -7,7 +7,7 @@
 use std::path::Path;
 
 use super::manifest::{Format, Manifest, ResolvedFile, TagSpec, TimeSpec, ValueSpec};
-use super::timefmt::{parse_time, TimeFormat, Zone};
+use super::timefmt::{parse_time, parse_time_after, TimeFormat, Zone};
 use super::DatasetError;
 use crate::quarantine::Quarantined;
 use crate::record::{EventTime, Interner, Reading, Sym};
@@ -41,6 +41,8 @@ pub struct RowMapper {
     time_idx: usize,
     time_fmt: TimeFormat,
     zone: Zone,
+    /// With a named zone: each series' latest reading, to resolve folds (see [`Zone`]).
+    last: std::collections::HashMap<Sym, EventTime>,
     series: Vec<SeriesPart>,
     values: Vec<(usize, Sym)>,
     tags: Vec<(Sym, TagSource)>,
@@ -135,7 +137,8 @@ impl RowMapper {
         Ok(RowMapper {
             time_idx: col(&time.column)?,
             time_fmt: time.format.clone(),
-            zone: time.timezone,
+            zone: time.timezone.clone(),
+            last: std::collections::HashMap::new(),
             series,
             values,
             tags,
@@ -220,7 +223,6 @@ impl RowMapper {
         if len != self.width {
             return Err(format!("expected {} fields, found {len}", self.width));
         }
-        let ts: EventTime = parse_time(cell(get, self.time_idx)?, &self.time_fmt, self.zone)?;
         let series = if let [SeriesPart::Col(i)] = self.series[..] {
             let s = super::num::trim(cell(get, i)?);
             if s.is_empty() {
@@ -242,6 +244,16 @@ impl RowMapper {
                 }
             }
             self.interner.intern(&self.scratch)
+        };
+        let field = cell(get, self.time_idx)?;
+        let ts = if self.zone.is_named() {
+            // A fold (an hour that happens twice) is resolved by the series' previous reading.
+            let prev = self.last.get(&series).copied();
+            let ts = parse_time_after(field, &self.time_fmt, &self.zone, prev)?;
+            self.last.insert(series, ts);
+            ts
+        } else {
+            parse_time(field, &self.time_fmt, &self.zone)?
         };
         Ok((series, ts))
     }

@@ -21,6 +21,10 @@ pub const BUILTIN: &[(&str, &str)] = &[
         include_str!("../../datasets/stocks_vega.toml"),
     ),
     (
+        "traffic_i94",
+        include_str!("../../datasets/traffic_i94.toml"),
+    ),
+    (
         "gas_turbine_emission_hourly",
         include_str!("../../datasets/gas_turbine_emission_hourly.toml"),
     ),
@@ -110,7 +114,8 @@ pub struct TimeSpec {
     pub column: String,
     /// `epoch_s`, `epoch_ms`, `epoch_us`, `rfc3339` or a strftime pattern.
     pub format: TimeFormat,
-    /// Zone of local timestamps (`UTC`, `+10:00`); ignored for epoch and RFC 3339 times.
+    /// Zone of local timestamps (`UTC`, `+10:00`, or a tz database name such as
+    /// `America/Chicago`, with daylight saving); ignored for epoch and RFC 3339 times.
     #[serde(default)]
     pub timezone: Zone,
 }

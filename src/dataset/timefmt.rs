@@ -1,5 +1,6 @@
 //! Event-time parsing: epoch seconds/milliseconds/microseconds, RFC 3339 with any offset, or a
-//! strftime pattern in a fixed time zone, all converted to UTC milliseconds.
+//! strftime pattern in a fixed offset or a named zone with daylight saving, all converted to
+//! UTC milliseconds.
 
 use chrono::{DateTime, NaiveDate, NaiveDateTime};
 use serde::Deserialize;
@@ -45,27 +46,76 @@ impl<'de> Deserialize<'de> for TimeFormat {
     }
 }
 
-/// A fixed offset from UTC in which local timestamps are written (`UTC`, `+10:00`, `-08:00`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct Zone {
-    /// Offset east of UTC, in milliseconds.
-    pub offset_ms: i64,
+/// The zone in which local timestamps are written: a fixed offset (`UTC`, `+10:00`,
+/// `-08:00`) or a zone of the tz database (`America/Chicago`, `Australia/Melbourne`), whose
+/// daylight saving rules turn each local time into the right UTC instant. The database is
+/// compiled in (jiff's bundled copy), so every machine gives the same answers.
+///
+/// Daylight saving makes two kinds of local time special:
+/// - **a gap** (clocks moved forward: `02:30` on the spring day in `America/Chicago`) names
+///   no instant at all: the row is refused with that reason (a collector quarantines it);
+/// - **a fold** (clocks moved back: `01:30` on the autumn day happens twice) names two. The
+///   first pass through the hour is taken, unless the same series already has a reading at
+///   or after that instant, in which case the second is: so a series written in order gets
+///   both passes right (see [`Zone::to_utc_ms`]). A duplicated row in the fold lands in the
+///   second pass.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Zone {
+    /// A fixed offset east of UTC, in milliseconds (UTC is 0).
+    Fixed(i64),
+    /// A zone of the tz database.
+    Named(NamedZone),
+}
+
+impl Default for Zone {
+    fn default() -> Self {
+        Zone::Fixed(0)
+    }
+}
+
+/// A zone of the tz database, by name.
+#[derive(Debug, Clone)]
+pub struct NamedZone {
+    name: String,
+    tz: jiff::tz::TimeZone,
+}
+
+impl PartialEq for NamedZone {
+    fn eq(&self, other: &Self) -> bool {
+        self.name == other.name
+    }
+}
+
+/// `-05:00` for an offset in seconds.
+fn offset_text(seconds: i32) -> String {
+    let sign = if seconds < 0 { '-' } else { '+' };
+    let m = seconds.unsigned_abs() / 60;
+    format!("{sign}{:02}:{:02}", m / 60, m % 60)
 }
 
 impl Zone {
-    /// Reads `UTC`, `Z`, `+HH:MM`, `-HH:MM`, `+HHMM`.
+    /// Reads `UTC`, `Z`, `+HH:MM`, `-HH:MM`, `+HHMM`, or a tz database name
+    /// (`America/Chicago`).
     pub fn parse(s: &str) -> Result<Self, String> {
         let t = s.trim();
         if t.eq_ignore_ascii_case("utc") || t == "Z" {
-            return Ok(Zone { offset_ms: 0 });
+            return Ok(Zone::Fixed(0));
         }
         let bad = || {
-            format!("time zone {s:?}: use UTC or a fixed offset like +10:00 / -08:00 (named zones with daylight saving are not supported: use a UTC column)")
+            format!("time zone {s:?}: use UTC, a fixed offset like +10:00 / -08:00, or a tz database name like America/Chicago")
         };
         let (sign, rest) = match t.as_bytes().first() {
             Some(b'+') => (1, &t[1..]),
             Some(b'-') => (-1, &t[1..]),
-            _ => return Err(bad()),
+            _ => {
+                return match jiff::tz::db().get(t) {
+                    Ok(tz) => Ok(Zone::Named(NamedZone {
+                        name: t.to_string(),
+                        tz,
+                    })),
+                    Err(_) => Err(format!("{}: {t:?} is not in the tz database", bad())),
+                };
+            }
         };
         let digits: String = rest.chars().filter(|c| *c != ':').collect();
         if digits.len() != 4 || !digits.chars().all(|c| c.is_ascii_digit()) {
@@ -76,9 +126,61 @@ impl Zone {
         if h > 14 || m > 59 {
             return Err(bad());
         }
-        Ok(Zone {
-            offset_ms: sign * (h * 3600 + m * 60) * 1000,
-        })
+        Ok(Zone::Fixed(sign * (h * 3600 + m * 60) * 1000))
+    }
+
+    /// Whether the zone has daylight saving or other changes of offset (a tz database zone),
+    /// so that resolving a fold needs the series' previous reading.
+    pub fn is_named(&self) -> bool {
+        matches!(self, Zone::Named(_))
+    }
+
+    /// The UTC instant (ms) of a local time in this zone. In a fold, the first pass is taken
+    /// unless `prev` (the same series' previous reading) is at or after it; in a gap there
+    /// is none, and the error says so.
+    pub fn to_utc_ms(
+        &self,
+        local: NaiveDateTime,
+        prev: Option<EventTime>,
+    ) -> Result<EventTime, String> {
+        let naive = local.and_utc().timestamp_millis();
+        let z = match self {
+            Zone::Fixed(offset_ms) => return Ok(naive - offset_ms),
+            Zone::Named(z) => z,
+        };
+        use chrono::{Datelike, Timelike};
+        let out_of_range =
+            || format!("local time {local} is outside the years the tz database covers");
+        let dt = jiff::civil::DateTime::new(
+            i16::try_from(local.year()).map_err(|_| out_of_range())?,
+            local.month() as i8,
+            local.day() as i8,
+            local.hour() as i8,
+            local.minute() as i8,
+            local.second().min(59) as i8,
+            local.nanosecond().min(999_999_999) as i32,
+        )
+        .map_err(|_| out_of_range())?;
+        let at = |offset: jiff::tz::Offset| naive - i64::from(offset.seconds()) * 1000;
+        use jiff::tz::AmbiguousOffset;
+        match z.tz.to_ambiguous_timestamp(dt).offset() {
+            AmbiguousOffset::Unambiguous { offset } => Ok(at(offset)),
+            AmbiguousOffset::Gap { before, after } => Err(format!(
+                "local time {local} does not exist in {}: the clocks moved forward from {} to {} (daylight saving)",
+                z.name,
+                offset_text(before.seconds()),
+                offset_text(after.seconds())
+            )),
+            AmbiguousOffset::Fold { before, after } => {
+                let (a, b) = (at(before), at(after));
+                let (first, second) = (a.min(b), a.max(b));
+                Ok(if prev.is_some_and(|p| p >= first) {
+                    second
+                } else {
+                    first
+                })
+            }
+        }
     }
 }
 
@@ -88,8 +190,19 @@ impl<'de> Deserialize<'de> for Zone {
     }
 }
 
-/// Parses one time field to UTC milliseconds, or says why not.
-pub fn parse_time(field: &str, fmt: &TimeFormat, zone: Zone) -> Result<EventTime, String> {
+/// Parses one time field to UTC milliseconds, or says why not (a fold in a named zone takes
+/// its first pass: [`parse_time_after`] resolves it by the series' previous reading).
+pub fn parse_time(field: &str, fmt: &TimeFormat, zone: &Zone) -> Result<EventTime, String> {
+    parse_time_after(field, fmt, zone, None)
+}
+
+/// [`parse_time`] for a series whose previous reading was at `prev` (see [`Zone`]).
+pub fn parse_time_after(
+    field: &str,
+    fmt: &TimeFormat,
+    zone: &Zone,
+    prev: Option<EventTime>,
+) -> Result<EventTime, String> {
     let f = super::num::trim(field);
     if f.is_empty() {
         return Err("empty time".into());
@@ -128,7 +241,7 @@ pub fn parse_time(field: &str, fmt: &TimeFormat, zone: Zone) -> Result<EventTime
                     Err(_) => return Err(bad(&format!("{e}; expected {p}"))),
                 },
             };
-            Ok(local.and_utc().timestamp_millis() - zone.offset_ms)
+            zone.to_utc_ms(local, prev)
         }
     }
 }
@@ -141,27 +254,27 @@ mod tests {
     fn formats_to_utc_ms() {
         let utc = Zone::default();
         let pat = TimeFormat::parse("%Y-%m-%d %H:%M:%S").unwrap();
-        assert_eq!(parse_time("1970-01-01 00:00:01", &pat, utc), Ok(1000));
+        assert_eq!(parse_time("1970-01-01 00:00:01", &pat, &utc), Ok(1000));
         let mel = Zone::parse("+10:00").unwrap();
-        assert_eq!(parse_time("1970-01-01 10:00:00", &pat, mel), Ok(0));
+        assert_eq!(parse_time("1970-01-01 10:00:00", &pat, &mel), Ok(0));
         assert_eq!(
-            parse_time("2014-12-31T13:00:00Z", &TimeFormat::Rfc3339, utc),
+            parse_time("2014-12-31T13:00:00Z", &TimeFormat::Rfc3339, &utc),
             Ok(1_420_030_800_000)
         );
         assert_eq!(
-            parse_time("2014-12-31T23:00:00+10:00", &TimeFormat::Rfc3339, utc),
+            parse_time("2014-12-31T23:00:00+10:00", &TimeFormat::Rfc3339, &utc),
             Ok(1_420_030_800_000)
         );
         assert_eq!(
-            parse_time("1700000000", &TimeFormat::EpochS, utc),
+            parse_time("1700000000", &TimeFormat::EpochS, &utc),
             Ok(1_700_000_000_000)
         );
         assert_eq!(
-            parse_time("1700000000123", &TimeFormat::EpochMs, utc),
+            parse_time("1700000000123", &TimeFormat::EpochMs, &utc),
             Ok(1_700_000_000_123)
         );
         let day = TimeFormat::parse("%Y-%m-%d").unwrap();
-        assert_eq!(parse_time("1970-01-02", &day, utc), Ok(86_400_000));
+        assert_eq!(parse_time("1970-01-02", &day, &utc), Ok(86_400_000));
     }
 
     #[test]
@@ -192,7 +305,7 @@ mod tests {
             "",
         ] {
             let want = f.trim().parse::<i64>().ok();
-            let got = parse_time(f, &TimeFormat::EpochMs, utc).ok();
+            let got = parse_time(f, &TimeFormat::EpochMs, &utc).ok();
             assert_eq!(got, want, "{f:?}");
         }
     }
@@ -200,17 +313,69 @@ mod tests {
     #[test]
     fn bad_times_say_why() {
         let pat = TimeFormat::parse("%Y-%m-%d %H:%M:%S").unwrap();
-        assert!(parse_time("yesterday", &pat, Zone::default())
+        assert!(parse_time("yesterday", &pat, &Zone::default())
             .unwrap_err()
             .contains("unparseable"));
-        assert!(parse_time("", &pat, Zone::default())
+        assert!(parse_time("", &pat, &Zone::default())
             .unwrap_err()
             .contains("empty"));
-        assert!(Zone::parse("Australia/Melbourne")
+        assert!(Zone::parse("Australia/Melborne")
             .unwrap_err()
-            .contains("fixed offset"));
+            .contains("not in the tz database"));
+        assert!(Zone::parse("+25:00").unwrap_err().contains("fixed offset"));
         assert!(TimeFormat::parse("dd/mm")
             .unwrap_err()
             .contains("unknown time format"));
+    }
+
+    #[test]
+    fn named_zones_follow_daylight_saving() {
+        let chicago = Zone::parse("America/Chicago").unwrap();
+        assert!(chicago.is_named() && !Zone::parse("-06:00").unwrap().is_named());
+        let pat = TimeFormat::parse("%Y-%m-%d %H:%M:%S").unwrap();
+        let utc = |s: &str| {
+            DateTime::parse_from_rfc3339(s)
+                .map(|d| d.timestamp_millis())
+                .unwrap()
+        };
+        // Standard time is UTC-6, daylight time UTC-5.
+        let at = |local: &str| parse_time(local, &pat, &chicago);
+        assert_eq!(at("2017-01-15 12:00:00"), Ok(utc("2017-01-15T18:00:00Z")));
+        assert_eq!(at("2017-07-15 12:00:00"), Ok(utc("2017-07-15T17:00:00Z")));
+        // Spring forward (2017-03-12 02:00 -> 03:00): 01:59 and 03:00 are one minute apart,
+        // and 02:30 does not exist.
+        assert_eq!(at("2017-03-12 01:59:00"), Ok(utc("2017-03-12T07:59:00Z")));
+        assert_eq!(at("2017-03-12 03:00:00"), Ok(utc("2017-03-12T08:00:00Z")));
+        let gap = at("2017-03-12 02:30:00").unwrap_err();
+        assert!(
+            gap.contains("does not exist in America/Chicago") && gap.contains("-06:00 to -05:00"),
+            "{gap}"
+        );
+        // Fall back (2017-11-05 02:00 -> 01:00): 01:30 happens twice. Alone, or after a reading
+        // before its first pass, it is the first; after a reading at or past the first pass,
+        // the second.
+        let first = utc("2017-11-05T06:30:00Z");
+        let second = utc("2017-11-05T07:30:00Z");
+        let after = |prev| parse_time_after("2017-11-05 01:30:00", &pat, &chicago, prev);
+        assert_eq!(after(None), Ok(first));
+        assert_eq!(after(Some(utc("2017-11-05T06:00:00Z"))), Ok(first));
+        assert_eq!(after(Some(first)), Ok(second));
+        assert_eq!(after(Some(utc("2017-11-05T06:45:00Z"))), Ok(second));
+        // Date-only patterns mean local midnight.
+        let day = TimeFormat::parse("%Y-%m-%d").unwrap();
+        assert_eq!(
+            parse_time("2017-07-15", &day, &chicago),
+            Ok(utc("2017-07-15T05:00:00Z"))
+        );
+        // Other zones: southern-hemisphere daylight saving.
+        let mel = Zone::parse("Australia/Melbourne").unwrap();
+        assert_eq!(
+            parse_time("2015-01-15 12:00:00", &pat, &mel),
+            Ok(utc("2015-01-15T01:00:00Z"))
+        );
+        assert_eq!(
+            parse_time("2015-07-15 12:00:00", &pat, &mel),
+            Ok(utc("2015-07-15T02:00:00Z"))
+        );
     }
 }

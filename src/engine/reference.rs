@@ -94,7 +94,7 @@ pub fn load(path: &Path) -> Result<Vec<RefRow>, ReferenceError> {
                 } else {
                     TimeFormat::Rfc3339
                 };
-                parse_time(t, &format, Zone::default())
+                parse_time(t, &format, &Zone::default())
                     .map_err(|e| bad(i + 1, format!("valid_from: {e}")))?
             }
         };

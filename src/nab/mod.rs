@@ -281,7 +281,7 @@ pub fn timestamp_ms(t: &str) -> Option<i64> {
     use crate::dataset::timefmt::{parse_time, TimeFormat, Zone};
     static FORMAT: std::sync::LazyLock<TimeFormat> =
         std::sync::LazyLock::new(|| TimeFormat::Pattern("%Y-%m-%d %H:%M:%S".into()));
-    parse_time(t, &FORMAT, Zone::default()).ok()
+    parse_time(t, &FORMAT, &Zone::default()).ok()
 }
 
 /// What a detector run over the corpus produced.
