@@ -74,6 +74,16 @@ fn mqtt_v311_json_and_v5_numbers_are_cleaned_into_kafka_with_rejects_quarantined
             (ts, "boiler-1".to_string(), 68.0 + 9.0 * i as f64)
         })
         .collect();
+    // The sixth in local Berlin time with no offset (summer: UTC+2), as `clean.time_format`
+    // and `clean.timezone` say.
+    let good: Vec<(String, String, f64)> = good
+        .into_iter()
+        .chain([(
+            "2024-05-01 12:00:05".to_string(),
+            "boiler-1".to_string(),
+            113.0,
+        )])
+        .collect();
     for (ts, id, f) in &good {
         let p = format!(r#"{{"device":{{"id":"{id}"}},"ts":"{ts}","temperature":{f}}}"#);
         client.publish("plant/boiler", qos, false, p).unwrap();
@@ -99,6 +109,10 @@ fn mqtt_v311_json_and_v5_numbers_are_cleaned_into_kafka_with_rejects_quarantined
         (
             r#"{"device":{"id":"boiler-2"},"ts":"noon","temperature":70}"#,
             Some("unparseable time"),
+        ),
+        (
+            r#"{"device":{"id":"boiler-2"},"ts":"2024-03-31 02:30:00","temperature":70}"#,
+            Some("does not exist in Europe/Berlin"),
         ),
     ];
     for (p, _) in &bad {
@@ -141,7 +155,7 @@ fn mqtt_v311_json_and_v5_numbers_are_cleaned_into_kafka_with_rejects_quarantined
     let plant = finals["plant"];
     assert_eq!(plant.received - base[0].received, want_plant);
     assert_eq!(plant.duplicates, 1);
-    assert_eq!(plant.quarantined, 5);
+    assert_eq!(plant.quarantined, 6);
 
     // Kafka: the readings, converted to C, in UTC, keyed by series, tagged.
     let readings: Vec<(String, Value)> = read_topic(&kafka, "iot")
@@ -167,7 +181,7 @@ fn mqtt_v311_json_and_v5_numbers_are_cleaned_into_kafka_with_rejects_quarantined
         assert_eq!(
             *ts,
             1_714_557_600_000 + 1000 * i as i64,
-            "12:00:0{i}+02:00 is 10:00:0{i}Z"
+            "12:00:0{i} in Berlin (+02:00) is 10:00:0{i}Z"
         );
         let want_c = (good[i].2 - 32.0) * 5.0 / 9.0;
         assert!((c - want_c).abs() < 1e-9, "{c} vs {want_c}");
@@ -177,7 +191,7 @@ fn mqtt_v311_json_and_v5_numbers_are_cleaned_into_kafka_with_rejects_quarantined
         .iter()
         .map(|(_, v)| v["reason"].as_str().unwrap().to_string())
         .collect();
-    assert_eq!(q.len(), 5, "{reasons:?}");
+    assert_eq!(q.len(), 6, "{reasons:?}");
     for (p, why) in bad.iter().filter_map(|(p, w)| w.map(|w| (p, w))) {
         let hit = q
             .iter()
@@ -239,6 +253,18 @@ fn a_bad_collector_config_says_what_to_fix() {
         .unwrap_err()
         .to_string();
     assert!(e.contains("topic"), "{e}");
+    std::fs::write(
+        &file,
+        "[[mqtt]]\nbroker = \"h:1\"\ntopics = [\"a\"]\nkafka_topic = \"r\"\n[mqtt.clean]\ntimezone = \"Europe/Berln\"\n",
+    )
+    .unwrap();
+    let e = streamgauge::config::Settings::load(Some(&file))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("\"Europe/Berln\" is not in the tz database") && e.contains("America/Chicago"),
+        "{e}"
+    );
     let e = Collectors::default().validate();
     assert!(e.is_ok());
     // Through the command line: no collectors configured.

@@ -5,8 +5,9 @@
 //! - Values must be finite numbers (numbers or numeric strings); a value outside the plausible
 //!   range configured for its unit is rejected.
 //! - Times: numbers are epoch seconds below 10^11 (before the year 5138) and epoch
-//!   milliseconds above; strings are RFC 3339 with any offset (or such numbers as text). All
-//!   become UTC milliseconds.
+//!   milliseconds above; strings are RFC 3339 with any offset (or such numbers as text), or
+//!   local times in the configured pattern and zone (`time_format`, `timezone`). All become
+//!   UTC milliseconds.
 //! - Units: a value given in another unit of the same dimension as its configured unit is
 //!   converted (F to C, kPa to bar, mph to m/s ...; the table is [`UNITS`]).
 //! - Duplicates: a reading with the same series and event time as one seen within the
@@ -22,6 +23,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
+use crate::dataset::timefmt::{parse_time_after, TimeFormat, Zone};
 use crate::duration::HumanDuration;
 use crate::quarantine::Quarantined;
 use crate::record::{EventTime, Interner, Reading, Sym};
@@ -81,6 +83,16 @@ pub struct CleanConfig {
     /// Event-time horizon within which exact duplicates are dropped (default 1 hour).
     #[serde(default)]
     pub dedupe_horizon: Option<HumanDuration>,
+    /// How text times with no offset are written, as a strftime pattern
+    /// (`%Y-%m-%d %H:%M:%S`). RFC 3339 and epoch numbers are read whatever this says.
+    #[serde(default)]
+    pub time_format: Option<TimeFormat>,
+    /// The zone of those local times: `UTC` (the default), a fixed offset (`+01:00`) or a tz
+    /// database name (`Europe/Berlin`), whose daylight saving is followed: a time in the
+    /// skipped hour is quarantined as not existing, one in the repeated hour is resolved by
+    /// the series' latest reading (see [`Zone`]).
+    #[serde(default)]
+    pub timezone: Zone,
 }
 
 /// What happened to one record.
@@ -241,6 +253,17 @@ pub fn convert(v: f64, from: &str, to: &str) -> Result<f64, String> {
 /// Seconds below this, milliseconds above.
 const SECONDS_BELOW: f64 = 1e11;
 
+/// A text time that is neither a number nor RFC 3339, read with the configured pattern and
+/// zone (`prev`: the series' latest reading, for a repeated hour).
+fn local_time(
+    s: &str,
+    cfg: &CleanConfig,
+    prev: Option<EventTime>,
+) -> Option<Result<EventTime, String>> {
+    let fmt = cfg.time_format.as_ref()?;
+    Some(parse_time_after(s, fmt, &cfg.timezone, prev))
+}
+
 fn event_time(t: &RawTime) -> Result<EventTime, String> {
     let from_number = |n: f64| -> Result<EventTime, String> {
         if !n.is_finite() || !(0.0..=1e16).contains(&n) {
@@ -263,7 +286,7 @@ fn event_time(t: &RawTime) -> Result<EventTime, String> {
             chrono::DateTime::parse_from_rfc3339(s)
                 .map(|d| d.timestamp_millis())
                 .map_err(|e| {
-                    format!("unparseable time {s:?} ({e}); expected RFC 3339 or epoch seconds/ms")
+                    format!("unparseable time {s:?} ({e}); expected RFC 3339 or epoch seconds/ms (for local times, set clean.time_format and clean.timezone)")
                 })
         }
     }
@@ -349,7 +372,18 @@ impl Cleaner {
             .series
             .filter(|s| !s.trim().is_empty())
             .ok_or("missing series id")?;
-        let ts = event_time(c.time.as_ref().ok_or("missing time")?)?;
+        let series = self.interner.intern(series.trim());
+        let time = c.time.as_ref().ok_or("missing time")?;
+        let ts = match event_time(time) {
+            Ok(ts) => ts,
+            Err(why) => match time {
+                RawTime::Text(t) => {
+                    let prev = self.seen.get(&series).map(|(latest, _)| *latest);
+                    local_time(t.trim(), &self.cfg, prev).unwrap_or(Err(why))?
+                }
+                _ => return Err(why),
+            },
+        };
         if c.values.is_empty() {
             return Err("no values".into());
         }
@@ -407,7 +441,7 @@ impl Cleaner {
             tags.push((self.interner.intern(&k), self.interner.intern(&v)));
         }
         Ok(Reading {
-            series: self.interner.intern(series.trim()),
+            series,
             ts,
             values,
             tags,
@@ -503,11 +537,88 @@ mod tests {
     }
 
     #[test]
+    fn local_times_follow_the_configured_zone_through_daylight_saving() {
+        let cfg: CleanConfig = toml::from_str(
+            r#"
+time_format = "%Y-%m-%d %H:%M:%S"
+timezone = "Europe/Berlin"
+"#,
+        )
+        .unwrap();
+        let mut c = Cleaner::new(cfg).unwrap();
+        let mut at = |series: &str, local: &str| {
+            let cand = cand(
+                series,
+                RawTime::Text(local.into()),
+                vec![("v", RawValue::Number(1.0), None)],
+            );
+            match c.clean("src", local.as_bytes(), Ok(cand)) {
+                Outcome::Reading(r) => Ok(r.ts),
+                Outcome::Quarantined(q) => Err(q.reason),
+                Outcome::Duplicate => Err("duplicate".into()),
+            }
+        };
+        let utc = |s: &str| {
+            chrono::DateTime::parse_from_rfc3339(s)
+                .unwrap()
+                .timestamp_millis()
+        };
+        // Winter is UTC+1, summer UTC+2; RFC 3339 and epoch times are read as before.
+        assert_eq!(
+            at("a", "2024-01-10 12:00:00"),
+            Ok(utc("2024-01-10T11:00:00Z"))
+        );
+        assert_eq!(
+            at("a", "2024-07-10 12:00:00"),
+            Ok(utc("2024-07-10T10:00:00Z"))
+        );
+        assert_eq!(
+            at("a", "2024-07-10T12:00:01+02:00"),
+            Ok(utc("2024-07-10T10:00:01Z"))
+        );
+        // 2024-03-31: 02:00 -> 03:00. 02:30 does not exist.
+        let gap = at("b", "2024-03-31 02:30:00").unwrap_err();
+        assert!(gap.contains("does not exist in Europe/Berlin"), "{gap}");
+        // 2024-10-27: 03:00 -> 02:00. 02:30 twice: first pass, second pass; a third copy is
+        // a duplicate of the second.
+        assert_eq!(
+            at("b", "2024-10-27 02:30:00"),
+            Ok(utc("2024-10-27T00:30:00Z"))
+        );
+        assert_eq!(
+            at("b", "2024-10-27 02:30:00"),
+            Ok(utc("2024-10-27T01:30:00Z"))
+        );
+        assert_eq!(at("b", "2024-10-27 02:30:00"), Err("duplicate".into()));
+        // Another series is resolved by its own readings.
+        assert_eq!(
+            at("c", "2024-10-27 02:30:00"),
+            Ok(utc("2024-10-27T00:30:00Z"))
+        );
+        // Without a pattern, a local time is unreadable, and the reason says what to set.
+        let mut plain = Cleaner::new(CleanConfig::default()).unwrap();
+        let out = plain.clean(
+            "src",
+            b"",
+            Ok(cand(
+                "a",
+                RawTime::Text("2024-01-10 12:00:00".into()),
+                vec![("v", RawValue::Number(1.0), None)],
+            )),
+        );
+        let Outcome::Quarantined(q) = out else {
+            panic!("{out:?}")
+        };
+        assert!(q.reason.contains("clean.time_format"), "{}", q.reason);
+    }
+
+    #[test]
     fn bad_records_are_quarantined_with_reasons_and_counted() {
         let mut c = Cleaner::new(CleanConfig {
             units: [("temperature".to_string(), "C".to_string())].into(),
             ranges: [("C".to_string(), (-60.0, 90.0))].into(),
             dedupe_horizon: Some(HumanDuration(Duration::from_secs(60))),
+            ..CleanConfig::default()
         })
         .unwrap();
         let t = RawTime::Number(1_700_000_000.0);
