@@ -707,3 +707,102 @@ fn the_notebook_reads_the_api_with_pandas_and_plots_a_series() {
         bytes.len()
     );
 }
+
+/// A full hub lists a series it has no place for as not charted; a page that opens its chart
+/// (follows it over `/events`) gets it charted from its next reading, while the charted
+/// series keep reporting (so none of them is stale).
+#[test]
+fn a_page_that_follows_a_waiting_series_gets_it_charted() {
+    use streamgauge::dashboard::hub::{Point, PointUpdate, Update};
+    let hub = Hub::new(HubConfig {
+        history: 50,
+        max_series: 2,
+        changes: 5,
+    });
+    let p = hub.register("t/flow", "flow", Default::default(), 1);
+    p.declare("out");
+    let d = Dashboard::start(
+        &DashboardOptions {
+            addr: "127.0.0.1:0".parse().unwrap(),
+            explicit: true,
+            token: None,
+            hub: hub.config(),
+        },
+        hub.clone(),
+    )
+    .unwrap();
+    let addr = d.addr().to_string();
+    let tick = |t: i64| {
+        let mut ups: Vec<(i64, Update)> = ["a", "b", "c"]
+            .iter()
+            .map(|s| {
+                let point = Point {
+                    ts: t,
+                    value: t as f64,
+                    mean: f64::NAN,
+                    std: f64::NAN,
+                    score: f64::NAN,
+                    anomalous: false,
+                    seq: 0,
+                };
+                let (series, field) = ((*s).into(), "value".into());
+                (
+                    t,
+                    Update::Point(PointUpdate {
+                        series,
+                        field,
+                        point,
+                    }),
+                )
+            })
+            .collect();
+        p.offer("out", 0, &mut ups, Some(t + 1));
+    };
+    let get = |path: &str| -> Value {
+        let (code, body) = common::http_get(&addr, path, None).unwrap();
+        assert_eq!(code, 200, "{path}: {body}");
+        serde_json::from_str(&body).unwrap()
+    };
+    for t in 0..20 {
+        tick(t);
+    }
+    let list = get("/api/series?q=");
+    let charted: Vec<(&str, bool)> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| (s["key"].as_str().unwrap(), s["charted"].as_bool().unwrap()))
+        .collect();
+    assert_eq!(
+        charted,
+        [("a/value", true), ("b/value", true), ("c/value", false)]
+    );
+    let h = get("/api/history?key=c%2Fvalue");
+    assert_eq!(h["charted"], false);
+    assert_eq!(h["points"].as_array().unwrap().len(), 0);
+    // Unfollowed, it stays uncharted however long a and b report.
+    for t in 20..60 {
+        tick(t);
+    }
+    assert_eq!(get("/api/history?key=c%2Fvalue")["charted"], false);
+    // A page opens its chart.
+    let mut sse = std::net::TcpStream::connect(&addr).unwrap();
+    std::io::Write::write_all(
+        &mut sse,
+        b"GET /events?key=c%2Fvalue HTTP/1.1\r\nHost: x\r\n\r\n",
+    )
+    .unwrap();
+    let t0 = std::time::Instant::now();
+    let mut t = 60;
+    while get("/api/history?key=c%2Fvalue")["charted"] != true {
+        assert!(t0.elapsed() < Duration::from_secs(20), "never charted");
+        tick(t);
+        t += 1;
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let h = get("/api/history?key=c%2Fvalue");
+    let points = h["points"].as_array().unwrap();
+    assert!(!points.is_empty() && points.len() <= (t - 60) as usize);
+    assert_eq!(get("/api/overview")["series"], 2, "still two places");
+    drop(sse);
+}

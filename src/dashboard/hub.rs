@@ -390,9 +390,15 @@ struct State {
     victims: Vec<Id>,
     /// Bumped on every change to the outlier set or a top-k.
     pin_version: u64,
-    /// The series in the outlier set or a top-k, as of `pinned_version`.
+    /// The series in the outlier set or a top-k or followed by a page, as of
+    /// `pinned_version`.
     pinned: HashSet<Id, FastBuild>,
     pinned_version: Option<u64>,
+    /// Series refused for want of a place: their pipeline and latest reading (at most
+    /// `max_series`, the most recent kept), so the series list can offer them.
+    waiting: HashMap<Id, (usize, EventTime), FastBuild>,
+    /// Series that pages follow (open charts), with how many pages follow each.
+    followed: HashMap<Id, u32, FastBuild>,
 }
 
 /// The hub: shared by every run of a process and by the HTTP server.
@@ -556,6 +562,7 @@ impl Hub {
                 if !s.series.contains_key(&id) && !self.admit(s, pipeline, id) {
                     // Not charted; a silent series that reports again still leaves the list.
                     s.uncharted += 1;
+                    s.wait(id, pipeline, ts, self.cfg.max_series);
                     if !s.silent.is_empty() {
                         let key = series_key(&id.0, &id.1);
                         if s.silent.get(&key).is_some_and(|e| ts > e.last_ts) {
@@ -772,6 +779,7 @@ impl Hub {
         }
         let key = series_key(&id.0, &id.1);
         s.by_key.insert(key.clone(), id);
+        s.waiting.remove(&id);
         s.series.insert(
             id,
             SeriesBuf {
@@ -916,13 +924,28 @@ impl State {
         }
     }
 
-    /// Whether a series is in the outlier set or a top-k.
+    /// Remembers a refused series as waiting (keeping at most `max` entries: beyond it, the
+    /// half with the oldest readings is dropped, O(max) once per `max / 2` new ones).
+    fn wait(&mut self, id: Id, pipeline: usize, ts: EventTime, max: usize) {
+        if self.waiting.len() >= max.max(2) && !self.waiting.contains_key(&id) {
+            let mut ages: Vec<(EventTime, Id)> =
+                self.waiting.iter().map(|(id, (_, t))| (*t, *id)).collect();
+            let half = ages.len() / 2;
+            ages.select_nth_unstable_by_key(half, |a| a.0);
+            for (_, old) in &ages[..half] {
+                self.waiting.remove(old);
+            }
+        }
+        self.waiting.insert(id, (pipeline, ts));
+    }
+
+    /// Whether a series is in the outlier set or a top-k, or followed by a page.
     fn is_pinned(&mut self, id: &Id) -> bool {
         self.refresh_pinned();
         self.pinned.contains(id)
     }
 
-    /// Rebuilds the set of series in the outlier set or a top-k after either changed.
+    /// Rebuilds the set of series in the outlier set, a top-k or followed, after a change.
     fn refresh_pinned(&mut self) {
         if self.pinned_version == Some(self.pin_version) {
             return;
@@ -930,7 +953,8 @@ impl State {
         self.pinned.clear();
         let outliers = self.outliers.values().map(|o| (o.series, o.field));
         let top = self.top.values().map(|(_, e)| (e.series, e.field));
-        self.pinned.extend(outliers.chain(top));
+        let followed = self.followed.keys().copied();
+        self.pinned.extend(outliers.chain(top).chain(followed));
         self.pinned_version = Some(self.pin_version);
     }
 }
@@ -1055,6 +1079,9 @@ pub struct SeriesInfo {
     pub outlier: bool,
     /// Silent now: stopped reporting (its state expired) and has not reported since.
     pub silent: bool,
+    /// Charted: the hub holds its points. A series that is not waits for a place (the hub is
+    /// full); a page that follows it (opens its chart) gives it one at its next reading.
+    pub charted: bool,
 }
 
 /// A series' recent history and latest forecast.
@@ -1074,7 +1101,13 @@ pub struct History {
     pub outlier: bool,
     /// Since when it is silent (event time, UTC ms), if it is.
     pub silent_since: Option<EventTime>,
+    /// Charted (see [`SeriesInfo::charted`]); if not, no points yet.
+    pub charted: bool,
 }
+
+/// The series one page follows (see [`Hub::follow`]).
+#[derive(Debug, Default)]
+pub struct Followed(Vec<Id>);
 
 /// The outlier set and its recent changes.
 #[derive(Debug, Clone, Serialize)]
@@ -1223,17 +1256,102 @@ impl Hub {
                 last: b.points.back().copied(),
                 outlier: s.outliers.contains_key(&b.key),
                 silent: s.silent.contains_key(&b.key),
+                charted: true,
             })
             .collect();
         out.sort_by(|a, b| b.outlier.cmp(&a.outlier).then_with(|| a.key.cmp(&b.key)));
         out.truncate(limit);
+        // Then the series waiting for a place, by key.
+        if out.len() < limit && !s.waiting.is_empty() {
+            let mut waiting: Vec<SeriesInfo> = s
+                .waiting
+                .iter()
+                .map(|(id, (p, _))| (series_key(&id.0, &id.1), id, *p))
+                .filter(|(key, _, _)| q.is_empty() || key.to_lowercase().contains(&q))
+                .map(|(key, id, p)| SeriesInfo {
+                    outlier: s.outliers.contains_key(&key),
+                    silent: s.silent.contains_key(&key),
+                    key,
+                    series: id.0,
+                    field: id.1,
+                    pipeline: s.pipelines[p].name.clone(),
+                    points: 0,
+                    last: None,
+                    charted: false,
+                })
+                .collect();
+            waiting.sort_by(|a, b| a.key.cmp(&b.key));
+            waiting.truncate(limit - out.len());
+            out.extend(waiting);
+        }
         out
+    }
+
+    /// A held or waiting series by its key.
+    fn id_of(s: &State, key: &str) -> Option<Id> {
+        if let Some(id) = s.by_key.get(key) {
+            return Some(*id);
+        }
+        s.waiting
+            .keys()
+            .find(|id| {
+                key.len() == id.0.len() + 1 + id.1.len()
+                    && key.starts_with(&*id.0)
+                    && key[id.0.len()..].starts_with('/')
+                    && key.ends_with(&*id.1)
+            })
+            .copied()
+    }
+
+    /// A page follows these series (its open charts): each keeps its place, and one waiting
+    /// for a place gets one at its next reading. Unknown keys are ignored. Pass the result to
+    /// [`Hub::unfollow`] when the page goes.
+    pub fn follow(&self, keys: &[String]) -> Followed {
+        let mut s = self.lock();
+        let ids: Vec<Id> = keys.iter().filter_map(|k| Self::id_of(&s, k)).collect();
+        for id in &ids {
+            *s.followed.entry(*id).or_insert(0) += 1;
+        }
+        if !ids.is_empty() {
+            s.pin_version += 1;
+        }
+        Followed(ids)
+    }
+
+    /// The page that followed these series is gone.
+    pub fn unfollow(&self, followed: Followed) {
+        if followed.0.is_empty() {
+            return;
+        }
+        let mut s = self.lock();
+        for id in followed.0 {
+            if let Some(n) = s.followed.get_mut(&id) {
+                *n -= 1;
+                if *n == 0 {
+                    s.followed.remove(&id);
+                }
+            }
+        }
+        s.pin_version += 1;
     }
 
     /// A series' history (None: unknown key).
     pub fn history(&self, key: &str) -> Option<History> {
         let s = self.lock();
-        let b = s.series.get(s.by_key.get(key)?)?;
+        let Some(b) = s.by_key.get(key).and_then(|id| s.series.get(id)) else {
+            // A series waiting for a place: known, with no points yet.
+            let id = Self::id_of(&s, key)?;
+            return Some(History {
+                key: series_key(&id.0, &id.1),
+                series: id.0,
+                field: id.1,
+                points: Vec::new(),
+                forecast: None,
+                outlier: s.outliers.contains_key(key),
+                silent_since: s.silent.get(key).map(|e| e.since),
+                charted: false,
+            });
+        };
         Some(History {
             key: b.key.clone(),
             series: b.series,
@@ -1242,6 +1360,7 @@ impl Hub {
             forecast: b.forecast.as_ref().map(|(_, f)| f.clone()),
             outlier: s.outliers.contains_key(key),
             silent_since: s.silent.get(key).map(|e| e.since),
+            charted: true,
         })
     }
 
@@ -1631,6 +1750,11 @@ mod tests {
         (hub, p)
     }
 
+    /// Whether the hub charts the series `key`.
+    fn charted(hub: &Hub, key: &str) -> bool {
+        hub.history(key).is_some_and(|h| h.charted)
+    }
+
     /// Points held per series whose key starts with `prefix`, in ascending order.
     fn held(hub: &Hub, prefix: &str) -> Vec<usize> {
         let s = hub.lock();
@@ -1657,7 +1781,7 @@ mod tests {
         let o = hub.overview();
         assert_eq!((o.series, o.uncharted), (100, 1000));
         // The first come are the ones held.
-        assert!(hub.history("s0/value").is_some() && hub.history("s199/value").is_none());
+        assert!(charted(&hub, "s0/value") && !charted(&hub, "s199/value"));
     }
 
     #[test]
@@ -1689,7 +1813,7 @@ mod tests {
             tick(&p, &format!("s{}", t % 100), t);
         }
         tick(&p, "q7", 300);
-        assert!(hub.history("q7/value").is_none());
+        assert!(!charted(&hub, "q7/value"));
         let enter = Update::Outlier {
             series: "q7".into(),
             field: "value".into(),
@@ -1704,7 +1828,48 @@ mod tests {
         assert!(h.outlier);
         assert_eq!(hub.overview().series, 100);
         // The least recently updated series gave its place.
-        assert!(hub.history("s0/value").is_none() && hub.history("s1/value").is_some());
+        assert!(!charted(&hub, "s0/value") && charted(&hub, "s1/value"));
+    }
+
+    #[test]
+    fn a_waiting_series_is_listed_and_a_page_that_follows_it_gets_it_charted() {
+        let (hub, p) = capped_hub();
+        for t in 0..300i64 {
+            tick(&p, &format!("s{}", t % 100), t);
+        }
+        tick(&p, "q7", 300);
+        // Listed after the charted ones, as not charted; its history is known and empty.
+        let listed = hub.series("q", 10);
+        assert_eq!(listed.len(), 1);
+        assert_eq!((&*listed[0].key, listed[0].charted), ("q7/value", false));
+        assert!(hub.series("", 1000).iter().filter(|s| s.charted).count() == 100);
+        let h = hub.history("q7/value").unwrap();
+        assert!(!h.charted && h.points.is_empty());
+        assert!(hub.history("q8/value").is_none(), "never seen");
+        // Nobody follows it: its next reading is not charted either.
+        tick(&p, "q7", 301);
+        assert!(!hub.history("q7/value").unwrap().charted);
+        // A page follows it (and a key nobody knows, which is ignored).
+        let page = hub.follow(&["q7/value".to_string(), "nope/value".to_string()]);
+        tick(&p, "q7", 302);
+        let h = hub.history("q7/value").unwrap();
+        assert!(h.charted);
+        assert_eq!(h.points.len(), 1);
+        assert_eq!(hub.overview().series, 100);
+        assert!(hub.series("q", 10)[0].charted);
+        // While followed it keeps its place even when it stops reporting for long.
+        for t in 303..3000i64 {
+            tick(&p, &format!("w{}", t % 50), t);
+        }
+        assert!(hub.history("q7/value").unwrap().charted);
+        hub.unfollow(page);
+        // Unfollowed, it gives its place when one is wanted.
+        for t in 3000..6000i64 {
+            tick(&p, &format!("x{}", t % 200), t);
+        }
+        assert!(!charted(&hub, "q7/value"), "stale once unfollowed");
+        // The waiting list stays bounded.
+        assert!(hub.lock().waiting.len() <= 100);
     }
 
     #[test]

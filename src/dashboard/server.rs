@@ -14,7 +14,7 @@
 //! | `/api/forecasts?limit=` | `[{series, field, model, issued, steps: [[ts, point, lower, upper]]}]` |
 //! | `/api/overview` | counters, rates, lag, workers, operator timings per pipeline |
 //! | `/api/delta?since=&key=...` | what changed since frame `since` (one JSON object) |
-//! | `/events?since=&key=...` | the same deltas pushed as server-sent events, one per frame (at most 4 a second) |
+//! | `/events?since=&key=...` | the same deltas pushed as server-sent events, one per frame (at most 4 a second); while connected, the keys are followed: charted from their next reading, and kept |
 //! | `/metrics` | Prometheus text format |
 //!
 //! With a token, `/api*`, `/events` and `/metrics` need `Authorization: Bearer TOKEN` or
@@ -269,7 +269,20 @@ fn api_index() -> serde_json::Value {
 }
 
 /// Streams deltas as server-sent events until the client goes away or the server stops.
+/// Unfollows a page's series when its event stream ends, however it ends.
+struct Following<'a>(&'a Hub, Option<super::hub::Followed>);
+
+impl Drop for Following<'_> {
+    fn drop(&mut self) {
+        if let Some(f) = self.1.take() {
+            self.0.unfollow(f);
+        }
+    }
+}
+
 fn events(req: Request, hub: &Hub, stop: &AtomicBool, mut since: u64, keys: &[String]) {
+    // The page's open charts keep their places, and one waiting for a place gets one.
+    let _following = Following(hub, Some(hub.follow(keys)));
     let mut w = req.into_writer();
     let head = "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\nConnection: keep-alive\r\nX-Accel-Buffering: no\r\n\r\n";
     if w.write_all(head.as_bytes())
