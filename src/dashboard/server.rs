@@ -6,8 +6,8 @@
 //! | `/` | the dashboard page |
 //! | `/plotly.min.js` | Plotly.js, from the `plotly` crate's embedded copy |
 //! | `/api` | this list, as JSON |
-//! | `/api/series?q=&limit=` | series whose key contains `q`: `[{key, series, field, pipeline, points, last, outlier, silent}]` |
-//! | `/api/history?key=` | `{key, series, field, points: [{ts, value, mean, std, score, anomalous}], forecast, outlier, silent_since}` |
+//! | `/api/series?q=&limit=` | series whose key contains `q`: `[{key, series, field, pipeline, points, last, outlier, silent, charted}]`, the charted first |
+//! | `/api/history?key=` | `{key, series, field, points: [{ts, value, mean, std, score, anomalous}], forecast, outlier, silent_since, charted}` |
 //! | `/api/outliers` | `{seq, set: [{key, series, field, score, since, pipeline}], changes: [{seq, time, key, series, field, diff, score, pipeline}]}` |
 //! | `/api/top` | every pipeline's top-k by latest score: `{seq, set: [{key, series, field, score, since, pipeline}]}` |
 //! | `/api/silent?limit=` | series that stopped reporting: `{seq, count, set: [{key, series, field, last_ts, since, pipeline}]}`, most recent first |
