@@ -717,10 +717,12 @@ impl Hub {
             _ => {}
         }
         let known = s.series.get(&id);
-        if known
+        // Reported since (charted, or waiting for a place): not silent.
+        let latest = known
             .and_then(|b| b.points.back())
-            .is_some_and(|p| p.ts > last_ts)
-        {
+            .map(|p| p.ts)
+            .or_else(|| s.waiting.get(&id).map(|(_, t)| *t));
+        if latest.is_some_and(|t| t > last_ts) {
             return;
         }
         let key = key_of(known, id);
@@ -1846,6 +1848,9 @@ mod tests {
         let h = hub.history("q7/value").unwrap();
         assert!(!h.charted && h.points.is_empty());
         assert!(hub.history("q8/value").is_none(), "never seen");
+        // An expiry older than its latest reading does not make it silent, charted or not.
+        p.offer("a", 0, &mut vec![(300, silent("q7", 250, 300))], Some(301));
+        assert_eq!(hub.silent(10).count, 0);
         // Nobody follows it: its next reading is not charted either.
         tick(&p, "q7", 301);
         assert!(!hub.history("q7/value").unwrap().charted);
