@@ -39,6 +39,8 @@ pub enum Quantiles {
 pub struct Params {
     /// Window width (`--window`).
     pub window: Duration,
+    /// Zone whose local clock tumbling windows follow (`--window-zone`).
+    pub window_zone: crate::dataset::timefmt::Zone,
     /// Count windows, in readings (`--readings`, default 100).
     pub readings: usize,
     /// Alert threshold (`--threshold`, default 4): |z| for `zscore` and `sensor_outliers`.

@@ -17,7 +17,8 @@ use timely::dataflow::operators::Capability;
 use timely::dataflow::Stream;
 
 use super::{Dataflow, Outputs, Params};
-use crate::analytics::window::{Tumbling, WindowStats};
+use crate::analytics::window::{LocalTumbling, Tumbling, WindowStats};
+use crate::dataset::timefmt::Zone;
 use crate::engine::output::{push_csv_field, Row};
 use crate::record::{push_short, repeat_text, write_f64, write_i64, EventTime, Reading, Sym};
 use crate::sym::SymMap;
@@ -147,6 +148,11 @@ impl Dataflow for SeriesStats {
         let tumbling = Tumbling {
             width_ms: (params.window.as_millis() as i64).max(1),
         };
+        // Windows on a local clock (`--window-zone`); None keeps the UTC path as it was. The
+        // width was checked against the zone before the run started.
+        let local = (params.window_zone != Zone::default())
+            .then(|| LocalTumbling::new(tumbling.width_ms, params.window_zone.clone()).ok())
+            .flatten();
         let metrics = params.metrics.clone();
         let stats = input.unary_frontier::<CapacityContainerBuilder<Vec<WindowRow>>, _, _, _>(
             crate::engine::route::by_series(),
@@ -161,7 +167,10 @@ impl Dataflow for SeriesStats {
                     let mut opened = 0i64;
                     input.for_each(|cap, data| {
                         for r in data.drain(..) {
-                            let end = tumbling.end(r.ts);
+                            let end = match &local {
+                                None => tumbling.end(r.ts),
+                                Some(l) => l.end(r.ts),
+                            };
                             let (_, per_series) = windows.entry(end).or_insert_with(|| {
                                 let map = spare
                                     .pop()
@@ -190,6 +199,10 @@ impl Dataflow for SeriesStats {
                         let (cap, mut per_series) =
                             windows.pop_first().map(|(_, v)| v).expect("non-empty");
                         typical = per_series.len().max(16);
+                        let start = match &local {
+                            None => end - tumbling.width_ms,
+                            Some(l) => l.start(end - 1),
+                        };
                         let mut session = output.session(&cap);
                         for (series, fields) in per_series.drain() {
                             for (field, st) in fields {
@@ -197,7 +210,7 @@ impl Dataflow for SeriesStats {
                                 session.give(WindowRow {
                                     series,
                                     field,
-                                    window_start: end - tumbling.width_ms,
+                                    window_start: start,
                                     window_end: end,
                                     count: st.count,
                                     mean: st.mean,

@@ -431,3 +431,83 @@ values = [{ column = "count" }]
         assert_eq!(got, want, "{site}");
     }
 }
+
+/// `series_stats --window 1d --window-zone America/Chicago` over the I-94 data: one window per
+/// local day, from local midnight to the next (23 hours in March, 25 in November), each with
+/// the statistics of exactly that day's rows, on 1, 2 and 4 workers. The oracle groups the
+/// file's rows by the date written in them and finds midnight by the law's rule.
+#[test]
+fn daily_windows_in_a_named_zone_follow_local_days_on_1_2_4_workers() {
+    use chrono::Datelike;
+    let m = streamgauge::dataset::Manifest::builtin("traffic_i94").unwrap();
+    let folder = streamgauge::dataset::locate(&m, Some(&common::data_dir())).unwrap();
+    let text = std::fs::read_to_string(folder.join("autots_traffic_hourly_2016_2018.csv")).unwrap();
+    let midnight = |d: chrono::NaiveDate| {
+        let offset = us_central_offset(d.year(), d.month(), d.day(), 0);
+        d.and_hms_opt(0, 0, 0).unwrap().and_utc().timestamp_millis() - offset * 3_600_000
+    };
+    // (field, local midnight) -> (next midnight, values)
+    let mut days: std::collections::BTreeMap<(String, i64), (i64, Vec<f64>)> =
+        std::collections::BTreeMap::new();
+    for line in text.lines().skip(1) {
+        let f: Vec<&str> = line.split(',').collect();
+        if f[5].is_empty() {
+            continue; // quarantined
+        }
+        let date = chrono::NaiveDate::parse_from_str(&f[0][..10], "%Y-%m-%d").unwrap();
+        let (start, end) = (midnight(date), midnight(date.succ_opt().unwrap()));
+        for (field, v) in [("vehicles", f[5]), ("temp_k", f[4])] {
+            let e = days
+                .entry((field.to_string(), start))
+                .or_insert((end, Vec::new()));
+            e.1.push(v.parse().unwrap());
+        }
+    }
+    let lengths: std::collections::BTreeSet<i64> = days
+        .iter()
+        .map(|((_, s), (e, _))| (e - s) / 3_600_000)
+        .collect();
+    assert_eq!(lengths, [23, 24, 25].into(), "days of 23, 24 and 25 hours");
+    let loaded = streamgauge::dataset::load::load_manifest(&m, &folder, None).unwrap();
+    for workers in [1, 2, 4] {
+        let dir = tempfile::tempdir().unwrap();
+        let mut spec = common::spec(
+            Input::memory(loaded.readings.clone()),
+            workers,
+            Duration::from_secs(86_400),
+            dir.path(),
+        );
+        spec.window_zone = streamgauge::dataset::timefmt::Zone::parse("America/Chicago").unwrap();
+        common::run_ok(spec);
+        let mut got = std::collections::BTreeMap::new();
+        for line in common::read_lines(dir.path(), "series_stats") {
+            let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+            let key = (
+                v["field"].as_str().unwrap().to_string(),
+                v["window_start"].as_i64().unwrap(),
+            );
+            let row = (
+                v["window_end"].as_i64().unwrap(),
+                v["count"].as_u64().unwrap(),
+                v["mean"].as_f64().unwrap(),
+                v["min"].as_f64().unwrap(),
+                v["max"].as_f64().unwrap(),
+                v["std"].as_f64().unwrap(),
+            );
+            assert!(got.insert(key, row).is_none(), "duplicate window");
+        }
+        assert_eq!(got.len(), days.len(), "{workers} workers: windows");
+        for (key, (end, vs)) in &days {
+            let g = got.get(key).unwrap_or_else(|| panic!("{key:?} missing"));
+            let s = streamgauge::analytics::window::batch_stats(vs);
+            let std = (s.m2 / s.count as f64).sqrt();
+            assert_eq!((g.0, g.1), (*end, s.count), "{key:?}");
+            for (a, b) in [(g.2, s.mean), (g.3, s.min), (g.4, s.max), (g.5, std)] {
+                assert!(
+                    (a - b).abs() <= 1e-9 * b.abs().max(1.0),
+                    "{key:?}: {a} vs {b}"
+                );
+            }
+        }
+    }
+}

@@ -4,6 +4,7 @@
 //! in O(1) memory (five numbers) with Welford's update, which stays accurate to a few ulps
 //! of the two-pass batch computation even for long windows with a large mean.
 
+use crate::dataset::timefmt::Zone;
 use crate::record::EventTime;
 
 /// Summary of the values that fell into one window: O(1) state, O(1) per update.
@@ -103,6 +104,55 @@ impl Tumbling {
     }
 }
 
+/// Tumbling windows aligned to local time in a zone: `[k*w, (k+1)*w)` of the local clock,
+/// each turned into UTC at its earliest instant (see [`Zone::earliest_utc`]). With daylight
+/// saving a local day lasts 23 or 25 hours, and a local hour that happens twice is one window
+/// of two hours. A fixed offset only shifts the boundaries (`+10:00`: days from local
+/// midnight). For a zone with daylight saving the width must divide a day into whole hours
+/// or be whole days (see [`LocalTumbling::new`]), so that no boundary falls inside an hour the
+/// clocks repeat.
+#[derive(Debug, Clone)]
+pub struct LocalTumbling {
+    width_ms: i64,
+    zone: Zone,
+}
+
+/// Milliseconds in a day.
+const DAY_MS: i64 = 86_400_000;
+/// Milliseconds in an hour.
+const HOUR_MS: i64 = 3_600_000;
+
+impl LocalTumbling {
+    /// Windows `width_ms` wide in `zone`; an error says why a width does not fit the zone.
+    pub fn new(width_ms: i64, zone: Zone) -> Result<Self, String> {
+        let whole = width_ms > 0
+            && (width_ms % DAY_MS == 0 || (width_ms % HOUR_MS == 0 && DAY_MS % width_ms == 0));
+        if zone.is_named() && !whole {
+            return Err(format!(
+                "a window of {width_ms} ms in a zone with daylight saving: use whole hours that divide a day (1h, 2h, 3h, 4h, 6h, 8h, 12h) or whole days"
+            ));
+        }
+        Ok(LocalTumbling {
+            width_ms: width_ms.max(1),
+            zone,
+        })
+    }
+
+    /// Start of the window that holds `ts`.
+    pub fn start(&self, ts: EventTime) -> EventTime {
+        let local = self.zone.local_ms(ts);
+        self.zone
+            .earliest_utc(local.div_euclid(self.width_ms) * self.width_ms)
+    }
+
+    /// Exclusive end of the window that holds `ts`.
+    pub fn end(&self, ts: EventTime) -> EventTime {
+        let local = self.zone.local_ms(ts);
+        self.zone
+            .earliest_utc(local.div_euclid(self.width_ms) * self.width_ms + self.width_ms)
+    }
+}
+
 /// The batch oracle: two-pass statistics over a slice, as a test or a user would compute them.
 pub fn batch_stats(values: &[f64]) -> WindowStats {
     let n = values.len() as f64;
@@ -119,6 +169,62 @@ pub fn batch_stats(values: &[f64]) -> WindowStats {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn local_windows_partition_time_through_daylight_saving() {
+        let hour = 3_600_000;
+        for name in [
+            "UTC",
+            "+05:30",
+            "America/Chicago",
+            "Europe/Berlin",
+            "Australia/Melbourne",
+            "Australia/Lord_Howe", // half-hour daylight saving
+            "America/Santiago",    // clocks change at midnight
+        ] {
+            let zone = Zone::parse(name).unwrap();
+            for width in [hour, 2 * hour, 24 * hour, 7 * 24 * hour] {
+                let w = LocalTumbling::new(width, zone.clone()).unwrap();
+                // 2017 and 2018, every 17 minutes.
+                let mut ts = 1_483_228_800_000i64;
+                while ts < 1_546_300_800_000 {
+                    let (start, end) = (w.start(ts), w.end(ts));
+                    assert!(
+                        start <= ts && ts < end,
+                        "{name} {width}: {start} {ts} {end}"
+                    );
+                    assert_eq!(w.start(end), end, "{name} {width}: contiguous at {end}");
+                    let len = end - start;
+                    assert!(
+                        (len - width).abs() <= hour,
+                        "{name} {width}: a window of {len} ms"
+                    );
+                    ts += 17 * 60_000;
+                }
+            }
+        }
+        // A Chicago day: 23 hours in March, 25 in November, from local midnight.
+        let w = LocalTumbling::new(24 * hour, Zone::parse("America/Chicago").unwrap()).unwrap();
+        let at = |s: &str| {
+            chrono::DateTime::parse_from_rfc3339(s)
+                .unwrap()
+                .timestamp_millis()
+        };
+        let spring = at("2017-03-12T12:00:00Z");
+        assert_eq!(w.start(spring), at("2017-03-12T06:00:00Z"));
+        assert_eq!(w.end(spring), at("2017-03-13T05:00:00Z"));
+        let fall = at("2017-11-05T12:00:00Z");
+        assert_eq!(w.end(fall) - w.start(fall), 25 * hour);
+        // Sub-hour windows, or hours that do not divide a day, do not fit a zone with daylight
+        // saving; any width fits a fixed offset.
+        let chicago = Zone::parse("America/Chicago").unwrap();
+        for bad in [hour / 2, 5 * hour, 36 * hour] {
+            assert!(LocalTumbling::new(bad, chicago.clone())
+                .unwrap_err()
+                .contains("whole hours"));
+        }
+        assert!(LocalTumbling::new(hour / 2, Zone::parse("+10:00").unwrap()).is_ok());
+    }
+
     use super::*;
 
     fn close(a: f64, b: f64, scale: f64) -> bool {

@@ -242,6 +242,12 @@ pub struct RunArgs {
     /// Tumbling window width (default 10s).
     #[arg(long)]
     pub window: Option<HumanDuration>,
+    /// The clock tumbling windows follow: UTC (default), a fixed offset (+10:00: days from
+    /// local midnight) or a tz database zone (America/Chicago: daily windows from local
+    /// midnight, 23 or 25 hours long across daylight saving; widths of whole hours that
+    /// divide a day, or whole days).
+    #[arg(long, value_name = "ZONE", value_parser = zone_arg)]
+    pub window_zone: Option<Zone>,
     /// Count-window length in readings, for dataflows with count windows (zscore).
     #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..))]
     pub readings: u32,
@@ -924,6 +930,11 @@ fn positive_f64(s: &str) -> std::result::Result<f64, String> {
     }
 }
 
+/// Parses `--window-zone`.
+fn zone_arg(s: &str) -> Result<Zone, String> {
+    Zone::parse(s)
+}
+
 /// `--from`: `beginning`, `end`, an RFC 3339 time, epoch milliseconds, or a duration before
 /// now.
 fn start_at(s: &str) -> std::result::Result<crate::kafka::source::StartAt, String> {
@@ -1224,6 +1235,7 @@ pub fn run_dataflow(a: RunArgs, settings: &Settings) -> Result<engine::RunReport
             hostfile: a.hostfile.clone(),
         },
         window: a.window.map_or(settings.window, |d| d.0),
+        window_zone: a.window_zone.clone().unwrap_or_default(),
         readings: a.readings as usize,
         threshold: a.threshold,
         top: a.top as usize,

@@ -184,6 +184,44 @@ impl Zone {
     }
 }
 
+impl Zone {
+    /// The local wall-clock time of a UTC instant, as milliseconds since the local epoch.
+    pub fn local_ms(&self, ts: EventTime) -> EventTime {
+        match self {
+            Zone::Fixed(offset_ms) => ts + offset_ms,
+            Zone::Named(z) => {
+                let offset = jiff::Timestamp::from_millisecond(ts)
+                    .map(|t| z.tz.to_offset(t).seconds())
+                    .unwrap_or(0);
+                ts + i64::from(offset) * 1000
+            }
+        }
+    }
+
+    /// The earliest UTC instant whose local time is `local` (ms since the local epoch), or
+    /// the instant the clocks jumped past it when `local` falls in a gap: so local midnight
+    /// is where a local day starts, whatever daylight saving does that night.
+    pub fn earliest_utc(&self, local: EventTime) -> EventTime {
+        let z = match self {
+            Zone::Fixed(offset_ms) => return local - offset_ms,
+            Zone::Named(z) => z,
+        };
+        let Some(dt) = jiff::Timestamp::from_millisecond(local)
+            .ok()
+            .map(|t| t.to_zoned(jiff::tz::TimeZone::UTC).datetime())
+        else {
+            return local; // outside jiff's years: no zone rules there
+        };
+        let at = |offset: jiff::tz::Offset| local - i64::from(offset.seconds()) * 1000;
+        use jiff::tz::AmbiguousOffset;
+        match z.tz.to_ambiguous_timestamp(dt).offset() {
+            AmbiguousOffset::Unambiguous { offset } => at(offset),
+            AmbiguousOffset::Gap { before, .. } => at(before),
+            AmbiguousOffset::Fold { before, after } => at(before).min(at(after)),
+        }
+    }
+}
+
 impl<'de> Deserialize<'de> for Zone {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         Zone::parse(&String::deserialize(d)?).map_err(serde::de::Error::custom)

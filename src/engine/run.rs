@@ -51,6 +51,9 @@ pub enum EngineError {
     /// Kafka cannot be reached, or the topic to read to its end does not exist.
     #[error("{0}")]
     Kafka(String),
+    /// A dataflow parameter that cannot be used, and what to use instead.
+    #[error("{0}")]
+    Param(String),
     /// Output directory problems.
     #[error("output directory {path}: {source}")]
     Output {
@@ -106,6 +109,9 @@ pub struct RunSpec {
     pub cluster: ClusterArgs,
     /// Dataflow parameters.
     pub window: Duration,
+    /// The zone whose local clock tumbling windows follow (`--window-zone`; UTC by default):
+    /// daily windows from local midnight, 23 or 25 hours long across daylight saving.
+    pub window_zone: crate::dataset::timefmt::Zone,
     /// Count windows, in readings (`--readings`).
     pub readings: usize,
     /// Alert threshold, e.g. on |z| (`--threshold`).
@@ -162,6 +168,7 @@ impl RunSpec {
             input,
             cluster: ClusterArgs::default(),
             window: Duration::from_secs(10),
+            window_zone: Default::default(),
             readings: 100,
             threshold: 4.0,
             top: 10,
@@ -247,6 +254,10 @@ fn preflight(k: &KafkaInput) -> Result<(), EngineError> {
 /// Runs `spec` to completion on this process's share of the cluster.
 pub fn run(spec: RunSpec) -> Result<RunReport, EngineError> {
     let dataflow = dataflows::find(&spec.dataflow)?;
+    let width = i64::try_from(spec.window.as_millis()).unwrap_or(i64::MAX);
+    crate::analytics::window::LocalTumbling::new(width, spec.window_zone.clone()).map_err(
+        |why| EngineError::Param(format!("--window {width} ms with --window-zone: {why}")),
+    )?;
     let config = spec.cluster.to_timely()?;
     if let Input::Kafka(k) = &spec.input {
         preflight(k)?;
@@ -306,6 +317,7 @@ pub fn run(spec: RunSpec) -> Result<RunReport, EngineError> {
     let errors: Arc<Mutex<Vec<EngineError>>> = Arc::default();
     let params = Params {
         window: spec.window,
+        window_zone: spec.window_zone.clone(),
         readings: spec.readings,
         threshold: spec.threshold,
         top: spec.top,
