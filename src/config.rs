@@ -5,6 +5,7 @@
 //! brokers = "kafka-1:9092,kafka-2:9092"
 //! data_dir = "/data/streamgauge"
 //! window = "10s"
+//! window_zone = "America/Chicago"   # the clock windows follow (default UTC)
 //! lateness = "5s"
 //! idle_timeout = "30s"
 //! state_ttl = "1h"   # per-series state silent this long is dropped (default: kept)
@@ -66,6 +67,8 @@ pub struct FileConfig {
     pub data_dir: Option<PathBuf>,
     /// Window width.
     pub window: Option<HumanDuration>,
+    /// The clock windows follow (`run --window-zone`).
+    pub window_zone: Option<crate::dataset::timefmt::Zone>,
     /// Allowed lateness.
     pub lateness: Option<HumanDuration>,
     /// Partition idle timeout.
@@ -109,6 +112,8 @@ pub struct Settings {
     pub data_dir: Option<PathBuf>,
     /// Window width (default 10 s).
     pub window: Duration,
+    /// The clock windows follow (default UTC).
+    pub window_zone: crate::dataset::timefmt::Zone,
     /// Allowed lateness (default 5 s).
     pub lateness: Duration,
     /// Idle timeout (default 30 s).
@@ -127,6 +132,7 @@ impl Default for Settings {
             brokers: None,
             data_dir: None,
             window: Duration::from_secs(10),
+            window_zone: Default::default(),
             lateness: Duration::from_secs(5),
             idle_timeout: Duration::from_secs(30),
             state_ttl: None,
@@ -152,6 +158,7 @@ impl Settings {
             s.brokers = f.brokers.or(s.brokers);
             s.data_dir = f.data_dir.or(s.data_dir);
             s.window = f.window.map_or(s.window, |d| d.0);
+            s.window_zone = f.window_zone.unwrap_or(s.window_zone);
             s.lateness = f.lateness.map_or(s.lateness, |d| d.0);
             s.idle_timeout = f.idle_timeout.map_or(s.idle_timeout, |d| d.0);
             if let Some(d) = f.state_ttl {
@@ -233,11 +240,20 @@ mod tests {
         .unwrap();
         let s = Settings::load(Some(&p)).unwrap();
         assert_eq!(s.window, Duration::from_secs(60));
+        assert_eq!(s.window_zone, Default::default());
         assert_eq!(s.lateness, Duration::from_secs(5));
         assert_eq!(
             s.kafka,
             vec![("security.protocol".to_string(), "SSL".to_string())]
         );
+        std::fs::write(&p, "window_zone = \"Europe/Berlin\"\n").unwrap();
+        let s = Settings::load(Some(&p)).unwrap();
+        assert!(s.window_zone.is_named());
+        std::fs::write(&p, "window_zone = \"Europe/Berln\"\n").unwrap();
+        assert!(Settings::load(Some(&p))
+            .unwrap_err()
+            .to_string()
+            .contains("not in the tz database"));
         std::fs::write(&p, "windw = \"1m\"\n").unwrap();
         assert!(Settings::load(Some(&p))
             .unwrap_err()

@@ -1235,7 +1235,10 @@ pub fn run_dataflow(a: RunArgs, settings: &Settings) -> Result<engine::RunReport
             hostfile: a.hostfile.clone(),
         },
         window: a.window.map_or(settings.window, |d| d.0),
-        window_zone: a.window_zone.clone().unwrap_or_default(),
+        window_zone: a
+            .window_zone
+            .clone()
+            .unwrap_or_else(|| settings.window_zone.clone()),
         readings: a.readings as usize,
         threshold: a.threshold,
         top: a.top as usize,
