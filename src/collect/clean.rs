@@ -16,7 +16,7 @@
 //!
 //! Counters: received = produced + quarantined + duplicates, always.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -297,8 +297,12 @@ fn event_time(t: &RawTime) -> Result<EventTime, String> {
 pub struct Cleaner {
     cfg: CleanConfig,
     horizon_ms: i64,
-    /// Per series: event times seen within the horizon of its latest.
-    seen: HashMap<Sym, (EventTime, BTreeSet<EventTime>)>,
+    /// Per series: its latest event time and the times seen within the horizon of it, in
+    /// ascending order (8 bytes a time; readings mostly arrive in order, so a time is
+    /// appended and the oldest dropped from the front, O(1), and looked up by binary search).
+    /// A `BTreeSet` took about 20 bytes a time: 71 MB for 1,000 series of 1 Hz readings
+    /// under the default 1-hour horizon.
+    seen: HashMap<Sym, (EventTime, VecDeque<EventTime>)>,
     interner: Interner,
     /// Counters.
     pub counters: Arc<Counters>,
@@ -454,17 +458,21 @@ impl Cleaner {
         let (latest, times) = self
             .seen
             .entry(r.series)
-            .or_insert((EventTime::MIN, BTreeSet::new()));
-        if times.contains(&r.ts) {
-            return true;
-        }
+            .or_insert((EventTime::MIN, VecDeque::new()));
+        let at = match times.binary_search(&r.ts) {
+            Ok(_) => return true,
+            Err(i) => i,
+        };
         if r.ts > *latest {
             *latest = r.ts;
             let cut = latest.saturating_sub(horizon);
-            *times = times.split_off(&cut);
-        }
-        if r.ts >= latest.saturating_sub(horizon) {
-            times.insert(r.ts);
+            while times.front().is_some_and(|&t| t < cut) {
+                times.pop_front();
+            }
+            times.push_back(r.ts); // the newest, so the last
+        } else if r.ts >= latest.saturating_sub(horizon) {
+            // Out of order, within the horizon: nothing before `at` was dropped.
+            times.insert(at, r.ts);
         }
         false
     }
@@ -729,6 +737,75 @@ timezone = "Europe/Berlin"
             (12, 1, 10, 1)
         );
         assert_eq!(s.received, s.produced + s.quarantined + s.duplicates);
+    }
+
+    #[test]
+    fn duplicates_match_a_set_of_the_times_within_the_horizon_on_random_input() {
+        // Mostly in order, with re-sent and late readings, against the rule kept plainly: a
+        // set of the times at or after (latest - horizon), as of each reading.
+        let horizon = 10_000i64;
+        let mut c = Cleaner::new(CleanConfig {
+            dedupe_horizon: Some(HumanDuration(Duration::from_millis(horizon as u64))),
+            ..CleanConfig::default()
+        })
+        .unwrap();
+        let mut model: HashMap<&str, (i64, std::collections::BTreeSet<i64>)> = HashMap::new();
+        let mut rng = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = || {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            rng
+        };
+        let mut clock = [0i64; 3];
+        let mut sent: [Vec<i64>; 3] = Default::default();
+        let (mut dups, mut late) = (0, 0);
+        for _ in 0..200_000 {
+            let k = (next() % 3) as usize;
+            let series = ["a", "b", "c"][k];
+            let ts = match next() % 10 {
+                // A reading re-sent: one of the last 64 of the series (some beyond the horizon).
+                0 if !sent[k].is_empty() => {
+                    let back = (next() as usize % 64).min(sent[k].len() - 1);
+                    sent[k][sent[k].len() - 1 - back]
+                }
+                1 => clock[k] - (next() % 15_000) as i64, // late, maybe within the horizon
+                _ => {
+                    clock[k] += (next() % 700) as i64;
+                    sent[k].push(clock[k]);
+                    clock[k]
+                }
+            };
+            let (latest, times) = model
+                .entry(series)
+                .or_insert((i64::MIN, Default::default()));
+            let want_dup = times.contains(&ts);
+            if !want_dup {
+                if ts > *latest {
+                    *latest = ts;
+                    *times = times.split_off(&(ts - horizon));
+                }
+                if ts >= *latest - horizon {
+                    times.insert(ts);
+                }
+            }
+            let out = c.clean(
+                "s",
+                b"",
+                Ok(cand(
+                    series,
+                    RawTime::Millis(ts),
+                    vec![("x", RawValue::Number(1.0), None)],
+                )),
+            );
+            assert_eq!(out == Outcome::Duplicate, want_dup, "{series} at {ts}");
+            dups += usize::from(want_dup);
+            late += usize::from(!want_dup && ts < *latest);
+        }
+        assert!(
+            dups > 1_000 && late > 1_000,
+            "{dups} duplicates, {late} late"
+        );
     }
 
     #[test]
