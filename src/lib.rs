@@ -40,3 +40,18 @@ pub(crate) fn prefetch<T>(p: *const T) {
     #[cfg(not(target_arch = "x86_64"))]
     let _ = p;
 }
+
+/// Helpers shared by the library's unit tests.
+#[cfg(test)]
+pub(crate) mod testing {
+    /// A deterministic xorshift64 generator seeded with `seed` (non-zero): reproducible
+    /// random input for property tests, without a dependency.
+    pub(crate) fn xorshift(mut seed: u64) -> impl FnMut() -> u64 {
+        move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        }
+    }
+}

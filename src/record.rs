@@ -815,11 +815,9 @@ mod tests {
 
     #[test]
     fn tiny_key_is_the_zero_padded_bytes_and_the_length() {
-        let mut rng = 0x2545_f491_4f6c_dd1du64;
+        let mut next = crate::testing::xorshift(0x2545_f491_4f6c_dd1d);
         for _ in 0..20_000 {
-            rng ^= rng << 13;
-            rng ^= rng >> 7;
-            rng ^= rng << 17;
+            let rng = next();
             let n = (rng % 8) as usize;
             let bytes: Vec<u8> = (0..n).map(|i| (rng >> (8 * i)) as u8).collect();
             let mut want = [0u8; 8];
@@ -865,13 +863,7 @@ mod tests {
         // Values of every text length zmij produces (1 to 24 bytes) and integers of 1 to 20
         // digits, appended after prefixes of every length into vectors that are full, nearly
         // full or roomy, so the fixed-size copies meet every border.
-        let mut rng = 0x9e37_79b9_7f4a_7c15u64;
-        let mut next = || {
-            rng ^= rng << 13;
-            rng ^= rng >> 7;
-            rng ^= rng << 17;
-            rng
-        };
+        let mut next = crate::testing::xorshift(0x9e37_79b9_7f4a_7c15);
         let mut floats = vec![
             0.0,
             -0.0,
