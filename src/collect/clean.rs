@@ -253,17 +253,6 @@ pub fn convert(v: f64, from: &str, to: &str) -> Result<f64, String> {
 /// Seconds below this, milliseconds above.
 const SECONDS_BELOW: f64 = 1e11;
 
-/// A text time that is neither a number nor RFC 3339, read with the configured pattern and
-/// zone (`prev`: the series' latest reading, for a repeated hour).
-fn local_time(
-    s: &str,
-    cfg: &CleanConfig,
-    prev: Option<EventTime>,
-) -> Option<Result<EventTime, String>> {
-    let fmt = cfg.time_format.as_ref()?;
-    Some(parse_time_after(s, fmt, &cfg.timezone, prev))
-}
-
 fn event_time(t: &RawTime) -> Result<EventTime, String> {
     let from_number = |n: f64| -> Result<EventTime, String> {
         if !n.is_finite() || !(0.0..=1e16).contains(&n) {
@@ -378,15 +367,15 @@ impl Cleaner {
             .ok_or("missing series id")?;
         let series = self.interner.intern(series.trim());
         let time = c.time.as_ref().ok_or("missing time")?;
-        let ts = match event_time(time) {
-            Ok(ts) => ts,
-            Err(why) => match time {
-                RawTime::Text(t) => {
-                    let prev = self.seen.get(&series).map(|(latest, _)| *latest);
-                    local_time(t.trim(), &self.cfg, prev).unwrap_or(Err(why))?
-                }
-                _ => return Err(why),
-            },
+        // A text time that is neither a number nor RFC 3339 is read with the configured
+        // pattern and zone, a repeated hour resolved by the series' latest reading.
+        let ts = match (event_time(time), time, &self.cfg.time_format) {
+            (Ok(ts), _, _) => ts,
+            (Err(_), RawTime::Text(t), Some(fmt)) => {
+                let prev = self.seen.get(&series).map(|(latest, _)| *latest);
+                parse_time_after(t.trim(), fmt, &self.cfg.timezone, prev)?
+            }
+            (Err(why), _, _) => return Err(why),
         };
         if c.values.is_empty() {
             return Err("no values".into());
@@ -750,13 +739,7 @@ timezone = "Europe/Berlin"
         })
         .unwrap();
         let mut model: HashMap<&str, (i64, std::collections::BTreeSet<i64>)> = HashMap::new();
-        let mut rng = 0x9e37_79b9_7f4a_7c15u64;
-        let mut next = || {
-            rng ^= rng << 13;
-            rng ^= rng >> 7;
-            rng ^= rng << 17;
-            rng
-        };
+        let mut next = crate::testing::xorshift(0x9e37_79b9_7f4a_7c15);
         let mut clock = [0i64; 3];
         let mut sent: [Vec<i64>; 3] = Default::default();
         let (mut dups, mut late) = (0, 0);

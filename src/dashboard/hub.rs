@@ -1344,7 +1344,7 @@ impl Hub {
             // A series waiting for a place: known, with no points yet.
             let id = Self::id_of(&s, key)?;
             return Some(History {
-                key: series_key(&id.0, &id.1),
+                key: key.into(),
                 series: id.0,
                 field: id.1,
                 points: Vec::new(),

@@ -86,6 +86,23 @@ impl PartialEq for NamedZone {
     }
 }
 
+impl NamedZone {
+    /// The offsets the zone gives a local time (ms since the local epoch): one, a gap or a
+    /// fold; None outside the years the tz database covers.
+    fn offsets(&self, local: EventTime) -> Option<jiff::tz::AmbiguousOffset> {
+        let dt = jiff::Timestamp::from_millisecond(local)
+            .ok()?
+            .to_zoned(jiff::tz::TimeZone::UTC)
+            .datetime();
+        Some(self.tz.to_ambiguous_timestamp(dt).offset())
+    }
+}
+
+/// The UTC instant of a local time (ms since the local epoch) at `offset`.
+fn at_offset(local: EventTime, offset: jiff::tz::Offset) -> EventTime {
+    local - i64::from(offset.seconds()) * 1000
+}
+
 /// `-05:00` for an offset in seconds.
 fn offset_text(seconds: i32) -> String {
     let sign = if seconds < 0 { '-' } else { '+' };
@@ -148,22 +165,14 @@ impl Zone {
             Zone::Fixed(offset_ms) => return Ok(naive - offset_ms),
             Zone::Named(z) => z,
         };
-        use chrono::{Datelike, Timelike};
-        let out_of_range =
-            || format!("local time {local} is outside the years the tz database covers");
-        let dt = jiff::civil::DateTime::new(
-            i16::try_from(local.year()).map_err(|_| out_of_range())?,
-            local.month() as i8,
-            local.day() as i8,
-            local.hour() as i8,
-            local.minute() as i8,
-            local.second().min(59) as i8,
-            local.nanosecond().min(999_999_999) as i32,
-        )
-        .map_err(|_| out_of_range())?;
-        let at = |offset: jiff::tz::Offset| naive - i64::from(offset.seconds()) * 1000;
+        let Some(offsets) = z.offsets(naive) else {
+            return Err(format!(
+                "local time {local} is outside the years the tz database covers"
+            ));
+        };
+        let at = |offset| at_offset(naive, offset);
         use jiff::tz::AmbiguousOffset;
-        match z.tz.to_ambiguous_timestamp(dt).offset() {
+        match offsets {
             AmbiguousOffset::Unambiguous { offset } => Ok(at(offset)),
             AmbiguousOffset::Gap { before, after } => Err(format!(
                 "local time {local} does not exist in {}: the clocks moved forward from {} to {} (daylight saving)",
@@ -206,15 +215,12 @@ impl Zone {
             Zone::Fixed(offset_ms) => return local - offset_ms,
             Zone::Named(z) => z,
         };
-        let Some(dt) = jiff::Timestamp::from_millisecond(local)
-            .ok()
-            .map(|t| t.to_zoned(jiff::tz::TimeZone::UTC).datetime())
-        else {
+        let Some(offsets) = z.offsets(local) else {
             return local; // outside jiff's years: no zone rules there
         };
-        let at = |offset: jiff::tz::Offset| local - i64::from(offset.seconds()) * 1000;
+        let at = |offset| at_offset(local, offset);
         use jiff::tz::AmbiguousOffset;
-        match z.tz.to_ambiguous_timestamp(dt).offset() {
+        match offsets {
             AmbiguousOffset::Unambiguous { offset } => at(offset),
             AmbiguousOffset::Gap { before, .. } => at(before),
             AmbiguousOffset::Fold { before, after } => at(before).min(at(after)),
