@@ -113,6 +113,8 @@ values = [{ column = "temp" }, { column = "pressure" }]
         (p.received, p.produced, p.duplicates, p.quarantined),
         (9, 3, 1, 5)
     );
+    // Two series remembered for duplicates (none silent for a day, so none forgotten).
+    assert_eq!((p.series, p.forgotten, s.series), (2, 0, 1));
     let plant = read_topic(&kafka, "plant");
     let mut keys: Vec<(String, i64)> = plant
         .iter()
@@ -251,6 +253,14 @@ fn the_demo_runs_collectors_and_shows_their_counters_on_metrics_and_the_overview
     let found = loop {
         if let Some(m) = http_get(&addr, "/metrics") {
             if m.contains(&want) {
+                // One series, remembered for duplicates: a gauge.
+                assert!(
+                    m.contains("# TYPE streamgauge_collector_series gauge\n")
+                        && m.contains(
+                            "streamgauge_collector_series{collector=\"seattle\",kind=\"file\"} 1\n"
+                        ),
+                    "{m}"
+                );
                 break true;
             }
             last = m;

@@ -475,3 +475,101 @@ fn a_restarted_collector_receives_what_was_published_while_it_was_away() {
         drop(pump);
     }
 }
+
+/// Sensors that stop publishing are forgotten after `forget_after` of wall-clock time, so a
+/// collector's memory follows the series alive now, not every series ever seen; a forgotten
+/// sensor that comes back starts afresh (a re-send of its old reading is produced again).
+#[test]
+fn sensors_that_stop_publishing_are_forgotten_after_forget_after() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (_mosq, port) = mosquitto(tmp.path());
+    let broker = EmbeddedBroker::start(1).unwrap();
+    let kafka = ClientSettings::new(broker.bootstrap());
+    broker.create_topic("churn", 1).unwrap();
+    broker.create_topic("churn.quarantine", 1).unwrap();
+    let cfg: collect::mqtt::MqttConfig = toml::from_str(&format!(
+        r#"
+name = "churn"
+broker = "127.0.0.1:{port}"
+topics = ["c/#"]
+qos = 1
+kafka_topic = "churn"
+series_field = "id"
+time_field = "t"
+
+[clean]
+forget_after = "1s"
+"#
+    ))
+    .unwrap();
+    let running = collect::start(
+        &Collectors {
+            mqtt: vec![cfg],
+            ..Default::default()
+        },
+        &kafka,
+    )
+    .unwrap();
+    let counters = running.counters[0].1.clone();
+    let mut opts = rumqttc::MqttOptions::new("churn-publisher", "127.0.0.1", port);
+    opts.set_keep_alive(Duration::from_secs(5));
+    let (client, mut conn) = rumqttc::Client::new(opts, 1000);
+    let pump = std::thread::spawn(move || for _ in conn.iter() {});
+    let qos = rumqttc::QoS::AtLeastOnce;
+    let publish = |id: &str, t: u64| {
+        let p = format!(r#"{{"id":"{id}","t":{t},"v":1}}"#);
+        client.publish("c/x", qos, false, p).unwrap();
+    };
+    let wait_received = |n: u64| {
+        let t0 = Instant::now();
+        while counters.snapshot().received < n {
+            assert!(
+                t0.elapsed() < Duration::from_secs(20),
+                "{:?}",
+                counters.snapshot()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    // Until subscribed: "keep" readings.
+    let t = 1_700_000_000_000u64;
+    let mut k = 0;
+    let t0 = Instant::now();
+    while counters.snapshot().received == 0 {
+        assert!(t0.elapsed() < Duration::from_secs(20), "not subscribed");
+        publish("keep", t + k);
+        k += 1;
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let base = counters.snapshot().received;
+    // 50 sensors report once, then stop.
+    for i in 0..50 {
+        publish(&format!("gone-{i}"), t);
+    }
+    wait_received(base + 50);
+    assert_eq!(counters.snapshot().series, 51);
+    // "keep" goes on for 2 s; the others are silent. They go within 1.25 s, at a record.
+    let keep0 = counters.snapshot().received;
+    for _ in 0..100 {
+        publish("keep", t + k);
+        k += 1;
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    wait_received(keep0 + 100);
+    let s = counters.snapshot();
+    assert_eq!((s.series, s.forgotten), (1, 50), "{s:?}");
+    // A forgotten sensor comes back with its old reading: produced again, and remembered.
+    publish("gone-3", t);
+    publish("gone-3", t);
+    wait_received(keep0 + 102);
+    drop(client);
+    drop(pump);
+    let s = running.stop().pop().unwrap().1.unwrap();
+    assert_eq!((s.duplicates, s.series, s.forgotten), (1, 2, 50), "{s:?}");
+    let gone3 = read_topic(&kafka, "churn")
+        .into_iter()
+        .filter(|(key, _)| key == "gone-3")
+        .count();
+    assert_eq!(gone3, 2);
+}

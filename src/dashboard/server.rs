@@ -385,7 +385,7 @@ pub fn prometheus(hub: &Hub) -> String {
         }
     }
     type GetC = fn(&crate::collect::clean::CounterSnapshot) -> u64;
-    let collector_counters: [(&str, &str, GetC); 5] = [
+    let collector_counters: [(&str, &str, GetC); 7] = [
         (
             "received",
             "Records a collector received from its source.",
@@ -411,11 +411,25 @@ pub fn prometheus(hub: &Hub) -> String {
             "Failures of a collector's source (failed polls, lost connections).",
             |c| c.source_errors,
         ),
+        (
+            "forgotten",
+            "Series a collector forgot after forget_after without a reading.",
+            |c| c.forgotten,
+        ),
+        (
+            "series",
+            "Series a collector remembers now (for duplicates).",
+            |c| c.series,
+        ),
     ];
     if !o.collectors.is_empty() {
         for (what, help, get) in collector_counters {
-            let name = format!("streamgauge_collector_{what}_total");
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+            let (name, kind) = if what == "series" {
+                (format!("streamgauge_collector_{what}"), "gauge")
+            } else {
+                (format!("streamgauge_collector_{what}_total"), "counter")
+            };
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
             for c in &o.collectors {
                 let _ = writeln!(
                     out,
