@@ -197,6 +197,13 @@ impl Settings {
                 })?;
             }
         }
+        if let Ok(v) = std::env::var("STREAMGAUGE_WINDOW_ZONE") {
+            s.window_zone =
+                crate::dataset::timefmt::Zone::parse(&v).map_err(|why| ConfigError::Env {
+                    var: "STREAMGAUGE_WINDOW_ZONE",
+                    why,
+                })?;
+        }
         if let Ok(v) = std::env::var("STREAMGAUGE_STATE_TTL") {
             let env = |why: String| ConfigError::Env {
                 var: "STREAMGAUGE_STATE_TTL",

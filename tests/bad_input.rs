@@ -138,6 +138,31 @@ fn malformed_kafka_messages_are_quarantined_and_the_rest_flows() {
     );
 }
 
+#[test]
+fn the_window_zone_comes_from_the_environment_and_a_bad_one_is_named() {
+    let run = |zone: &str, args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_streamgauge"))
+            .args(args)
+            .env("STREAMGAUGE_WINDOW_ZONE", zone)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        (out.status.code().unwrap_or(-1), err)
+    };
+    let args = ["run", "series_stats", "--dataset", "nab", "--window", "30m"];
+    // Applied: a half-hour window is refused in a zone with daylight saving ...
+    let (code, err) = run("America/Chicago", &args);
+    assert_ne!(code, 0);
+    assert!(err.contains("whole hours that divide a day"), "{err}");
+    // ... and a misspelt zone names the variable.
+    let (code, err) = run("America/Chicgo", &args);
+    assert_ne!(code, 0);
+    assert!(
+        err.contains("STREAMGAUGE_WINDOW_ZONE") && err.contains("not in the tz database"),
+        "{err}"
+    );
+}
+
 fn cli(args: &[&str]) -> (i32, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_streamgauge"))
         .args(args)

@@ -245,7 +245,7 @@ pub struct RunArgs {
     /// The clock tumbling windows follow: UTC (default), a fixed offset (+10:00: days from
     /// local midnight) or a tz database zone (America/Chicago: daily windows from local
     /// midnight, 23 or 25 hours long across daylight saving; widths of whole hours that
-    /// divide a day, or whole days).
+    /// divide a day, or whole days). Also `window_zone` in --config, or STREAMGAUGE_WINDOW_ZONE.
     #[arg(long, value_name = "ZONE", value_parser = zone_arg)]
     pub window_zone: Option<Zone>,
     /// Count-window length in readings, for dataflows with count windows (zscore).
