@@ -7,6 +7,7 @@
 pub mod anomaly;
 pub mod sensor_outliers;
 pub mod series_stats;
+pub mod sessions;
 pub mod stock_forecast;
 pub mod trend;
 pub mod zscore;
@@ -51,6 +52,8 @@ pub struct Params {
     pub top_every: EventTime,
     /// Forecast horizon in readings (`--horizon`, default 5).
     pub horizon: usize,
+    /// How `sessions` cuts session windows (`--gap`, `--above`, `--below`).
+    pub sessions: sessions::SessionParams,
     /// Reference table joined with results (`--reference`), see `engine::reference`.
     pub reference: Option<std::path::PathBuf>,
     /// How rolling medians and MADs are computed (`--quantiles`, default exact).
@@ -98,6 +101,7 @@ pub static REGISTRY: &[&dyn Dataflow] = &[
     &stock_forecast::StockForecast,
     &trend::TrendFlow,
     &anomaly::Anomaly,
+    &sessions::SessionsFlow,
 ];
 
 /// Looks a dataflow up by name.
@@ -164,6 +168,7 @@ mod tests {
     fn rows_written_by_hand_read_back_as_serde_writes_them() {
         use super::anomaly::ScoreRow;
         use super::sensor_outliers::{ForecastPath, OutlierRow};
+        use super::sessions::SessionRow;
         use super::trend::TrendRow;
         use super::zscore::ZRow;
         let mut rng = SplitMix64(11);
@@ -200,6 +205,17 @@ mod tests {
                 field,
                 issued_ts: -(i as i64),
                 steps,
+            });
+            check(&SessionRow {
+                series,
+                field,
+                start: ts,
+                end: ts.wrapping_add(i as i64),
+                count: i as u64,
+                mean: f(),
+                min: f(),
+                max: f(),
+                std: f(),
             });
             check(&ScoreRow {
                 series,

@@ -277,6 +277,29 @@ impl<V> SymMap<V> {
         }
     }
 
+    /// The value of `key` to change, if present.
+    pub fn get_mut(&mut self, key: Sym) -> Option<&mut V> {
+        match self.slots.get(key.index as usize) {
+            Some(&s) if s > 0 => Some(&mut self.entries[s as usize - 1].1),
+            _ => None,
+        }
+    }
+
+    /// Removes `key`'s entry and returns its value; the last entry takes its place (so
+    /// [`iter`](Self::iter) is in insertion order only while nothing was removed). O(1).
+    pub fn remove(&mut self, key: Sym) -> Option<V> {
+        let s = *self.slots.get(key.index as usize)? as usize;
+        if s == 0 {
+            return None;
+        }
+        self.slots[key.index as usize] = 0;
+        let (_, v) = self.entries.swap_remove(s - 1);
+        if let Some((moved, _)) = self.entries.get(s - 1) {
+            self.slots[moved.index as usize] = s as u32;
+        }
+        Some(v)
+    }
+
     /// Hints that `key` is looked up soon: prefetches its entry (when present) so that the
     /// lookup a few readings later finds it in cache. Operators call it some readings ahead.
     #[inline]
@@ -419,6 +442,40 @@ mod tests {
             assert!(m.is_empty() && m.get(Sym::new("k1")).is_none());
             oracle.clear();
             order.clear();
+        }
+    }
+
+    #[test]
+    fn sym_map_remove_and_get_mut_agree_with_a_hash_map() {
+        let mut m: SymMap<u64> = SymMap::default();
+        let mut oracle: std::collections::HashMap<String, u64> = Default::default();
+        let mut next = crate::testing::xorshift(7);
+        for step in 0..50_000u64 {
+            let k = format!("r{}", next() % 700);
+            match next() % 3 {
+                0 => assert_eq!(m.remove(Sym::new(&k)), oracle.remove(&k), "{k}"),
+                1 => {
+                    if let Some(v) = m.get_mut(Sym::new(&k)) {
+                        *v += step;
+                    }
+                    if let Some(v) = oracle.get_mut(&k) {
+                        *v += step;
+                    }
+                }
+                _ => {
+                    *m.get_or_insert_with(Sym::new(&k), || 0) += 1;
+                    *oracle.entry(k).or_default() += 1;
+                }
+            }
+            if step % 5_000 == 0 {
+                assert_eq!(m.len(), oracle.len());
+                for (k, v) in &oracle {
+                    assert_eq!(m.get(Sym::new(k)), Some(v), "{k}");
+                }
+                for (k, v) in m.iter() {
+                    assert_eq!(oracle.get(k.as_str()), Some(v), "{k:?}");
+                }
+            }
         }
     }
 

@@ -281,6 +281,23 @@ fn bad_flags_and_missing_data_exit_with_a_message_that_says_what_to_fix() {
             &["--param", "ALHPA", "names no detector parameter"],
         ),
         (
+            &["run", "sessions", "--dataset", "nab", "--gap", "0s"],
+            &["--gap", "at least 1ms", "30s"],
+        ),
+        (
+            &[
+                "run",
+                "sessions",
+                "--dataset",
+                "nab",
+                "--above",
+                "5",
+                "--below",
+                "-3",
+            ],
+            &["--above 5 --below -3", "give a band"],
+        ),
+        (
             &["run", "zscore", "--dataset", "nab", "--state-ttl", "0s"],
             &["--state-ttl", "at least 1ms", "1h"],
         ),

@@ -264,6 +264,18 @@ pub struct RunArgs {
     /// Forecast horizon in readings (stock_forecast forecasts 1 and this many steps ahead).
     #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=1000))]
     pub horizon: u32,
+    /// Readings at most this far apart in event time are one session (sessions; e.g. 30s,
+    /// 5m; at least 1ms).
+    #[arg(long, value_name = "DURATION", default_value = "1m")]
+    pub gap: HumanDuration,
+    /// Only values above this take part in sessions, and one at or below it ends the open
+    /// session (sessions: excursions over a limit).
+    #[arg(long, value_name = "X", allow_negative_numbers = true)]
+    pub above: Option<f64>,
+    /// Only values below this take part in sessions, and one at or above it ends the open
+    /// session (sessions; with --above, a band).
+    #[arg(long, value_name = "X", allow_negative_numbers = true)]
+    pub below: Option<f64>,
     /// Reference table `series,location,unit[,valid_from]` joined with results (sensor_outliers).
     #[arg(long, value_name = "FILE")]
     pub reference: Option<PathBuf>,
@@ -1244,6 +1256,11 @@ pub fn run_dataflow(a: RunArgs, settings: &Settings) -> Result<engine::RunReport
         top: a.top as usize,
         top_every: a.top_every.0,
         horizon: a.horizon as usize,
+        sessions: crate::dataflows::sessions::SessionParams {
+            gap_ms: i64::try_from(a.gap.0.as_millis()).unwrap_or(i64::MAX),
+            above: a.above,
+            below: a.below,
+        },
         reference: a.reference.clone(),
         quantiles: a.quantiles,
         detector,

@@ -122,6 +122,8 @@ pub struct RunSpec {
     pub top_every: Duration,
     /// Forecast horizon in readings (`--horizon`).
     pub horizon: usize,
+    /// How `sessions` cuts session windows (`--gap`, `--above`, `--below`).
+    pub sessions: crate::dataflows::sessions::SessionParams,
     /// Reference table for joins (`--reference`).
     pub reference: Option<PathBuf>,
     /// Exact or sketched rolling quantiles (`--quantiles`).
@@ -174,6 +176,7 @@ impl RunSpec {
             top: 10,
             top_every: Duration::from_secs(1),
             horizon: 5,
+            sessions: Default::default(),
             quantiles: crate::dataflows::Quantiles::Exact,
             detector: crate::analytics::detector::DetectorParams::default(),
             state_ttl: None,
@@ -258,6 +261,7 @@ pub fn run(spec: RunSpec) -> Result<RunReport, EngineError> {
     crate::analytics::window::LocalTumbling::new(width, spec.window_zone.clone()).map_err(
         |why| EngineError::Param(format!("--window {width} ms with --window-zone: {why}")),
     )?;
+    spec.sessions.check().map_err(EngineError::Param)?;
     let config = spec.cluster.to_timely()?;
     if let Input::Kafka(k) = &spec.input {
         preflight(k)?;
@@ -325,6 +329,7 @@ pub fn run(spec: RunSpec) -> Result<RunReport, EngineError> {
             .unwrap_or(EventTime::MAX)
             .max(1),
         horizon: spec.horizon,
+        sessions: spec.sessions,
         reference: spec.reference.clone(),
         quantiles: spec.quantiles,
         detector: spec.detector.clone(),
