@@ -18,6 +18,7 @@ use streamgauge::analytics::rolling::{CountWindow, Extent, Rolling};
 use streamgauge::analytics::sketch::DEFAULT_BITS;
 use streamgauge::analytics::tail::{PeaksOverThreshold, TailParams};
 use streamgauge::analytics::trend::{Crossover, Trend};
+use streamgauge::analytics::window::{PaneQueue, WindowStats};
 use streamgauge::dataset::generate::SplitMix64;
 
 const SIZES: [usize; 5] = [100, 1_000, 10_000, 100_000, 1_000_000];
@@ -122,6 +123,21 @@ fn bench(c: &mut Criterion) {
         |n: usize| Crossover::new((n / 5).max(2), n),
         |k: &mut Crossover, t, x| {
             black_box(k.push(t, x));
+        }
+    );
+    group!(
+        "pane_queue",
+        // A sliding window of n panes (hopping windows of `series_stats`): push the newest
+        // pane, drop the oldest, read the window's summary.
+        |n: usize| (PaneQueue::default(), n),
+        |k: &mut (PaneQueue, usize), t, x| {
+            let mut pane = WindowStats::default();
+            pane.update(x);
+            k.0.push(t, pane);
+            if k.0.len() > k.1 {
+                k.0.pop();
+            }
+            black_box(k.0.total());
         }
     );
     group!(

@@ -42,6 +42,8 @@ pub struct Params {
     pub window: Duration,
     /// Zone whose local clock tumbling windows follow (`--window-zone`).
     pub window_zone: crate::dataset::timefmt::Zone,
+    /// Hop between window ends (`--slide`; `None`, or the window itself: tumbling).
+    pub slide: Option<Duration>,
     /// Count windows, in readings (`--readings`, default 100).
     pub readings: usize,
     /// Alert threshold (`--threshold`, default 4): |z| for `zscore` and `sensor_outliers`.

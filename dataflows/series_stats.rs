@@ -1,11 +1,18 @@
 //! `series_stats`: per series and value, tumbling event-time windows (`--window`, default
 //! 10 s) with count, mean, min, max and population standard deviation, emitted once, when the
-//! input frontier passes the window's end.
+//! input frontier passes the window's end. With `--slide` shorter than the window, the
+//! windows hop: one ends every slide, each `--window` long, so a reading is in
+//! window / slide of them.
 //!
 //! State: one [`WindowStats`] (five numbers) per series, value and open window; a window is
 //! open from its first reading until the frontier passes its end (at most
-//! `lateness / window + 2` windows per series in a steady stream). Late data never reaches
-//! this operator: the source sends it to the `late` output.
+//! `lateness / window + 2` windows per series in a steady stream). Hopping windows keep the
+//! same per *pane* (a slide's worth of readings), O(1) per reading; complete panes queue per
+//! series and value in a [`PaneQueue`], whose merge is a window's summary in O(1) amortized
+//! (two stacks, no subtraction), so neither a reading nor a row costs more as window / slide
+//! grows; a pane is dropped once the last window that holds it is out (window / slide + 1
+//! panes per series and value, plus those the lateness keeps open). Late data never reaches this operator: the source sends it to the
+//! `late` output.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
@@ -17,7 +24,7 @@ use timely::dataflow::operators::Capability;
 use timely::dataflow::Stream;
 
 use super::{Dataflow, Outputs, Params};
-use crate::analytics::window::{LocalTumbling, Tumbling, WindowStats};
+use crate::analytics::window::{LocalTumbling, PaneQueue, Tumbling, WindowStats};
 use crate::dataset::timefmt::Zone;
 use crate::engine::output::{push_csv_field, Row};
 use crate::record::{push_short, repeat_text, write_f64, write_i64, EventTime, Reading, Sym};
@@ -148,6 +155,18 @@ impl Dataflow for SeriesStats {
         let tumbling = Tumbling {
             width_ms: (params.window.as_millis() as i64).max(1),
         };
+        if let Some(slide) = params.slide.filter(|s| *s < params.window) {
+            let slide_ms = (slide.as_millis() as i64).max(1);
+            let stats = hopping(
+                input,
+                tumbling.width_ms,
+                slide_ms,
+                params.window_zone.clone(),
+                params.metrics.clone(),
+            );
+            outputs.add("series_stats", stats, true);
+            return;
+        }
         // Windows on a local clock (`--window-zone`); None keeps the UTC path as it was. The
         // width was checked against the zone before the run started.
         let local = (params.window_zone != Zone::default())
@@ -237,4 +256,155 @@ impl Dataflow for SeriesStats {
         );
         outputs.add("series_stats", stats, true);
     }
+}
+
+/// Checks `--slide` against `--window` (and the zone the windows follow); the error says
+/// what to give.
+pub fn check_slide(window_ms: i64, slide_ms: i64, zone: &Zone) -> Result<(), String> {
+    if slide_ms < 1 || slide_ms > window_ms || window_ms % slide_ms != 0 {
+        return Err(format!(
+            "--slide {slide_ms} ms with --window {window_ms} ms: the slide must divide the \
+             window (e.g. --window 1m --slide 10s)"
+        ));
+    }
+    LocalTumbling::new(slide_ms, zone.clone())
+        .map(|_| ())
+        .map_err(|why| format!("--slide {slide_ms} ms with --window-zone: {why}"))
+}
+
+/// Hopping windows: `width_ms` long, one ending every `slide_ms` on the zone's local clock
+/// (the slide divides the width; see [`check_slide`]). Readings go into the open pane of
+/// their slide (keyed by its local end); when the frontier passes a window's end, the panes
+/// up to it are complete and move, per series and value, onto a [`PaneQueue`], which drops
+/// the panes older than the window and gives the window's summary in O(1) amortized. So a
+/// reading costs O(1) and a row O(1), whatever window / slide is. The operator holds one
+/// capability, at the next window that has data.
+fn hopping<'s>(
+    input: Stream<'s, EventTime, Vec<Reading>>,
+    width_ms: i64,
+    slide_ms: i64,
+    zone: Zone,
+    metrics: std::sync::Arc<crate::engine::Metrics>,
+) -> Stream<'s, EventTime, Vec<WindowRow>> {
+    type Queues = smallvec::SmallVec<[(Sym, PaneQueue); 1]>;
+    // Local pane end of a reading, and the UTC instant of a local boundary.
+    let pane_end = {
+        let zone = zone.clone();
+        move |ts: EventTime| zone.local_ms(ts).div_euclid(slide_ms) * slide_ms + slide_ms
+    };
+    let utc = move |local: EventTime| zone.earliest_utc(local);
+    input.unary_frontier::<CapacityContainerBuilder<Vec<WindowRow>>, _, _, _>(
+        crate::engine::route::by_series(),
+        "series_stats",
+        move |_cap, _info| {
+            // Panes still taking readings, by local end.
+            let mut open: BTreeMap<EventTime, SymMap<Fields>> = BTreeMap::new();
+            // Complete panes of the windows still to come, per series and value.
+            let mut queues: SymMap<Queues> = SymMap::default();
+            // The next window to emit: its capability and its local end.
+            let mut next: Option<(Capability<EventTime>, EventTime)> = None;
+            move |(input, frontier), output| {
+                let mut opened = 0i64;
+                input.for_each(|cap, data| {
+                    for r in data.drain(..) {
+                        let end = pane_end(r.ts);
+                        // The first window holding this pane ends with it.
+                        if next.as_ref().is_none_or(|(_, e)| end < *e) {
+                            next = Some((cap.delayed(&utc(end), 0), end));
+                        }
+                        let fields = open
+                            .entry(end)
+                            .or_default()
+                            .get_or_insert_with(r.series, Fields::new);
+                        for (name, v) in &r.values {
+                            match fields.iter_mut().find(|(n, _)| n == name) {
+                                Some((_, st)) => st.update(*v),
+                                None => {
+                                    let mut st = WindowStats::default();
+                                    st.update(*v);
+                                    fields.push((*name, st));
+                                    opened += 1;
+                                }
+                            }
+                        }
+                    }
+                });
+                let mut closed = 0i64;
+                while let Some((cap, end)) = next.as_mut() {
+                    if frontier.less_equal(cap.time()) {
+                        break;
+                    }
+                    let end = *end;
+                    // The panes up to `end` are complete.
+                    while let Some(entry) = open.first_entry() {
+                        if *entry.key() > end {
+                            break;
+                        }
+                        let (key, mut pane) = entry.remove_entry();
+                        for (series, fields) in pane.drain() {
+                            let qs = queues.get_or_insert_with(series, Queues::new);
+                            for (name, st) in fields {
+                                match qs.iter_mut().find(|(n, _)| *n == name) {
+                                    Some((_, q)) => q.push(key, st),
+                                    None => {
+                                        let mut q = PaneQueue::default();
+                                        q.push(key, st);
+                                        qs.push((name, q));
+                                    }
+                                }
+                            }
+                        }
+                    }
+                    // The window (end - width, end]: drop older panes, emit the rest's merge.
+                    let (start_utc, end_utc) = (utc(end - width_ms), utc(end));
+                    let mut session = output.session(&*cap);
+                    queues.retain(|series, qs| {
+                        qs.retain(|(field, q)| {
+                            while q.oldest().is_some_and(|k| k <= end - width_ms) {
+                                q.pop();
+                                closed += 1;
+                            }
+                            if q.is_empty() {
+                                return false;
+                            }
+                            let st = q.total();
+                            session.give(WindowRow {
+                                series,
+                                field: *field,
+                                window_start: start_utc,
+                                window_end: end_utc,
+                                count: st.count,
+                                mean: st.mean,
+                                min: st.min,
+                                max: st.max,
+                                std: st.std(),
+                            });
+                            true
+                        });
+                        !qs.is_empty()
+                    });
+                    drop(session);
+                    // The next window with data: the next slide while panes are queued, else
+                    // the first open pane's.
+                    let e = match open.first_key_value() {
+                        _ if !queues.is_empty() => end + slide_ms,
+                        Some((&first, _)) => (end + slide_ms).max(first),
+                        None => {
+                            next = None;
+                            break;
+                        }
+                    };
+                    cap.downgrade(&utc(e));
+                    if let Some((_, at)) = next.as_mut() {
+                        *at = e;
+                    }
+                }
+                if opened != closed {
+                    metrics
+                        .open_windows
+                        .fetch_add(opened - closed, Ordering::Relaxed);
+                }
+            }
+        },
+    )
 }

@@ -281,6 +281,37 @@ fn bad_flags_and_missing_data_exit_with_a_message_that_says_what_to_fix() {
             &["--param", "ALHPA", "names no detector parameter"],
         ),
         (
+            &[
+                "run",
+                "series_stats",
+                "--dataset",
+                "nab",
+                "--window",
+                "10s",
+                "--slide",
+                "3s",
+            ],
+            &[
+                "--slide 3000 ms with --window 10000 ms",
+                "must divide the window",
+            ],
+        ),
+        (
+            &[
+                "run",
+                "series_stats",
+                "--dataset",
+                "nab",
+                "--window",
+                "1d",
+                "--slide",
+                "30m",
+                "--window-zone",
+                "Europe/Berlin",
+            ],
+            &["--slide 1800000 ms with --window-zone", "whole hours"],
+        ),
+        (
             &["run", "sessions", "--dataset", "nab", "--gap", "0s"],
             &["--gap", "at least 1ms", "30s"],
         ),

@@ -511,3 +511,79 @@ fn daily_windows_in_a_named_zone_follow_local_days_on_1_2_4_workers() {
         }
     }
 }
+
+/// The hopping-window oracle: every reading goes into each window `[e - width, e)` that holds
+/// it, `e` on the slide's grid of the local clock (`offset_ms` ahead of UTC), computed
+/// per window from scratch.
+fn hopping_oracle(
+    readings: &[streamgauge::record::Reading],
+    width: i64,
+    slide: i64,
+    offset_ms: i64,
+) -> std::collections::BTreeMap<WinKey, WinVal> {
+    let mut groups: std::collections::BTreeMap<WinKey, Vec<f64>> = Default::default();
+    for r in readings {
+        let local = r.ts + offset_ms;
+        let first_end = local.div_euclid(slide) * slide + slide;
+        for k in 0..width / slide {
+            let start_utc = first_end + k * slide - width - offset_ms;
+            assert!(start_utc <= r.ts && r.ts < start_utc + width);
+            for (f, v) in &r.values {
+                groups
+                    .entry((r.series.to_string(), f.to_string(), start_utc))
+                    .or_default()
+                    .push(*v);
+            }
+        }
+    }
+    groups
+        .into_iter()
+        .map(|(k, vs)| {
+            let s = streamgauge::analytics::window::batch_stats(&vs);
+            let std = (s.m2 / s.count as f64).sqrt();
+            (k, (s.count, s.mean, s.min, s.max, std))
+        })
+        .collect()
+}
+
+#[test]
+fn hopping_windows_match_a_batch_oracle_on_1_2_4_workers() {
+    // W1 (10,000 sensors, 300 s of event time), 1-minute windows every 10 s; then the same in
+    // a half-hour offset zone, where the panes and windows move with the local clock.
+    let dir = tempfile::tempdir().unwrap();
+    let (csv, readings) = w1_csv(dir.path(), 300_000, 5);
+    for (zone, offset_ms) in [("UTC", 0), ("+05:30", 19_800_000)] {
+        let want = hopping_oracle(&readings, 60_000, 10_000, offset_ms);
+        // Six windows per reading: far more windows than readings per sensor.
+        assert!(want.len() > 5 * 20_000, "{} windows", want.len());
+        for workers in [1, 2, 4] {
+            let out = dir.path().join(format!("hop{workers}{offset_ms}"));
+            let mut s = spec(
+                Input::Csv(csv.clone()),
+                workers,
+                Duration::from_secs(60),
+                &out,
+            );
+            s.slide = Some(Duration::from_secs(10));
+            s.window_zone = streamgauge::dataset::timefmt::Zone::parse(zone).unwrap();
+            let report = run_ok(s);
+            assert_eq!(report.metrics.late, 0);
+            assert_windows_eq(
+                &read_windows(&out),
+                &want,
+                &format!("hopping, {zone}, {workers} workers"),
+            );
+        }
+    }
+    // Readings far apart in time: the windows between them are skipped, not emitted empty.
+    let mut sparse = readings[..2_000].to_vec();
+    for r in &mut sparse[1_000..] {
+        r.ts += 3_600_000;
+    }
+    let want = hopping_oracle(&sparse, 60_000, 10_000, 0);
+    let out = dir.path().join("sparse");
+    let mut s = spec(Input::memory(sparse), 2, Duration::from_secs(60), &out);
+    s.slide = Some(Duration::from_secs(10));
+    run_ok(s);
+    assert_windows_eq(&read_windows(&out), &want, "sparse hopping");
+}

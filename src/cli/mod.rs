@@ -248,6 +248,10 @@ pub struct RunArgs {
     /// divide a day, or whole days). Also `window_zone` in --config, or STREAMGAUGE_WINDOW_ZONE.
     #[arg(long, value_name = "ZONE", value_parser = zone_arg)]
     pub window_zone: Option<Zone>,
+    /// Hopping windows: one --window-long window ends every SLIDE (e.g. --window 1m --slide
+    /// 10s; the slide must divide the window). Default: the window itself (tumbling).
+    #[arg(long, value_name = "DURATION")]
+    pub slide: Option<HumanDuration>,
     /// Count-window length in readings, for dataflows with count windows (zscore).
     #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..))]
     pub readings: u32,
@@ -1251,6 +1255,7 @@ pub fn run_dataflow(a: RunArgs, settings: &Settings) -> Result<engine::RunReport
             .window_zone
             .clone()
             .unwrap_or_else(|| settings.window_zone.clone()),
+        slide: a.slide.map(|d| d.0),
         readings: a.readings as usize,
         threshold: a.threshold,
         top: a.top as usize,

@@ -122,6 +122,9 @@ pub struct RunSpec {
     pub top_every: Duration,
     /// Forecast horizon in readings (`--horizon`).
     pub horizon: usize,
+    /// Hop between window ends (`--slide`; `None`: tumbling windows). It must divide the
+    /// window.
+    pub slide: Option<Duration>,
     /// How `sessions` cuts session windows (`--gap`, `--above`, `--below`).
     pub sessions: crate::dataflows::sessions::SessionParams,
     /// Reference table for joins (`--reference`).
@@ -177,6 +180,7 @@ impl RunSpec {
             top_every: Duration::from_secs(1),
             horizon: 5,
             sessions: Default::default(),
+            slide: None,
             quantiles: crate::dataflows::Quantiles::Exact,
             detector: crate::analytics::detector::DetectorParams::default(),
             state_ttl: None,
@@ -258,9 +262,20 @@ fn preflight(k: &KafkaInput) -> Result<(), EngineError> {
 pub fn run(spec: RunSpec) -> Result<RunReport, EngineError> {
     let dataflow = dataflows::find(&spec.dataflow)?;
     let width = i64::try_from(spec.window.as_millis()).unwrap_or(i64::MAX);
-    crate::analytics::window::LocalTumbling::new(width, spec.window_zone.clone()).map_err(
-        |why| EngineError::Param(format!("--window {width} ms with --window-zone: {why}")),
-    )?;
+    match spec.slide {
+        // Hopping windows: their panes are what must fit the zone.
+        Some(slide) => crate::dataflows::series_stats::check_slide(
+            width,
+            i64::try_from(slide.as_millis()).unwrap_or(i64::MAX),
+            &spec.window_zone,
+        )
+        .map_err(EngineError::Param)?,
+        None => crate::analytics::window::LocalTumbling::new(width, spec.window_zone.clone())
+            .map(|_| ())
+            .map_err(|why| {
+                EngineError::Param(format!("--window {width} ms with --window-zone: {why}"))
+            })?,
+    }
     spec.sessions.check().map_err(EngineError::Param)?;
     let config = spec.cluster.to_timely()?;
     if let Input::Kafka(k) = &spec.input {
@@ -322,6 +337,7 @@ pub fn run(spec: RunSpec) -> Result<RunReport, EngineError> {
     let params = Params {
         window: spec.window,
         window_zone: spec.window_zone.clone(),
+        slide: spec.slide,
         readings: spec.readings,
         threshold: spec.threshold,
         top: spec.top,

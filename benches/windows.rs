@@ -1,16 +1,18 @@
-//! What session windows cost at the engine's scale: the `sessions` dataflow over the W1 file
-//! (10,000 sensors, each reading about every 10 s of event time) on 1 and 2 workers, next to
+//! What session and hopping windows cost at the engine's scale, over the W1 file (10,000
+//! sensors, each reading about every 10 s of event time) on 1 and 2 workers, next to
 //! `series_stats`' tumbling windows over the same file, in the same sitting.
 //!
 //! ```text
-//! cargo bench --bench sessions -- [--rows 10000000] [--cases sessions-1,long-1,spells-1,stats-1] [--reps N]
+//! cargo bench --bench windows -- [--rows 10000000] [--cases sessions-1,long-1,spells-1,stats-1,hop6-1,hop60-1] [--reps N]
 //! ```
 //!
 //! Cases (`<case>-<workers>`): `sessions`, a 10 s gap (a session per burst of a sensor's
 //! readings; about a third of the readings close one); `long`, a 60 s gap (few pauses that
 //! long: sessions last, and their timers are set again every gap); `spells`, the 10 s gap over values above 24 only (excursions: W1's daily cycle
 //! puts a sensor above 24 for about a fifth of the day); `stats`, `series_stats` with 10 s
-//! windows. Each runs in a child process and reports readings/s, wall time, peak RSS and the
+//! windows; `hop6` and `hop60`, `series_stats` with 1-minute and 10-minute windows every
+//! 10 s (6 and 60 windows per reading: the cost per reading should not grow with that, the
+//! number of rows out does). Each runs in a child process and reports readings/s, wall time, peak RSS and the
 //! rows written.
 
 use std::time::{Duration, Instant};
@@ -30,9 +32,10 @@ fn main() -> Result<()> {
         return child(&case, &w1);
     }
     let cases = arg(&args, "--cases").unwrap_or_else(|| {
-        "sessions-1,long-1,spells-1,stats-1,sessions-2,long-2,spells-2,stats-2".into()
+        "sessions-1,long-1,spells-1,stats-1,hop6-1,hop60-1,sessions-2,long-2,spells-2,stats-2,hop6-2,hop60-2"
+            .into()
     });
-    println!("session windows over W1, {rows} rows, 10,000 sensors");
+    println!("session and hopping windows over W1, {rows} rows, 10,000 sensors");
     run_table(&cases, rows, "rows_out", |_| Ok("-".into()))
 }
 
@@ -60,13 +63,19 @@ fn child(case: &str, w1: &std::path::Path) -> Result<()> {
                 ..gap
             },
         ),
-        "stats" => ("series_stats", gap),
-        _ => bail!("unknown case {case} (sessions-N, long-N, spells-N, stats-N)"),
+        "stats" | "hop6" | "hop60" => ("series_stats", gap),
+        _ => bail!("unknown case {case} (sessions-N, long-N, spells-N, stats-N, hop6-N, hop60-N)"),
+    };
+    let (window, slide) = match name {
+        "hop6" => (60, Some(10)),
+        "hop60" => (600, Some(10)),
+        _ => (10, None),
     };
     let mut spec = RunSpec::new(dataflow, Input::Csv(spec_csv(w1)));
     spec.cluster.workers = workers.parse()?;
     spec.sessions = sessions;
-    spec.window = Duration::from_secs(10);
+    spec.window = Duration::from_secs(window);
+    spec.slide = slide.map(Duration::from_secs);
     let t = Instant::now();
     let r = run(spec)?;
     let secs = t.elapsed().as_secs_f64();
