@@ -587,3 +587,92 @@ fn hopping_windows_match_a_batch_oracle_on_1_2_4_workers() {
     run_ok(s);
     assert_windows_eq(&read_windows(&out), &want, "sparse hopping");
 }
+
+#[test]
+fn hopping_daily_windows_in_a_named_zone_follow_the_local_clock_on_1_2_4_workers() {
+    // I-94, `--window 1d --slide 6h --window-zone America/Chicago`: windows are the 24 local
+    // hours before each local 00:00, 06:00, 12:00 and 18:00, so 23 or 25 real hours across a
+    // change of the clocks. The oracle reads each row's local date and hour from the file's
+    // own text and finds the UTC instants of local boundaries by the law's rule.
+    use chrono::{Duration as Days, NaiveDate};
+    let m = streamgauge::dataset::Manifest::builtin("traffic_i94").unwrap();
+    let folder = streamgauge::dataset::locate(&m, Some(&common::data_dir())).unwrap();
+    let text = std::fs::read_to_string(folder.join("autots_traffic_hourly_2016_2018.csv")).unwrap();
+    use chrono::Datelike;
+    let utc_of = |d: NaiveDate, h: u32| {
+        let offset = us_central_offset(d.year(), d.month(), d.day(), h);
+        d.and_hms_opt(h, 0, 0).unwrap().and_utc().timestamp_millis() - offset * 3_600_000
+    };
+    // (field, window start UTC) -> (window end UTC, values)
+    let mut windows: std::collections::BTreeMap<(String, i64), (i64, Vec<f64>)> =
+        Default::default();
+    for line in text.lines().skip(1) {
+        let f: Vec<&str> = line.split(',').collect();
+        if f[5].is_empty() {
+            continue; // quarantined
+        }
+        let date = NaiveDate::parse_from_str(&f[0][..10], "%Y-%m-%d").unwrap();
+        let hour: u32 = f[0][11..13].parse().unwrap();
+        // Ends of the four windows holding the row, as (local date, hour).
+        let pane_end = hour / 6 * 6 + 6;
+        for k in 0..4 {
+            let h = pane_end + 6 * k;
+            let (end_day, end_h) = (date + Days::days(i64::from(h / 24)), h % 24);
+            let start = utc_of(end_day - Days::days(1), end_h);
+            let end = utc_of(end_day, end_h);
+            for (field, v) in [("vehicles", f[5]), ("temp_k", f[4])] {
+                windows
+                    .entry((field.to_string(), start))
+                    .or_insert((end, Vec::new()))
+                    .1
+                    .push(v.parse().unwrap());
+            }
+        }
+    }
+    let spans: std::collections::BTreeSet<i64> = windows
+        .iter()
+        .map(|((_, s), (e, _))| (e - s) / 3_600_000)
+        .collect();
+    assert_eq!(spans, [23, 24, 25].into());
+    let loaded = streamgauge::dataset::load::load_manifest(&m, &folder, None).unwrap();
+    for workers in [1, 2, 4] {
+        let dir = tempfile::tempdir().unwrap();
+        let mut spec = common::spec(
+            Input::memory(loaded.readings.clone()),
+            workers,
+            Duration::from_secs(86_400),
+            dir.path(),
+        );
+        spec.slide = Some(Duration::from_secs(6 * 3_600));
+        spec.window_zone = streamgauge::dataset::timefmt::Zone::parse("America/Chicago").unwrap();
+        common::run_ok(spec);
+        let mut got = std::collections::BTreeMap::new();
+        for line in common::read_lines(dir.path(), "series_stats") {
+            let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+            let key = (
+                v["field"].as_str().unwrap().to_string(),
+                v["window_start"].as_i64().unwrap(),
+            );
+            let row = (
+                v["window_end"].as_i64().unwrap(),
+                v["count"].as_u64().unwrap(),
+                v["mean"].as_f64().unwrap(),
+                v["std"].as_f64().unwrap(),
+            );
+            assert!(got.insert(key, row).is_none(), "duplicate window");
+        }
+        assert_eq!(got.len(), windows.len(), "{workers} workers: windows");
+        for (key, (end, vs)) in &windows {
+            let g = got.get(key).unwrap_or_else(|| panic!("{key:?} missing"));
+            let s = streamgauge::analytics::window::batch_stats(vs);
+            let std = (s.m2 / s.count as f64).sqrt();
+            assert_eq!((g.0, g.1), (*end, s.count), "{key:?}");
+            for (a, b) in [(g.2, s.mean), (g.3, std)] {
+                assert!(
+                    (a - b).abs() <= 1e-9 * b.abs().max(1.0),
+                    "{key:?}: {a} vs {b}"
+                );
+            }
+        }
+    }
+}
