@@ -135,6 +135,24 @@ impl WindowRow {
 /// The registered dataflow.
 pub struct SeriesStats;
 
+/// Adds the values of `r` to its series' summaries; returns how many summaries it opened.
+#[inline(always)]
+fn add_values(fields: &mut Fields, r: &Reading) -> i64 {
+    let mut opened = 0;
+    for (name, v) in &r.values {
+        match fields.iter_mut().find(|(n, _)| n == name) {
+            Some((_, st)) => st.update(*v),
+            None => {
+                let mut st = WindowStats::default();
+                st.update(*v);
+                fields.push((*name, st));
+                opened += 1;
+            }
+        }
+    }
+    opened
+}
+
 type Fields = smallvec::SmallVec<[(Sym, WindowStats); 1]>;
 /// Open windows by end time: the capability to emit at the end, and per-series state.
 type OpenWindows = BTreeMap<EventTime, (Capability<EventTime>, SymMap<Fields>)>;
@@ -197,17 +215,7 @@ impl Dataflow for SeriesStats {
                                 (cap.delayed(&end, 0), map)
                             });
                             let fields = per_series.get_or_insert_with(r.series, Fields::new);
-                            for (name, v) in &r.values {
-                                match fields.iter_mut().find(|(n, _)| n == name) {
-                                    Some((_, st)) => st.update(*v),
-                                    None => {
-                                        let mut st = WindowStats::default();
-                                        st.update(*v);
-                                        fields.push((*name, st));
-                                        opened += 1;
-                                    }
-                                }
-                            }
+                            opened += add_values(fields, &r);
                         }
                     });
                     let mut closed = 0i64;
@@ -316,17 +324,7 @@ fn hopping<'s>(
                             .entry(end)
                             .or_default()
                             .get_or_insert_with(r.series, Fields::new);
-                        for (name, v) in &r.values {
-                            match fields.iter_mut().find(|(n, _)| n == name) {
-                                Some((_, st)) => st.update(*v),
-                                None => {
-                                    let mut st = WindowStats::default();
-                                    st.update(*v);
-                                    fields.push((*name, st));
-                                    opened += 1;
-                                }
-                            }
-                        }
+                        opened += add_values(fields, &r);
                     }
                 });
                 let mut closed = 0i64;

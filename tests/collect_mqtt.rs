@@ -16,6 +16,19 @@ use streamgauge::kafka::ClientSettings;
 
 use common::{mosquitto, read_topic};
 
+/// An MQTT client `id` of the broker on `port` (a queue of `cap` requests), with the thread
+/// that drives its connection.
+fn publisher(
+    id: impl Into<String>,
+    port: u16,
+    cap: usize,
+) -> (rumqttc::Client, std::thread::JoinHandle<()>) {
+    let mut opts = rumqttc::MqttOptions::new(id, "127.0.0.1", port);
+    opts.set_keep_alive(Duration::from_secs(5));
+    let (client, mut conn) = rumqttc::Client::new(opts, cap);
+    (client, std::thread::spawn(move || for _ in conn.iter() {}))
+}
+
 #[test]
 fn mqtt_v311_json_and_v5_numbers_are_cleaned_into_kafka_with_rejects_quarantined() {
     let tmp = tempfile::tempdir().unwrap();
@@ -37,10 +50,7 @@ fn mqtt_v311_json_and_v5_numbers_are_cleaned_into_kafka_with_rejects_quarantined
 
     // A publisher (MQTT 3.1.1, QoS 1). Wait until both collectors have subscribed: publish
     // sentinels until each has received one.
-    let mut opts = rumqttc::MqttOptions::new("test-publisher", "127.0.0.1", port);
-    opts.set_keep_alive(Duration::from_secs(5));
-    let (client, mut conn) = rumqttc::Client::new(opts, 100);
-    let pump = std::thread::spawn(move || for _ in conn.iter() {});
+    let (client, pump) = publisher("test-publisher", port, 100);
     let qos = rumqttc::QoS::AtLeastOnce;
     let counters: BTreeMap<String, _> = running.counters.iter().cloned().collect();
     let t0 = Instant::now();
@@ -309,10 +319,7 @@ time_field = "t"
     .unwrap();
     let counters = running.counters[0].1.clone();
 
-    let mut opts = rumqttc::MqttOptions::new("down-publisher", "127.0.0.1", port);
-    opts.set_keep_alive(Duration::from_secs(5));
-    let (client, mut conn) = rumqttc::Client::new(opts, 1000);
-    let pump = std::thread::spawn(move || for _ in conn.iter() {});
+    let (client, pump) = publisher("down-publisher", port, 1000);
     let qos = rumqttc::QoS::AtLeastOnce;
     let publish = |i: usize| {
         let p = format!(
@@ -422,10 +429,7 @@ fn a_restarted_collector_receives_what_was_published_while_it_was_away() {
             mqtt: vec![cfg],
             ..Default::default()
         };
-        let mut opts = rumqttc::MqttOptions::new(format!("away-pub{version}"), "127.0.0.1", port);
-        opts.set_keep_alive(Duration::from_secs(5));
-        let (client, mut conn) = rumqttc::Client::new(opts, 1000);
-        let pump = std::thread::spawn(move || for _ in conn.iter() {});
+        let (client, pump) = publisher(format!("away-pub{version}"), port, 1000);
         let qos = rumqttc::QoS::AtLeastOnce;
 
         // First run: until subscribed (its session now exists on the broker), then stop.
@@ -511,10 +515,7 @@ forget_after = "1s"
     )
     .unwrap();
     let counters = running.counters[0].1.clone();
-    let mut opts = rumqttc::MqttOptions::new("churn-publisher", "127.0.0.1", port);
-    opts.set_keep_alive(Duration::from_secs(5));
-    let (client, mut conn) = rumqttc::Client::new(opts, 1000);
-    let pump = std::thread::spawn(move || for _ in conn.iter() {});
+    let (client, pump) = publisher("churn-publisher", port, 1000);
     let qos = rumqttc::QoS::AtLeastOnce;
     let publish = |id: &str, t: u64| {
         let p = format!(r#"{{"id":"{id}","t":{t},"v":1}}"#);

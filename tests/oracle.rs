@@ -468,46 +468,64 @@ fn daily_windows_in_a_named_zone_follow_local_days_on_1_2_4_workers() {
         .map(|((_, s), (e, _))| (e - s) / 3_600_000)
         .collect();
     assert_eq!(lengths, [23, 24, 25].into(), "days of 23, 24 and 25 hours");
-    let loaded = streamgauge::dataset::load::load_manifest(&m, &folder, None).unwrap();
     for workers in [1, 2, 4] {
-        let dir = tempfile::tempdir().unwrap();
-        let mut spec = common::spec(
-            Input::memory(loaded.readings.clone()),
-            workers,
-            Duration::from_secs(86_400),
-            dir.path(),
+        assert_i94_windows(&i94_windows(workers, None), &days, workers);
+    }
+}
+
+/// `series_stats --window 1d --window-zone America/Chicago [--slide]` over the I-94 data on
+/// `workers`: (field, window start) -> (window end, count, mean, min, max, std).
+fn i94_windows(workers: usize, slide: Option<Duration>) -> I94Windows {
+    let m = streamgauge::dataset::Manifest::builtin("traffic_i94").unwrap();
+    let folder = streamgauge::dataset::locate(&m, Some(&common::data_dir())).unwrap();
+    let loaded = streamgauge::dataset::load::load_manifest(&m, &folder, None).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut spec = common::spec(
+        Input::memory(loaded.readings),
+        workers,
+        Duration::from_secs(86_400),
+        dir.path(),
+    );
+    spec.slide = slide;
+    spec.window_zone = streamgauge::dataset::timefmt::Zone::parse("America/Chicago").unwrap();
+    common::run_ok(spec);
+    let mut got = I94Windows::new();
+    for line in common::read_lines(dir.path(), "series_stats") {
+        let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+        let key = (
+            v["field"].as_str().unwrap().to_string(),
+            v["window_start"].as_i64().unwrap(),
         );
-        spec.window_zone = streamgauge::dataset::timefmt::Zone::parse("America/Chicago").unwrap();
-        common::run_ok(spec);
-        let mut got = std::collections::BTreeMap::new();
-        for line in common::read_lines(dir.path(), "series_stats") {
-            let v: serde_json::Value = serde_json::from_str(&line).unwrap();
-            let key = (
-                v["field"].as_str().unwrap().to_string(),
-                v["window_start"].as_i64().unwrap(),
+        let row = (
+            v["window_end"].as_i64().unwrap(),
+            v["count"].as_u64().unwrap(),
+            ["mean", "min", "max", "std"].map(|k| v[k].as_f64().unwrap()),
+        );
+        assert!(got.insert(key, row).is_none(), "duplicate window");
+    }
+    got
+}
+
+type I94Windows = std::collections::BTreeMap<(String, i64), (i64, u64, [f64; 4])>;
+
+/// Every window of `want` ((field, start) -> (end, values)) in `got`, with its end, count and
+/// statistics (within 1e-9), and no other.
+fn assert_i94_windows(
+    got: &I94Windows,
+    want: &std::collections::BTreeMap<(String, i64), (i64, Vec<f64>)>,
+    workers: usize,
+) {
+    assert_eq!(got.len(), want.len(), "{workers} workers: windows");
+    for (key, (end, vs)) in want {
+        let g = got.get(key).unwrap_or_else(|| panic!("{key:?} missing"));
+        let s = streamgauge::analytics::window::batch_stats(vs);
+        let std = (s.m2 / s.count as f64).sqrt();
+        assert_eq!((g.0, g.1), (*end, s.count), "{key:?}");
+        for (a, b) in g.2.iter().zip([s.mean, s.min, s.max, std]) {
+            assert!(
+                (a - b).abs() <= 1e-9 * b.abs().max(1.0),
+                "{key:?}: {a} vs {b}"
             );
-            let row = (
-                v["window_end"].as_i64().unwrap(),
-                v["count"].as_u64().unwrap(),
-                v["mean"].as_f64().unwrap(),
-                v["min"].as_f64().unwrap(),
-                v["max"].as_f64().unwrap(),
-                v["std"].as_f64().unwrap(),
-            );
-            assert!(got.insert(key, row).is_none(), "duplicate window");
-        }
-        assert_eq!(got.len(), days.len(), "{workers} workers: windows");
-        for (key, (end, vs)) in &days {
-            let g = got.get(key).unwrap_or_else(|| panic!("{key:?} missing"));
-            let s = streamgauge::analytics::window::batch_stats(vs);
-            let std = (s.m2 / s.count as f64).sqrt();
-            assert_eq!((g.0, g.1), (*end, s.count), "{key:?}");
-            for (a, b) in [(g.2, s.mean), (g.3, s.min), (g.4, s.max), (g.5, std)] {
-                assert!(
-                    (a - b).abs() <= 1e-9 * b.abs().max(1.0),
-                    "{key:?}: {a} vs {b}"
-                );
-            }
         }
     }
 }
@@ -634,45 +652,8 @@ fn hopping_daily_windows_in_a_named_zone_follow_the_local_clock_on_1_2_4_workers
         .map(|((_, s), (e, _))| (e - s) / 3_600_000)
         .collect();
     assert_eq!(spans, [23, 24, 25].into());
-    let loaded = streamgauge::dataset::load::load_manifest(&m, &folder, None).unwrap();
     for workers in [1, 2, 4] {
-        let dir = tempfile::tempdir().unwrap();
-        let mut spec = common::spec(
-            Input::memory(loaded.readings.clone()),
-            workers,
-            Duration::from_secs(86_400),
-            dir.path(),
-        );
-        spec.slide = Some(Duration::from_secs(6 * 3_600));
-        spec.window_zone = streamgauge::dataset::timefmt::Zone::parse("America/Chicago").unwrap();
-        common::run_ok(spec);
-        let mut got = std::collections::BTreeMap::new();
-        for line in common::read_lines(dir.path(), "series_stats") {
-            let v: serde_json::Value = serde_json::from_str(&line).unwrap();
-            let key = (
-                v["field"].as_str().unwrap().to_string(),
-                v["window_start"].as_i64().unwrap(),
-            );
-            let row = (
-                v["window_end"].as_i64().unwrap(),
-                v["count"].as_u64().unwrap(),
-                v["mean"].as_f64().unwrap(),
-                v["std"].as_f64().unwrap(),
-            );
-            assert!(got.insert(key, row).is_none(), "duplicate window");
-        }
-        assert_eq!(got.len(), windows.len(), "{workers} workers: windows");
-        for (key, (end, vs)) in &windows {
-            let g = got.get(key).unwrap_or_else(|| panic!("{key:?} missing"));
-            let s = streamgauge::analytics::window::batch_stats(vs);
-            let std = (s.m2 / s.count as f64).sqrt();
-            assert_eq!((g.0, g.1), (*end, s.count), "{key:?}");
-            for (a, b) in [(g.2, s.mean), (g.3, std)] {
-                assert!(
-                    (a - b).abs() <= 1e-9 * b.abs().max(1.0),
-                    "{key:?}: {a} vs {b}"
-                );
-            }
-        }
+        let got = i94_windows(workers, Some(Duration::from_secs(6 * 3_600)));
+        assert_i94_windows(&got, &windows, workers);
     }
 }
