@@ -136,6 +136,21 @@ impl Row for SessionRow {
             .f64("std", self.std)
             .end();
     }
+    /// Each closed session goes to the dashboard's Sessions view.
+    fn publish(&self, out: &mut Vec<crate::dashboard::hub::Update>) {
+        out.push(crate::dashboard::hub::Update::Session(
+            crate::dashboard::hub::SessionUpdate {
+                series: self.series,
+                field: self.field,
+                start: self.start,
+                end: self.end,
+                count: self.count,
+                mean: self.mean,
+                min: self.min,
+                max: self.max,
+            },
+        ));
+    }
 }
 
 /// An open session, in a slot of [`Sessions::slab`].

@@ -5,6 +5,7 @@
 //!   `/metrics` shapes, with a token;
 //! - the series that went silent (`--state-ttl`) against the `silent` output on 1, 2 and 4
 //!   workers: shown until they report again, and not for the end of the input;
+//! - the closed sessions of `sessions` against its output on 1, 2 and 4 workers;
 //! - a non-loopback bind without a token refuses to start;
 //! - the notebook reads the API with pandas and plots a series.
 
@@ -599,6 +600,74 @@ fn hub_shows_the_series_that_went_silent_on_1_2_4_workers() {
         views.iter().all(|v| *v == views[0]),
         "same silent series whatever the workers"
     );
+}
+
+#[test]
+fn hub_lists_the_closed_sessions_of_the_output_on_1_2_4_workers() {
+    // Afternoons over 70 F in Seattle and San Francisco, 2010: 157 excursions, all kept.
+    let readings = common::load("weather_vega");
+    let tmp = tempfile::tempdir().unwrap();
+    for w in [1, 2, 4] {
+        let out = tmp.path().join(format!("w{w}"));
+        let hub = Hub::new(HubConfig::default());
+        let token = "t0ken";
+        let dash = dashboard(&hub, token);
+        let addr = dash.addr().to_string();
+        let mut spec = RunSpec::new("sessions", Input::memory(readings.clone()));
+        spec.cluster.workers = w;
+        spec.output_dir = Some(out.clone());
+        spec.sessions = streamgauge::dataflows::sessions::SessionParams {
+            gap_ms: 2 * 3_600_000,
+            above: Some(70.0),
+            below: None,
+        };
+        spec.hub = Some((hub.clone(), String::new()));
+        common::run_ok(spec);
+        let key = |v: &Value| {
+            (
+                format!(
+                    "{}/{}",
+                    v["series"].as_str().unwrap(),
+                    v["field"].as_str().unwrap()
+                ),
+                v["start"].as_i64().unwrap(),
+                v["end"].as_i64().unwrap(),
+                v["count"].as_u64().unwrap(),
+                v["max"].as_f64().unwrap().to_bits(),
+            )
+        };
+        let want: BTreeSet<_> = common::read_lines(&out, "sessions")
+            .iter()
+            .map(|l| key(&serde_json::from_str(l).unwrap()))
+            .collect();
+        assert!(want.len() > 100, "{} sessions", want.len());
+        let v = get_json(&addr, "/api/sessions?limit=1000", token);
+        assert_eq!(v["count"].as_u64(), Some(want.len() as u64), "{w} workers");
+        let set = v["set"].as_array().unwrap();
+        for x in set {
+            assert_eq!(x["key"].as_str().unwrap(), key(x).0);
+            assert_eq!(x["pipeline"].as_str(), Some("dataset/sessions"), "{x}");
+        }
+        let got: BTreeSet<_> = set.iter().map(key).collect();
+        assert_eq!(got, want, "{w} workers: the sessions listed");
+        assert_eq!(
+            get_json(&addr, "/api/sessions?limit=3", token)["set"]
+                .as_array()
+                .unwrap()
+                .len(),
+            3
+        );
+        let o = get_json(&addr, "/api/overview", token);
+        assert_eq!(o["sessions"].as_u64(), Some(want.len() as u64));
+        let (_, metrics) = get(&addr, "/metrics", Some(token));
+        assert!(
+            metrics.contains(&format!(
+                "streamgauge_sessions_closed_total {}\n",
+                want.len()
+            )),
+            "{metrics}"
+        );
+    }
 }
 
 fn bin() -> Command {

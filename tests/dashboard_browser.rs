@@ -153,7 +153,16 @@ fn browser_sees_counters_move_an_outlier_appear_and_charts_receive_points() {
         Some(true),
         "and its chart drops the badge: {seen}"
     );
+    assert!(
+        seen["session"]
+            .as_str()
+            .is_some_and(|k| k.starts_with("sensor/"))
+            && seen["sessionMax"].as_f64() > Some(40.0)
+            && seen["sessionsCount"].as_u64() >= Some(1),
+        "the sessions view lists a spike of a live sensor: {seen}"
+    );
     for shot in [
+        "dashboard-sessions.png",
         "dashboard-silent.png",
         "dashboard-series.png",
         "dashboard-overview.png",

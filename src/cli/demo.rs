@@ -69,6 +69,10 @@ pub struct DemoArgs {
 
 /// The live sensors' topic.
 const SENSOR_TOPIC: &str = "demo.sensors";
+/// The level over which a live sensor's reading is a spike (they read 20 +- 5 and noise, and
+/// one reading in 2,000 is 30 higher): the demo's `sessions` pipeline lists each as an
+/// excursion.
+const SPIKE_LEVEL: f64 = 40.0;
 
 /// Datasets the demo replays when present.
 const DEMO_DATASETS: &[(&str, &str)] = &[
@@ -254,6 +258,33 @@ pub fn run(a: DemoArgs, settings: &Settings) -> Result<()> {
                 .map(|(h, _)| (h.clone(), format!("{}/{}", p.topic, d.name())));
             runs.push(thread::spawn(move || engine::run(spec)));
         }
+    }
+    // Spikes on the live sensors as excursions (the Sessions view): readings over
+    // SPIKE_LEVEL, each ended by the next ordinary reading.
+    {
+        let input = Input::Kafka(KafkaInput {
+            settings: kafka.clone(),
+            topic: SENSOR_TOPIC.to_string(),
+            until_end: false,
+            metadata_refresh: Duration::from_secs(5),
+            start: crate::kafka::source::StartAt::Beginning,
+        });
+        let mut spec = RunSpec::new("sessions", input);
+        spec.cluster.workers = 1;
+        spec.lateness = settings.lateness;
+        spec.idle_timeout = settings.idle_timeout;
+        spec.sessions = crate::dataflows::sessions::SessionParams {
+            gap_ms: 10_000,
+            above: Some(SPIKE_LEVEL),
+            below: None,
+        };
+        spec.output_dir = a.output.as_ref().map(|o| o.join(SENSOR_TOPIC));
+        spec.result_topics = Some((kafka.clone(), SENSOR_TOPIC.to_string()));
+        spec.stop = stop_runs.clone();
+        spec.hub = dashboard
+            .as_ref()
+            .map(|(h, _)| (h.clone(), format!("{SENSOR_TOPIC}/spikes")));
+        runs.push(thread::spawn(move || engine::run(spec)));
     }
 
     let started = Instant::now();

@@ -84,6 +84,9 @@ pub enum Update {
         /// Event time (UTC ms) of the snapshot.
         at: EventTime,
     },
+    /// A closed session window (the `sessions` dataflow): a burst of readings, or an
+    /// excursion outside a limit.
+    Session(SessionUpdate),
     /// A (series, field) that stopped reporting: its state expired (`--state-ttl`). It stays
     /// silent until a reading after `last_ts` arrives.
     Silent {
@@ -96,6 +99,27 @@ pub enum Update {
         /// Event time (UTC ms) its state expired.
         at: EventTime,
     },
+}
+
+/// A closed session of one value of one series.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+pub struct SessionUpdate {
+    /// Series id.
+    pub series: Sym,
+    /// Value name.
+    pub field: Sym,
+    /// Event time (UTC ms) of its first reading.
+    pub start: EventTime,
+    /// Event time (UTC ms) of its last reading.
+    pub end: EventTime,
+    /// Readings in it.
+    pub count: u64,
+    /// Their mean.
+    pub mean: f64,
+    /// Their minimum.
+    pub min: f64,
+    /// Their maximum.
+    pub max: f64,
 }
 
 /// A reading of a series, as the series chart shows it.
@@ -190,6 +214,32 @@ pub struct SilentEntry {
     pub since: EventTime,
     /// Pipeline that reported it.
     pub pipeline: Arc<str>,
+}
+
+/// How many closed sessions the hub keeps (the newest).
+pub const SESSIONS_KEPT: usize = 1_000;
+
+/// A closed session, as the Sessions view lists it.
+#[derive(Debug, Clone, Serialize)]
+pub struct SessionEntry {
+    /// Series key (`series/field`).
+    pub key: Arc<str>,
+    /// The session.
+    #[serde(flatten)]
+    pub session: SessionUpdate,
+    /// Pipeline that reported it.
+    pub pipeline: Arc<str>,
+}
+
+/// The latest closed sessions.
+#[derive(Debug, Clone, Serialize)]
+pub struct SessionsView {
+    /// Frame number.
+    pub seq: u64,
+    /// Sessions closed in all (the hub keeps the newest [`SESSIONS_KEPT`]).
+    pub count: u64,
+    /// The newest first, at most the `limit` asked for.
+    pub set: Vec<SessionEntry>,
 }
 
 /// A member of a pipeline's top-k by latest score.
@@ -353,9 +403,10 @@ impl Staged {
         match u {
             Update::Point(p) => self.points.push(p),
             Update::Forecast(f) => self.forecasts.push(f),
-            c @ (Update::Outlier { .. } | Update::Silent { .. } | Update::Top { .. }) => {
-                self.changes.push(c)
-            }
+            c @ (Update::Outlier { .. }
+            | Update::Silent { .. }
+            | Update::Top { .. }
+            | Update::Session(_)) => self.changes.push(c),
         }
     }
 }
@@ -377,6 +428,12 @@ struct State {
     top: HashMap<TopRecord, (i64, TopEntry), FastBuild>,
     /// Frame of the latest change to `top`.
     top_seq: u64,
+    /// The latest closed sessions, the newest first (at most [`SESSIONS_KEPT`]).
+    sessions: VecDeque<SessionEntry>,
+    /// Sessions closed in all.
+    sessions_total: u64,
+    /// Frame of the latest closed session.
+    sessions_seq: u64,
     pipelines: Vec<Pipeline>,
     collectors: Vec<(String, &'static str, Arc<crate::collect::clean::Counters>)>,
     /// Readings of series the hub did not hold (it was full of series still reporting).
@@ -592,6 +649,18 @@ impl Hub {
                 }
             }
             Update::Forecast(f) => self.apply_forecast(s, f),
+            Update::Session(u) => {
+                if s.sessions.len() >= SESSIONS_KEPT {
+                    s.sessions.pop_back();
+                }
+                s.sessions.push_front(SessionEntry {
+                    key: series_key(&u.series, &u.field),
+                    session: u,
+                    pipeline: s.pipelines[pipeline].name.clone(),
+                });
+                s.sessions_total += 1;
+                s.sessions_seq = seq;
+            }
             Update::Silent {
                 series,
                 field,
@@ -1207,6 +1276,10 @@ pub struct Overview {
     pub silent_seq: u64,
     /// Frame of the latest change to a top-k.
     pub top_seq: u64,
+    /// Sessions closed in all (`sessions` dataflow).
+    pub sessions: u64,
+    /// Frame of the latest closed session.
+    pub sessions_seq: u64,
     /// Pipelines.
     pub pipelines: Vec<PipelineView>,
     /// Collectors feeding Kafka in this process.
@@ -1427,6 +1500,16 @@ impl Hub {
         }
     }
 
+    /// The latest closed sessions, the newest first, at most `limit`.
+    pub fn sessions(&self, limit: usize) -> SessionsView {
+        let s = self.lock();
+        SessionsView {
+            seq: s.seq,
+            count: s.sessions_total,
+            set: s.sessions.iter().take(limit).cloned().collect(),
+        }
+    }
+
     fn overview_of(s: &State) -> Overview {
         let pipelines = s
             .pipelines
@@ -1477,6 +1560,8 @@ impl Hub {
             silent: s.silent.len(),
             silent_seq: s.silent_seq,
             top_seq: s.top_seq,
+            sessions: s.sessions_total,
+            sessions_seq: s.sessions_seq,
             pipelines,
             collectors: s
                 .collectors
@@ -1623,6 +1708,58 @@ mod tests {
             last_ts,
             at,
         }
+    }
+
+    #[test]
+    fn closed_sessions_are_listed_newest_first_and_the_oldest_go_past_the_cap() {
+        let hub = Hub::new(HubConfig::default());
+        let p = hub.register("t/sessions", "sessions", Arc::default(), 1);
+        p.declare("sessions");
+        let session = |series: &str, start: EventTime, end: EventTime| {
+            Update::Session(SessionUpdate {
+                series: Sym::new(series),
+                field: Sym::new("value"),
+                start,
+                end,
+                count: (end - start) as u64 + 1,
+                mean: 1.5,
+                min: 1.0,
+                max: 2.0,
+            })
+        };
+        assert_eq!(hub.overview().sessions, 0);
+        // Emitted at their closing times; a frame releases those before its time only.
+        let mut ups = vec![
+            (11, session("a", 1, 10)),
+            (16, session("b", 5, 15)),
+            (40, session("a", 20, 39)),
+        ];
+        p.offer("sessions", 0, &mut ups, Some(20));
+        let v = hub.sessions(10);
+        let got: Vec<(&str, EventTime, EventTime)> = v
+            .set
+            .iter()
+            .map(|e| (&*e.key, e.session.start, e.session.end))
+            .collect();
+        assert_eq!(got, vec![("b/value", 5, 15), ("a/value", 1, 10)]);
+        assert_eq!((v.count, &*v.set[0].pipeline), (2, "t/sessions"));
+        let seq = hub.overview().sessions_seq;
+        assert!(seq > 0);
+        p.offer("sessions", 0, &mut vec![], Some(50));
+        let o = hub.overview();
+        assert_eq!(o.sessions, 3);
+        assert!(o.sessions_seq > seq);
+        assert_eq!(&*hub.sessions(1).set[0].key, "a/value");
+        // The hub keeps the newest SESSIONS_KEPT; the count goes on.
+        let mut many: Vec<(EventTime, Update)> = (0..SESSIONS_KEPT as i64 + 5)
+            .map(|i| (100 + i, session(&format!("m{i}"), 60 + i, 99 + i)))
+            .collect();
+        p.offer("sessions", 0, &mut many, None);
+        let v = hub.sessions(usize::MAX);
+        assert_eq!(v.count, 3 + SESSIONS_KEPT as u64 + 5);
+        assert_eq!(v.set.len(), SESSIONS_KEPT);
+        assert_eq!(&*v.set[0].key, &format!("m{}/value", SESSIONS_KEPT + 4));
+        assert_eq!(&*v.set[SESSIONS_KEPT - 1].key, "m5/value");
     }
 
     #[test]

@@ -11,6 +11,7 @@
 //! | `/api/outliers` | `{seq, set: [{key, series, field, score, since, pipeline}], changes: [{seq, time, key, series, field, diff, score, pipeline}]}` |
 //! | `/api/top` | every pipeline's top-k by latest score: `{seq, set: [{key, series, field, score, since, pipeline}]}` |
 //! | `/api/silent?limit=` | series that stopped reporting: `{seq, count, set: [{key, series, field, last_ts, since, pipeline}]}`, most recent first |
+//! | `/api/sessions?limit=` | the latest closed sessions (`sessions` dataflow): `{seq, count, set: [{key, series, field, start, end, count, mean, min, max, pipeline}]}`, newest first |
 //! | `/api/forecasts?limit=` | `[{series, field, model, issued, steps: [[ts, point, lower, upper]]}]` |
 //! | `/api/overview` | counters, rates, lag, workers, operator timings per pipeline |
 //! | `/api/delta?since=&key=...` | what changed since frame `since` (one JSON object) |
@@ -236,6 +237,7 @@ fn handle(req: Request, hub: &Hub, stop: &AtomicBool, token: Option<&str>) {
         },
         "/api/outliers" => json_response(&hub.outliers()),
         "/api/silent" => json_response(&hub.silent(limit)),
+        "/api/sessions" => json_response(&hub.sessions(limit)),
         "/api/top" => json_response(&hub.top()),
         "/api/forecasts" => json_response(&hub.forecasts(limit)),
         "/api/overview" => json_response(&hub.overview()),
@@ -261,6 +263,7 @@ fn api_index() -> serde_json::Value {
         "/api/top": "every pipeline's top-k series by latest score (a snapshot every --top-every)",
         "/api/silent?limit=": "series that stopped reporting (--state-ttl) and have not reported since",
         "/api/forecasts?limit=": "latest forecast per series",
+        "/api/sessions?limit=": "the latest closed sessions and excursions (the sessions dataflow), newest first",
         "/api/overview": "counters, rates, lag, workers and operator timings per pipeline",
         "/api/delta?since=&key=": "what changed since frame `since`",
         "/events?since=&key=": "the deltas as server-sent events",
@@ -520,6 +523,11 @@ pub fn prometheus(hub: &Hub) -> String {
         out,
         "# HELP streamgauge_silent_series Series that stopped reporting (their state expired) and have not reported since.\n# TYPE streamgauge_silent_series gauge\nstreamgauge_silent_series {}",
         o.silent
+    );
+    let _ = writeln!(
+        out,
+        "# HELP streamgauge_sessions_closed_total Session windows closed (the sessions dataflow).\n# TYPE streamgauge_sessions_closed_total counter\nstreamgauge_sessions_closed_total {}",
+        o.sessions
     );
     out
 }

@@ -5,7 +5,8 @@
 //      is filled,
 //   3. series charts receive points, and a live series keeps receiving them over the event stream,
 //   4. a sensor in an outage shows in the silent view (clicking it opens its series) and leaves
-//      it when it reports again.
+//      it when it reports again,
+//   5. the sessions view lists the live sensors' spikes as excursions over 40.
 // Saves screenshots into OUTDIR. Prints one JSON line with what it saw; exits 1 on a failed check.
 //
 //   node check.mjs URL OUTDIR
@@ -148,6 +149,16 @@ try {
     return d && d.parentElement.querySelector(".silent-badge").textContent === "";
   }, seen.silent, { timeout: 30000 });
   seen.silentBadgeCleared = true;
+
+  // 5. Spikes as excursions, closed by the next ordinary reading.
+  await page.click('nav button[data-view="sessions"]');
+  seen.session = await (await page.waitForFunction(() => {
+    const tr = document.querySelector('#sessions tbody tr[data-key^="sensor/"]');
+    return tr && tr.dataset.key;
+  }, null, { timeout: 60000 })).jsonValue();
+  seen.sessionMax = Number((await page.textContent('#sessions tbody tr[data-key^="sensor/"] td:nth-child(9)')).replace(/,/g, ""));
+  seen.sessionsCount = await count("#sessions-count");
+  await page.screenshot({ path: join(outdir, "dashboard-sessions.png"), fullPage: true, timeout: 90000 });
 } catch (e) {
   await fail(browser, page, String(e));
 }
