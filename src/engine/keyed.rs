@@ -74,6 +74,15 @@ pub trait InOrder<R> {
     /// what that changes (an outlier set's retractions) at time `at`. The default does
     /// nothing.
     fn expire(&mut self, _at: EventTime, _emit: &mut dyn FnMut(R)) {}
+
+    /// Whether what an expiry emits must carry the expiry's own time (true, the default: an
+    /// outlier set's retraction happens at its time). False lets the operator send everything
+    /// the expiries of one activation emit at the earliest of their times, with one
+    /// capability: for rows that carry their own times (closed sessions), where a capability
+    /// per distinct time would cost more in progress tracking than the rows themselves.
+    fn expiries_at_their_times(&self) -> bool {
+        true
+    }
 }
 
 /// How far ahead [`InOrder::ahead`] is called for an entry.
@@ -162,11 +171,12 @@ where
                 expire_through(&mut logic, now.unwrap_or(EventTime::MAX), &mut expired);
                 // What an expiry changes happens at its own time (`cap` is never moved past
                 // the next expiry, so it can be delayed to it).
+                let exact = logic.expiries_at_their_times();
                 let mut rows = expired.drain(..).peekable();
                 while let Some(&(at, _)) = rows.peek() {
                     let at_cap = cap.delayed(&at);
                     let mut session = output.session(&at_cap);
-                    while let Some((_, row)) = rows.next_if(|(t, _)| *t == at) {
+                    while let Some((_, row)) = rows.next_if(|(t, _)| !exact || *t == at) {
                         session.give(row);
                     }
                 }
