@@ -70,6 +70,9 @@ pub struct Params {
     pub worker: usize,
     /// Process counters (open windows ...).
     pub metrics: Arc<Metrics>,
+    /// Set when the run is stopped (rather than at the end of its input): windows the end
+    /// of the stream closes then are cut short ([`Metrics::note_cut_short`]).
+    pub stop: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Params {

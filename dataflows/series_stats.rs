@@ -181,6 +181,7 @@ impl Dataflow for SeriesStats {
                 slide_ms,
                 params.window_zone.clone(),
                 params.metrics.clone(),
+                params.stop.clone(),
             );
             outputs.add("series_stats", stats, true);
             return;
@@ -191,6 +192,7 @@ impl Dataflow for SeriesStats {
             .then(|| LocalTumbling::new(tumbling.width_ms, params.window_zone.clone()).ok())
             .flatten();
         let metrics = params.metrics.clone();
+        let stop = params.stop.clone();
         let stats = input.unary_frontier::<CapacityContainerBuilder<Vec<WindowRow>>, _, _, _>(
             crate::engine::route::by_series(),
             "series_stats",
@@ -219,6 +221,15 @@ impl Dataflow for SeriesStats {
                         }
                     });
                     let mut closed = 0i64;
+                    // A stop ends the stream before the windows still open are complete.
+                    if frontier.is_empty() && stop.load(Ordering::Relaxed) {
+                        if let Some((&end, _)) = windows.first_key_value() {
+                            metrics.note_cut_short(match &local {
+                                None => end - tumbling.width_ms,
+                                Some(l) => l.start(end - 1),
+                            });
+                        }
+                    }
                     while let Some((&end, _)) = windows.first_key_value() {
                         if frontier.less_than(&end) {
                             break;
@@ -293,6 +304,7 @@ fn hopping<'s>(
     slide_ms: i64,
     zone: Zone,
     metrics: std::sync::Arc<crate::engine::Metrics>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
 ) -> Stream<'s, EventTime, Vec<WindowRow>> {
     type Queues = smallvec::SmallVec<[(Sym, PaneQueue); 1]>;
     // Local pane end of a reading, and the UTC instant of a local boundary.
@@ -328,6 +340,12 @@ fn hopping<'s>(
                     }
                 });
                 let mut closed = 0i64;
+                // A stop ends the stream before the next window is complete.
+                if frontier.is_empty() && stop.load(Ordering::Relaxed) {
+                    if let Some((_, end)) = &next {
+                        metrics.note_cut_short(utc(end - width_ms));
+                    }
+                }
                 while let Some((cap, end)) = next.as_mut() {
                     if frontier.less_equal(cap.time()) {
                         break;

@@ -529,3 +529,87 @@ fn from_end_reads_only_what_arrives_after_the_start() {
         "from end",
     );
 }
+
+#[test]
+fn a_stopped_run_says_where_it_cut_windows_short_and_resuming_there_is_exact() {
+    // Half of the readings, a live run stopped once it has them all (its last windows are
+    // still open: the stop cuts them short), then the other half; a run from the time the
+    // stop named, to the end. The stopped run's windows before that time and the resumed
+    // run's windows are every window of the whole stream, each whole, none twice.
+    use streamgauge::kafka::source::StartAt;
+    let broker = EmbeddedBroker::start(1).unwrap();
+    let items = stream(8, 3_000);
+    let readings: Vec<Reading> = items.iter().map(|(_, r)| r.clone()).collect();
+    let want = oracle(&readings, 60_000);
+    let (first, second): (Vec<_>, Vec<_>) = items
+        .iter()
+        .cloned()
+        .partition(|(_, r)| r.ts < 1_700_000_000_000 + 1_500 * 1000);
+    for workers in [1, 2] {
+        let topic = format!("resume{workers}");
+        produce(&broker, &topic, 8, &first);
+        let dir_a = tempfile::tempdir().unwrap();
+        let mut s = spec(
+            kafka_input(broker.bootstrap(), &topic),
+            workers,
+            Duration::from_secs(60),
+            dir_a.path(),
+        );
+        if let streamgauge::engine::Input::Kafka(k) = &mut s.input {
+            k.until_end = false;
+        }
+        let (metrics, stop) = (s.metrics.clone(), s.stop.clone());
+        let run = std::thread::spawn(move || run_ok(s));
+        let t0 = std::time::Instant::now();
+        while metrics.snapshot().readings_in < first.len() as u64 {
+            assert!(t0.elapsed() < Duration::from_secs(60), "not all read");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let a = run.join().unwrap();
+        let from = a
+            .cut_short_from
+            .expect("the stop closed windows early and says where");
+        assert_eq!(from % 60_000, 0, "a window's start");
+        let mut p = ReadingProducer::new(&ClientSettings::new(broker.bootstrap()), &topic).unwrap();
+        for (part, r) in &second {
+            p.send_to(r, *part).unwrap();
+        }
+        p.flush(Duration::from_secs(30)).unwrap();
+
+        let dir_b = tempfile::tempdir().unwrap();
+        let mut s = spec(
+            kafka_input(broker.bootstrap(), &topic),
+            workers,
+            Duration::from_secs(60),
+            dir_b.path(),
+        );
+        if let streamgauge::engine::Input::Kafka(k) = &mut s.input {
+            k.start = StartAt::Time(from);
+        }
+        let b = run_ok(s);
+        assert!(
+            b.cut_short_from.is_none(),
+            "an input read to its end cuts nothing"
+        );
+        let got_a = read_windows(dir_a.path());
+        let got_b = read_windows(dir_b.path());
+        assert!(got_b.keys().all(|k| k.2 >= from));
+        // What the stop wrote from there on is cut short: not what the whole stream gives.
+        assert!(
+            got_a
+                .iter()
+                .any(|(k, v)| k.2 >= from && want.get(k).is_none_or(|w| w.0 != v.0)),
+            "{workers} workers: the stop cut nothing short from {from}"
+        );
+        let mut union: BTreeMap<_, _> = got_a.into_iter().filter(|(k, _)| k.2 < from).collect();
+        for (k, v) in got_b {
+            assert!(union.insert(k.clone(), v).is_none(), "{k:?} twice");
+        }
+        assert_windows_eq(
+            &union,
+            &want,
+            &format!("stopped and resumed, {workers} workers"),
+        );
+    }
+}

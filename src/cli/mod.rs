@@ -1298,6 +1298,17 @@ pub fn run_dataflow(a: RunArgs, settings: &Settings) -> Result<engine::RunReport
         m.skipped_offsets,
         report.outputs
     );
+    if let Some(t) = report.cut_short_from {
+        let when = chrono::DateTime::from_timestamp_millis(t).map_or_else(
+            || t.to_string(),
+            |d| d.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string(),
+        );
+        eprintln!(
+            "stopped before the end: the windows starting at {when} ({t} ms) or later were \
+             written cut short; to redo them whole, run again with --from {when} and keep its \
+             windows starting there or later"
+        );
+    }
     Ok(report)
 }
 

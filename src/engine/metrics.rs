@@ -64,6 +64,21 @@ pub struct Metrics {
     pub skipped_offsets: AtomicU64,
     /// Per-worker status, refreshed by each source a few times a second.
     pub worker_status: Mutex<BTreeMap<usize, WorkerStatus>>,
+    /// The start (UTC ms) of the earliest time window a stop closed early, before the
+    /// frontier passed its end: from there on the windows written are cut short (see
+    /// [`Metrics::note_cut_short`]).
+    pub cut_short_from: Mutex<Option<EventTime>>,
+}
+
+impl Metrics {
+    /// Notes that a stop closed early a window starting at `start` (keeps the earliest).
+    pub fn note_cut_short(&self, start: EventTime) {
+        let mut c = self
+            .cut_short_from
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        *c = Some(c.map_or(start, |t| t.min(start)));
+    }
 }
 
 /// A point-in-time copy of [`Metrics`].

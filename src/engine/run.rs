@@ -210,6 +210,10 @@ pub struct RunReport {
     pub outputs: BTreeMap<String, u64>,
     /// Final next offset per owned partition (this process's workers).
     pub offsets: BTreeMap<i32, i64>,
+    /// When a stop closed time windows early (`series_stats`): the start of the earliest of
+    /// them. Windows from there on were written cut short; `--from` this time redoes them
+    /// whole (see [`Metrics::cut_short_from`]).
+    pub cut_short_from: Option<EventTime>,
 }
 
 enum AnyFeed {
@@ -356,6 +360,7 @@ pub fn run(spec: RunSpec) -> Result<RunReport, EngineError> {
         }),
         worker: 0,
         metrics: spec.metrics.clone(),
+        stop: spec.stop.clone(),
     };
     let started = Instant::now();
     let sampler = spec
@@ -509,6 +514,11 @@ pub fn run(spec: RunSpec) -> Result<RunReport, EngineError> {
         metrics: spec.metrics.snapshot(),
         outputs,
         offsets,
+        cut_short_from: *spec
+            .metrics
+            .cut_short_from
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()),
     })
 }
 
