@@ -76,10 +76,15 @@ pub struct Params {
 }
 
 impl Params {
-    /// Empty per-series state for a keyed dataflow: expiring after `state_ttl`, counted in
+    /// Empty per-series state for a keyed dataflow: expiring after `state_ttl` (but not
+    /// when a stop ends the stream: see [`PerField::stopping`]), counted in
     /// `metrics.series_states`.
+    ///
+    /// [`PerField::stopping`]: crate::engine::keyed::PerField::stopping
     pub fn per_field<V>(&self) -> crate::engine::keyed::PerField<V> {
-        crate::engine::keyed::PerField::new(self.state_ttl).counted(self.metrics.clone())
+        crate::engine::keyed::PerField::new(self.state_ttl)
+            .counted(self.metrics.clone())
+            .stopping(self.stop.clone())
     }
 }
 

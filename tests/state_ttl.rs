@@ -584,3 +584,82 @@ fn run_takes_detector_parameters_and_a_state_ttl_from_the_command_line() {
         "--state-ttl 1ms had no effect"
     );
 }
+
+#[test]
+fn a_stopped_live_run_says_only_the_series_that_really_went_silent() {
+    // Six sensors on a live topic, one reading a second each; "quiet" stops after 100 s.
+    // With a 30 s TTL, "quiet" is silent well before the run stops; the other five report
+    // until the stop, which ends the stream but is no silence: no `silent` row for them, and
+    // `sensor_outliers`' outlier set keeps its members (no retraction at the stop). Before
+    // stops were told apart from the end of the input, every series went silent there.
+    use streamgauge::kafka::broker::EmbeddedBroker;
+    use streamgauge::kafka::producer::ReadingProducer;
+    use streamgauge::kafka::ClientSettings;
+    let broker = EmbeddedBroker::start(1).unwrap();
+    let t0 = 1_700_000_000_000i64;
+    let mut items = Vec::new();
+    for i in 0..400i64 {
+        for s in ["a", "b", "c", "d", "e", "quiet"] {
+            if s == "quiet" && i >= 100 {
+                continue;
+            }
+            // "e" jumps far from its level at the end: an outlier still in the set at the stop.
+            let v = if s == "e" && i >= 395 {
+                1e6
+            } else {
+                (i % 7) as f64
+            };
+            items.push(Reading::single(Sym::new(s), t0 + i * 1000, v));
+        }
+    }
+    for (w, dataflow) in [(1, "anomaly"), (2, "anomaly"), (2, "sensor_outliers")] {
+        let topic = format!("stop{w}{dataflow}");
+        broker.create_topic(&topic, 2).unwrap();
+        let mut p = ReadingProducer::new(&ClientSettings::new(broker.bootstrap()), &topic).unwrap();
+        for r in &items {
+            p.send(r).unwrap();
+        }
+        p.flush(Duration::from_secs(30)).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let mut spec = RunSpec::new(dataflow, common::kafka_input(broker.bootstrap(), &topic));
+        if let Input::Kafka(k) = &mut spec.input {
+            k.until_end = false;
+        }
+        spec.cluster.workers = w;
+        spec.state_ttl = Some(Duration::from_secs(30));
+        spec.output_dir = Some(dir.path().to_path_buf());
+        let (metrics, stop) = (spec.metrics.clone(), spec.stop.clone());
+        let run = std::thread::spawn(move || common::run_ok(spec));
+        let started = std::time::Instant::now();
+        while metrics.snapshot().readings_in < items.len() as u64 {
+            assert!(started.elapsed() < Duration::from_secs(60), "not all read");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        std::thread::sleep(Duration::from_millis(500));
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        run.join().unwrap();
+        let silent: Vec<(String, i64)> = json_lines(dir.path(), "silent")
+            .iter()
+            .map(|v| {
+                (
+                    v["series"].as_str().unwrap().to_string(),
+                    v["last_ts"].as_i64().unwrap(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            silent,
+            vec![("quiet".to_string(), t0 + 99_000)],
+            "{dataflow} on {w} workers"
+        );
+        if dataflow == "sensor_outliers" {
+            let rows = json_lines(dir.path(), "outliers");
+            let net: i64 = rows
+                .iter()
+                .filter(|v| v["series"] == "e")
+                .map(|v| v["diff"].as_i64().unwrap())
+                .sum();
+            assert_eq!(net, 1, "e is still in the outlier set: {rows:?}");
+        }
+    }
+}

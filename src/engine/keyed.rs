@@ -83,6 +83,14 @@ pub trait InOrder<R> {
     fn expiries_at_their_times(&self) -> bool {
         true
     }
+
+    /// Whether the run was stopped (rather than its input ended): then the end of the
+    /// stream runs no expiries beyond the readings held, since a series still reporting when
+    /// the run stopped has not gone silent. The default: never (every expiry runs at the end,
+    /// as event-time timers fire at the end of input in Flink).
+    fn stopped(&self) -> bool {
+        false
+    }
 }
 
 /// How far ahead [`InOrder::ahead`] is called for an entry.
@@ -168,7 +176,11 @@ where
                         session.give(row)
                     });
                 });
-                expire_through(&mut logic, now.unwrap_or(EventTime::MAX), &mut expired);
+                // At the end of the stream every expiry runs, unless a stop ended it.
+                let stopped = now.is_none() && logic.stopped();
+                if !stopped {
+                    expire_through(&mut logic, now.unwrap_or(EventTime::MAX), &mut expired);
+                }
                 // What an expiry changes happens at its own time (`cap` is never moved past
                 // the next expiry, so it can be delayed to it).
                 let exact = logic.expiries_at_their_times();
@@ -181,7 +193,8 @@ where
                     }
                 }
                 let pending = runs.iter().map(|r| r.chunks[0][r.head].ts).min();
-                match pending.into_iter().chain(logic.next_expiry()).min() {
+                let next_expiry = logic.next_expiry().filter(|_| !stopped);
+                match pending.into_iter().chain(next_expiry).min() {
                     // The next input brings its own capability.
                     None => held = None,
                     Some(m) if m > *cap.time() => cap.downgrade(&m),
@@ -387,6 +400,8 @@ pub struct PerField<V> {
     map: SymMap<Fields<V>>,
     /// Where the number of states held is counted ([`PerField::counted`]).
     metrics: Option<Arc<Metrics>>,
+    /// Set when the run is stopped ([`PerField::stopping`]).
+    stop: Option<Arc<std::sync::atomic::AtomicBool>>,
     ttl: Option<EventTime>,
     /// A lower bound on the earliest expiry among the states (`None`: no state, or no TTL).
     next: Option<EventTime>,
@@ -422,6 +437,7 @@ impl<V> PerField<V> {
         PerField {
             map: SymMap::default(),
             metrics: None,
+            stop: None,
             ttl: ttl.map(|t| t.max(1)),
             next: None,
         }
@@ -431,6 +447,21 @@ impl<V> PerField<V> {
     pub fn counted(mut self, metrics: Arc<Metrics>) -> Self {
         self.metrics = Some(metrics);
         self
+    }
+
+    /// Reads `stop` to tell a stop from the end of the input (see [`InOrder::stopped`]): at a
+    /// stop, the states still held do not expire, so a series still reporting is not said to
+    /// have gone silent, nor leaves an outlier set.
+    pub fn stopping(mut self, stop: Arc<std::sync::atomic::AtomicBool>) -> Self {
+        self.stop = Some(stop);
+        self
+    }
+
+    /// Whether the run was stopped (see [`PerField::stopping`]).
+    pub fn stopped(&self) -> bool {
+        self.stop
+            .as_ref()
+            .is_some_and(|s| s.load(std::sync::atomic::Ordering::Relaxed))
     }
 
     /// Prefetches the entry of `series` (see [`InOrder::ahead`]).
@@ -554,6 +585,9 @@ where
     }
     fn next_expiry(&self) -> Option<EventTime> {
         self.state.next_expiry()
+    }
+    fn stopped(&self) -> bool {
+        self.state.stopped()
     }
     fn expire(&mut self, at: EventTime, emit: &mut dyn FnMut(R)) {
         let expired = &mut self.expired;
