@@ -109,6 +109,10 @@ impl InOrder<ZRow> for ZLogic {
         }
     }
 
+    fn stopped(&self) -> bool {
+        self.windows.stopped()
+    }
+
     fn next_expiry(&self) -> Option<EventTime> {
         self.windows.next_expiry()
     }
