@@ -12,10 +12,14 @@
 //! to `last + gap` is processed, at time `last + gap + 1 ms`; the end of the input closes
 //! every session still open (a stopped run too, like the other dataflows' open windows).
 //!
+//! With `--max-session`, a reading that would make a session last longer than that (from
+//! its first reading) closes it and starts the next, so a series that never pauses still
+//! gives a row per period.
+//!
 //! State per open session: its summary (five numbers), its first and last times, and one
 //! entry in a timer heap; O(1) per reading, O(log sessions) per session opened or closed. A
 //! series that never pauses for the gap keeps one session open, without output, for as long
-//! as that lasts.
+//! as that lasts, unless `--max-session` cuts it.
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
@@ -42,6 +46,9 @@ pub struct SessionParams {
     pub above: Option<f64>,
     /// Only values below this take part (`--below`).
     pub below: Option<f64>,
+    /// The longest a session may last (ms, `--max-session`): a reading that would make it
+    /// last longer closes it and starts the next one. `None`: no limit.
+    pub max_ms: Option<EventTime>,
 }
 
 impl Default for SessionParams {
@@ -51,6 +58,7 @@ impl Default for SessionParams {
             gap_ms: 60_000,
             above: None,
             below: None,
+            max_ms: None,
         }
     }
 }
@@ -60,6 +68,9 @@ impl SessionParams {
     pub fn check(&self) -> Result<(), String> {
         if self.gap_ms < 1 {
             return Err("--gap must be at least 1ms, e.g. 30s or 5m".into());
+        }
+        if self.max_ms.is_some_and(|m| m < 1) {
+            return Err("--max-session must be at least 1ms, e.g. 1h or 1d".into());
         }
         if let (Some(a), Some(b)) = (self.above, self.below) {
             if a >= b {
@@ -209,6 +220,36 @@ impl Sessions {
         last.saturating_add(self.params.gap_ms).saturating_add(1)
     }
 
+    /// Opens a session of (`series`, `field`) with the reading (`ts`, `v`).
+    fn open(&mut self, series: Sym, field: Sym, ts: EventTime, v: f64) {
+        let mut stats = WindowStats::default();
+        stats.update(v);
+        let deadline = self.deadline(ts);
+        let session = Open {
+            series,
+            field,
+            stats,
+            start: ts,
+            last: ts,
+            queued: deadline,
+        };
+        let slot = match self.free.pop() {
+            Some(slot) => {
+                self.slab[slot as usize] = Some(session);
+                slot
+            }
+            None => {
+                self.slab.push(Some(session));
+                (self.slab.len() - 1) as u32
+            }
+        };
+        self.index
+            .get_or_insert_with(series, smallvec::SmallVec::new)
+            .push((field, slot));
+        self.timers.push(Reverse((deadline, slot)));
+        self.metrics.series_states.fetch_add(1, Ordering::Relaxed);
+    }
+
     /// Takes the session out of `slot` (its index entry too).
     fn close(&mut self, slot: u32) -> Open {
         let o = self.slab[slot as usize].take().expect("a closed slot");
@@ -235,39 +276,18 @@ impl InOrder<SessionRow> for Sessions {
             match (slot, self.params.admits(v)) {
                 (Some(slot), true) => {
                     let o = self.slab[slot as usize].as_mut().expect("an open slot");
-                    o.stats.update(v);
-                    o.last = r.ts;
+                    if self.params.max_ms.is_some_and(|m| r.ts - o.start > m) {
+                        // Long enough: this reading starts the next session.
+                        emit(self.close(slot).row());
+                        self.open(r.series, field, r.ts, v);
+                    } else {
+                        o.stats.update(v);
+                        o.last = r.ts;
+                    }
                 }
                 // A value outside the range ends the excursion at once.
                 (Some(slot), false) => emit(self.close(slot).row()),
-                (None, true) => {
-                    let mut stats = WindowStats::default();
-                    stats.update(v);
-                    let deadline = self.deadline(r.ts);
-                    let session = Open {
-                        series: r.series,
-                        field,
-                        stats,
-                        start: r.ts,
-                        last: r.ts,
-                        queued: deadline,
-                    };
-                    let slot = match self.free.pop() {
-                        Some(slot) => {
-                            self.slab[slot as usize] = Some(session);
-                            slot
-                        }
-                        None => {
-                            self.slab.push(Some(session));
-                            (self.slab.len() - 1) as u32
-                        }
-                    };
-                    self.index
-                        .get_or_insert_with(r.series, smallvec::SmallVec::new)
-                        .push((field, slot));
-                    self.timers.push(Reverse((deadline, slot)));
-                    self.metrics.series_states.fetch_add(1, Ordering::Relaxed);
-                }
+                (None, true) => self.open(r.series, field, r.ts, v),
                 (None, false) => {}
             }
         }

@@ -312,6 +312,10 @@ fn bad_flags_and_missing_data_exit_with_a_message_that_says_what_to_fix() {
             &["--slide 1800000 ms with --window-zone", "whole hours"],
         ),
         (
+            &["run", "sessions", "--dataset", "nab", "--max-session", "0s"],
+            &["--max-session", "at least 1ms"],
+        ),
+        (
             &["run", "sessions", "--dataset", "nab", "--gap", "0s"],
             &["--gap", "at least 1ms", "30s"],
         ),

@@ -619,7 +619,7 @@ fn hub_lists_the_closed_sessions_of_the_output_on_1_2_4_workers() {
         spec.sessions = streamgauge::dataflows::sessions::SessionParams {
             gap_ms: 2 * 3_600_000,
             above: Some(70.0),
-            below: None,
+            ..Default::default()
         };
         spec.hub = Some((hub.clone(), String::new()));
         common::run_ok(spec);

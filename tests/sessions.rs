@@ -56,7 +56,11 @@ fn oracle(readings: &[Reading], p: &SessionParams) -> Sessions {
                     close(&s, f, xs);
                     continue;
                 }
-                if xs.last().is_some_and(|&(last, _)| r.ts - last > p.gap_ms) {
+                let paused = xs.last().is_some_and(|&(last, _)| r.ts - last > p.gap_ms);
+                let too_long = xs
+                    .first()
+                    .is_some_and(|&(first, _)| p.max_ms.is_some_and(|m| r.ts - first > m));
+                if paused || too_long {
                     close(&s, f, xs);
                 }
                 xs.push((r.ts, *v));
@@ -209,7 +213,7 @@ fn excursions_above_a_limit_and_inside_a_band_equal_the_oracle_on_1_2_4_workers(
             SessionParams {
                 gap_ms: gap,
                 above: Some(1.0),
-                below: None,
+                ..SessionParams::default()
             },
         ),
         (
@@ -218,6 +222,7 @@ fn excursions_above_a_limit_and_inside_a_band_equal_the_oracle_on_1_2_4_workers(
                 gap_ms: gap,
                 above: Some(-3.0),
                 below: Some(2.5),
+                ..SessionParams::default()
             },
         ),
     ] {
@@ -247,7 +252,7 @@ fn heat_spells_in_a_real_weather_series_equal_the_oracle() {
     let p = SessionParams {
         gap_ms: 2 * 3_600_000,
         above: Some(v[v.len() * 9 / 10]),
-        below: None,
+        ..SessionParams::default()
     };
     let want = oracle(&readings, &p);
     assert!(want.len() > 50, "{} spells", want.len());
@@ -255,5 +260,32 @@ fn heat_spells_in_a_real_weather_series_equal_the_oracle() {
     for w in [1, 4] {
         let got = run(readings.clone(), p, w, &tmp.path().join(format!("w{w}")));
         assert_same(&got, &want, &format!("weather, {w} workers"));
+    }
+}
+
+#[test]
+fn sessions_longer_than_max_session_are_cut_and_equal_the_oracle_on_1_2_4_workers() {
+    // A 10 s gap with sessions of at most 20 s: long bursts give a row per 20 s or so,
+    // each starting at the reading that went past the limit.
+    let gap = 10_000;
+    let (readings, shuffled) = random_input(gap);
+    let p = SessionParams {
+        gap_ms: gap,
+        max_ms: Some(20_000),
+        ..SessionParams::default()
+    };
+    let want = oracle(&readings, &p);
+    let uncut = oracle(&readings, &SessionParams { max_ms: None, ..p });
+    assert!(
+        want.len() > uncut.len() + 500,
+        "{} against {}",
+        want.len(),
+        uncut.len()
+    );
+    assert!(want.keys().all(|k| k.3 - k.2 <= 20_000));
+    let tmp = tempfile::tempdir().unwrap();
+    for w in [1, 2, 4] {
+        let got = run(shuffled.clone(), p, w, &tmp.path().join(format!("max{w}")));
+        assert_same(&got, &want, &format!("max 20 s, {w} workers"));
     }
 }

@@ -276,7 +276,7 @@ pub fn run(a: DemoArgs, settings: &Settings) -> Result<()> {
         spec.sessions = crate::dataflows::sessions::SessionParams {
             gap_ms: 10_000,
             above: Some(SPIKE_LEVEL),
-            below: None,
+            ..Default::default()
         };
         spec.output_dir = a.output.as_ref().map(|o| o.join(SENSOR_TOPIC));
         spec.result_topics = Some((kafka.clone(), SENSOR_TOPIC.to_string()));

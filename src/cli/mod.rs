@@ -280,6 +280,11 @@ pub struct RunArgs {
     /// session (sessions; with --above, a band).
     #[arg(long, value_name = "X", allow_negative_numbers = true)]
     pub below: Option<f64>,
+    /// The longest a session may last from its first reading (sessions; e.g. 1h, 1d): a
+    /// reading past it closes the session and starts the next, so a series that never pauses
+    /// for the gap still gives a row per period. Default: no limit.
+    #[arg(long, value_name = "DURATION")]
+    pub max_session: Option<HumanDuration>,
     /// Reference table `series,location,unit[,valid_from]` joined with results (sensor_outliers).
     #[arg(long, value_name = "FILE")]
     pub reference: Option<PathBuf>,
@@ -1265,6 +1270,9 @@ pub fn run_dataflow(a: RunArgs, settings: &Settings) -> Result<engine::RunReport
             gap_ms: i64::try_from(a.gap.0.as_millis()).unwrap_or(i64::MAX),
             above: a.above,
             below: a.below,
+            max_ms: a
+                .max_session
+                .map(|d| i64::try_from(d.0.as_millis()).unwrap_or(i64::MAX)),
         },
         reference: a.reference.clone(),
         quantiles: a.quantiles,
