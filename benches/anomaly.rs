@@ -13,13 +13,13 @@
 //! peak RSS (the process's high-water mark: input and the detectors' state together).
 
 use std::io::{BufRead, BufReader, BufWriter, Write};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{bail, Result};
-use streamgauge::engine::{run, Input, RunSpec};
+use streamgauge::engine::{Input, RunSpec};
 
 mod common;
-use common::{arg, peak_kb, run_table, spec_csv, w1_file};
+use common::{arg, run_and_print, run_table, spec_csv, w1_file};
 
 /// Rows between generations of sensors in the churn file.
 const GENERATION_ROWS: u64 = 2_000_000;
@@ -83,13 +83,5 @@ fn child(case: &str, dir: &std::path::Path, w1: &std::path::Path, rows: u64) -> 
     let mut spec = RunSpec::new("anomaly", Input::Csv(spec_csv(&file)));
     spec.cluster.workers = workers.parse()?;
     spec.state_ttl = ttl;
-    let t = Instant::now();
-    let r = run(spec)?;
-    let secs = t.elapsed().as_secs_f64();
-    println!(
-        "{}",
-        serde_json::json!({"readings": r.metrics.readings_in, "rows_out": r.metrics.rows_out,
-            "secs": secs, "peak_kb": peak_kb()})
-    );
-    Ok(())
+    run_and_print(spec)
 }

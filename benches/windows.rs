@@ -15,14 +15,14 @@
 //! number of rows out does). Each runs in a child process and reports readings/s, wall time, peak RSS and the
 //! rows written.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{bail, Result};
 use streamgauge::dataflows::sessions::SessionParams;
-use streamgauge::engine::{run, Input, RunSpec};
+use streamgauge::engine::{Input, RunSpec};
 
 mod common;
-use common::{arg, peak_kb, run_table, spec_csv, w1_file};
+use common::{arg, run_and_print, run_table, spec_csv, w1_file};
 
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().collect();
@@ -76,13 +76,5 @@ fn child(case: &str, w1: &std::path::Path) -> Result<()> {
     spec.sessions = sessions;
     spec.window = Duration::from_secs(window);
     spec.slide = slide.map(Duration::from_secs);
-    let t = Instant::now();
-    let r = run(spec)?;
-    let secs = t.elapsed().as_secs_f64();
-    println!(
-        "{}",
-        serde_json::json!({"readings": r.metrics.readings_in, "rows_out": r.metrics.rows_out,
-            "secs": secs, "peak_kb": peak_kb()})
-    );
-    Ok(())
+    run_and_print(spec)
 }

@@ -10,6 +10,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+use streamgauge::collect::clean::Counters;
 use streamgauge::collect::{self, Collectors};
 use streamgauge::kafka::broker::EmbeddedBroker;
 use streamgauge::kafka::ClientSettings;
@@ -27,6 +28,34 @@ fn publisher(
     opts.set_keep_alive(Duration::from_secs(5));
     let (client, mut conn) = rumqttc::Client::new(opts, cap);
     (client, std::thread::spawn(move || for _ in conn.iter() {}))
+}
+
+/// Calls `publish` every 200 ms until the collector has received a record (so it has
+/// subscribed); fails after 20 s.
+fn until_subscribed(counters: &Counters, mut publish: impl FnMut()) {
+    let t0 = Instant::now();
+    while counters.snapshot().received == 0 {
+        assert!(
+            t0.elapsed() < Duration::from_secs(20),
+            "collector did not subscribe"
+        );
+        publish();
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// Waits until the collector has received `n` records in all; fails after 20 s, with `what`
+/// and its counters.
+fn wait_received(counters: &Counters, n: u64, what: &str) {
+    let t0 = Instant::now();
+    while counters.snapshot().received < n {
+        assert!(
+            t0.elapsed() < Duration::from_secs(20),
+            "{what}: {:?}",
+            counters.snapshot()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 #[test]
@@ -330,17 +359,11 @@ time_field = "t"
         client.publish("d/x", qos, false, p).unwrap();
     };
     // Until the collector is subscribed, sentinels (series "m0" .. at times before 0).
-    let t0 = Instant::now();
     let mut n = 0;
-    while counters.snapshot().received == 0 {
-        assert!(
-            t0.elapsed() < Duration::from_secs(20),
-            "collector did not subscribe"
-        );
+    until_subscribed(&counters, || {
         publish(n);
         n += 1;
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    });
     // Sentinels published before the subscription are lost (QoS 1 starts at subscribing):
     // count from what has arrived.
     std::thread::sleep(Duration::from_millis(500));
@@ -355,29 +378,13 @@ time_field = "t"
         publish(i);
     }
     // The collector receives them while Kafka is down.
-    let t0 = Instant::now();
-    while counters.snapshot().received < base + 400 {
-        assert!(
-            t0.elapsed() < Duration::from_secs(20),
-            "{:?}",
-            counters.snapshot()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_received(&counters, base + 400, "while Kafka is down");
     std::thread::sleep(Duration::from_secs(2));
     broker.broker_up(1).unwrap();
     for i in n + 400..n + total {
         publish(i);
     }
-    let t0 = Instant::now();
-    while counters.snapshot().received < base + total as u64 {
-        assert!(
-            t0.elapsed() < Duration::from_secs(20),
-            "{:?}",
-            counters.snapshot()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_received(&counters, base + total as u64, "after Kafka is back");
     drop(client);
     drop(pump);
     let s = running.stop().pop().unwrap().1.unwrap();
@@ -434,14 +441,11 @@ fn a_restarted_collector_receives_what_was_published_while_it_was_away() {
 
         // First run: until subscribed (its session now exists on the broker), then stop.
         let running = collect::start(&collectors, &kafka).unwrap();
-        let t0 = Instant::now();
-        while running.counters[0].1.snapshot().received == 0 {
-            assert!(t0.elapsed() < Duration::from_secs(20), "not subscribed");
+        until_subscribed(&running.counters[0].1, || {
             client
                 .publish(format!("a{version}/sentinel"), qos, false, "0")
                 .unwrap();
-            std::thread::sleep(Duration::from_millis(200));
-        }
+        });
         std::thread::sleep(Duration::from_millis(300));
         running.stop().pop().unwrap().1.unwrap();
 
@@ -455,7 +459,6 @@ fn a_restarted_collector_receives_what_was_published_while_it_was_away() {
 
         // Second run, same name: the broker delivers them.
         let running = collect::start(&collectors, &kafka).unwrap();
-        let t0 = Instant::now();
         let values = || -> Vec<i64> {
             read_topic(&kafka, &topic)
                 .into_iter()
@@ -463,14 +466,7 @@ fn a_restarted_collector_receives_what_was_published_while_it_was_away() {
                 .map(|(_, v)| v["values"]["value"].as_f64().unwrap() as i64)
                 .collect()
         };
-        while running.counters[0].1.snapshot().received < 50 {
-            assert!(
-                t0.elapsed() < Duration::from_secs(20),
-                "MQTT {version}: {:?}",
-                running.counters[0].1.snapshot()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        wait_received(&running.counters[0].1, 50, &format!("MQTT {version}"));
         running.stop().pop().unwrap().1.unwrap();
         let mut got = values();
         got.sort();
@@ -521,34 +517,20 @@ forget_after = "1s"
         let p = format!(r#"{{"id":"{id}","t":{t},"v":1}}"#);
         client.publish("c/x", qos, false, p).unwrap();
     };
-    let wait_received = |n: u64| {
-        let t0 = Instant::now();
-        while counters.snapshot().received < n {
-            assert!(
-                t0.elapsed() < Duration::from_secs(20),
-                "{:?}",
-                counters.snapshot()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    };
     // Until subscribed: "keep" readings.
     let t = 1_700_000_000_000u64;
     let mut k = 0;
-    let t0 = Instant::now();
-    while counters.snapshot().received == 0 {
-        assert!(t0.elapsed() < Duration::from_secs(20), "not subscribed");
+    until_subscribed(&counters, || {
         publish("keep", t + k);
         k += 1;
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    });
     std::thread::sleep(Duration::from_millis(300));
     let base = counters.snapshot().received;
     // 50 sensors report once, then stop.
     for i in 0..50 {
         publish(&format!("gone-{i}"), t);
     }
-    wait_received(base + 50);
+    wait_received(&counters, base + 50, "gone-*");
     assert_eq!(counters.snapshot().series, 51);
     // "keep" goes on for 2 s; the others are silent. They go within 1.25 s, at a record.
     let keep0 = counters.snapshot().received;
@@ -557,13 +539,13 @@ forget_after = "1s"
         k += 1;
         std::thread::sleep(Duration::from_millis(20));
     }
-    wait_received(keep0 + 100);
+    wait_received(&counters, keep0 + 100, "keep");
     let s = counters.snapshot();
     assert_eq!((s.series, s.forgotten), (1, 50), "{s:?}");
     // A forgotten sensor comes back with its old reading: produced again, and remembered.
     publish("gone-3", t);
     publish("gone-3", t);
-    wait_received(keep0 + 102);
+    wait_received(&counters, keep0 + 102, "gone-3 again");
     drop(client);
     drop(pump);
     let s = running.stop().pop().unwrap().1.unwrap();

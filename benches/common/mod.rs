@@ -44,6 +44,20 @@ pub fn peak_kb() -> u64 {
         .unwrap_or(0)
 }
 
+/// Runs `spec` and prints the child's JSON line: readings in, rows out, wall seconds, peak
+/// RSS.
+pub fn run_and_print(spec: streamgauge::engine::RunSpec) -> Result<()> {
+    let t = std::time::Instant::now();
+    let r = streamgauge::engine::run(spec)?;
+    let secs = t.elapsed().as_secs_f64();
+    println!(
+        "{}",
+        serde_json::json!({"readings": r.metrics.readings_in, "rows_out": r.metrics.rows_out,
+            "secs": secs, "peak_kb": peak_kb()})
+    );
+    Ok(())
+}
+
 /// W1's CSV layout.
 pub fn spec_csv(file: &Path) -> CsvSpec {
     CsvSpec::epoch_ms(file, "ts_ms", "sensor_id", &["value"])
