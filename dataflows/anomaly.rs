@@ -62,6 +62,9 @@ impl Dataflow for Anomaly {
     fn about(&self) -> &'static str {
         "per series and value: the gauge detector's anomaly score in [0, 1] for every reading"
     }
+    fn savepoints(&self) -> bool {
+        true
+    }
     fn build<'s>(
         &self,
         input: Stream<'s, EventTime, Vec<Reading>>,
@@ -69,7 +72,7 @@ impl Dataflow for Anomaly {
         outputs: &mut Outputs<'_>,
     ) {
         let det_params: DetectorParams = params.detector.clone();
-        let detectors: PerField<Detector> = params.per_field();
+        let detectors: PerField<Detector> = params.per_field_saved("anomaly");
         let process = move |detectors: &mut PerField<Detector>,
                             r: &Reading,
                             emit: &mut dyn FnMut(ScoreRow)| {

@@ -73,6 +73,9 @@ pub struct Params {
     /// Set when the run is stopped (rather than at the end of its input): windows the end
     /// of the stream closes then are cut short ([`Metrics::note_cut_short`]).
     pub stop: Arc<std::sync::atomic::AtomicBool>,
+    /// The run's savepoint (`--savepoint`), for dataflows that save their state
+    /// ([`Params::per_field_saved`]).
+    pub savepoint: Option<Arc<crate::engine::savepoint::Savepoint>>,
 }
 
 impl Params {
@@ -86,6 +89,22 @@ impl Params {
             .counted(self.metrics.clone())
             .stopping(self.stop.clone())
     }
+
+    /// [`Params::per_field`] that, with `--savepoint`, resumes from it and saves to it as
+    /// keyed operator `name` (see [`PerField::saved`]). A dataflow that uses it says so in
+    /// [`Dataflow::savepoints`].
+    ///
+    /// [`PerField::saved`]: crate::engine::keyed::PerField::saved
+    pub fn per_field_saved<V>(&self, name: &str) -> crate::engine::keyed::PerField<V>
+    where
+        V: serde::Serialize + serde::de::DeserializeOwned + 'static,
+    {
+        let state = self.per_field();
+        match &self.savepoint {
+            Some(sp) => state.saved(sp.clone(), name, self.worker),
+            None => state,
+        }
+    }
 }
 
 /// A registered dataflow.
@@ -94,6 +113,11 @@ pub trait Dataflow: Send + Sync {
     fn name(&self) -> &'static str;
     /// One line on what it computes.
     fn about(&self) -> &'static str;
+    /// Whether its state goes to a savepoint at a stop and comes back from it
+    /// (`run --savepoint`). The default: no, and `--savepoint` is refused.
+    fn savepoints(&self) -> bool {
+        false
+    }
     /// Builds the dataflow on one worker.
     fn build<'s>(
         &self,

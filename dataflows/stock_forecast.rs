@@ -32,7 +32,8 @@ pub struct ForecastRow {
     /// Ticker (series id).
     pub series: Sym,
     /// `rls` or `holt`.
-    pub model: &'static str,
+    #[serde(deserialize_with = "model_name")]
+    pub model: ModelName,
     /// Readings ahead.
     pub horizon: usize,
     /// Event time of the reading the forecast was issued at.
@@ -53,6 +54,20 @@ pub struct ForecastRow {
     pub error: Option<f64>,
     /// Whether the actual fell inside the interval (realised rows only).
     pub covered: Option<bool>,
+}
+
+/// A model's name, one of [`MODELS`] (an alias, so serde reads it with [`model_name`]
+/// instead of borrowing it from the input).
+pub type ModelName = &'static str;
+
+/// Reads a model's name back as the name in [`MODELS`] (rows come back from savepoints).
+fn model_name<'de, D: serde::Deserializer<'de>>(d: D) -> Result<&'static str, D::Error> {
+    let name = String::deserialize(d)?;
+    MODELS
+        .iter()
+        .find(|m| **m == name)
+        .copied()
+        .ok_or_else(|| serde::de::Error::custom(format!("unknown model {name:?}")))
 }
 
 impl Row for ForecastRow {
@@ -91,6 +106,7 @@ impl Row for ForecastRow {
 }
 
 /// The two models of one ticker, with their pending forecasts and calibrators.
+#[derive(Serialize, Deserialize)]
 pub struct Ticker {
     rls: LogReturns,
     holt: HoltWinters,
@@ -191,6 +207,9 @@ impl Dataflow for StockForecast {
     fn about(&self) -> &'static str {
         "per ticker: RLS (log returns) and Holt price forecasts with 95% intervals, and their realised errors"
     }
+    fn savepoints(&self) -> bool {
+        true
+    }
     fn build<'s>(
         &self,
         input: Stream<'s, EventTime, Vec<Reading>>,
@@ -198,7 +217,7 @@ impl Dataflow for StockForecast {
         outputs: &mut Outputs<'_>,
     ) {
         let horizon = params.horizon.max(1);
-        let tickers: PerField<Ticker> = params.per_field();
+        let tickers: PerField<Ticker> = params.per_field_saved("stock_forecast");
         // One state per ticker, whichever value it came from.
         let price_field = Sym::new("price");
         let process = move |tickers: &mut PerField<Ticker>,

@@ -106,6 +106,9 @@ impl Dataflow for TrendFlow {
     fn about(&self) -> &'static str {
         "per series: least-squares slope with stderr and t over --readings, and moving-average crossovers"
     }
+    fn savepoints(&self) -> bool {
+        true
+    }
     fn build<'s>(
         &self,
         input: Stream<'s, EventTime, Vec<Reading>>,
@@ -114,7 +117,7 @@ impl Dataflow for TrendFlow {
     ) {
         let n = params.readings.max(3);
         let short = (n / 5).max(2);
-        let state: PerField<(Trend, Crossover)> = params.per_field();
+        let state: PerField<(Trend, Crossover)> = params.per_field_saved("trend");
         let process = move |state: &mut PerField<(Trend, Crossover)>,
                             r: &Reading,
                             emit: &mut dyn FnMut(TrendRow)| {

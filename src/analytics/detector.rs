@@ -39,7 +39,7 @@ use std::collections::{HashSet, VecDeque};
 use super::tail::{PeaksOverThreshold, TailParams};
 
 /// Detector parameters: one set for every series (NAB's rules allow no per-file tuning).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct DetectorParams {
     /// Readings before any score is produced (the detector learns; output 0).
     pub warmup: u64,
@@ -191,7 +191,7 @@ pub enum ParamError {
 }
 
 /// Per-series detector state.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Detector {
     p: DetectorParams,
     n: u64,
@@ -416,6 +416,13 @@ impl ContextHash {
         ContextHash {
             key: std::collections::hash_map::RandomState::new().hash_one(0x5eed_u64) | 1,
         }
+    }
+}
+
+impl Default for ContextHash {
+    /// A fresh random key (a detector read back from a savepoint hashes with a new one).
+    fn default() -> Self {
+        ContextHash::new()
     }
 }
 

@@ -63,7 +63,7 @@ pub fn normal_quantile(p: f64) -> f64 {
 }
 
 /// Adaptive multiplier for 95% intervals (adaptive conformal inference).
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, serde::Serialize, serde::Deserialize)]
 pub struct Calibrator {
     alpha: f64,
     gamma: f64,

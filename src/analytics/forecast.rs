@@ -64,7 +64,7 @@ pub fn t_quantile_975(dof: f64) -> f64 {
 /// At every step the coefficients equal the minimiser of
 /// `sum_i lambda^(t-i) e_i^2 + lambda^t delta |theta|^2` (the batch oracle of the tests).
 /// Memory per series: `(p+1)^2 + 2(p+1)` numbers plus the last `max lag` values.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct RlsAr {
     p: usize,
     lag_set: Vec<usize>,
@@ -221,7 +221,7 @@ impl RlsAr {
 
 /// Prices forecast through an [`RlsAr`] on log returns: the interval is the exponential of
 /// the cumulative return's interval, so it is asymmetric and always positive.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct LogReturns {
     /// The model of returns.
     pub model: RlsAr,
@@ -274,7 +274,7 @@ impl LogReturns {
 /// it). Residual variance: exponentially weighted mean of squared one-step errors (weight
 /// `1/min(n, 1000)`). Interval for horizon h: `σ² (1 + Σ_{j<h} c_j²)`,
 /// `c_j = α (1 + j β) + γ (1 - α) [j mod period = 0]`. Memory: `period + 6` numbers.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct HoltWinters {
     alpha: f64,
     beta: f64,

@@ -14,7 +14,7 @@ const MIN_BLOCK: usize = 32;
 
 /// A multiset of f64 ordered by value (`total_cmp` order). Each element carries a
 /// caller-chosen sequence number so equal values stay distinct.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 pub struct OrderStat {
     /// Sorted blocks of (ordered value bits, seq); together sorted.
     blocks: Vec<Vec<(u64, u64)>>,

@@ -29,7 +29,7 @@ pub fn neumaier(s: &mut f64, c: &mut f64, v: f64) {
 }
 
 /// What a window holds.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Extent {
     /// The last `n` readings.
     Count(usize),
@@ -38,7 +38,7 @@ pub enum Extent {
 }
 
 /// Compensated, shifted first and second moments of a multiset of values.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 struct Moments {
     shift: f64,
     s1: f64,
@@ -91,7 +91,7 @@ impl Moments {
 }
 
 /// How a [`Rolling`] window answers quantiles, median and MAD.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 enum Order {
     /// Not at all.
     Off,
@@ -106,7 +106,7 @@ enum Order {
 /// plus the min/max deques (at most the window, 16 bytes each) and, with exact quantiles,
 /// 16 bytes per reading in the order-statistic blocks; with the sketch, 16 bytes per bucket
 /// (see [`QuantileSketch`]).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Rolling {
     extent: Extent,
     buf: VecDeque<(i64, f64, u64)>,

@@ -38,7 +38,7 @@
 pub const DEFAULT_BITS: u32 = 8;
 
 /// A removable quantile sketch over f64 values (finite values; see the module docs).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct QuantileSketch {
     shift: u32,
     bits: u32,

@@ -32,7 +32,7 @@
 //! numbers (640 bytes); while re-learning, a second model.
 
 /// Parameters of a [`PeaksOverThreshold`] model.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct TailParams {
     /// Values used to set the threshold (no probabilities before them).
     pub init: usize,
@@ -77,7 +77,7 @@ const POSITIVE_THETAS: usize = 30;
 const NEGATIVE_THETAS: usize = 10;
 
 /// A streaming generalised Pareto model of the values above a threshold.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct PeaksOverThreshold {
     p: TailParams,
     /// The first values, until the threshold is set (then emptied).

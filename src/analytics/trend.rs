@@ -10,7 +10,7 @@ use std::collections::VecDeque;
 use super::forecast::{t_quantile_975, Forecast};
 use super::rolling::{neumaier, Extent, Rolling};
 
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 struct Sums {
     kx: f64,
     ky: f64,
@@ -33,7 +33,7 @@ impl Sums {
 
 /// Least-squares line of value on time (seconds) over a sliding window.
 /// Memory per series: the window's readings (16 bytes each) and ten numbers.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Trend {
     extent: Extent,
     buf: VecDeque<(i64, f64)>,
@@ -189,7 +189,7 @@ pub struct Cross {
 }
 
 /// Short-over-long moving-average crossovers (count windows). O(short + long) memory.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Crossover {
     short: Rolling,
     long: Rolling,

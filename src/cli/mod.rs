@@ -239,6 +239,12 @@ pub struct RunArgs {
     /// now (2h): the last message wholly before it in event time; readings before it are late.
     #[arg(long, value_name = "WHERE", value_parser = start_at)]
     pub from: Option<crate::kafka::source::StartAt>,
+    /// Savepoint directory (Kafka input): resume from the newest savepoint in it (state,
+    /// held readings, each partition's offset), and at a stop (Ctrl-C, --duration) write a
+    /// new one there instead of closing anything early. Output files are appended to when
+    /// resuming. anomaly, trend and stock_forecast.
+    #[arg(long, value_name = "DIR")]
+    pub savepoint: Option<PathBuf>,
     /// Tumbling window width (default 10s).
     #[arg(long)]
     pub window: Option<HumanDuration>,
@@ -1289,6 +1295,7 @@ pub fn run_dataflow(a: RunArgs, settings: &Settings) -> Result<engine::RunReport
         hub: dashboard.as_ref().map(|(h, _)| (h.clone(), String::new())),
         dashboard_cluster: a.dashboard.dashboard_scope == crate::dashboard::DashboardScope::Cluster
             && !a.dashboard.no_dashboard,
+        savepoint: a.savepoint.clone(),
     };
     let report = engine::run(spec)?;
     drop(dashboard);
@@ -1306,6 +1313,16 @@ pub fn run_dataflow(a: RunArgs, settings: &Settings) -> Result<engine::RunReport
         m.skipped_offsets,
         report.outputs
     );
+    if let Some(dir) = &report.resumed_from {
+        eprintln!("resumed from the savepoint {}", dir.display());
+    }
+    if let Some(dir) = &report.savepoint {
+        eprintln!(
+            "stopped: savepoint written to {}; run again with --savepoint {} to go on from there",
+            dir.display(),
+            a.savepoint.as_deref().unwrap_or(dir).display()
+        );
+    }
     if let Some(t) = report.cut_short_from {
         let when = chrono::DateTime::from_timestamp_millis(t).map_or_else(
             || t.to_string(),

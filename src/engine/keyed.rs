@@ -91,6 +91,23 @@ pub trait InOrder<R> {
     fn stopped(&self) -> bool {
         false
     }
+
+    /// Whether a stop writes this logic's state to a savepoint ([`InOrder::save`]). The
+    /// default: no.
+    fn saves(&self) -> bool {
+        false
+    }
+
+    /// At a stop, when [`InOrder::saves`]: writes the state and `held` (the readings not yet
+    /// processed, at or after the operator's frontier) to the savepoint, which the next run
+    /// resumes from; they are then not processed in this run.
+    fn save(&mut self, _held: Vec<Reading>) {}
+
+    /// The readings held at the savepoint this run resumes from (those of the series this
+    /// worker owns), processed before any other; called once, when the operator is built.
+    fn restored(&mut self) -> Vec<Reading> {
+        Vec::new()
+    }
 }
 
 /// How far ahead [`InOrder::ahead`] is called for an entry.
@@ -121,7 +138,7 @@ where
     input.unary_frontier::<CapacityContainerBuilder<Vec<R>>, _, _, _>(
         crate::engine::route::by_series(),
         name,
-        move |_cap, _info| {
+        move |cap, _info| {
             // Pending readings as runs sorted by (event time, value): arrivals from one sender
             // extend a run, so release is a prefix cut per run, not a scan of everything held.
             // A run keeps the containers as they arrived (no copy), and release merges the
@@ -133,6 +150,16 @@ where
             // What expiries emitted during a release, with their times.
             let mut expired: Vec<(EventTime, R)> = Vec::new();
             let mut held: Option<Capability<EventTime>> = None;
+            // Readings a savepoint held come first, under a capability at the earliest.
+            let mut restored = logic.restored();
+            if !restored.is_empty() {
+                restored.sort_by(order);
+                held = Some(cap.delayed(&restored[0].ts));
+                runs.push(Run {
+                    chunks: VecDeque::from([restored]),
+                    head: 0,
+                });
+            }
             let mut last_frontier: Option<EventTime> = None;
             move |(input, frontier), output| {
                 input.for_each(|cap, data| {
@@ -167,6 +194,24 @@ where
                     return;
                 }
                 last_frontier = now;
+                // A stop with a savepoint: what is held goes to it, unprocessed.
+                if now.is_none() && logic.stopped() && logic.saves() {
+                    let pending = runs
+                        .drain(..)
+                        .flat_map(|r| {
+                            let head = r.head;
+                            r.chunks
+                                .into_iter()
+                                .enumerate()
+                                .flat_map(move |(i, mut c)| {
+                                    c.drain(if i == 0 { head } else { 0 }..).collect::<Vec<_>>()
+                                })
+                        })
+                        .collect();
+                    logic.save(pending);
+                    held = None;
+                    return;
+                }
                 // Readings before the frontier (all of them at the end of the input), each
                 // after the expiries at or before its time; then the expiries the frontier
                 // passed (all of them at the end of the input).
@@ -405,7 +450,15 @@ pub struct PerField<V> {
     ttl: Option<EventTime>,
     /// A lower bound on the earliest expiry among the states (`None`: no state, or no TTL).
     next: Option<EventTime>,
+    /// Writes the states and the operator's held readings to a savepoint at a stop
+    /// ([`PerField::saved`]).
+    saver: Option<(Arc<crate::engine::savepoint::Savepoint>, Saver<V>)>,
+    /// Readings a savepoint held, handed to the operator to process first.
+    restored: Vec<Reading>,
 }
+
+/// Writes a [`PerField`]'s states and the held readings to its savepoint.
+type Saver<V> = Box<dyn Fn(&SymMap<Fields<V>>, Vec<Reading>)>;
 
 /// One series' states, by value name, each with the event time of its latest reading (one
 /// inline, so a single-valued series' state is in its map entry: one cache line to prefetch,
@@ -440,7 +493,89 @@ impl<V> PerField<V> {
             stop: None,
             ttl: ttl.map(|t| t.max(1)),
             next: None,
+            saver: None,
+            restored: Vec::new(),
         }
+    }
+
+    /// Resumes from and saves to a savepoint as keyed operator `name` on worker `worker`:
+    /// takes the saved states of the series this worker owns now (and the readings the
+    /// operator held for them, which [`InOrder::restored`] hands over), and at a stop writes
+    /// this worker's states and held readings ([`InOrder::save`]). A savepoint that cannot be
+    /// read stops the run, which then fails with the reason.
+    pub fn saved(
+        mut self,
+        savepoint: Arc<crate::engine::savepoint::Savepoint>,
+        name: &str,
+        worker: usize,
+    ) -> Self
+    where
+        V: serde::Serialize + serde::de::DeserializeOwned + 'static,
+    {
+        let peers = savepoint.workers();
+        let owns = |s: &str| crate::engine::series_worker(s, peers) == worker;
+        match savepoint.load_keyed::<V>(name, owns) {
+            Ok((states, held)) => {
+                for (series, field, last, v) in states {
+                    let fields = self
+                        .map
+                        .get_or_insert_with(Sym::new(&series), Fields::default);
+                    fields.push((Sym::new(&field), last, v));
+                    if let Some(m) = &self.metrics {
+                        m.series_states
+                            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    }
+                    if let Some(ttl) = self.ttl {
+                        let due = expiry_time(last, ttl);
+                        self.next = Some(self.next.map_or(due, |n| n.min(due)));
+                    }
+                }
+                self.restored = held;
+            }
+            Err(e) => {
+                savepoint.fail(e);
+                if let Some(stop) = &self.stop {
+                    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+                }
+            }
+        }
+        let name = name.to_string();
+        let sp = savepoint.clone();
+        self.saver = Some((
+            sp,
+            Box::new(move |map, held| {
+                let states = map
+                    .iter()
+                    .flat_map(|(series, fields)| {
+                        fields.iter().map(move |(field, last, v)| {
+                            (series.as_str(), field.as_str(), *last, v)
+                        })
+                    })
+                    .map(|(s, f, last, v)| (s.to_string(), f.to_string(), last, v))
+                    .collect::<Vec<_>>();
+                savepoint.save_keyed(&name, worker, states, held);
+            }),
+        ));
+        self
+    }
+
+    /// Whether these states go to a savepoint now ([`PerField::saved`]): a source of this
+    /// process was stopped.
+    pub fn saves(&self) -> bool {
+        self.saver.as_ref().is_some_and(|(sp, _)| sp.stopped())
+    }
+
+    /// Writes the states and `held` to the savepoint, if there is one (see
+    /// [`InOrder::save`]).
+    pub fn save(&mut self, held: Vec<Reading>) {
+        if let Some((_, save)) = &self.saver {
+            save(&self.map, held);
+        }
+    }
+
+    /// See [`InOrder::restored`].
+    pub fn take_restored(&mut self) -> Vec<Reading> {
+        std::mem::take(&mut self.restored)
     }
 
     /// Counts the states held in `metrics` ([`Metrics::series_states`]).
@@ -588,6 +723,15 @@ where
     }
     fn stopped(&self) -> bool {
         self.state.stopped()
+    }
+    fn saves(&self) -> bool {
+        self.state.saves()
+    }
+    fn save(&mut self, held: Vec<Reading>) {
+        self.state.save(held);
+    }
+    fn restored(&mut self) -> Vec<Reading> {
+        self.state.take_restored()
     }
     fn expire(&mut self, at: EventTime, emit: &mut dyn FnMut(R)) {
         let expired = &mut self.expired;

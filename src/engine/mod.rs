@@ -9,6 +9,7 @@ pub mod output;
 pub mod reference;
 pub mod route;
 pub mod run;
+pub mod savepoint;
 pub mod source;
 pub mod timing;
 pub mod watermark;

@@ -273,6 +273,9 @@ pub struct OutputTargets {
     pub hub: Option<PipelineHandle>,
     /// With more than one process: how the cluster's dashboard updates travel.
     pub cluster: Option<ClusterHub>,
+    /// Append to existing output files instead of replacing them (a run resuming from a
+    /// savepoint).
+    pub append: bool,
 }
 
 impl OutputTargets {
@@ -297,6 +300,7 @@ impl OutputTargets {
             metrics,
             hub: None,
             cluster: None,
+            append: false,
         })
     }
 
@@ -317,8 +321,16 @@ impl OutputTargets {
             Some(p) => format!("{name}.p{p}.{}", self.format.ext()),
             None => format!("{name}.{}", self.format.ext()),
         };
-        let mut w = BufWriter::with_capacity(1 << 20, File::create(dir.join(file_name))?);
-        if self.format == OutputFormat::Csv {
+        let path = dir.join(file_name);
+        // Resuming from a savepoint: the stopped run's rows stay, the new ones follow.
+        let append = self.append && std::fs::metadata(&path).is_ok_and(|m| m.len() > 0);
+        let file = if append {
+            std::fs::OpenOptions::new().append(true).open(&path)?
+        } else {
+            File::create(&path)?
+        };
+        let mut w = BufWriter::with_capacity(1 << 20, file);
+        if self.format == OutputFormat::Csv && !append {
             writeln!(w, "{header}")?;
         }
         let f = Arc::new(Mutex::new(w));

@@ -54,6 +54,9 @@ pub enum EngineError {
     /// A dataflow parameter that cannot be used, and what to use instead.
     #[error("{0}")]
     Param(String),
+    /// A savepoint that cannot be read, resumed from or written.
+    #[error(transparent)]
+    Savepoint(#[from] super::savepoint::SavepointError),
     /// Output directory problems.
     #[error("output directory {path}: {source}")]
     Output {
@@ -162,6 +165,9 @@ pub struct RunSpec {
     /// False: this process sends nothing and its `hub`, if any, shows its own workers' share
     /// (`--dashboard-scope process`, or `--no-dashboard` off process 0).
     pub dashboard_cluster: bool,
+    /// Savepoint directory (`--savepoint`): resume from its newest savepoint, and write one
+    /// there at a stop (see `engine::savepoint`). Kafka input only.
+    pub savepoint: Option<PathBuf>,
 }
 
 impl RunSpec {
@@ -195,6 +201,7 @@ impl RunSpec {
             stop: Arc::new(AtomicBool::new(false)),
             hub: None,
             dashboard_cluster: true,
+            savepoint: None,
         }
     }
 }
@@ -210,6 +217,10 @@ pub struct RunReport {
     pub outputs: BTreeMap<String, u64>,
     /// Final next offset per owned partition (this process's workers).
     pub offsets: BTreeMap<i32, i64>,
+    /// The savepoint a stop wrote (`--savepoint`), to resume from with the same flag.
+    pub savepoint: Option<PathBuf>,
+    /// The savepoint this run resumed from.
+    pub resumed_from: Option<PathBuf>,
     /// When a stop closed time windows early (`series_stats`): the start of the earliest of
     /// them. Windows from there on were written cut short; `--from` this time redoes them
     /// whole (see [`Metrics::cut_short_from`]).
@@ -262,6 +273,72 @@ fn preflight(k: &KafkaInput) -> Result<(), EngineError> {
     Ok(())
 }
 
+/// Opens the run's savepoint directory, if it has one: only Kafka input can resume (a dataset
+/// is read whole), only dataflows whose state can be saved, and not `--from` when there is a
+/// savepoint to resume from (it says where to start).
+fn open_savepoint(
+    spec: &RunSpec,
+    dataflow: &dyn crate::dataflows::Dataflow,
+) -> Result<Option<Arc<super::savepoint::Savepoint>>, EngineError> {
+    let Some(dir) = &spec.savepoint else {
+        return Ok(None);
+    };
+    let Input::Kafka(k) = &spec.input else {
+        return Err(EngineError::Param(
+            "--savepoint needs a Kafka input (--topic): a dataset is read whole, from its start"
+                .into(),
+        ));
+    };
+    if !dataflow.savepoints() {
+        let can: Vec<&str> = crate::dataflows::REGISTRY
+            .iter()
+            .filter(|d| d.savepoints())
+            .map(|d| d.name())
+            .collect();
+        return Err(EngineError::Param(format!(
+            "dataflow {} cannot save its state to a savepoint yet; these can: {}",
+            dataflow.name(),
+            can.join(", ")
+        )));
+    }
+    // What the saved state depends on: resuming with other settings would mix two runs.
+    let settings: BTreeMap<String, String> = [
+        ("dataflow", spec.dataflow.clone()),
+        ("topic", k.topic.clone()),
+        ("window", format!("{:?}", spec.window)),
+        ("window_zone", format!("{:?}", spec.window_zone)),
+        ("slide", format!("{:?}", spec.slide)),
+        ("readings", spec.readings.to_string()),
+        ("threshold", spec.threshold.to_string()),
+        ("horizon", spec.horizon.to_string()),
+        ("sessions", format!("{:?}", spec.sessions)),
+        ("quantiles", format!("{:?}", spec.quantiles)),
+        ("detector", format!("{:?}", spec.detector)),
+        ("state_ttl", format!("{:?}", spec.state_ttl)),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect();
+    let total = spec.cluster.workers * spec.cluster.processes;
+    let sp = super::savepoint::Savepoint::open(
+        dir,
+        settings,
+        total,
+        (spec.cluster.process, spec.cluster.processes),
+    )?;
+    if let (Some(r), false) = (
+        sp.resumed(),
+        k.start == crate::kafka::source::StartAt::Beginning,
+    ) {
+        return Err(EngineError::Param(format!(
+            "--from with a savepoint to resume from ({}): the savepoint says where each \
+             partition starts. Drop --from, or give a new --savepoint directory",
+            r.dir.display()
+        )));
+    }
+    Ok(Some(Arc::new(sp)))
+}
+
 /// Runs `spec` to completion on this process's share of the cluster.
 pub fn run(spec: RunSpec) -> Result<RunReport, EngineError> {
     let dataflow = dataflows::find(&spec.dataflow)?;
@@ -281,6 +358,7 @@ pub fn run(spec: RunSpec) -> Result<RunReport, EngineError> {
             })?,
     }
     spec.sessions.check().map_err(EngineError::Param)?;
+    let savepoint = open_savepoint(&spec, dataflow)?;
     let config = spec.cluster.to_timely()?;
     if let Input::Kafka(k) = &spec.input {
         preflight(k)?;
@@ -303,6 +381,7 @@ pub fn run(spec: RunSpec) -> Result<RunReport, EngineError> {
         source: e,
     })?;
     let mut targets = targets;
+    targets.append = savepoint.as_ref().is_some_and(|s| s.resumed().is_some());
     // With several processes, the dashboard updates may go to process 0 (`cluster_hub`).
     let cluster_scope = spec.cluster.processes > 1 && spec.dashboard_cluster;
     if spec.cluster.processes > 1 {
@@ -361,6 +440,7 @@ pub fn run(spec: RunSpec) -> Result<RunReport, EngineError> {
         worker: 0,
         metrics: spec.metrics.clone(),
         stop: spec.stop.clone(),
+        savepoint: savepoint.clone(),
     };
     let started = Instant::now();
     let sampler = spec
@@ -382,14 +462,24 @@ pub fn run(spec: RunSpec) -> Result<RunReport, EngineError> {
     let csv_share =
         crate::dataset::csvspec::BlockShare::new(spec.cluster.process, spec.cluster.processes);
     {
-        let (spec, targets, logs, errors) =
-            (spec.clone(), targets.clone(), logs.clone(), errors.clone());
+        let (spec, targets, logs, errors, savepoint) = (
+            spec.clone(),
+            targets.clone(),
+            logs.clone(),
+            errors.clone(),
+            savepoint.clone(),
+        );
         let guards = timely::execute(config, move |worker| {
             let index = worker.index();
             let peers = worker.peers();
             let local = index % workers;
+            let resume = savepoint.as_ref().and_then(|s| s.resumed());
             let feed = match &spec.input {
                 Input::Kafka(k) => KafkaFeed::new(k.clone(), index, peers)
+                    .map(|f| match resume {
+                        Some(r) => f.resuming(Arc::new(r.partitions.clone())),
+                        None => f,
+                    })
                     .map(|f| AnyFeed::Kafka(Box::new(f)))
                     .map_err(|e| e.to_string()),
                 Input::Memory {
@@ -438,7 +528,9 @@ pub fn run(spec: RunSpec) -> Result<RunReport, EngineError> {
                         _ => EventTime::MIN,
                     },
                     _ => EventTime::MIN,
-                },
+                }
+                .max(resume.map_or(EventTime::MIN, |r| r.frontier)),
+                savepoint: savepoint.clone(),
             };
             let timings = match (&targets.hub, &targets.cluster) {
                 (Some(h), _) => Some(TimingTarget::Hub(h.clone())),
@@ -492,6 +584,10 @@ pub fn run(spec: RunSpec) -> Result<RunReport, EngineError> {
     if let Some(e) = errors.lock().expect("errors poisoned").drain(..).next() {
         return Err(e);
     }
+    let (written, resumed_from) = match &savepoint {
+        Some(sp) => (sp.finish(workers)?, sp.resumed().map(|r| r.dir.clone())),
+        None => (None, None),
+    };
     targets.flush().map_err(|e| EngineError::Output {
         path: spec.output_dir.clone().unwrap_or_default(),
         source: e,
@@ -514,6 +610,8 @@ pub fn run(spec: RunSpec) -> Result<RunReport, EngineError> {
         metrics: spec.metrics.snapshot(),
         outputs,
         offsets,
+        savepoint: written,
+        resumed_from,
         cut_short_from: *spec
             .metrics
             .cut_short_from

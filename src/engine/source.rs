@@ -109,6 +109,9 @@ pub struct SourceSettings {
     /// The source's first frontier (`run --from TIME`): readings behind it are late from the
     /// start, so none of them lands in a window before it. `EventTime::MIN` otherwise.
     pub start: EventTime,
+    /// Where this source's position goes when it ends (`run --savepoint`), and which it
+    /// tells of a stop.
+    pub savepoint: Option<Arc<crate::engine::savepoint::Savepoint>>,
 }
 
 /// How often a source reports its worker's status to the metrics.
@@ -183,6 +186,9 @@ pub fn source<'s, F: Feed>(
                 polled[PACE_POLLS - 1] = last_frontier;
             }
             let stopping = settings.stop.load(std::sync::atomic::Ordering::Relaxed);
+            if let (true, Some(sp)) = (stopping, &settings.savepoint) {
+                sp.note_stopped();
+            }
             let poll = if stopping { Poll::Done } else { feed.poll(&mut clock, &mut batch, now) };
 
             if !batch.data.is_empty() || !batch.bad.is_empty() {
@@ -258,6 +264,15 @@ pub fn source<'s, F: Feed>(
             }
             match advanced {
                 Frontier::Done => {
+                    if let Some(sp) = &settings.savepoint {
+                        sp.save_source(
+                            settings.worker.0,
+                            &crate::engine::savepoint::SourcePosition {
+                                frontier: clock.frontier(),
+                                partitions: clock.positions(),
+                            },
+                        );
+                    }
                     settings.offsets.lock().expect("offset log poisoned").record(EventTime::MAX, clock.offsets());
                     if let Some((peers, slot)) = &settings.peers {
                         peers.lock().expect("peer watermarks poisoned")[*slot] = None;

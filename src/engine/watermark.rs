@@ -100,6 +100,26 @@ impl Watermarks {
         );
     }
 
+    /// Sets a tracked partition's highest event time read, as a savepoint saved it: its
+    /// watermark is then where the stopped run left it.
+    pub fn resume_partition(&mut self, partition: i32, max_ts: Option<EventTime>) {
+        if let Some(p) = self.parts.get_mut(&partition) {
+            p.max_ts = max_ts;
+        }
+    }
+
+    /// Every partition's position, for a savepoint.
+    pub fn positions(&self) -> Vec<crate::engine::savepoint::PartitionPosition> {
+        self.parts
+            .iter()
+            .map(|(p, c)| crate::engine::savepoint::PartitionPosition {
+                partition: *p,
+                next_offset: c.next_offset,
+                max_ts: c.max_ts,
+            })
+            .collect()
+    }
+
     /// Is this partition tracked?
     pub fn has(&self, partition: i32) -> bool {
         self.parts.contains_key(&partition)

@@ -14,6 +14,7 @@ use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
 
 use super::{admin, client_err, ClientSettings, KafkaError};
+use crate::engine::savepoint::PartitionPosition;
 use crate::engine::source::{Batch, Feed, Poll};
 use crate::engine::watermark::Watermarks;
 use crate::quarantine::Quarantined;
@@ -76,6 +77,9 @@ pub struct KafkaFeed {
     expected: Vec<i64>,
     /// The consumer a start-offset search reads single messages with (between searches: none).
     probe: Option<BaseConsumer>,
+    /// Positions from a savepoint: a partition found there starts at its saved offset with
+    /// its saved watermark, whatever [`StartAt`] says.
+    resume: Option<std::sync::Arc<std::collections::BTreeMap<i32, PartitionPosition>>>,
 }
 
 impl KafkaFeed {
@@ -98,7 +102,17 @@ impl KafkaFeed {
             format: WireFormat::Json,
             expected: Vec::new(),
             probe: None,
+            resume: None,
         })
+    }
+
+    /// The same feed starting each partition a savepoint has at its saved position.
+    pub fn resuming(
+        mut self,
+        positions: std::sync::Arc<std::collections::BTreeMap<i32, PartitionPosition>>,
+    ) -> Self {
+        self.resume = Some(positions);
+        self
     }
 
     fn refresh(&mut self, clock: &mut Watermarks, now: Instant) -> Result<(), KafkaError> {
@@ -121,7 +135,10 @@ impl KafkaFeed {
                 .consumer
                 .fetch_watermarks(&topic, p, Duration::from_secs(10))
                 .map_err(client_err(format!("watermarks of {topic}/{p}")))?;
+            let saved = self.resume.as_ref().and_then(|r| r.get(&p)).copied();
             let start = match self.input.start {
+                // Records the broker no longer has are counted as skipped when reading.
+                _ if saved.is_some() => saved.map_or(lo, |s| s.next_offset),
                 StartAt::Beginning => lo,
                 StartAt::End if self.first_refresh_done => lo,
                 StartAt::End => hi,
@@ -147,19 +164,20 @@ impl KafkaFeed {
                     found?
                 }
             };
-            new.push((p, lo, hi, start));
+            new.push((p, lo, hi, start, saved.and_then(|s| s.max_ts)));
         }
         if let Some(probe) = self.probe.take() {
             let _ = probe.unassign();
         }
         let mut tpl = TopicPartitionList::new();
-        for (p, lo, hi, start) in new {
+        for (p, lo, hi, start, max_ts) in new {
             clock.add(
                 p,
                 start,
                 if self.input.until_end { Some(hi) } else { None },
                 now,
             );
+            clock.resume_partition(p, max_ts);
             let offset = if start <= lo {
                 Offset::Beginning
             } else {

@@ -1,0 +1,559 @@
+//! Savepoints: what a stopped run leaves so the next run goes on exactly where it stopped
+//! (`run --savepoint DIR`).
+//!
+//! A stop (Ctrl-C, `--duration`, the stop flag) ends the run cleanly: every source stops
+//! reading, and every keyed operator has processed each reading before the event-time
+//! frontier it last saw. With a savepoint, each worker then writes, instead of closing
+//! anything early:
+//! - its source's position: per partition, the next offset and the highest event time read
+//!   (so lateness is judged as before), and the source's frontier;
+//! - per keyed operator, its per-series state and the readings it still held (those at or
+//!   after its frontier, not yet processed).
+//!
+//! The next run with the same directory reads them back: each worker takes the states and
+//! held readings of the series it owns (any number of workers and processes; ownership is by
+//! the series' hash, as the exchange routes them), processes the held readings first, and
+//! reads each partition from its saved offset with its saved watermark. The source's frontier
+//! starts at the lowest saved one, so a reading the stopped run had counted late is late
+//! again. The rows the two runs write together are the rows of one uninterrupted run.
+//!
+//! Layout: `DIR/g<N>/` per savepoint, `N` counting up; in it `source.w<W>.bin` and
+//! `<operator>.w<W>.bin` per worker `W` (bincode), and `manifest.p<P>.json` per process,
+//! written last. A generation counts only when every process's manifest is there, so a run
+//! that died while writing leaves the previous savepoint in force. The two newest complete
+//! generations are kept.
+//!
+//! What it is not: a periodic checkpoint. A run that crashes writes nothing, and the next run
+//! resumes from the last savepoint, repeating the rows written after it.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use serde::{de::DeserializeOwned, Deserialize, Serialize};
+use thiserror::Error;
+
+use crate::record::{EventTime, Reading};
+
+/// Format version of the files; a savepoint of another version is refused.
+const VERSION: u32 = 1;
+
+/// Why a savepoint cannot be used or written.
+#[derive(Debug, Error)]
+pub enum SavepointError {
+    /// Reading or writing a file failed.
+    #[error("savepoint {path}: {source}")]
+    Io {
+        /// The file or directory.
+        path: PathBuf,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// A file is not a savepoint file of this version.
+    #[error("savepoint file {path} cannot be read ({why}); it is damaged or from another streamgauge version: use another --savepoint directory")]
+    Corrupt {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        why: String,
+    },
+    /// The savepoint is of another run (dataflow, topic or parameters).
+    #[error("savepoint {path} was written by a run with {what}; this run has {now}. Resume with the same settings, or give a new --savepoint directory")]
+    Mismatch {
+        /// The generation's directory.
+        path: PathBuf,
+        /// The saved setting.
+        what: String,
+        /// This run's.
+        now: String,
+    },
+}
+
+/// One partition's position at the stop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartitionPosition {
+    /// Partition.
+    pub partition: i32,
+    /// Next offset to read.
+    pub next_offset: i64,
+    /// Highest event time read (its watermark is this minus the lateness).
+    pub max_ts: Option<EventTime>,
+}
+
+/// A source's position at the stop.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct SourcePosition {
+    /// Its event-time frontier.
+    pub frontier: EventTime,
+    /// Its partitions.
+    pub partitions: Vec<PartitionPosition>,
+}
+
+/// One saved state: series, value name, the time of its latest reading, the state.
+pub type SavedState<V> = (String, String, EventTime, V);
+
+/// One keyed operator's share, as a worker writes it: per (series, value name) state with the
+/// time of its latest reading, and the readings not yet processed.
+#[derive(Serialize, Deserialize)]
+struct KeyedFile<V> {
+    version: u32,
+    states: Vec<SavedState<V>>,
+    held: Vec<Reading>,
+}
+
+/// What a process writes last: the savepoint's settings.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+struct Manifest {
+    version: u32,
+    /// Workers in the run that wrote it (all processes).
+    workers: usize,
+    processes: usize,
+    /// Dataflow, topic and the parameters the state depends on.
+    settings: BTreeMap<String, String>,
+    /// Lowest source frontier of this process's workers.
+    frontier: EventTime,
+}
+
+/// What this run resumes from.
+#[derive(Debug)]
+pub struct Resumed {
+    /// The generation's directory.
+    pub dir: PathBuf,
+    /// Workers of the run that wrote it.
+    pub workers: usize,
+    /// Every saved partition position.
+    pub partitions: BTreeMap<i32, PartitionPosition>,
+    /// The lowest saved source frontier: the resumed sources start there.
+    pub frontier: EventTime,
+}
+
+/// A run's savepoint directory: where it resumes from, if anywhere, and where its stop
+/// writes.
+#[derive(Debug)]
+pub struct Savepoint {
+    root: PathBuf,
+    /// The generation this run writes at a stop.
+    generation: u64,
+    settings: BTreeMap<String, String>,
+    /// Workers of this run, all processes.
+    workers: usize,
+    processes: usize,
+    process: usize,
+    resumed: Option<Resumed>,
+    /// Failures while writing (workers cannot return errors).
+    errors: Mutex<Vec<SavepointError>>,
+    /// Lowest source frontier written by this process's workers.
+    frontier: Mutex<Option<EventTime>>,
+    /// Sources of this process that wrote their position.
+    sources_saved: std::sync::atomic::AtomicUsize,
+    /// Whether a source of this process was stopped (rather than reaching its input's end).
+    stopped: std::sync::atomic::AtomicBool,
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> SavepointError + '_ {
+    move |source| SavepointError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Generations under `root` (`g<N>` directories), highest first.
+fn generations(root: &Path) -> Result<Vec<u64>, SavepointError> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(root).map_err(io(root))? {
+        let entry = entry.map_err(io(root))?;
+        let name = entry.file_name();
+        if let Some(n) = name.to_str().and_then(|s| s.strip_prefix('g')) {
+            if let Ok(n) = n.parse::<u64>() {
+                out.push(n);
+            }
+        }
+    }
+    out.sort_unstable_by(|a, b| b.cmp(a));
+    Ok(out)
+}
+
+/// The manifests of generation `dir` when every process wrote its own, else `None`.
+fn complete(dir: &Path) -> Result<Option<Vec<Manifest>>, SavepointError> {
+    let first = dir.join("manifest.p0.json");
+    if !first.exists() {
+        return Ok(None);
+    }
+    let read = |path: PathBuf| -> Result<Manifest, SavepointError> {
+        let text = std::fs::read(&path).map_err(io(&path))?;
+        let m: Manifest = serde_json::from_slice(&text).map_err(|e| SavepointError::Corrupt {
+            path: path.clone(),
+            why: e.to_string(),
+        })?;
+        if m.version != VERSION {
+            return Err(SavepointError::Corrupt {
+                path,
+                why: format!("format version {}, this build reads {VERSION}", m.version),
+            });
+        }
+        Ok(m)
+    };
+    let m0 = read(first)?;
+    let mut all = vec![m0.clone()];
+    for p in 1..m0.processes {
+        let path = dir.join(format!("manifest.p{p}.json"));
+        if !path.exists() {
+            return Ok(None);
+        }
+        all.push(read(path)?);
+    }
+    Ok(Some(all))
+}
+
+fn read_bin<T: DeserializeOwned>(path: &Path) -> Result<T, SavepointError> {
+    let bytes = std::fs::read(path).map_err(io(path))?;
+    bincode::deserialize(&bytes).map_err(|e| SavepointError::Corrupt {
+        path: path.to_path_buf(),
+        why: e.to_string(),
+    })
+}
+
+/// Writes `value` to `path` through a temporary file and a rename.
+fn write_bin<T: Serialize>(path: &Path, value: &T) -> Result<(), SavepointError> {
+    let bytes = bincode::serialize(value).map_err(|e| SavepointError::Corrupt {
+        path: path.to_path_buf(),
+        why: e.to_string(),
+    })?;
+    write_atomic(path, &bytes)
+}
+
+fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), SavepointError> {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, bytes).map_err(io(&tmp))?;
+    std::fs::rename(&tmp, path).map_err(io(path))
+}
+
+impl Savepoint {
+    /// Opens `root` (created if missing) for a run of `workers` workers over `processes`
+    /// processes whose state depends on `settings` (dataflow, topic, parameters): finds the
+    /// newest complete savepoint to resume from, checks it was written with the same
+    /// settings, and reads its source positions.
+    pub fn open(
+        root: &Path,
+        settings: BTreeMap<String, String>,
+        workers: usize,
+        (process, processes): (usize, usize),
+    ) -> Result<Self, SavepointError> {
+        std::fs::create_dir_all(root).map_err(io(root))?;
+        let gens = generations(root)?;
+        let mut resumed = None;
+        for &g in &gens {
+            let dir = root.join(format!("g{g}"));
+            let Some(manifests) = complete(&dir)? else {
+                continue;
+            };
+            let saved = &manifests[0];
+            for (k, v) in &saved.settings {
+                let now = settings.get(k).cloned().unwrap_or_else(|| "none".into());
+                if *v != now {
+                    return Err(SavepointError::Mismatch {
+                        path: dir,
+                        what: format!("{k} = {v}"),
+                        now: format!("{k} = {now}"),
+                    });
+                }
+            }
+            let mut partitions = BTreeMap::new();
+            let mut frontier: Option<EventTime> = None;
+            for w in 0..saved.workers {
+                let pos: (u32, SourcePosition) = read_bin(&dir.join(format!("source.w{w}.bin")))?;
+                for p in pos.1.partitions {
+                    partitions.insert(p.partition, p);
+                }
+                frontier = Some(frontier.map_or(pos.1.frontier, |f| f.min(pos.1.frontier)));
+            }
+            resumed = Some(Resumed {
+                dir,
+                workers: saved.workers,
+                partitions,
+                frontier: frontier.unwrap_or(EventTime::MIN),
+            });
+            break;
+        }
+        Ok(Savepoint {
+            root: root.to_path_buf(),
+            generation: gens.first().map_or(0, |g| g + 1),
+            settings,
+            workers,
+            processes,
+            process,
+            resumed,
+            errors: Mutex::default(),
+            frontier: Mutex::default(),
+            sources_saved: Default::default(),
+            stopped: Default::default(),
+        })
+    }
+
+    /// The savepoint this run resumes from, if any.
+    pub fn resumed(&self) -> Option<&Resumed> {
+        self.resumed.as_ref()
+    }
+
+    /// The directory a stop of this run writes to.
+    pub fn target(&self) -> PathBuf {
+        self.root.join(format!("g{}", self.generation))
+    }
+
+    /// Workers of this run (all processes): a series belongs to
+    /// `series_worker(series, workers)`.
+    pub fn workers(&self) -> usize {
+        self.workers
+    }
+
+    fn target_file(&self, name: &str) -> Result<PathBuf, SavepointError> {
+        let dir = self.target();
+        std::fs::create_dir_all(&dir).map_err(io(&dir))?;
+        Ok(dir.join(name))
+    }
+
+    /// Keeps a failure to report after the run.
+    pub fn fail(&self, e: SavepointError) {
+        self.errors
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(e);
+    }
+
+    /// The first failure kept, if any.
+    pub fn take_error(&self) -> Option<SavepointError> {
+        self.errors
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .drain(..)
+            .next()
+    }
+
+    /// Notes that a source of this process was stopped: its keyed operators then save
+    /// instead of processing what they hold ([`Savepoint::stopped`]).
+    pub fn note_stopped(&self) {
+        self.stopped
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Whether a source of this process was stopped. A source that reaches the end of its
+    /// input still writes its position (so a savepoint has every worker's), but only a stop
+    /// makes one: at the end of the input everything is processed, as without a savepoint.
+    pub fn stopped(&self) -> bool {
+        self.stopped.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Writes worker `worker`'s source position (when its source ends, stopped or not).
+    pub fn save_source(&self, worker: usize, pos: &SourcePosition) {
+        let r = self
+            .target_file(&format!("source.w{worker}.bin"))
+            .and_then(|path| write_bin(&path, &(VERSION, pos)));
+        match r {
+            Ok(()) => {
+                self.sources_saved
+                    .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let mut f = self.frontier.lock().unwrap_or_else(|p| p.into_inner());
+                *f = Some(f.map_or(pos.frontier, |x| x.min(pos.frontier)));
+            }
+            Err(e) => self.fail(e),
+        }
+    }
+
+    /// The states and held readings of keyed operator `name` that worker `worker` owns now,
+    /// from every worker's file of the savepoint resumed from (none when not resuming).
+    /// `owns(series)` says whether a series is this worker's.
+    pub fn load_keyed<V: DeserializeOwned>(
+        &self,
+        name: &str,
+        owns: impl Fn(&str) -> bool,
+    ) -> Result<(Vec<SavedState<V>>, Vec<Reading>), SavepointError> {
+        let Some(r) = &self.resumed else {
+            return Ok((Vec::new(), Vec::new()));
+        };
+        let (mut states, mut held) = (Vec::new(), Vec::new());
+        for w in 0..r.workers {
+            let path = r.dir.join(format!("{name}.w{w}.bin"));
+            let file: KeyedFile<V> = read_bin(&path)?;
+            if file.version != VERSION {
+                return Err(SavepointError::Corrupt {
+                    path,
+                    why: format!("format version {}", file.version),
+                });
+            }
+            states.extend(file.states.into_iter().filter(|s| owns(&s.0)));
+            held.extend(file.held.into_iter().filter(|r| owns(&r.series)));
+        }
+        Ok((states, held))
+    }
+
+    /// Writes worker `worker`'s share of keyed operator `name`.
+    pub fn save_keyed<V: Serialize>(
+        &self,
+        name: &str,
+        worker: usize,
+        states: Vec<SavedState<V>>,
+        held: Vec<Reading>,
+    ) {
+        let file = KeyedFile {
+            version: VERSION,
+            states,
+            held,
+        };
+        if let Err(e) = self
+            .target_file(&format!("{name}.w{worker}.bin"))
+            .and_then(|path| write_bin(&path, &file))
+        {
+            self.fail(e);
+        }
+    }
+
+    /// After this process's `local_workers` are done: when a source was stopped, writes the
+    /// process's manifest, which makes the savepoint count once every process has written its
+    /// own, and prunes all but the two newest complete generations. Returns the savepoint's
+    /// directory (`None` when nothing was stopped: the input ended), or the first failure
+    /// while writing (then no manifest is written and the previous savepoint stays in force).
+    pub fn finish(&self, local_workers: usize) -> Result<Option<PathBuf>, SavepointError> {
+        if let Some(e) = self.take_error() {
+            return Err(e);
+        }
+        if !self.stopped() {
+            return Ok(None);
+        }
+        let saved = self.sources_saved.load(std::sync::atomic::Ordering::SeqCst);
+        if saved != local_workers {
+            return Err(SavepointError::Io {
+                path: self.target(),
+                source: std::io::Error::other(format!(
+                    "{saved} of {local_workers} sources wrote their position"
+                )),
+            });
+        }
+        let frontier = self
+            .frontier
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .unwrap_or(EventTime::MIN);
+        let manifest = Manifest {
+            version: VERSION,
+            workers: self.workers,
+            processes: self.processes,
+            settings: self.settings.clone(),
+            frontier,
+        };
+        let path = self.target_file(&format!("manifest.p{}.json", self.process))?;
+        let text = serde_json::to_vec_pretty(&manifest).map_err(|e| SavepointError::Corrupt {
+            path: path.clone(),
+            why: e.to_string(),
+        })?;
+        write_atomic(&path, &text)?;
+        if self.process == 0 {
+            let mut kept = 0;
+            for g in generations(&self.root)? {
+                if g > self.generation {
+                    continue;
+                }
+                let dir = self.root.join(format!("g{g}"));
+                if kept < 2 && complete(&dir)?.is_some() {
+                    kept += 1;
+                } else if kept >= 2 {
+                    std::fs::remove_dir_all(&dir).map_err(io(&dir))?;
+                }
+            }
+        }
+        Ok(Some(self.target()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::record::Sym;
+
+    fn settings(flow: &str) -> BTreeMap<String, String> {
+        BTreeMap::from([("dataflow".to_string(), flow.to_string())])
+    }
+
+    #[test]
+    fn a_savepoint_counts_once_every_process_wrote_its_manifest() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("sp");
+        // Two processes of one worker each start, then stop and write.
+        let sps: Vec<Savepoint> = (0..2)
+            .map(|p| Savepoint::open(&root, settings("anomaly"), 2, (p, 2)).unwrap())
+            .collect();
+        for (p, sp) in sps.iter().enumerate() {
+            assert!(sp.resumed().is_none());
+            assert_eq!(sp.target(), root.join("g0"));
+            sp.save_source(
+                p,
+                &SourcePosition {
+                    frontier: 100 + p as i64,
+                    partitions: vec![PartitionPosition {
+                        partition: p as i32,
+                        next_offset: 7,
+                        max_ts: Some(200),
+                    }],
+                },
+            );
+            let held = vec![Reading::single(Sym::new(&format!("s{p}")), 150, 1.0)];
+            let state = vec![(format!("s{p}"), "value".to_string(), 90, 5u32)];
+            sp.save_keyed("op", p, state, held);
+        }
+        sps[0].note_stopped();
+        sps[0].finish(1).unwrap();
+        // Only process 0's manifest: not a savepoint yet.
+        let early = Savepoint::open(&root, settings("anomaly"), 1, (0, 1)).unwrap();
+        assert!(early.resumed().is_none());
+        assert_eq!(early.target(), root.join("g1"), "g0 exists, incomplete");
+        sps[1].note_stopped();
+        sps[1].finish(1).unwrap();
+        let one = Savepoint::open(&root, settings("anomaly"), 1, (0, 1)).unwrap();
+        let r = one.resumed().expect("complete now");
+        assert_eq!(r.frontier, 100);
+        assert_eq!(r.workers, 2);
+        assert_eq!(r.partitions.len(), 2);
+        let (states, held) = one.load_keyed::<u32>("op", |_| true).unwrap();
+        assert_eq!((states.len(), held.len()), (2, 2));
+        let (states, held) = one.load_keyed::<u32>("op", |s| s == "s1").unwrap();
+        assert_eq!(states, vec![("s1".to_string(), "value".to_string(), 90, 5)]);
+        assert_eq!(held.len(), 1);
+        // Another dataflow may not resume from it.
+        let err = Savepoint::open(&root, settings("sessions"), 1, (0, 1)).unwrap_err();
+        assert!(err.to_string().contains("dataflow = anomaly"), "{err}");
+    }
+
+    #[test]
+    fn a_damaged_file_is_an_error_that_names_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().to_path_buf();
+        let sp = Savepoint::open(&root, settings("anomaly"), 1, (0, 1)).unwrap();
+        sp.save_source(0, &SourcePosition::default());
+        sp.note_stopped();
+        sp.finish(1).unwrap();
+        std::fs::write(root.join("g0/source.w0.bin"), b"\x01").unwrap();
+        let err = Savepoint::open(&root, settings("anomaly"), 1, (0, 1)).unwrap_err();
+        assert!(err.to_string().contains("source.w0.bin"), "{err}");
+    }
+
+    #[test]
+    fn only_the_two_newest_savepoints_are_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().to_path_buf();
+        for g in 0..4u64 {
+            let sp = Savepoint::open(&root, settings("anomaly"), 1, (0, 1)).unwrap();
+            assert_eq!(sp.resumed().is_some(), g > 0);
+            sp.save_source(
+                0,
+                &SourcePosition {
+                    frontier: g as i64,
+                    partitions: Vec::new(),
+                },
+            );
+            sp.note_stopped();
+            assert_eq!(sp.finish(1).unwrap(), Some(root.join(format!("g{g}"))));
+        }
+        assert_eq!(generations(&root).unwrap(), vec![3, 2]);
+        let sp = Savepoint::open(&root, settings("anomaly"), 1, (0, 1)).unwrap();
+        assert_eq!(sp.resumed().unwrap().frontier, 3);
+    }
+}

@@ -1,0 +1,312 @@
+//! Savepoints (`run --savepoint`): a live run stopped part-way writes its state, and a run
+//! from the savepoint, on another number of workers, goes on exactly: the two runs' rows
+//! together are the rows of one uninterrupted computation, each once.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use common::*;
+use streamgauge::analytics::detector::{Detector, DetectorParams};
+use streamgauge::dataset::generate::SplitMix64;
+use streamgauge::engine::{Input, RunReport, RunSpec};
+use streamgauge::kafka::broker::EmbeddedBroker;
+use streamgauge::kafka::producer::ReadingProducer;
+use streamgauge::kafka::ClientSettings;
+use streamgauge::record::{Reading, Sym};
+
+const T0: i64 = 1_700_000_000_000;
+
+/// 12 series over 6 partitions, a reading a second each, out of order within the lateness
+/// here and there (so the keyed operator holds readings at a stop), noisy levels with
+/// spikes and a level shift (so the detector's state matters to every score).
+fn stream(per_series: i64) -> Vec<(i32, Reading)> {
+    let mut rng = SplitMix64(2026);
+    let mut all = Vec::new();
+    for s in 0..12 {
+        let name = Sym::new(&format!("sp/s{s}"));
+        let mut msgs: Vec<Reading> = (0..per_series)
+            .map(|i| {
+                let mut x = 10.0 * (s + 1) as f64 + rng.next_f64();
+                if rng.below(300) == 0 {
+                    x += 20.0 * rng.next_f64();
+                }
+                if i > per_series * 2 / 3 && s % 3 == 0 {
+                    x += 5.0;
+                }
+                Reading::single(name, T0 + i * 1000, x)
+            })
+            .collect();
+        // Swap neighbours now and then: 1 s out of order, within the 5 s lateness.
+        for i in (1..msgs.len()).step_by(37) {
+            msgs.swap(i - 1, i);
+        }
+        all.push(msgs);
+    }
+    // In time order across series (two series share each partition).
+    (0..per_series as usize)
+        .flat_map(|i| {
+            all.iter()
+                .enumerate()
+                .map(move |(s, msgs)| (s as i32 % 6, msgs[i].clone()))
+        })
+        .collect()
+}
+
+fn produce(brokers: &str, topic: &str, items: &[(i32, Reading)]) {
+    let mut p = ReadingProducer::new(&ClientSettings::new(brokers), topic).unwrap();
+    for (part, r) in items {
+        p.send_to(r, *part).unwrap();
+    }
+    p.flush(Duration::from_secs(30)).unwrap();
+}
+
+/// A run of `dataflow` on `topic` with `workers`, resuming from and saving to `savepoint`;
+/// `live`: not `--until-end` (it runs until stopped).
+fn savepoint_spec(
+    dataflow: &str,
+    brokers: &str,
+    topic: &str,
+    workers: usize,
+    out: &Path,
+    savepoint: &Path,
+    live: bool,
+) -> RunSpec {
+    let mut s = spec(
+        kafka_input(brokers, topic),
+        workers,
+        Duration::from_secs(10),
+        out,
+    );
+    s.dataflow = dataflow.into();
+    s.savepoint = Some(savepoint.to_path_buf());
+    if let Input::Kafka(k) = &mut s.input {
+        k.until_end = !live;
+    }
+    s
+}
+
+/// Runs `s` live until it has read `n` readings, then stops it.
+fn run_and_stop(s: RunSpec, n: usize) -> RunReport {
+    let (metrics, stop) = (s.metrics.clone(), s.stop.clone());
+    let run = std::thread::spawn(move || run_ok(s));
+    let t0 = Instant::now();
+    while metrics.snapshot().readings_in < n as u64 {
+        assert!(t0.elapsed() < Duration::from_secs(60), "not all read");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    stop.store(true, Ordering::Relaxed);
+    run.join().unwrap()
+}
+
+/// The detector's scores, from scratch: each series' readings in (time, value) order
+/// through a fresh detector, keyed by (series, time, value bits).
+fn oracle(items: &[(i32, Reading)]) -> BTreeMap<(String, i64, u64), f64> {
+    let mut by_series: BTreeMap<String, Vec<(i64, f64)>> = BTreeMap::new();
+    for (_, r) in items {
+        by_series
+            .entry(r.series.to_string())
+            .or_default()
+            .push((r.ts, r.values[0].1));
+    }
+    let mut out = BTreeMap::new();
+    for (series, mut rs) in by_series {
+        rs.sort_by(|a, b| a.0.cmp(&b.0).then(a.1.total_cmp(&b.1)));
+        let mut d = Detector::new(DetectorParams::default());
+        for (ts, x) in rs {
+            out.insert((series.clone(), ts, x.to_bits()), d.update(ts, x));
+        }
+    }
+    out
+}
+
+#[test]
+fn a_run_resumed_from_a_savepoint_on_other_worker_counts_scores_as_one_uninterrupted_run() {
+    let broker = EmbeddedBroker::start(1).unwrap();
+    let items = stream(2_000);
+    let want = oracle(&items);
+    let (first, second): (Vec<_>, Vec<_>) = items
+        .iter()
+        .cloned()
+        .partition(|(_, r)| r.ts < T0 + 1_200 * 1000);
+    for (a_workers, b_workers) in [(1, 2), (2, 4), (4, 1)] {
+        let topic = format!("savepoint{a_workers}{b_workers}");
+        broker.create_topic(&topic, 6).unwrap();
+        produce(broker.bootstrap(), &topic, &first);
+        let out = tempfile::tempdir().unwrap();
+        let sp = out.path().join("savepoint");
+        let what = format!("{a_workers} then {b_workers} workers");
+
+        let s = savepoint_spec(
+            "anomaly",
+            broker.bootstrap(),
+            &topic,
+            a_workers,
+            out.path(),
+            &sp,
+            true,
+        );
+        let a = run_and_stop(s, first.len());
+        assert!(a.resumed_from.is_none(), "{what}: nothing to resume from");
+        let saved = a.savepoint.clone().expect("the stop wrote a savepoint");
+        let a_rows = a.outputs.get("anomaly").copied().unwrap_or(0);
+        // At least the last 5 s of each series (the lateness) is past the frontier.
+        assert!(
+            a_rows <= (first.len() - 12 * 5) as u64,
+            "{what}: the readings at or past the frontier are held in the savepoint, not scored ({a_rows} of {})",
+            first.len()
+        );
+        assert_eq!(a.metrics.late, 0, "{what}");
+
+        produce(broker.bootstrap(), &topic, &second);
+        let s = savepoint_spec(
+            "anomaly",
+            broker.bootstrap(),
+            &topic,
+            b_workers,
+            out.path(),
+            &sp,
+            false,
+        );
+        let b = run_ok(s);
+        assert_eq!(b.resumed_from.as_ref(), Some(&saved), "{what}");
+        assert_eq!(b.metrics.late, 0, "{what}");
+        assert_eq!(
+            b.metrics.readings_in,
+            second.len() as u64,
+            "{what}: the resumed run reads from the saved offsets on"
+        );
+        assert!(
+            b.savepoint.is_none(),
+            "{what}: an input read to its end is no stop"
+        );
+
+        // The output file holds the stopped run's rows, then the resumed run's.
+        let mut got = BTreeMap::new();
+        for line in read_lines(out.path(), "anomaly") {
+            let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+            let key = (
+                v["series"].as_str().unwrap().to_string(),
+                v["ts"].as_i64().unwrap(),
+                v["value"].as_f64().unwrap().to_bits(),
+            );
+            let score = v["score"].as_f64().unwrap();
+            assert!(
+                got.insert(key.clone(), score).is_none(),
+                "{what}: {key:?} twice"
+            );
+        }
+        assert_eq!(got.len(), want.len(), "{what}: every reading scored once");
+        let differ: Vec<_> = want
+            .iter()
+            .filter(|(k, s)| got.get(*k).is_none_or(|g| g.to_bits() != s.to_bits()))
+            .take(5)
+            .collect();
+        assert!(
+            differ.is_empty(),
+            "{what}: scores differ from one detector per series: {differ:?}"
+        );
+    }
+}
+
+#[test]
+fn without_the_state_the_resumed_scores_would_differ() {
+    // The check above can fail: scores of a detector started afresh at the resume point
+    // differ from the uninterrupted ones (so restoring the state is what makes them equal).
+    let items = stream(2_000);
+    let want = oracle(&items);
+    let second: Vec<_> = items
+        .iter()
+        .filter(|(_, r)| r.ts >= T0 + 1_200 * 1000)
+        .cloned()
+        .collect();
+    let fresh = oracle(&second);
+    let differ = fresh
+        .iter()
+        .filter(|(k, s)| want[*k].to_bits() != s.to_bits())
+        .count();
+    assert!(differ > second.len() / 2, "{differ} of {}", second.len());
+}
+
+#[test]
+fn savepoints_refuse_what_they_cannot_resume() {
+    let out = tempfile::tempdir().unwrap();
+    let sp = out.path().join("sp");
+    // A dataset is read whole.
+    let mut s = spec(
+        Input::memory(vec![Reading::single(Sym::new("x"), T0, 1.0)]),
+        1,
+        Duration::from_secs(10),
+        out.path(),
+    );
+    s.dataflow = "anomaly".into();
+    s.savepoint = Some(sp.clone());
+    let err = streamgauge::engine::run(s).unwrap_err().to_string();
+    assert!(err.contains("--savepoint needs a Kafka input"), "{err}");
+
+    let broker = EmbeddedBroker::start(1).unwrap();
+    broker.create_topic("refuse", 2).unwrap();
+    produce(
+        broker.bootstrap(),
+        "refuse",
+        &[(0, Reading::single(Sym::new("x"), T0, 1.0))],
+    );
+    // A dataflow whose state does not go to savepoints yet says which do.
+    let s = savepoint_spec(
+        "sensor_outliers",
+        broker.bootstrap(),
+        "refuse",
+        1,
+        out.path(),
+        &sp,
+        false,
+    );
+    let err = streamgauge::engine::run(s).unwrap_err().to_string();
+    assert!(
+        err.contains("sensor_outliers cannot save") && err.contains("anomaly"),
+        "{err}"
+    );
+
+    // A savepoint of one dataflow is not resumed by another.
+    let s = savepoint_spec(
+        "anomaly",
+        broker.bootstrap(),
+        "refuse",
+        1,
+        out.path(),
+        &sp,
+        true,
+    );
+    let a = run_and_stop(s, 1);
+    assert!(a.savepoint.is_some());
+    let s = savepoint_spec(
+        "trend",
+        broker.bootstrap(),
+        "refuse",
+        1,
+        out.path(),
+        &sp,
+        false,
+    );
+    let err = streamgauge::engine::run(s).unwrap_err().to_string();
+    assert!(err.contains("dataflow = anomaly"), "{err}");
+
+    // --from and a savepoint to resume from contradict each other.
+    let mut s = savepoint_spec(
+        "anomaly",
+        broker.bootstrap(),
+        "refuse",
+        1,
+        out.path(),
+        &sp,
+        false,
+    );
+    if let Input::Kafka(k) = &mut s.input {
+        k.start = streamgauge::kafka::source::StartAt::End;
+    }
+    let err = streamgauge::engine::run(s).unwrap_err().to_string();
+    assert!(err.contains("--from with a savepoint"), "{err}");
+}
