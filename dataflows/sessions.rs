@@ -33,6 +33,7 @@ use super::{Dataflow, Outputs, Params};
 use crate::analytics::window::WindowStats;
 use crate::engine::keyed::{in_order_logic, InOrder};
 use crate::engine::output::{csv_f64s, push_csv_field, JsonObject, Row};
+use crate::engine::savepoint::Savepoint;
 use crate::engine::Metrics;
 use crate::record::{write_i64, EventTime, Reading, Sym};
 use crate::sym::SymMap;
@@ -191,6 +192,13 @@ impl Open {
     }
 }
 
+/// An open session as a savepoint keeps it (with its series, value name and `last`).
+#[derive(Serialize, Deserialize)]
+struct SavedOpen {
+    stats: WindowStats,
+    start: EventTime,
+}
+
 /// A timer: the session in slot `slot` may close at `at` (16 bytes, compared as two
 /// integers).
 type Timer = Reverse<(EventTime, u32)>;
@@ -213,6 +221,12 @@ struct Sessions {
     free: Vec<u32>,
     timers: BinaryHeap<Timer>,
     metrics: Arc<Metrics>,
+    /// The run's stop flag: at a stop with a savepoint, open sessions are saved, not closed.
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    /// The savepoint (`--savepoint`) and this worker's index.
+    savepoint: Option<(Arc<Savepoint>, usize)>,
+    /// Readings the savepoint held, handed to the operator at the start.
+    restored: Vec<Reading>,
 }
 
 impl Sessions {
@@ -224,13 +238,25 @@ impl Sessions {
     fn open(&mut self, series: Sym, field: Sym, ts: EventTime, v: f64) {
         let mut stats = WindowStats::default();
         stats.update(v);
-        let deadline = self.deadline(ts);
+        self.reopen(series, field, stats, ts, ts);
+    }
+
+    /// Opens a session of (`series`, `field`) from `start` to `last` with `stats`.
+    fn reopen(
+        &mut self,
+        series: Sym,
+        field: Sym,
+        stats: WindowStats,
+        start: EventTime,
+        last: EventTime,
+    ) {
+        let deadline = self.deadline(last);
         let session = Open {
             series,
             field,
             stats,
-            start: ts,
-            last: ts,
+            start,
+            last,
             queued: deadline,
         };
         let slot = match self.free.pop() {
@@ -265,7 +291,65 @@ impl Sessions {
     }
 }
 
+impl Sessions {
+    /// With a savepoint: takes the open sessions and held readings of the series this
+    /// worker owns. A savepoint that cannot be read stops the run, which fails with why.
+    fn resume(mut self) -> Self {
+        let Some((sp, worker)) = self.savepoint.clone() else {
+            return self;
+        };
+        let owns = |s: &str| crate::engine::series_worker(s, sp.workers()) == worker;
+        match sp.load_keyed::<SavedOpen>("sessions", owns) {
+            Ok((open, held)) => {
+                for (series, field, last, o) in open {
+                    self.reopen(Sym::new(&series), Sym::new(&field), o.stats, o.start, last);
+                }
+                self.restored = held;
+            }
+            Err(e) => {
+                sp.fail(e);
+                self.stop.store(true, Ordering::Relaxed);
+            }
+        }
+        self
+    }
+}
+
 impl InOrder<SessionRow> for Sessions {
+    /// A stop is told from the end of the input only with a savepoint (then the open
+    /// sessions are saved); without one, a stop closes them, cut short, as the end does.
+    fn stopped(&self) -> bool {
+        self.saves() && self.stop.load(Ordering::Relaxed)
+    }
+
+    /// At a stop with a savepoint, the open sessions go to it rather than being closed.
+    fn saves(&self) -> bool {
+        self.savepoint.as_ref().is_some_and(|(sp, _)| sp.stopped())
+    }
+
+    fn save(&mut self, held: Vec<Reading>) {
+        let Some((sp, worker)) = &self.savepoint else {
+            return;
+        };
+        let open = self
+            .slab
+            .iter()
+            .flatten()
+            .map(|o| {
+                let saved = SavedOpen {
+                    stats: o.stats,
+                    start: o.start,
+                };
+                (o.series.to_string(), o.field.to_string(), o.last, saved)
+            })
+            .collect();
+        sp.save_keyed("sessions", *worker, open, held);
+    }
+
+    fn restored(&mut self) -> Vec<Reading> {
+        std::mem::take(&mut self.restored)
+    }
+
     fn process(&mut self, r: &Reading, emit: &mut dyn FnMut(SessionRow)) {
         for &(field, v) in &r.values {
             let slot = self
@@ -347,6 +431,9 @@ impl Dataflow for SessionsFlow {
     fn about(&self) -> &'static str {
         "per series and value: session windows split by --gap (excursions with --above/--below)"
     }
+    fn savepoints(&self) -> bool {
+        true
+    }
     fn build<'s>(
         &self,
         input: Stream<'s, EventTime, Vec<Reading>>,
@@ -360,7 +447,11 @@ impl Dataflow for SessionsFlow {
             free: Vec::new(),
             timers: BinaryHeap::new(),
             metrics: params.metrics.clone(),
-        };
+            stop: params.stop.clone(),
+            savepoint: params.savepoint.clone().map(|sp| (sp, params.worker)),
+            restored: Vec::new(),
+        }
+        .resume();
         let rows = in_order_logic(input, "sessions", logic);
         outputs.add("sessions", rows, true);
     }

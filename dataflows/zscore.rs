@@ -113,6 +113,18 @@ impl InOrder<ZRow> for ZLogic {
         self.windows.stopped()
     }
 
+    fn saves(&self) -> bool {
+        self.windows.saves()
+    }
+
+    fn save(&mut self, held: Vec<Reading>) {
+        self.windows.save(held);
+    }
+
+    fn restored(&mut self) -> Vec<Reading> {
+        self.windows.take_restored()
+    }
+
     fn next_expiry(&self) -> Option<EventTime> {
         self.windows.next_expiry()
     }
@@ -129,6 +141,9 @@ impl Dataflow for ZScore {
     fn about(&self) -> &'static str {
         "W2: readings more than --threshold std from the mean of their series' previous --readings"
     }
+    fn savepoints(&self) -> bool {
+        true
+    }
     fn build<'s>(
         &self,
         input: Stream<'s, EventTime, Vec<Reading>>,
@@ -138,7 +153,7 @@ impl Dataflow for ZScore {
         let logic = ZLogic {
             n: params.readings.max(1),
             threshold: params.threshold,
-            windows: params.per_field(),
+            windows: params.per_field_saved("zscore"),
         };
         let alerts = in_order_logic(input, "zscore", logic);
         outputs.add("zscore", alerts, true);

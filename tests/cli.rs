@@ -1,5 +1,6 @@
-//! The command line end to end: the standalone embedded broker serves other processes, and
-//! the demo runs on embedded defaults and ends cleanly with results.
+//! The command line end to end: the standalone embedded broker serves other processes (and a
+//! run stopped by `--duration` resumes from its savepoint), and the demo runs on embedded
+//! defaults and ends cleanly with results.
 
 mod common;
 
@@ -90,6 +91,51 @@ fn standalone_broker_serves_replay_and_run_in_other_processes() {
             &format!("{topic} via the standalone broker"),
         );
     }
+    // A live run stopped by --duration writes a savepoint; a run from it goes on to the
+    // end: every reading is scored once over the two runs, into the same file.
+    let dir = tempfile::tempdir().unwrap();
+    let sp = dir.path().join("sp");
+    let anomaly = |extra: &[&str]| {
+        let out = succeeds(
+            bin()
+                .args([
+                    "run",
+                    "anomaly",
+                    "--brokers",
+                    &addr,
+                    "--topic",
+                    "art",
+                    "-w",
+                    "2",
+                ])
+                .args(extra)
+                .arg("--savepoint")
+                .arg(&sp)
+                .arg("--no-dashboard")
+                .arg("--output")
+                .arg(dir.path()),
+            "run anomaly",
+        );
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let first = anomaly(&["--duration", "3s"]);
+    assert!(first.contains("savepoint written to"), "{first}");
+    let second = anomaly(&["--until-end"]);
+    assert!(second.contains("resumed from the savepoint"), "{second}");
+    let scored = read_lines(dir.path(), "anomaly");
+    assert_eq!(scored.len(), readings.len(), "every reading scored once");
+    let bad = bin()
+        .args(["run", "anomaly", "--dataset", "nab:artificialWithAnomaly"])
+        .arg("--savepoint")
+        .arg(&sp)
+        .output()
+        .unwrap();
+    assert!(!bad.status.success());
+    assert!(
+        String::from_utf8_lossy(&bad.stderr).contains("--savepoint needs a Kafka input"),
+        "{}",
+        String::from_utf8_lossy(&bad.stderr)
+    );
     let _ = broker.kill();
     let _ = broker.wait();
 }

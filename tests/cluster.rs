@@ -2,7 +2,8 @@
 //! -h hostfile` on loopback) give the same windows as one process of two workers, and the
 //! `replay` command feeds the topic they read (process 1 leaves the dashboard to process 0);
 //! two processes of two workers read a CSV file together; during a live two-process run,
-//! process 0's dashboard shows both processes' workers, readings and series.
+//! process 0's dashboard shows both processes' workers, readings and series; a savepoint
+//! written by two processes resumes on one process of three workers.
 
 mod common;
 
@@ -215,4 +216,105 @@ fn process_0_serves_one_dashboard_for_a_live_two_process_cluster() {
         "{o}"
     );
     assert_eq!(listed, series, "every series of both processes");
+}
+
+#[test]
+fn a_savepoint_of_two_processes_resumes_on_one_process_of_three_workers() {
+    use streamgauge::analytics::detector::{Detector, DetectorParams};
+    let broker = EmbeddedBroker::start(1).unwrap();
+    broker.create_topic("cluster_sp", 6).unwrap();
+    let out = bin()
+        .args(["replay", "nab:realTraffic", "--brokers", broker.bootstrap()])
+        .args(["--topic", "cluster_sp", "--speed", "max"])
+        .arg("--data-dir")
+        .arg(data_dir())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let readings = load("nab:realTraffic");
+
+    let tmp = tempfile::tempdir().unwrap();
+    let hosts = hostfile(tmp.path(), 2);
+    let sp = tmp.path().join("savepoint");
+    let run = |dir: &std::path::Path, extra: &[&str]| {
+        let mut c = bin();
+        c.args(["run", "anomaly", "--brokers", broker.bootstrap()])
+            .args([
+                "--topic",
+                "cluster_sp",
+                "--no-result-topics",
+                "--no-dashboard",
+            ])
+            .arg("--savepoint")
+            .arg(&sp)
+            .arg("--output")
+            .arg(dir)
+            .args(extra)
+            .stderr(std::process::Stdio::piped());
+        c
+    };
+    // Two processes of one worker, live, both stopped after 4 s.
+    let first = tmp.path().join("first");
+    let h = hosts.to_str().unwrap();
+    let live = ["--duration", "4s", "-n", "2", "-h", h];
+    let p0 = run(&first, &live).args(["-p", "0"]).spawn().unwrap();
+    let p1 = run(&first, &live).args(["-p", "1"]).spawn().unwrap();
+    for p in [
+        p0.wait_with_output().unwrap(),
+        p1.wait_with_output().unwrap(),
+    ] {
+        let said = String::from_utf8_lossy(&p.stderr);
+        assert!(
+            p.status.success() && said.contains("savepoint written"),
+            "{said}"
+        );
+    }
+    // One process of three workers, from the savepoint to the end.
+    let second = tmp.path().join("second");
+    let p = run(&second, &["--until-end", "-w", "3"]).output().unwrap();
+    let said = String::from_utf8_lossy(&p.stderr);
+    assert!(
+        p.status.success() && said.contains("resumed from the savepoint"),
+        "{said}"
+    );
+
+    // Every reading scored once, as one detector per series over all of it would.
+    let mut by_series: std::collections::BTreeMap<String, Vec<(i64, f64)>> = Default::default();
+    for r in &readings {
+        by_series
+            .entry(r.series.to_string())
+            .or_default()
+            .push((r.ts, r.values[0].1));
+    }
+    let mut want = std::collections::BTreeMap::new();
+    for (series, mut rs) in by_series {
+        rs.sort_by(|a, b| a.0.cmp(&b.0).then(a.1.total_cmp(&b.1)));
+        let mut d = Detector::new(DetectorParams::default());
+        for (ts, x) in rs {
+            want.insert((series.clone(), ts, x.to_bits()), d.update(ts, x).to_bits());
+        }
+    }
+    let mut got = std::collections::BTreeMap::new();
+    for dir in [&first, &second] {
+        for line in read_lines(dir, "anomaly") {
+            let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+            let key = (
+                v["series"].as_str().unwrap().to_string(),
+                v["ts"].as_i64().unwrap(),
+                v["value"].as_f64().unwrap().to_bits(),
+            );
+            let score = v["score"].as_f64().unwrap().to_bits();
+            assert!(got.insert(key.clone(), score).is_none(), "{key:?} twice");
+        }
+    }
+    assert!(
+        first.join("anomaly.p0.jsonl").exists() && second.join("anomaly.jsonl").exists(),
+        "both runs scored"
+    );
+    assert_eq!(got.len(), want.len(), "every reading scored once");
+    assert!(got == want, "scores differ from one detector per series");
 }

@@ -393,7 +393,7 @@ impl Ewma {
 /// variance: the lean count window for hot paths (W2's "previous 100 readings"). O(1) per
 /// value (amortised: the sums are rebuilt from the ring once per `n` values); memory
 /// `8 n + 48` bytes.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct CountWindow {
     ring: Vec<f64>,
     cap: usize,

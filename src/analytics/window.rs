@@ -8,7 +8,7 @@ use crate::dataset::timefmt::Zone;
 use crate::record::EventTime;
 
 /// Summary of the values that fell into one window: O(1) state, O(1) per update.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct WindowStats {
     /// Number of values.
     pub count: u64,

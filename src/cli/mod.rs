@@ -1316,11 +1316,15 @@ pub fn run_dataflow(a: RunArgs, settings: &Settings) -> Result<engine::RunReport
     if let Some(dir) = &report.resumed_from {
         eprintln!("resumed from the savepoint {}", dir.display());
     }
-    if let Some(dir) = &report.savepoint {
+    if let Some(w) = &report.savepoint {
         eprintln!(
-            "stopped: savepoint written to {}; run again with --savepoint {} to go on from there",
-            dir.display(),
-            a.savepoint.as_deref().unwrap_or(dir).display()
+            "stopped: savepoint written to {} ({} states, {} readings held, {:.1} MB); run again \
+             with --savepoint {} to go on from there",
+            w.dir.display(),
+            w.states,
+            w.held,
+            w.bytes as f64 / 1e6,
+            a.savepoint.as_deref().unwrap_or(&w.dir).display()
         );
     }
     if let Some(t) = report.cut_short_from {

@@ -217,8 +217,9 @@ pub struct RunReport {
     pub outputs: BTreeMap<String, u64>,
     /// Final next offset per owned partition (this process's workers).
     pub offsets: BTreeMap<i32, i64>,
-    /// The savepoint a stop wrote (`--savepoint`), to resume from with the same flag.
-    pub savepoint: Option<PathBuf>,
+    /// The savepoint a stop wrote (`--savepoint`; this process's part), to resume from with
+    /// the same flag.
+    pub savepoint: Option<super::savepoint::Written>,
     /// The savepoint this run resumed from.
     pub resumed_from: Option<PathBuf>,
     /// When a stop closed time windows early (`series_stats`): the start of the earliest of

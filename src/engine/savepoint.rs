@@ -148,6 +148,21 @@ pub struct Savepoint {
     sources_saved: std::sync::atomic::AtomicUsize,
     /// Whether a source of this process was stopped (rather than reaching its input's end).
     stopped: std::sync::atomic::AtomicBool,
+    /// States, held readings and bytes this process wrote.
+    written: [std::sync::atomic::AtomicU64; 3],
+}
+
+/// What a process wrote to a savepoint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Written {
+    /// The savepoint's directory.
+    pub dir: PathBuf,
+    /// Per-series states (of every keyed operator).
+    pub states: u64,
+    /// Readings keyed operators held at the stop, saved unprocessed.
+    pub held: u64,
+    /// Bytes of this process's files.
+    pub bytes: u64,
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> SavepointError + '_ {
@@ -214,12 +229,14 @@ fn read_bin<T: DeserializeOwned>(path: &Path) -> Result<T, SavepointError> {
 }
 
 /// Writes `value` to `path` through a temporary file and a rename.
-fn write_bin<T: Serialize>(path: &Path, value: &T) -> Result<(), SavepointError> {
+/// Writes `value` to `path` through a temporary file and a rename; returns the bytes written.
+fn write_bin<T: Serialize>(path: &Path, value: &T) -> Result<u64, SavepointError> {
     let bytes = bincode::serialize(value).map_err(|e| SavepointError::Corrupt {
         path: path.to_path_buf(),
         why: e.to_string(),
     })?;
-    write_atomic(path, &bytes)
+    write_atomic(path, &bytes)?;
+    Ok(bytes.len() as u64)
 }
 
 fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), SavepointError> {
@@ -287,6 +304,7 @@ impl Savepoint {
             frontier: Mutex::default(),
             sources_saved: Default::default(),
             stopped: Default::default(),
+            written: Default::default(),
         })
     }
 
@@ -349,7 +367,8 @@ impl Savepoint {
             .target_file(&format!("source.w{worker}.bin"))
             .and_then(|path| write_bin(&path, &(VERSION, pos)));
         match r {
-            Ok(()) => {
+            Ok(bytes) => {
+                self.count(0, 0, bytes);
                 self.sources_saved
                     .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                 let mut f = self.frontier.lock().unwrap_or_else(|p| p.into_inner());
@@ -394,16 +413,24 @@ impl Savepoint {
         states: Vec<SavedState<V>>,
         held: Vec<Reading>,
     ) {
+        let (n, h) = (states.len() as u64, held.len() as u64);
         let file = KeyedFile {
             version: VERSION,
             states,
             held,
         };
-        if let Err(e) = self
+        match self
             .target_file(&format!("{name}.w{worker}.bin"))
             .and_then(|path| write_bin(&path, &file))
         {
-            self.fail(e);
+            Ok(bytes) => self.count(n, h, bytes),
+            Err(e) => self.fail(e),
+        }
+    }
+
+    fn count(&self, states: u64, held: u64, bytes: u64) {
+        for (c, v) in self.written.iter().zip([states, held, bytes]) {
+            c.fetch_add(v, std::sync::atomic::Ordering::Relaxed);
         }
     }
 
@@ -412,7 +439,7 @@ impl Savepoint {
     /// own, and prunes all but the two newest complete generations. Returns the savepoint's
     /// directory (`None` when nothing was stopped: the input ended), or the first failure
     /// while writing (then no manifest is written and the previous savepoint stays in force).
-    pub fn finish(&self, local_workers: usize) -> Result<Option<PathBuf>, SavepointError> {
+    pub fn finish(&self, local_workers: usize) -> Result<Option<Written>, SavepointError> {
         if let Some(e) = self.take_error() {
             return Err(e);
         }
@@ -460,7 +487,16 @@ impl Savepoint {
                 }
             }
         }
-        Ok(Some(self.target()))
+        let [states, held, bytes] = self
+            .written
+            .each_ref()
+            .map(|c| c.load(std::sync::atomic::Ordering::Relaxed));
+        Ok(Some(Written {
+            dir: self.target(),
+            states,
+            held,
+            bytes: bytes + text.len() as u64,
+        }))
     }
 }
 
@@ -550,7 +586,9 @@ mod tests {
                 },
             );
             sp.note_stopped();
-            assert_eq!(sp.finish(1).unwrap(), Some(root.join(format!("g{g}"))));
+            let w = sp.finish(1).unwrap().unwrap();
+            assert_eq!(w.dir, root.join(format!("g{g}")));
+            assert_eq!((w.states, w.held), (0, 0));
         }
         assert_eq!(generations(&root).unwrap(), vec![3, 2]);
         let sp = Savepoint::open(&root, settings("anomaly"), 1, (0, 1)).unwrap();

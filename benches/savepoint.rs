@@ -1,0 +1,146 @@
+//! What a savepoint costs (`run --savepoint`): per dataflow and worker count, W1 (10,000
+//! sensors) produced into the embedded broker while a live run reads it (the embedded broker
+//! keeps only the newest part of a long partition, so a topic is read as it is written), the
+//! run stopped once it has read everything, without and with a savepoint (the time from the stop to the run's end, which
+//! with a savepoint includes writing it), the savepoint's size, and a run that resumes from
+//! it and reads nothing more (the time to load it, on top of a Kafka run's fixed start and
+//! end costs).
+//!
+//! ```text
+//! cargo bench --bench savepoint -- [--rows 2000000] [--flows anomaly,zscore,sessions] [--workers 1,2]
+//! ```
+
+use std::path::Path;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Result};
+use streamgauge::dataset::csvspec::{BlockReader, BlockShare};
+use streamgauge::engine::{run, Input, RunReport, RunSpec};
+use streamgauge::kafka::broker::EmbeddedBroker;
+use streamgauge::kafka::producer::ReadingProducer;
+use streamgauge::kafka::source::{KafkaInput, StartAt};
+use streamgauge::kafka::ClientSettings;
+
+mod common;
+use common::{arg, spec_csv, w1_file};
+
+fn main() -> Result<()> {
+    let args: Vec<String> = std::env::args().collect();
+    let rows: u64 = arg(&args, "--rows").map_or(Ok(2_000_000), |s| s.parse())?;
+    let flows = arg(&args, "--flows").unwrap_or_else(|| "anomaly,zscore,sessions".into());
+    let workers = arg(&args, "--workers").unwrap_or_else(|| "1,2".into());
+    let (dir, w1) = w1_file(rows)?;
+    let broker = EmbeddedBroker::start(1)?;
+    let b = broker.bootstrap();
+    println!("savepoints over W1, {rows} rows, 10,000 sensors, embedded broker");
+    println!(
+        "| dataflow | workers | stop to end, no savepoint | stop to end, savepoint | savepoint size | states | held readings | resume run (loads it, reads nothing) |"
+    );
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|");
+    for flow in flows.split(',') {
+        for w in workers.split(',') {
+            let w: usize = w.parse()?;
+            let plain_topic = format!("w1-{flow}-{w}-plain");
+            broker.create_topic(&plain_topic, 8)?;
+            let (plain, _) = stopped(b, &plain_topic, (flow, w), (&w1, rows), None)?;
+            let topic = format!("w1-{flow}-{w}");
+            broker.create_topic(&topic, 8)?;
+            let sp = dir.join(format!("savepoint-{flow}-{w}"));
+            let _ = std::fs::remove_dir_all(&sp);
+            let (saving, report) = stopped(b, &topic, (flow, w), (&w1, rows), Some(&sp))?;
+            let Some(written) = report.savepoint else {
+                bail!("{flow}: no savepoint written");
+            };
+            let (bytes, held, states) = (written.bytes, written.held, written.states);
+            let t = Instant::now();
+            let mut spec = live(b, &topic, flow, w, Some(&sp));
+            if let Input::Kafka(k) = &mut spec.input {
+                k.until_end = true;
+            }
+            let resumed = run(spec)?;
+            let resume = t.elapsed();
+            if resumed.resumed_from.as_ref() != Some(&written.dir)
+                || resumed.metrics.readings_in != 0
+            {
+                bail!("{flow}: the resume run did not resume from the end");
+            }
+            println!(
+                "| {flow} | {w} | {:.0} ms | {:.0} ms | {:.1} MB ({:.0} bytes a state) | {states} | {held} | {:.0} ms |",
+                plain.as_secs_f64() * 1e3,
+                saving.as_secs_f64() * 1e3,
+                bytes as f64 / 1e6,
+                bytes as f64 / states.max(1) as f64,
+                resume.as_secs_f64() * 1e3,
+            );
+        }
+    }
+    Ok(())
+}
+
+/// A live run of `flow` on `w` workers over `topic`.
+fn live(brokers: &str, topic: &str, flow: &str, w: usize, savepoint: Option<&Path>) -> RunSpec {
+    let input = KafkaInput {
+        settings: ClientSettings::new(brokers),
+        topic: topic.into(),
+        until_end: false,
+        metadata_refresh: Duration::from_secs(5),
+        start: StartAt::Beginning,
+    };
+    let mut spec = RunSpec::new(flow, Input::Kafka(input));
+    spec.cluster.workers = w;
+    spec.end_confirm = Duration::from_millis(100);
+    spec.savepoint = savepoint.map(Path::to_path_buf);
+    spec
+}
+
+/// Runs `flow` live on `w` workers over `topic` while the `rows` readings of W1 are
+/// produced into it (at most 100,000 ahead of the run), stops it once it has read them all,
+/// and returns the time from the stop to the run's end, with the report.
+fn stopped(
+    brokers: &str,
+    topic: &str,
+    (flow, w): (&str, usize),
+    (w1, rows): (&Path, u64),
+    savepoint: Option<&Path>,
+) -> Result<(Duration, RunReport)> {
+    let spec = live(brokers, topic, flow, w, savepoint);
+    let (metrics, stop) = (spec.metrics.clone(), spec.stop.clone());
+    let engine = std::thread::spawn(move || run(spec));
+    let t0 = Instant::now();
+    let mut p = ReadingProducer::batched(&ClientSettings::new(brokers), topic, 500)?;
+    let mut reader = BlockReader::new(&spec_csv(w1), BlockShare::whole())?;
+    let (mut good, mut bad) = (Vec::new(), Vec::new());
+    let mut sent = 0u64;
+    while reader.next_block(&mut good, &mut bad)? {
+        for r in good.drain(..) {
+            p.send(&r)?;
+            sent += 1;
+        }
+        while sent > metrics.snapshot().readings_in + 100_000 {
+            if t0.elapsed() > Duration::from_secs(600) {
+                bail!(
+                    "{flow}: only {} of {sent} read",
+                    metrics.snapshot().readings_in
+                );
+            }
+            std::thread::sleep(Duration::from_micros(200));
+        }
+    }
+    p.flush(Duration::from_secs(60))?;
+    while metrics.snapshot().readings_in < rows {
+        if t0.elapsed() > Duration::from_secs(600) {
+            bail!(
+                "{flow}: only {} of {rows} read",
+                metrics.snapshot().readings_in
+            );
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let t = Instant::now();
+    stop.store(true, Ordering::Relaxed);
+    let report = engine
+        .join()
+        .map_err(|_| anyhow::anyhow!("engine panicked"))??;
+    Ok((t.elapsed(), report))
+}
