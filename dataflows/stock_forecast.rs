@@ -56,7 +56,7 @@ pub struct ForecastRow {
     pub covered: Option<bool>,
 }
 
-/// A model's name, one of [`MODELS`] (an alias, so serde reads it with [`model_name`]
+/// A model's name, one of [`MODELS`] (an alias, so serde reads it with `model_name`
 /// instead of borrowing it from the input).
 pub type ModelName = &'static str;
 
