@@ -27,6 +27,7 @@ use super::{Dataflow, Outputs, Params};
 use crate::analytics::window::{LocalTumbling, PaneQueue, Tumbling, WindowStats};
 use crate::dataset::timefmt::Zone;
 use crate::engine::output::{push_csv_field, Row};
+use crate::engine::savepoint::Savepoint;
 use crate::record::{push_short, repeat_text, write_f64, write_i64, EventTime, Reading, Sym};
 use crate::sym::SymMap;
 
@@ -164,6 +165,10 @@ impl Dataflow for SeriesStats {
     fn about(&self) -> &'static str {
         "per series and value: tumbling windows with count, mean, min, max, population std"
     }
+    /// Tumbling windows only (`--slide` is refused with a savepoint).
+    fn savepoints(&self) -> bool {
+        true
+    }
     fn build<'s>(
         &self,
         input: Stream<'s, EventTime, Vec<Reading>>,
@@ -193,11 +198,20 @@ impl Dataflow for SeriesStats {
             .flatten();
         let metrics = params.metrics.clone();
         let stop = params.stop.clone();
+        let savepoint = params.savepoint.clone().map(|sp| (sp, params.worker));
         let stats = input.unary_frontier::<CapacityContainerBuilder<Vec<WindowRow>>, _, _, _>(
             crate::engine::route::by_series(),
             "series_stats",
-            move |_cap, _info| {
+            move |cap, _info| {
                 let mut windows: OpenWindows = BTreeMap::new();
+                if let Some((sp, worker)) = &savepoint {
+                    let n = resume_windows(&mut windows, &cap, sp, *worker);
+                    if n < 0 {
+                        stop.store(true, Ordering::Relaxed);
+                    }
+                    metrics.open_windows.fetch_add(n.max(0), Ordering::Relaxed);
+                }
+                let mut saved = false;
                 // Series in the last closed window: the size new windows start at.
                 let mut typical = 16usize;
                 // Maps of closed windows, drained and kept for new windows.
@@ -221,8 +235,14 @@ impl Dataflow for SeriesStats {
                         }
                     });
                     let mut closed = 0i64;
-                    // A stop ends the stream before the windows still open are complete.
-                    if frontier.is_empty() && stop.load(Ordering::Relaxed) {
+                    // A stop ends the stream before the windows still open are complete:
+                    // with a savepoint they go to it, otherwise they are written cut short.
+                    // (Once: the operator may run again after its input ended.)
+                    let saving = savepoint.as_ref().filter(|(sp, _)| sp.stopped() && !saved);
+                    if let (true, Some((sp, worker))) = (frontier.is_empty(), saving) {
+                        closed += save_windows(&mut windows, sp, *worker);
+                        saved = true;
+                    } else if frontier.is_empty() && stop.load(Ordering::Relaxed) {
                         if let Some((&end, _)) = windows.first_key_value() {
                             metrics.note_cut_short(match &local {
                                 None => end - tumbling.width_ms,
@@ -275,6 +295,52 @@ impl Dataflow for SeriesStats {
         );
         outputs.add("series_stats", stats, true);
     }
+}
+
+/// Takes the open windows of the series worker `worker` owns from the savepoint resumed
+/// from, each under a capability at its end; returns how many summaries it opened, or -1
+/// when the savepoint cannot be read (the reason is kept for the run's end).
+fn resume_windows(
+    windows: &mut OpenWindows,
+    cap: &Capability<EventTime>,
+    sp: &Savepoint,
+    worker: usize,
+) -> i64 {
+    let owns = |s: &str| crate::engine::series_worker(s, sp.workers()) == worker;
+    match sp.load_keyed::<WindowStats>("series_stats", owns) {
+        Ok((saved, _)) => {
+            let n = saved.len() as i64;
+            for (series, field, end, st) in saved {
+                let (_, per_series) = windows
+                    .entry(end)
+                    .or_insert_with(|| (cap.delayed(&end), SymMap::default()));
+                per_series
+                    .get_or_insert_with(Sym::new(&series), Fields::new)
+                    .push((Sym::new(&field), st));
+            }
+            n
+        }
+        Err(e) => {
+            sp.fail(e);
+            -1
+        }
+    }
+}
+
+/// Writes every open window's summaries to the savepoint (keyed by the window's end) and
+/// drops the windows; returns how many summaries.
+fn save_windows(windows: &mut OpenWindows, sp: &Savepoint, worker: usize) -> i64 {
+    let mut saved = Vec::new();
+    for (end, (_, per_series)) in std::mem::take(windows) {
+        for (series, fields) in per_series.iter() {
+            for (field, st) in fields {
+                saved.push((series.to_string(), field.to_string(), end, *st));
+            }
+        }
+    }
+    let n = saved.len() as i64;
+    sp.save_keyed("series_stats", worker, saved, Vec::new());
+    n
 }
 
 /// Checks `--slide` against `--window` (and the zone the windows follow); the error says
