@@ -220,7 +220,6 @@ fn process_0_serves_one_dashboard_for_a_live_two_process_cluster() {
 
 #[test]
 fn a_savepoint_of_two_processes_resumes_on_one_process_of_three_workers() {
-    use streamgauge::analytics::detector::{Detector, DetectorParams};
     let broker = EmbeddedBroker::start(1).unwrap();
     broker.create_topic("cluster_sp", 6).unwrap();
     let out = bin()
@@ -283,38 +282,13 @@ fn a_savepoint_of_two_processes_resumes_on_one_process_of_three_workers() {
     );
 
     // Every reading scored once, as one detector per series over all of it would.
-    let mut by_series: std::collections::BTreeMap<String, Vec<(i64, f64)>> = Default::default();
-    for r in &readings {
-        by_series
-            .entry(r.series.to_string())
-            .or_default()
-            .push((r.ts, r.values[0].1));
-    }
-    let mut want = std::collections::BTreeMap::new();
-    for (series, mut rs) in by_series {
-        rs.sort_by(|a, b| a.0.cmp(&b.0).then(a.1.total_cmp(&b.1)));
-        let mut d = Detector::new(DetectorParams::default());
-        for (ts, x) in rs {
-            want.insert((series.clone(), ts, x.to_bits()), d.update(ts, x).to_bits());
-        }
-    }
-    let mut got = std::collections::BTreeMap::new();
-    for dir in [&first, &second] {
-        for line in read_lines(dir, "anomaly") {
-            let v: serde_json::Value = serde_json::from_str(&line).unwrap();
-            let key = (
-                v["series"].as_str().unwrap().to_string(),
-                v["ts"].as_i64().unwrap(),
-                v["value"].as_f64().unwrap().to_bits(),
-            );
-            let score = v["score"].as_f64().unwrap().to_bits();
-            assert!(got.insert(key.clone(), score).is_none(), "{key:?} twice");
-        }
-    }
     assert!(
         first.join("anomaly.p0.jsonl").exists() && second.join("anomaly.jsonl").exists(),
         "both runs scored"
     );
-    assert_eq!(got.len(), want.len(), "every reading scored once");
-    assert!(got == want, "scores differ from one detector per series");
+    assert_scores_eq(
+        &read_scores(&[&first, &second]),
+        &anomaly_oracle(&readings),
+        "two processes, then one of three workers",
+    );
 }

@@ -4,13 +4,11 @@
 
 mod common;
 
-use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use common::*;
-use streamgauge::analytics::detector::{Detector, DetectorParams};
 use streamgauge::dataset::generate::SplitMix64;
 use streamgauge::engine::{Input, RunReport, RunSpec};
 use streamgauge::kafka::broker::EmbeddedBroker;
@@ -102,32 +100,11 @@ fn run_and_stop(s: RunSpec, n: usize) -> RunReport {
     run.join().unwrap()
 }
 
-/// The detector's scores, from scratch: each series' readings in (time, value) order
-/// through a fresh detector, keyed by (series, time, value bits).
-fn oracle(items: &[(i32, Reading)]) -> BTreeMap<(String, i64, u64), f64> {
-    let mut by_series: BTreeMap<String, Vec<(i64, f64)>> = BTreeMap::new();
-    for (_, r) in items {
-        by_series
-            .entry(r.series.to_string())
-            .or_default()
-            .push((r.ts, r.values[0].1));
-    }
-    let mut out = BTreeMap::new();
-    for (series, mut rs) in by_series {
-        rs.sort_by(|a, b| a.0.cmp(&b.0).then(a.1.total_cmp(&b.1)));
-        let mut d = Detector::new(DetectorParams::default());
-        for (ts, x) in rs {
-            out.insert((series.clone(), ts, x.to_bits()), d.update(ts, x));
-        }
-    }
-    out
-}
-
 #[test]
 fn a_run_resumed_from_a_savepoint_on_other_worker_counts_scores_as_one_uninterrupted_run() {
     let broker = EmbeddedBroker::start(1).unwrap();
     let items = stream(2_000);
-    let want = oracle(&items);
+    let want = anomaly_oracle(items.iter().map(|(_, r)| r));
     let (first, second): (Vec<_>, Vec<_>) = items
         .iter()
         .cloned()
@@ -188,30 +165,7 @@ fn a_run_resumed_from_a_savepoint_on_other_worker_counts_scores_as_one_uninterru
         );
 
         // The output file holds the stopped run's rows, then the resumed run's.
-        let mut got = BTreeMap::new();
-        for line in read_lines(out.path(), "anomaly") {
-            let v: serde_json::Value = serde_json::from_str(&line).unwrap();
-            let key = (
-                v["series"].as_str().unwrap().to_string(),
-                v["ts"].as_i64().unwrap(),
-                v["value"].as_f64().unwrap().to_bits(),
-            );
-            let score = v["score"].as_f64().unwrap();
-            assert!(
-                got.insert(key.clone(), score).is_none(),
-                "{what}: {key:?} twice"
-            );
-        }
-        assert_eq!(got.len(), want.len(), "{what}: every reading scored once");
-        let differ: Vec<_> = want
-            .iter()
-            .filter(|(k, s)| got.get(*k).is_none_or(|g| g.to_bits() != s.to_bits()))
-            .take(5)
-            .collect();
-        assert!(
-            differ.is_empty(),
-            "{what}: scores differ from one detector per series: {differ:?}"
-        );
+        assert_scores_eq(&read_scores(&[out.path()]), &want, &what);
     }
 }
 
@@ -220,17 +174,14 @@ fn without_the_state_the_resumed_scores_would_differ() {
     // The check above can fail: scores of a detector started afresh at the resume point
     // differ from the uninterrupted ones (so restoring the state is what makes them equal).
     let items = stream(2_000);
-    let want = oracle(&items);
+    let want = anomaly_oracle(items.iter().map(|(_, r)| r));
     let second: Vec<_> = items
         .iter()
         .filter(|(_, r)| r.ts >= T0 + 1_200 * 1000)
         .cloned()
         .collect();
-    let fresh = oracle(&second);
-    let differ = fresh
-        .iter()
-        .filter(|(k, s)| want[*k].to_bits() != s.to_bits())
-        .count();
+    let fresh = anomaly_oracle(second.iter().map(|(_, r)| r));
+    let differ = fresh.iter().filter(|(k, s)| want[*k] != **s).count();
     assert!(differ > second.len() / 2, "{differ} of {}", second.len());
 }
 
@@ -415,4 +366,54 @@ fn every_dataflow_with_savepoints_resumes_to_the_rows_of_an_uninterrupted_run() 
             );
         }
     }
+}
+
+#[test]
+fn a_run_resumed_and_stopped_again_chains_savepoints() {
+    // Three runs: stopped after a third of the stream (1 worker), resumed live and stopped
+    // after two thirds (4 workers: the first savepoint's held readings, still partly held,
+    // go to the second), resumed to the end (2 workers). Every reading scored once, as one
+    // detector per series would.
+    let broker = EmbeddedBroker::start(1).unwrap();
+    let items = stream(1_800);
+    let want = anomaly_oracle(items.iter().map(|(_, r)| r));
+    let part = |lo: i64, hi: i64| -> Vec<(i32, Reading)> {
+        items
+            .iter()
+            .filter(|(_, r)| r.ts >= T0 + lo * 1000 && r.ts < T0 + hi * 1000)
+            .cloned()
+            .collect()
+    };
+    let thirds = [part(0, 600), part(600, 1_200), part(1_200, 1_800)];
+    broker.create_topic("chain", 6).unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let sp = out.path().join("savepoint");
+    let b = broker.bootstrap();
+    produce(b, "chain", &thirds[0]);
+    let first = run_and_stop(
+        savepoint_spec("anomaly", b, "chain", 1, out.path(), &sp, true),
+        thirds[0].len(),
+    );
+    let g0 = first.savepoint.expect("first stop").dir;
+    produce(b, "chain", &thirds[1]);
+    let second = run_and_stop(
+        savepoint_spec("anomaly", b, "chain", 4, out.path(), &sp, true),
+        thirds[1].len(),
+    );
+    assert_eq!(second.resumed_from, Some(g0.clone()));
+    let g1 = second.savepoint.expect("second stop").dir;
+    assert_ne!(g1, g0, "a new savepoint, the one resumed from kept");
+    produce(b, "chain", &thirds[2]);
+    let third = run_ok(savepoint_spec(
+        "anomaly",
+        b,
+        "chain",
+        2,
+        out.path(),
+        &sp,
+        false,
+    ));
+    assert_eq!(third.resumed_from, Some(g1));
+    assert_eq!(third.metrics.readings_in, thirds[2].len() as u64);
+    assert_scores_eq(&read_scores(&[out.path()]), &want, "three runs");
 }

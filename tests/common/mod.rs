@@ -421,3 +421,66 @@ pub fn read_messages(settings: &ClientSettings, topic: &str) -> Vec<(i32, String
     }
     out
 }
+
+/// An anomaly score's key: series, event time, the value's bits.
+pub type ScoreKey = (String, i64, u64);
+
+/// The `gauge` detector's scores from scratch (the bits of each): each series' readings in
+/// (time, value) order through a fresh detector with the default parameters.
+pub fn anomaly_oracle<'a>(
+    readings: impl IntoIterator<Item = &'a Reading>,
+) -> BTreeMap<ScoreKey, u64> {
+    use streamgauge::analytics::detector::{Detector, DetectorParams};
+    let mut by_series: BTreeMap<String, Vec<(i64, f64)>> = BTreeMap::new();
+    for r in readings {
+        by_series
+            .entry(r.series.to_string())
+            .or_default()
+            .push((r.ts, r.values[0].1));
+    }
+    let mut out = BTreeMap::new();
+    for (series, mut rs) in by_series {
+        rs.sort_by(|a, b| a.0.cmp(&b.0).then(a.1.total_cmp(&b.1)));
+        let mut d = Detector::new(DetectorParams::default());
+        for (ts, x) in rs {
+            out.insert((series.clone(), ts, x.to_bits()), d.update(ts, x).to_bits());
+        }
+    }
+    out
+}
+
+/// The scores in the `anomaly` output files of `dirs` (the bits of each), asserting that no
+/// reading was scored twice.
+pub fn read_scores(dirs: &[&Path]) -> BTreeMap<ScoreKey, u64> {
+    let mut got = BTreeMap::new();
+    for dir in dirs {
+        for line in read_lines(dir, "anomaly") {
+            let v: Value = serde_json::from_str(&line).unwrap();
+            let key = (
+                v["series"].as_str().unwrap().to_string(),
+                v["ts"].as_i64().unwrap(),
+                v["value"].as_f64().unwrap().to_bits(),
+            );
+            let score = v["score"].as_f64().unwrap().to_bits();
+            assert!(
+                got.insert(key.clone(), score).is_none(),
+                "{key:?} scored twice"
+            );
+        }
+    }
+    got
+}
+
+/// Asserts `got` scores every reading of `want` once, with the same score.
+pub fn assert_scores_eq(got: &BTreeMap<ScoreKey, u64>, want: &BTreeMap<ScoreKey, u64>, what: &str) {
+    assert_eq!(got.len(), want.len(), "{what}: every reading scored once");
+    let differ: Vec<_> = want
+        .iter()
+        .filter(|(k, s)| got.get(*k) != Some(*s))
+        .take(5)
+        .collect();
+    assert!(
+        differ.is_empty(),
+        "{what}: scores differ from one detector per series: {differ:?}"
+    );
+}
