@@ -163,6 +163,10 @@ fn a_run_resumed_from_a_savepoint_on_other_worker_counts_scores_as_one_uninterru
             b.savepoint.is_none(),
             "{what}: an input read to its end is no stop"
         );
+        assert!(
+            !sp.join("g1").exists(),
+            "{what}: nothing left of the positions the ended run's sources wrote"
+        );
 
         // The output file holds the stopped run's rows, then the resumed run's.
         assert_scores_eq(&read_scores(&[out.path()]), &want, &what);

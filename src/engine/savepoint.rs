@@ -444,6 +444,12 @@ impl Savepoint {
             return Err(e);
         }
         if !self.stopped() {
+            // The input ended: the positions the sources wrote are no savepoint.
+            let per = self.workers / self.processes.max(1);
+            for w in self.process * per..(self.process + 1) * per {
+                let _ = std::fs::remove_file(self.target().join(format!("source.w{w}.bin")));
+            }
+            let _ = std::fs::remove_dir(self.target()); // only if empty
             return Ok(None);
         }
         let saved = self.sources_saved.load(std::sync::atomic::Ordering::SeqCst);
