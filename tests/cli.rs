@@ -1,6 +1,6 @@
 //! The command line end to end: the standalone embedded broker serves other processes (and a
-//! run stopped by `--duration` resumes from its savepoint), and the demo runs on embedded
-//! defaults and ends cleanly with results.
+//! run stopped by Ctrl-C resumes from its savepoint), and the demo runs on embedded defaults
+//! and ends cleanly with results.
 
 mod common;
 
@@ -91,36 +91,43 @@ fn standalone_broker_serves_replay_and_run_in_other_processes() {
             &format!("{topic} via the standalone broker"),
         );
     }
-    // A live run stopped by --duration writes a savepoint; a run from it goes on to the
+    // A live run stopped by Ctrl-C (SIGINT) writes a savepoint; a run from it goes on to the
     // end: every reading is scored once over the two runs, into the same file.
     let dir = tempfile::tempdir().unwrap();
     let sp = dir.path().join("sp");
     let anomaly = |extra: &[&str]| {
-        let out = succeeds(
-            bin()
-                .args([
-                    "run",
-                    "anomaly",
-                    "--brokers",
-                    &addr,
-                    "--topic",
-                    "art",
-                    "-w",
-                    "2",
-                ])
-                .args(extra)
-                .arg("--savepoint")
-                .arg(&sp)
-                .arg("--no-dashboard")
-                .arg("--output")
-                .arg(dir.path()),
-            "run anomaly",
-        );
-        String::from_utf8_lossy(&out.stderr).into_owned()
+        let mut c = bin();
+        c.args([
+            "run",
+            "anomaly",
+            "--brokers",
+            &addr,
+            "--topic",
+            "art",
+            "-w",
+            "2",
+        ])
+        .args(extra)
+        .arg("--savepoint")
+        .arg(&sp)
+        .arg("--no-dashboard")
+        .arg("--output")
+        .arg(dir.path());
+        c
     };
-    let first = anomaly(&["--duration", "3s"]);
-    assert!(first.contains("savepoint written to"), "{first}");
-    let second = anomaly(&["--until-end"]);
+    let live = anomaly(&[]).stderr(Stdio::piped()).spawn().unwrap();
+    std::thread::sleep(Duration::from_secs(3));
+    // SAFETY: a signal to our own child process.
+    assert_eq!(unsafe { libc::kill(live.id() as i32, libc::SIGINT) }, 0);
+    let first = live.wait_with_output().unwrap();
+    let said = String::from_utf8_lossy(&first.stderr);
+    assert!(first.status.success(), "{said}");
+    assert!(
+        said.contains("stopping (interrupt again") && said.contains("savepoint written to"),
+        "{said}"
+    );
+    let second = succeeds(&mut anomaly(&["--until-end"]), "run anomaly --until-end");
+    let second = String::from_utf8_lossy(&second.stderr);
     assert!(second.contains("resumed from the savepoint"), "{second}");
     let scored = read_lines(dir.path(), "anomaly");
     assert_eq!(scored.len(), readings.len(), "every reading scored once");

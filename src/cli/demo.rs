@@ -287,6 +287,7 @@ pub fn run(a: DemoArgs, settings: &Settings) -> Result<()> {
         runs.push(thread::spawn(move || engine::run(spec)));
     }
 
+    super::interrupt::install();
     let started = Instant::now();
     let tty = std::io::stdout().is_terminal();
     let mut last: Vec<Snapshot> = pipelines.iter().map(|p| p.metrics.snapshot()).collect();
@@ -344,7 +345,7 @@ pub fn run(a: DemoArgs, settings: &Settings) -> Result<()> {
             ));
         }
         print!("{screen}");
-        if a.duration.is_some_and(|d| started.elapsed() >= d.0) {
+        if a.duration.is_some_and(|d| started.elapsed() >= d.0) || super::interrupt::interrupted() {
             break;
         }
     }

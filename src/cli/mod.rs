@@ -3,6 +3,7 @@
 
 pub mod demo;
 pub mod forecast_eval;
+pub mod interrupt;
 pub mod replay;
 
 use std::path::PathBuf;
@@ -882,11 +883,15 @@ pub fn collect(a: CollectArgs, settings: &Settings) -> Result<()> {
         collectors.len(),
         kafka.brokers
     );
+    interrupt::install();
     let started = std::time::Instant::now();
     let mut reported = std::time::Instant::now();
     loop {
         std::thread::sleep(Duration::from_millis(200));
-        if a.duration.is_some_and(|d| started.elapsed() >= d.0) || running.should_stop() {
+        if a.duration.is_some_and(|d| started.elapsed() >= d.0)
+            || running.should_stop()
+            || interrupt::interrupted()
+        {
             break;
         }
         if reported.elapsed() >= crate::collect::REPORT_EVERY {
@@ -1245,6 +1250,7 @@ pub fn run_dataflow(a: RunArgs, settings: &Settings) -> Result<engine::RunReport
     }
     let dashboard = a.dashboard.start_for(a.process, a.processes)?;
     let stop = Arc::new(AtomicBool::new(false));
+    interrupt::stop_on_signal(&stop);
     if let Some(d) = a.duration {
         let stop = stop.clone();
         std::thread::spawn(move || {
