@@ -34,6 +34,8 @@ fn standalone_broker_serves_replay_and_run_in_other_processes() {
             &addr,
             "--topic",
             "art:2",
+            "--topic",
+            "slow:2",
             "--duration",
             "120s",
         ])
@@ -143,6 +145,31 @@ fn standalone_broker_serves_replay_and_run_in_other_processes() {
         "{}",
         String::from_utf8_lossy(&bad.stderr)
     );
+    // A replay at the data's own pace stopped by Ctrl-C ends at once, flushed and counted.
+    let live = bin()
+        .args(["replay", "nab:artificialWithAnomaly", "--brokers", &addr])
+        .args(["--topic", "slow", "--speed", "1x"])
+        .arg("--data-dir")
+        .arg(&data)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(2));
+    let t = Instant::now();
+    // SAFETY: a signal to our own child process.
+    assert_eq!(unsafe { libc::kill(live.id() as i32, libc::SIGINT) }, 0);
+    let out = live.wait_with_output().unwrap();
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{said}");
+    assert!(
+        t.elapsed() < Duration::from_secs(5),
+        "the replay went on sleeping"
+    );
+    let produced: u64 = said
+        .split(", ")
+        .find_map(|p| p.strip_suffix(" produced")?.parse().ok())
+        .unwrap_or_else(|| panic!("{said}"));
+    assert!(produced >= 1 && produced < readings.len() as u64, "{said}");
     let _ = broker.kill();
     let _ = broker.wait();
 }

@@ -55,6 +55,9 @@ pub struct ReplayReport {
 
 /// Executes `replay`.
 pub fn run(a: ReplayArgs, settings: &Settings) -> Result<ReplayReport> {
+    // Ctrl-C ends the replay early, with what was produced flushed and counted.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    super::interrupt::stop_on_signal(&stop);
     let speed: Speed = a.speed.parse().map_err(anyhow::Error::msg)?;
     let Some(kafka) = a.kafka.settings(settings)? else {
         bail!("replay needs --brokers (or STREAMGAUGE_BROKERS)")
@@ -70,7 +73,7 @@ pub fn run(a: ReplayArgs, settings: &Settings) -> Result<ReplayReport> {
             speed,
             batch: a.batch as usize,
         },
-        None,
+        Some(&stop),
         None,
     )?;
     eprintln!(
@@ -124,7 +127,17 @@ pub fn produce(
             let elapsed = start.elapsed();
             if due > elapsed {
                 p.send_due().context("producing")?;
-                std::thread::sleep(due - elapsed);
+                // In short naps, so a stop is seen during a long pause in the data.
+                let stopped = || stop.is_some_and(|s| s.load(std::sync::atomic::Ordering::Relaxed));
+                while !stopped() && due > start.elapsed() {
+                    std::thread::sleep(
+                        due.saturating_sub(start.elapsed())
+                            .min(Duration::from_millis(100)),
+                    );
+                }
+                if stopped() {
+                    break;
+                }
             }
         }
         p.send(r).context("producing")?;
