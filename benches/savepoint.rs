@@ -15,15 +15,13 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Result};
-use streamgauge::dataset::csvspec::{BlockReader, BlockShare};
 use streamgauge::engine::{run, Input, RunReport, RunSpec};
 use streamgauge::kafka::broker::EmbeddedBroker;
-use streamgauge::kafka::producer::ReadingProducer;
 use streamgauge::kafka::source::{KafkaInput, StartAt};
 use streamgauge::kafka::ClientSettings;
 
 mod common;
-use common::{arg, spec_csv, w1_file};
+use common::{arg, produce_w1_paced, w1_file};
 
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().collect();
@@ -108,26 +106,7 @@ fn stopped(
     let (metrics, stop) = (spec.metrics.clone(), spec.stop.clone());
     let engine = std::thread::spawn(move || run(spec));
     let t0 = Instant::now();
-    let mut p = ReadingProducer::batched(&ClientSettings::new(brokers), topic, 500)?;
-    let mut reader = BlockReader::new(&spec_csv(w1), BlockShare::whole())?;
-    let (mut good, mut bad) = (Vec::new(), Vec::new());
-    let mut sent = 0u64;
-    while reader.next_block(&mut good, &mut bad)? {
-        for r in good.drain(..) {
-            p.send(&r)?;
-            sent += 1;
-        }
-        while sent > metrics.snapshot().readings_in + 100_000 {
-            if t0.elapsed() > Duration::from_secs(600) {
-                bail!(
-                    "{flow}: only {} of {sent} read",
-                    metrics.snapshot().readings_in
-                );
-            }
-            std::thread::sleep(Duration::from_micros(200));
-        }
-    }
-    p.flush(Duration::from_secs(60))?;
+    produce_w1_paced(brokers, topic, w1, 500, &metrics)?;
     while metrics.snapshot().readings_in < rows {
         if t0.elapsed() > Duration::from_secs(600) {
             bail!(

@@ -24,11 +24,9 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 
 mod common;
-use common::{arg, peak_kb, run_table, spec_csv, w1_file};
-use streamgauge::dataset::csvspec::{BlockReader, BlockShare};
+use common::{arg, peak_kb, produce_w1_paced, run_table, spec_csv, w1_file};
 use streamgauge::engine::{run, Input, OutputFormat, RunSpec};
 use streamgauge::kafka::broker::EmbeddedBroker;
-use streamgauge::kafka::producer::ReadingProducer;
 use streamgauge::kafka::source::KafkaInput;
 use streamgauge::kafka::ClientSettings;
 
@@ -137,20 +135,7 @@ fn through_broker(
     let engine = std::thread::spawn(move || run(spec));
     std::thread::sleep(Duration::from_millis(500));
     let t = Instant::now();
-    let mut p = ReadingProducer::batched(&ClientSettings::new(broker.bootstrap()), "w1", batch)?;
-    let mut reader = BlockReader::new(&spec_csv(file), BlockShare::whole())?;
-    let (mut good, mut bad) = (Vec::new(), Vec::new());
-    let mut sent = 0u64;
-    while reader.next_block(&mut good, &mut bad)? {
-        for r in good.drain(..) {
-            p.send(&r)?;
-            sent += 1;
-        }
-        while sent > metrics.snapshot().readings_in + 100_000 {
-            std::thread::sleep(Duration::from_micros(200));
-        }
-    }
-    p.flush(Duration::from_secs(60))?;
+    let sent = produce_w1_paced(broker.bootstrap(), "w1", file, batch, &metrics)?;
     let mut last = Instant::now();
     while metrics.snapshot().readings_in < rows {
         if last.elapsed() > Duration::from_secs(5) {

@@ -212,74 +212,37 @@ fn savepoints_refuse_what_they_cannot_resume() {
         "refuse",
         &[(0, Reading::single(Sym::new("x"), T0, 1.0))],
     );
+    // The error a run of `flow` on the topic with the savepoint fails with, after `edit`.
+    let b = broker.bootstrap();
+    let refused = |flow: &str, edit: &dyn Fn(&mut RunSpec)| {
+        let mut s = savepoint_spec(flow, b, "refuse", 1, out.path(), &sp, false);
+        edit(&mut s);
+        streamgauge::engine::run(s).unwrap_err().to_string()
+    };
     // A dataflow whose state does not go to savepoints yet says which do.
-    let s = savepoint_spec(
-        "sensor_outliers",
-        broker.bootstrap(),
-        "refuse",
-        1,
-        out.path(),
-        &sp,
-        false,
-    );
-    let err = streamgauge::engine::run(s).unwrap_err().to_string();
+    let err = refused("sensor_outliers", &|_| {});
     assert!(
         err.contains("sensor_outliers cannot save") && err.contains("anomaly"),
         "{err}"
     );
-
-    // A savepoint of one dataflow is not resumed by another.
-    let s = savepoint_spec(
-        "anomaly",
-        broker.bootstrap(),
-        "refuse",
-        1,
-        out.path(),
-        &sp,
-        true,
-    );
-    let a = run_and_stop(s, 1);
-    assert!(a.savepoint.is_some());
-    let s = savepoint_spec(
-        "trend",
-        broker.bootstrap(),
-        "refuse",
-        1,
-        out.path(),
-        &sp,
-        false,
-    );
-    let err = streamgauge::engine::run(s).unwrap_err().to_string();
-    assert!(err.contains("dataflow = anomaly"), "{err}");
-
     // Hopping windows' panes do not go to savepoints yet.
-    let mut s = savepoint_spec(
-        "series_stats",
-        broker.bootstrap(),
-        "refuse",
-        1,
-        out.path(),
-        &sp,
-        false,
-    );
-    s.slide = Some(Duration::from_secs(5));
-    let err = streamgauge::engine::run(s).unwrap_err().to_string();
+    let err = refused("series_stats", &|s| s.slide = Some(Duration::from_secs(5)));
     assert!(err.contains("--slide cannot save"), "{err}");
 
-    // --from and a savepoint to resume from contradict each other.
-    let mut s = savepoint_spec(
-        "anomaly",
-        broker.bootstrap(),
-        "refuse",
+    // A savepoint of one dataflow is not resumed by another.
+    let a = run_and_stop(
+        savepoint_spec("anomaly", b, "refuse", 1, out.path(), &sp, true),
         1,
-        out.path(),
-        &sp,
-        false,
     );
-    if let Input::Kafka(k) = &mut s.input {
-        k.start = streamgauge::kafka::source::StartAt::End;
-    }
-    let err = streamgauge::engine::run(s).unwrap_err().to_string();
+    assert!(a.savepoint.is_some());
+    let err = refused("trend", &|_| {});
+    assert!(err.contains("dataflow = anomaly"), "{err}");
+    // --from and a savepoint to resume from contradict each other.
+    let err = refused("anomaly", &|s| {
+        if let Input::Kafka(k) = &mut s.input {
+            k.start = streamgauge::kafka::source::StartAt::End;
+        }
+    });
     assert!(err.contains("--from with a savepoint"), "{err}");
 }
 

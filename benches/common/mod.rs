@@ -140,3 +140,37 @@ pub fn run_table(
     }
     Ok(())
 }
+
+/// Produces the W1 file `w1` into `topic`, `batch` readings a message, staying at most 100,000
+/// readings ahead of a run whose counters are `metrics` (the embedded broker keeps only the
+/// newest part of a long partition, so the run must read as it is written); returns the
+/// readings sent. Fails when the run reads nothing for 10 minutes.
+pub fn produce_w1_paced(
+    brokers: &str,
+    topic: &str,
+    w1: &Path,
+    batch: usize,
+    metrics: &streamgauge::engine::Metrics,
+) -> Result<u64> {
+    use streamgauge::dataset::csvspec::{BlockReader, BlockShare};
+    let settings = streamgauge::kafka::ClientSettings::new(brokers);
+    let mut p = streamgauge::kafka::producer::ReadingProducer::batched(&settings, topic, batch)?;
+    let mut reader = BlockReader::new(&spec_csv(w1), BlockShare::whole())?;
+    let (mut good, mut bad) = (Vec::new(), Vec::new());
+    let mut sent = 0u64;
+    while reader.next_block(&mut good, &mut bad)? {
+        for r in good.drain(..) {
+            p.send(&r)?;
+            sent += 1;
+        }
+        let waiting = std::time::Instant::now();
+        while sent > metrics.snapshot().readings_in + 100_000 {
+            if waiting.elapsed() > std::time::Duration::from_secs(600) {
+                bail!("stalled: {} of {sent} read", metrics.snapshot().readings_in);
+            }
+            std::thread::sleep(std::time::Duration::from_micros(200));
+        }
+    }
+    p.flush(std::time::Duration::from_secs(60))?;
+    Ok(sent)
+}
