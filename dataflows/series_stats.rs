@@ -165,7 +165,7 @@ impl Dataflow for SeriesStats {
     fn about(&self) -> &'static str {
         "per series and value: tumbling windows with count, mean, min, max, population std"
     }
-    /// Tumbling windows only (`--slide` is refused with a savepoint).
+    /// Open windows (tumbling), or open panes and pane queues (hopping).
     fn savepoints(&self) -> bool {
         true
     }
@@ -182,11 +182,11 @@ impl Dataflow for SeriesStats {
             let slide_ms = (slide.as_millis() as i64).max(1);
             let stats = hopping(
                 input,
-                tumbling.width_ms,
-                slide_ms,
+                (tumbling.width_ms, slide_ms),
                 params.window_zone.clone(),
                 params.metrics.clone(),
                 params.stop.clone(),
+                params.savepoint.clone().map(|sp| (sp, params.worker)),
             );
             outputs.add("series_stats", stats, true);
             return;
@@ -343,6 +343,85 @@ fn save_windows(windows: &mut OpenWindows, sp: &Savepoint, worker: usize) -> i64
     n
 }
 
+/// Per series, its values' queues of complete panes (hopping windows).
+type Queues = smallvec::SmallVec<[(Sym, PaneQueue); 1]>;
+/// Panes still taking readings, by local end, per series.
+type OpenPanes = BTreeMap<EventTime, SymMap<Fields>>;
+
+/// A hopping-window state as a savepoint keeps it.
+#[derive(Serialize, Deserialize)]
+enum Pane {
+    /// A pane still taking readings (its local end is the entry's time).
+    Open(WindowStats),
+    /// The complete panes of the windows to come (the entry's time is the operator's
+    /// frontier at the stop), structure and all, so the merges come out bit for bit.
+    Queued(PaneQueue),
+}
+
+/// Takes the panes of the series worker `worker` owns from the savepoint resumed from;
+/// returns how many summaries that is and the stopped run's frontier (if it had queues).
+fn resume_panes(
+    open: &mut OpenPanes,
+    queues: &mut SymMap<Queues>,
+    sp: &Savepoint,
+    worker: usize,
+) -> Result<(i64, Option<EventTime>), crate::engine::savepoint::SavepointError> {
+    let owns = |s: &str| crate::engine::series_worker(s, sp.workers()) == worker;
+    let (saved, _) = sp.load_keyed::<Pane>("series_stats_hopping", owns)?;
+    let (mut n, mut frontier) = (0i64, None);
+    for (series, field, at, pane) in saved {
+        let (series, field) = (Sym::new(&series), Sym::new(&field));
+        match pane {
+            Pane::Open(st) => {
+                n += 1;
+                open.entry(at)
+                    .or_default()
+                    .get_or_insert_with(series, Fields::new)
+                    .push((field, st));
+            }
+            Pane::Queued(q) => {
+                n += q.len() as i64;
+                frontier = Some(at);
+                queues
+                    .get_or_insert_with(series, Queues::new)
+                    .push((field, q));
+            }
+        }
+    }
+    Ok((n, frontier))
+}
+
+/// Writes the open panes and the queues to the savepoint and empties them; returns how many
+/// summaries.
+fn save_panes(
+    open: &mut OpenPanes,
+    queues: &mut SymMap<Queues>,
+    frontier: Option<EventTime>,
+    sp: &Savepoint,
+    worker: usize,
+) -> i64 {
+    let mut saved = Vec::new();
+    let mut n = 0i64;
+    for (end, per_series) in std::mem::take(open) {
+        for (series, fields) in per_series.iter() {
+            for (field, st) in fields {
+                n += 1;
+                let (s, f) = (series.to_string(), field.to_string());
+                saved.push((s, f, end, Pane::Open(*st)));
+            }
+        }
+    }
+    let at = frontier.unwrap_or(EventTime::MIN);
+    for (series, qs) in queues.drain() {
+        for (field, q) in qs {
+            n += q.len() as i64;
+            saved.push((series.to_string(), field.to_string(), at, Pane::Queued(q)));
+        }
+    }
+    sp.save_keyed("series_stats_hopping", worker, saved, Vec::new());
+    n
+}
+
 /// Checks `--slide` against `--window` (and the zone the windows follow); the error says
 /// what to give.
 pub fn check_slide(window_ms: i64, slide_ms: i64, zone: &Zone) -> Result<(), String> {
@@ -366,13 +445,12 @@ pub fn check_slide(window_ms: i64, slide_ms: i64, zone: &Zone) -> Result<(), Str
 /// capability, at the next window that has data.
 fn hopping<'s>(
     input: Stream<'s, EventTime, Vec<Reading>>,
-    width_ms: i64,
-    slide_ms: i64,
+    (width_ms, slide_ms): (i64, i64),
     zone: Zone,
     metrics: std::sync::Arc<crate::engine::Metrics>,
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    savepoint: Option<(std::sync::Arc<Savepoint>, usize)>,
 ) -> Stream<'s, EventTime, Vec<WindowRow>> {
-    type Queues = smallvec::SmallVec<[(Sym, PaneQueue); 1]>;
     // Local pane end of a reading, and the UTC instant of a local boundary.
     let pane_end = {
         let zone = zone.clone();
@@ -382,13 +460,35 @@ fn hopping<'s>(
     input.unary_frontier::<CapacityContainerBuilder<Vec<WindowRow>>, _, _, _>(
         crate::engine::route::by_series(),
         "series_stats",
-        move |_cap, _info| {
+        move |cap, _info| {
             // Panes still taking readings, by local end.
-            let mut open: BTreeMap<EventTime, SymMap<Fields>> = BTreeMap::new();
+            let mut open: OpenPanes = BTreeMap::new();
             // Complete panes of the windows still to come, per series and value.
             let mut queues: SymMap<Queues> = SymMap::default();
             // The next window to emit: its capability and its local end.
             let mut next: Option<(Capability<EventTime>, EventTime)> = None;
+            if let Some((sp, worker)) = &savepoint {
+                match resume_panes(&mut open, &mut queues, sp, *worker) {
+                    Ok((n, frontier)) => {
+                        // The first window the stopped run had not emitted (its end at or
+                        // after the frontier), or the first open pane's.
+                        let e = match open.first_key_value() {
+                            _ if !queues.is_empty() => frontier.map(|f| pane_end(f - 1)),
+                            Some((&first, _)) => Some(first),
+                            None => None,
+                        };
+                        next = e.map(|e| (cap.delayed(&utc(e)), e));
+                        metrics.open_windows.fetch_add(n, Ordering::Relaxed);
+                    }
+                    Err(e) => {
+                        sp.fail(e);
+                        stop.store(true, Ordering::Relaxed);
+                    }
+                }
+            }
+            let mut saved = false;
+            // The operator's frontier before the input ended (a savepoint keeps it).
+            let mut last_frontier: Option<EventTime> = None;
             move |(input, frontier), output| {
                 let mut opened = 0i64;
                 input.for_each(|cap, data| {
@@ -406,8 +506,18 @@ fn hopping<'s>(
                     }
                 });
                 let mut closed = 0i64;
-                // A stop ends the stream before the next window is complete.
-                if frontier.is_empty() && stop.load(Ordering::Relaxed) {
+                if let Some(&f) = frontier.frontier().first() {
+                    last_frontier = Some(f);
+                }
+                // A stop ends the stream before the next window is complete: with a savepoint
+                // the panes go to it (once), otherwise the next windows are written cut short.
+                let saving = savepoint.as_ref().filter(|(sp, _)| sp.stopped() && !saved);
+                if let (true, Some((sp, worker))) = (frontier.is_empty(), saving) {
+                    let n = save_panes(&mut open, &mut queues, last_frontier, sp, *worker);
+                    metrics.open_windows.fetch_sub(n, Ordering::Relaxed);
+                    next = None;
+                    saved = true;
+                } else if frontier.is_empty() && stop.load(Ordering::Relaxed) {
                     if let Some((_, end)) = &next {
                         metrics.note_cut_short(utc(end - width_ms));
                     }

@@ -225,9 +225,6 @@ fn savepoints_refuse_what_they_cannot_resume() {
         err.contains("sensor_outliers cannot save") && err.contains("anomaly"),
         "{err}"
     );
-    // Hopping windows' panes do not go to savepoints yet.
-    let err = refused("series_stats", &|s| s.slide = Some(Duration::from_secs(5)));
-    assert!(err.contains("--slide cannot save"), "{err}");
 
     // A savepoint of one dataflow is not resumed by another.
     let a = run_and_stop(
@@ -256,9 +253,10 @@ fn rows(dir: &Path, stem: &str) -> Vec<String> {
 #[test]
 fn every_dataflow_with_savepoints_resumes_to_the_rows_of_an_uninterrupted_run() {
     // Each dataflow whose state goes to savepoints (besides anomaly, above): stopped live
-    // after 1,200 s on 2 workers and resumed on 1 (trend, sessions) or 3 (series_stats,
-    // zscore, stock_forecast), against one uninterrupted run over the whole topic. Windows
-    // open at the stop are saved, not written cut short. Sessions (at most
+    // after 1,200 s on 2 workers and resumed on 1 (trend, sessions, hopping windows) or 3
+    // (series_stats, zscore, stock_forecast), against one uninterrupted run over the whole
+    // topic. Windows open at the stop (tumbling 20 s, or 20 s every 5 s: their panes and
+    // pane queues) are saved, not written cut short. Sessions (at most
     // 30 s long here) open at the stop are saved, not cut short; forecasts waiting for their
     // actual price are realised after the resume.
     let broker = EmbeddedBroker::start(1).unwrap();
@@ -270,18 +268,26 @@ fn every_dataflow_with_savepoints_resumes_to_the_rows_of_an_uninterrupted_run() 
     let whole = "savepoint-whole";
     broker.create_topic(whole, 6).unwrap();
     produce(broker.bootstrap(), whole, &items);
-    for (flow, output, b_workers) in [
-        ("series_stats", "series_stats", 3),
-        ("zscore", "zscore", 3),
-        ("trend", "trend", 1),
-        ("stock_forecast", "forecasts", 3),
-        ("sessions", "sessions", 1),
+    for (flow, output, b_workers, slide) in [
+        ("series_stats", "series_stats", 3, None),
+        (
+            "series_stats",
+            "series_stats",
+            1,
+            Some(Duration::from_secs(5)),
+        ),
+        ("zscore", "zscore", 3, None),
+        ("trend", "trend", 1, None),
+        ("stock_forecast", "forecasts", 3, None),
+        ("sessions", "sessions", 1, None),
     ] {
         let set = |s: &mut RunSpec| {
             s.readings = 50;
             s.threshold = 3.0;
             s.sessions.gap_ms = 1_000;
             s.sessions.max_ms = Some(30_000);
+            s.window = Duration::from_secs(20);
+            s.slide = slide;
         };
         let once = tempfile::tempdir().unwrap();
         let mut s = spec(
@@ -296,7 +302,7 @@ fn every_dataflow_with_savepoints_resumes_to_the_rows_of_an_uninterrupted_run() 
         let want = rows(once.path(), output);
         assert!(want.len() >= 50, "{flow}: only {} rows", want.len());
 
-        let topic = format!("savepoint-{flow}");
+        let topic = format!("savepoint-{flow}-{}", slide.is_some());
         broker.create_topic(&topic, 6).unwrap();
         produce(broker.bootstrap(), &topic, &first);
         let out = tempfile::tempdir().unwrap();

@@ -90,7 +90,7 @@ impl WindowStats {
 /// empty the back is moved over in one pass. Each summary is merged about three times in all.
 ///
 /// Memory: two summaries per entry (80 bytes) plus one.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 pub struct PaneQueue {
     /// Oldest last: (key, merge of this entry and the newer ones of the front).
     front: Vec<(EventTime, WindowStats)>,

@@ -243,7 +243,7 @@ pub struct RunArgs {
     /// Savepoint directory (Kafka input): resume from the newest savepoint in it (state,
     /// held readings, each partition's offset), and at a stop (Ctrl-C, --duration) write a
     /// new one there instead of closing anything early. Output files are appended to when
-    /// resuming. series_stats (tumbling), anomaly, zscore, trend, stock_forecast, sessions.
+    /// resuming. series_stats, anomaly, zscore, trend, stock_forecast, sessions.
     #[arg(long, value_name = "DIR")]
     pub savepoint: Option<PathBuf>,
     /// Tumbling window width (default 10s).

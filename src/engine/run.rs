@@ -302,13 +302,6 @@ fn open_savepoint(
             can.join(", ")
         )));
     }
-    if spec.dataflow == "series_stats" && spec.slide.is_some_and(|s| s < spec.window) {
-        return Err(EngineError::Param(
-            "series_stats --slide cannot save its panes to a savepoint yet: tumbling windows \
-             can; for hopping windows resume with --from (see the README)"
-                .into(),
-        ));
-    }
     // What the saved state depends on: resuming with other settings would mix two runs.
     let settings: BTreeMap<String, String> = [
         ("dataflow", spec.dataflow.clone()),
