@@ -7,7 +7,7 @@
 //! end costs).
 //!
 //! ```text
-//! cargo bench --bench savepoint -- [--rows 2000000] [--flows anomaly,zscore,sessions] [--workers 1,2]
+//! cargo bench --bench savepoint -- [--rows 2000000] [--flows anomaly,zscore,sessions,series_stats] [--workers 1,2]
 //! ```
 
 use std::path::Path;
@@ -26,7 +26,8 @@ use common::{arg, produce_w1_paced, w1_file};
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().collect();
     let rows: u64 = arg(&args, "--rows").map_or(Ok(2_000_000), |s| s.parse())?;
-    let flows = arg(&args, "--flows").unwrap_or_else(|| "anomaly,zscore,sessions".into());
+    let flows =
+        arg(&args, "--flows").unwrap_or_else(|| "anomaly,zscore,sessions,series_stats".into());
     let workers = arg(&args, "--workers").unwrap_or_else(|| "1,2".into());
     let (dir, w1) = w1_file(rows)?;
     let broker = EmbeddedBroker::start(1)?;
