@@ -278,7 +278,14 @@ impl Savepoint {
             let mut partitions = BTreeMap::new();
             let mut frontier: Option<EventTime> = None;
             for w in 0..saved.workers {
-                let pos: (u32, SourcePosition) = read_bin(&dir.join(format!("source.w{w}.bin")))?;
+                let path = dir.join(format!("source.w{w}.bin"));
+                let pos: (u32, SourcePosition) = read_bin(&path)?;
+                if pos.0 != VERSION {
+                    return Err(SavepointError::Corrupt {
+                        path,
+                        why: format!("format version {}, this build reads {VERSION}", pos.0),
+                    });
+                }
                 for p in pos.1.partitions {
                     partitions.insert(p.partition, p);
                 }
@@ -575,6 +582,11 @@ mod tests {
         std::fs::write(root.join("g0/source.w0.bin"), b"\x01").unwrap();
         let err = Savepoint::open(&root, settings("anomaly"), 1, (0, 1)).unwrap_err();
         assert!(err.to_string().contains("source.w0.bin"), "{err}");
+        // Another format version is refused, not misread.
+        let other = bincode::serialize(&(VERSION + 1, SourcePosition::default())).unwrap();
+        std::fs::write(root.join("g0/source.w0.bin"), other).unwrap();
+        let err = Savepoint::open(&root, settings("anomaly"), 1, (0, 1)).unwrap_err();
+        assert!(err.to_string().contains("format version 2"), "{err}");
     }
 
     #[test]
