@@ -155,6 +155,10 @@ fn a_run_resumed_from_a_savepoint_on_other_worker_counts_scores_as_one_uninterru
         assert_eq!(b.resumed_from.as_ref(), Some(&saved), "{what}");
         assert_eq!(b.metrics.late, 0, "{what}");
         assert_eq!(
+            b.metrics.skipped_offsets, 0,
+            "{what}: each partition resumes at its saved offset"
+        );
+        assert_eq!(
             b.metrics.readings_in,
             second.len() as u64,
             "{what}: the resumed run reads from the saved offsets on"

@@ -137,7 +137,8 @@ impl KafkaFeed {
                 .map_err(client_err(format!("watermarks of {topic}/{p}")))?;
             let saved = self.resume.as_ref().and_then(|r| r.get(&p)).copied();
             let start = match self.input.start {
-                // Records the broker no longer has are counted as skipped when reading.
+                // From the saved offset; records the broker no longer has (deleted by
+                // retention since the stop) are counted as skipped when reading resumes.
                 _ if saved.is_some() => saved.map_or(lo, |s| s.next_offset),
                 StartAt::Beginning => lo,
                 StartAt::End if self.first_refresh_done => lo,
@@ -178,6 +179,9 @@ impl KafkaFeed {
                 now,
             );
             clock.resume_partition(p, max_ts);
+            if self.resume.as_ref().is_some_and(|r| r.contains_key(&p)) {
+                expect_from(&mut self.expected, p, start);
+            }
             let offset = if start <= lo {
                 Offset::Beginning
             } else {
@@ -424,9 +428,32 @@ impl Feed for KafkaFeed {
     }
 }
 
+/// Makes `start` the next offset expected of partition `p` (a partition resumed from a
+/// savepoint): a first record read after it counts the offsets between as skipped.
+fn expect_from(expected: &mut Vec<i64>, p: i32, start: i64) {
+    if let Ok(i) = usize::try_from(p) {
+        if i >= expected.len() {
+            expected.resize(i + 1, -1);
+        }
+        expected[i] = start;
+    }
+}
+
 #[cfg(test)]
 mod tests {
-    use super::next_expected;
+    use super::{expect_from, next_expected};
+
+    #[test]
+    fn a_partition_resumed_at_a_saved_offset_counts_what_the_broker_no_longer_has() {
+        let mut e = Vec::new();
+        // Saved at 100; the broker's log now starts at 130 (retention): 30 skipped.
+        expect_from(&mut e, 2, 100);
+        assert_eq!(next_expected(&mut e, 2, 130), 100);
+        // Saved at 7 and read on from 7: nothing skipped.
+        expect_from(&mut e, 0, 7);
+        assert_eq!(next_expected(&mut e, 0, 7), 7);
+        assert_eq!(e, vec![8, -1, 131]);
+    }
 
     #[test]
     fn expected_offsets_find_gaps_per_partition() {
