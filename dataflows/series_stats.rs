@@ -27,7 +27,7 @@ use super::{Dataflow, Outputs, Params};
 use crate::analytics::window::{LocalTumbling, PaneQueue, Tumbling, WindowStats};
 use crate::dataset::timefmt::Zone;
 use crate::engine::output::{push_csv_field, Row};
-use crate::engine::savepoint::Savepoint;
+use crate::engine::savepoint::{SavedState, Savepoint};
 use crate::record::{push_short, repeat_text, write_f64, write_i64, EventTime, Reading, Sym};
 use crate::sym::SymMap;
 
@@ -205,11 +205,12 @@ impl Dataflow for SeriesStats {
             move |cap, _info| {
                 let mut windows: OpenWindows = BTreeMap::new();
                 if let Some((sp, worker)) = &savepoint {
-                    let n = resume_windows(&mut windows, &cap, sp, *worker);
-                    if n < 0 {
-                        stop.store(true, Ordering::Relaxed);
-                    }
-                    metrics.open_windows.fetch_add(n.max(0), Ordering::Relaxed);
+                    let n = resume_windows(
+                        &mut windows,
+                        &cap,
+                        sp.take_keyed("series_stats", *worker, &stop),
+                    );
+                    metrics.open_windows.fetch_add(n, Ordering::Relaxed);
                 }
                 let mut saved = false;
                 // Series in the last closed window: the size new windows start at.
@@ -297,34 +298,23 @@ impl Dataflow for SeriesStats {
     }
 }
 
-/// Takes the open windows of the series worker `worker` owns from the savepoint resumed
-/// from, each under a capability at its end; returns how many summaries it opened, or -1
-/// when the savepoint cannot be read (the reason is kept for the run's end).
+/// Opens the windows a savepoint kept (`saved`: this worker's share), each under a
+/// capability at its end; returns how many summaries it opened.
 fn resume_windows(
     windows: &mut OpenWindows,
     cap: &Capability<EventTime>,
-    sp: &Savepoint,
-    worker: usize,
+    (saved, _): (Vec<SavedState<WindowStats>>, Vec<Reading>),
 ) -> i64 {
-    let owns = |s: &str| crate::engine::series_worker(s, sp.workers()) == worker;
-    match sp.load_keyed::<WindowStats>("series_stats", owns) {
-        Ok((saved, _)) => {
-            let n = saved.len() as i64;
-            for (series, field, end, st) in saved {
-                let (_, per_series) = windows
-                    .entry(end)
-                    .or_insert_with(|| (cap.delayed(&end), SymMap::default()));
-                per_series
-                    .get_or_insert_with(Sym::new(&series), Fields::new)
-                    .push((Sym::new(&field), st));
-            }
-            n
-        }
-        Err(e) => {
-            sp.fail(e);
-            -1
-        }
+    let n = saved.len() as i64;
+    for (series, field, end, st) in saved {
+        let (_, per_series) = windows
+            .entry(end)
+            .or_insert_with(|| (cap.delayed(&end), SymMap::default()));
+        per_series
+            .get_or_insert_with(Sym::new(&series), Fields::new)
+            .push((Sym::new(&field), st));
     }
+    n
 }
 
 /// Writes every open window's summaries to the savepoint (keyed by the window's end) and
@@ -358,16 +348,13 @@ enum Pane {
     Queued(PaneQueue),
 }
 
-/// Takes the panes of the series worker `worker` owns from the savepoint resumed from;
-/// returns how many summaries that is and the stopped run's frontier (if it had queues).
+/// Reopens the panes a savepoint kept (`saved`: this worker's share); returns how many
+/// summaries that is and the stopped run's frontier (if it had queues).
 fn resume_panes(
     open: &mut OpenPanes,
     queues: &mut SymMap<Queues>,
-    sp: &Savepoint,
-    worker: usize,
-) -> Result<(i64, Option<EventTime>), crate::engine::savepoint::SavepointError> {
-    let owns = |s: &str| crate::engine::series_worker(s, sp.workers()) == worker;
-    let (saved, _) = sp.load_keyed::<Pane>("series_stats_hopping", owns)?;
+    (saved, _): (Vec<SavedState<Pane>>, Vec<Reading>),
+) -> (i64, Option<EventTime>) {
     let (mut n, mut frontier) = (0i64, None);
     for (series, field, at, pane) in saved {
         let (series, field) = (Sym::new(&series), Sym::new(&field));
@@ -388,7 +375,7 @@ fn resume_panes(
             }
         }
     }
-    Ok((n, frontier))
+    (n, frontier)
 }
 
 /// Writes the open panes and the queues to the savepoint and empties them; returns how many
@@ -468,23 +455,17 @@ fn hopping<'s>(
             // The next window to emit: its capability and its local end.
             let mut next: Option<(Capability<EventTime>, EventTime)> = None;
             if let Some((sp, worker)) = &savepoint {
-                match resume_panes(&mut open, &mut queues, sp, *worker) {
-                    Ok((n, frontier)) => {
-                        // The first window the stopped run had not emitted (its end at or
-                        // after the frontier), or the first open pane's.
-                        let e = match open.first_key_value() {
-                            _ if !queues.is_empty() => frontier.map(|f| pane_end(f - 1)),
-                            Some((&first, _)) => Some(first),
-                            None => None,
-                        };
-                        next = e.map(|e| (cap.delayed(&utc(e)), e));
-                        metrics.open_windows.fetch_add(n, Ordering::Relaxed);
-                    }
-                    Err(e) => {
-                        sp.fail(e);
-                        stop.store(true, Ordering::Relaxed);
-                    }
-                }
+                let saved = sp.take_keyed("series_stats_hopping", *worker, &stop);
+                let (n, frontier) = resume_panes(&mut open, &mut queues, saved);
+                // The first window the stopped run had not emitted (its end at or after the
+                // frontier), or the first open pane's.
+                let e = match open.first_key_value() {
+                    _ if !queues.is_empty() => frontier.map(|f| pane_end(f - 1)),
+                    Some((&first, _)) => Some(first),
+                    None => None,
+                };
+                next = e.map(|e| (cap.delayed(&utc(e)), e));
+                metrics.open_windows.fetch_add(n, Ordering::Relaxed);
             }
             let mut saved = false;
             // The operator's frontier before the input ended (a savepoint keeps it).

@@ -298,19 +298,11 @@ impl Sessions {
         let Some((sp, worker)) = self.savepoint.clone() else {
             return self;
         };
-        let owns = |s: &str| crate::engine::series_worker(s, sp.workers()) == worker;
-        match sp.load_keyed::<SavedOpen>("sessions", owns) {
-            Ok((open, held)) => {
-                for (series, field, last, o) in open {
-                    self.reopen(Sym::new(&series), Sym::new(&field), o.stats, o.start, last);
-                }
-                self.restored = held;
-            }
-            Err(e) => {
-                sp.fail(e);
-                self.stop.store(true, Ordering::Relaxed);
-            }
+        let (open, held) = sp.take_keyed::<SavedOpen>("sessions", worker, &self.stop);
+        for (series, field, last, o) in open {
+            self.reopen(Sym::new(&series), Sym::new(&field), o.stats, o.start, last);
         }
+        self.restored = held;
         self
     }
 }

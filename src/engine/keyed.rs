@@ -512,33 +512,24 @@ impl<V> PerField<V> {
     where
         V: serde::Serialize + serde::de::DeserializeOwned + 'static,
     {
-        let peers = savepoint.workers();
-        let owns = |s: &str| crate::engine::series_worker(s, peers) == worker;
-        match savepoint.load_keyed::<V>(name, owns) {
-            Ok((states, held)) => {
-                for (series, field, last, v) in states {
-                    let fields = self
-                        .map
-                        .get_or_insert_with(Sym::new(&series), Fields::default);
-                    fields.push((Sym::new(&field), last, v));
-                    if let Some(m) = &self.metrics {
-                        m.series_states
-                            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    }
-                    if let Some(ttl) = self.ttl {
-                        let due = expiry_time(last, ttl);
-                        self.next = Some(self.next.map_or(due, |n| n.min(due)));
-                    }
-                }
-                self.restored = held;
+        let never = std::sync::atomic::AtomicBool::new(false);
+        let stop = self.stop.as_deref().unwrap_or(&never);
+        let (states, held) = savepoint.take_keyed::<V>(name, worker, stop);
+        for (series, field, last, v) in states {
+            let fields = self
+                .map
+                .get_or_insert_with(Sym::new(&series), Fields::default);
+            fields.push((Sym::new(&field), last, v));
+            if let Some(m) = &self.metrics {
+                m.series_states
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             }
-            Err(e) => {
-                savepoint.fail(e);
-                if let Some(stop) = &self.stop {
-                    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-                }
+            if let Some(ttl) = self.ttl {
+                let due = expiry_time(last, ttl);
+                self.next = Some(self.next.map_or(due, |n| n.min(due)));
             }
         }
+        self.restored = held;
         let name = name.to_string();
         let sp = savepoint.clone();
         self.saver = Some((

@@ -28,6 +28,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
 use std::sync::Mutex;
 
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
@@ -110,8 +111,6 @@ struct Manifest {
     processes: usize,
     /// Dataflow, topic and the parameters the state depends on.
     settings: BTreeMap<String, String>,
-    /// Lowest source frontier of this process's workers.
-    frontier: EventTime,
 }
 
 /// What this run resumes from.
@@ -142,8 +141,6 @@ pub struct Savepoint {
     resumed: Option<Resumed>,
     /// Failures while writing (workers cannot return errors).
     errors: Mutex<Vec<SavepointError>>,
-    /// Lowest source frontier written by this process's workers.
-    frontier: Mutex<Option<EventTime>>,
     /// Sources of this process that wrote their position.
     sources_saved: std::sync::atomic::AtomicUsize,
     /// Whether a source of this process was stopped (rather than reaching its input's end).
@@ -308,7 +305,6 @@ impl Savepoint {
             process,
             resumed,
             errors: Mutex::default(),
-            frontier: Mutex::default(),
             sources_saved: Default::default(),
             stopped: Default::default(),
             written: Default::default(),
@@ -378,24 +374,23 @@ impl Savepoint {
                 self.count(0, 0, bytes);
                 self.sources_saved
                     .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                let mut f = self.frontier.lock().unwrap_or_else(|p| p.into_inner());
-                *f = Some(f.map_or(pos.frontier, |x| x.min(pos.frontier)));
             }
             Err(e) => self.fail(e),
         }
     }
 
-    /// The states and held readings of keyed operator `name` that worker `worker` owns now,
-    /// from every worker's file of the savepoint resumed from (none when not resuming).
-    /// `owns(series)` says whether a series is this worker's.
+    /// The states and held readings of keyed operator `name` that worker `worker` of this
+    /// run owns now (a series is `series_worker(series, workers)`'s, as the exchange routes
+    /// it), from every worker's file of the savepoint resumed from (none when not resuming).
     pub fn load_keyed<V: DeserializeOwned>(
         &self,
         name: &str,
-        owns: impl Fn(&str) -> bool,
+        worker: usize,
     ) -> Result<(Vec<SavedState<V>>, Vec<Reading>), SavepointError> {
         let Some(r) = &self.resumed else {
             return Ok((Vec::new(), Vec::new()));
         };
+        let owns = |s: &str| crate::engine::series_worker(s, self.workers) == worker;
         let (mut states, mut held) = (Vec::new(), Vec::new());
         for w in 0..r.workers {
             let path = r.dir.join(format!("{name}.w{w}.bin"));
@@ -410,6 +405,22 @@ impl Savepoint {
             held.extend(file.held.into_iter().filter(|r| owns(&r.series)));
         }
         Ok((states, held))
+    }
+
+    /// [`Savepoint::load_keyed`] for an operator being built, which cannot return an error:
+    /// a savepoint that cannot be read is kept as the run's failure and sets `stop`, and
+    /// nothing is restored.
+    pub fn take_keyed<V: DeserializeOwned>(
+        &self,
+        name: &str,
+        worker: usize,
+        stop: &AtomicBool,
+    ) -> (Vec<SavedState<V>>, Vec<Reading>) {
+        self.load_keyed(name, worker).unwrap_or_else(|e| {
+            self.fail(e);
+            stop.store(true, std::sync::atomic::Ordering::Relaxed);
+            (Vec::new(), Vec::new())
+        })
     }
 
     /// Writes worker `worker`'s share of keyed operator `name`.
@@ -468,17 +479,11 @@ impl Savepoint {
                 )),
             });
         }
-        let frontier = self
-            .frontier
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .unwrap_or(EventTime::MIN);
         let manifest = Manifest {
             version: VERSION,
             workers: self.workers,
             processes: self.processes,
             settings: self.settings.clone(),
-            frontier,
         };
         let path = self.target_file(&format!("manifest.p{}.json", self.process))?;
         let text = serde_json::to_vec_pretty(&manifest).map_err(|e| SavepointError::Corrupt {
@@ -561,11 +566,24 @@ mod tests {
         assert_eq!(r.frontier, 100);
         assert_eq!(r.workers, 2);
         assert_eq!(r.partitions.len(), 2);
-        let (states, held) = one.load_keyed::<u32>("op", |_| true).unwrap();
+        let (states, held) = one.load_keyed::<u32>("op", 0).unwrap();
         assert_eq!((states.len(), held.len()), (2, 2));
-        let (states, held) = one.load_keyed::<u32>("op", |s| s == "s1").unwrap();
-        assert_eq!(states, vec![("s1".to_string(), "value".to_string(), 90, 5)]);
-        assert_eq!(held.len(), 1);
+        // On three workers, each takes the series it owns now, whichever worker wrote them.
+        let three = Savepoint::open(&root, settings("anomaly"), 3, (0, 1)).unwrap();
+        let mut seen = Vec::new();
+        for w in 0..3 {
+            let (states, held) = three.load_keyed::<u32>("op", w).unwrap();
+            for (s, ..) in &states {
+                assert_eq!(crate::engine::series_worker(s, 3), w, "{s}");
+                seen.push(s.clone());
+            }
+            assert!(held
+                .iter()
+                .all(|r| crate::engine::series_worker(&r.series, 3) == w));
+            assert_eq!(held.len(), states.len());
+        }
+        seen.sort();
+        assert_eq!(seen, vec!["s0", "s1"]);
         // Another dataflow may not resume from it.
         let err = Savepoint::open(&root, settings("sessions"), 1, (0, 1)).unwrap_err();
         assert!(err.to_string().contains("dataflow = anomaly"), "{err}");
