@@ -321,12 +321,6 @@ impl Savepoint {
         self.root.join(format!("g{}", self.generation))
     }
 
-    /// Workers of this run (all processes): a series belongs to
-    /// `series_worker(series, workers)`.
-    pub fn workers(&self) -> usize {
-        self.workers
-    }
-
     fn target_file(&self, name: &str) -> Result<PathBuf, SavepointError> {
         let dir = self.target();
         std::fs::create_dir_all(&dir).map_err(io(&dir))?;
