@@ -65,6 +65,9 @@ impl Dataflow for Anomaly {
     fn savepoints(&self) -> bool {
         true
     }
+    fn checkpoints(&self) -> bool {
+        true
+    }
     fn build<'s>(
         &self,
         input: Stream<'s, EventTime, Vec<Reading>>,

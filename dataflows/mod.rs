@@ -118,6 +118,12 @@ pub trait Dataflow: Send + Sync {
     fn savepoints(&self) -> bool {
         false
     }
+    /// Whether it also writes periodic checkpoints (`run --checkpoint-every`): every
+    /// stateful operator of it is a keyed in-order operator (`engine::keyed`), which knows
+    /// how to cut its state at a barrier. The default: no, and the flag is refused.
+    fn checkpoints(&self) -> bool {
+        false
+    }
     /// Builds the dataflow on one worker.
     fn build<'s>(
         &self,

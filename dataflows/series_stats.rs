@@ -329,7 +329,13 @@ fn save_windows(windows: &mut OpenWindows, sp: &Savepoint, worker: usize) -> i64
         }
     }
     let n = saved.len() as i64;
-    sp.save_keyed("series_stats", worker, saved, Vec::new());
+    sp.save_keyed(
+        crate::engine::savepoint::Cut::Stop,
+        "series_stats",
+        worker,
+        saved,
+        Vec::new(),
+    );
     n
 }
 
@@ -405,7 +411,13 @@ fn save_panes(
             saved.push((series.to_string(), field.to_string(), at, Pane::Queued(q)));
         }
     }
-    sp.save_keyed("series_stats_hopping", worker, saved, Vec::new());
+    sp.save_keyed(
+        crate::engine::savepoint::Cut::Stop,
+        "series_stats_hopping",
+        worker,
+        saved,
+        Vec::new(),
+    );
     n
 }
 

@@ -33,7 +33,7 @@ use super::{Dataflow, Outputs, Params};
 use crate::analytics::window::WindowStats;
 use crate::engine::keyed::{in_order_logic, InOrder};
 use crate::engine::output::{csv_f64s, push_csv_field, JsonObject, Row};
-use crate::engine::savepoint::Savepoint;
+use crate::engine::savepoint::{Cut, Savepoint};
 use crate::engine::Metrics;
 use crate::record::{write_i64, EventTime, Reading, Sym};
 use crate::sym::SymMap;
@@ -292,6 +292,26 @@ impl Sessions {
 }
 
 impl Sessions {
+    /// Writes the open sessions and `held` to the stop's savepoint or a checkpoint.
+    fn save_to(&self, cut: Cut, held: Vec<Reading>) {
+        let Some((sp, worker)) = &self.savepoint else {
+            return;
+        };
+        let open = self
+            .slab
+            .iter()
+            .flatten()
+            .map(|o| {
+                let saved = SavedOpen {
+                    stats: o.stats,
+                    start: o.start,
+                };
+                (o.series.to_string(), o.field.to_string(), o.last, saved)
+            })
+            .collect();
+        sp.save_keyed(cut, "sessions", *worker, open, held);
+    }
+
     /// With a savepoint: takes the open sessions and held readings of the series this
     /// worker owns. A savepoint that cannot be read stops the run, which fails with why.
     fn resume(mut self) -> Self {
@@ -320,22 +340,18 @@ impl InOrder<SessionRow> for Sessions {
     }
 
     fn save(&mut self, held: Vec<Reading>) {
-        let Some((sp, worker)) = &self.savepoint else {
-            return;
-        };
-        let open = self
-            .slab
-            .iter()
-            .flatten()
-            .map(|o| {
-                let saved = SavedOpen {
-                    stats: o.stats,
-                    start: o.start,
-                };
-                (o.series.to_string(), o.field.to_string(), o.last, saved)
-            })
-            .collect();
-        sp.save_keyed("sessions", *worker, open, held);
+        self.save_to(Cut::Stop, held);
+    }
+
+    fn checkpoints(&self) -> Option<Arc<Savepoint>> {
+        self.savepoint
+            .as_ref()
+            .filter(|(sp, _)| sp.checkpointing())
+            .map(|(sp, _)| sp.clone())
+    }
+
+    fn checkpoint(&mut self, barrier: EventTime, held: Vec<Reading>) {
+        self.save_to(Cut::Barrier(barrier), held);
     }
 
     fn restored(&mut self) -> Vec<Reading> {
@@ -424,6 +440,9 @@ impl Dataflow for SessionsFlow {
         "per series and value: session windows split by --gap (excursions with --above/--below)"
     }
     fn savepoints(&self) -> bool {
+        true
+    }
+    fn checkpoints(&self) -> bool {
         true
     }
     fn build<'s>(

@@ -210,6 +210,9 @@ impl Dataflow for StockForecast {
     fn savepoints(&self) -> bool {
         true
     }
+    fn checkpoints(&self) -> bool {
+        true
+    }
     fn build<'s>(
         &self,
         input: Stream<'s, EventTime, Vec<Reading>>,

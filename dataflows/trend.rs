@@ -109,6 +109,9 @@ impl Dataflow for TrendFlow {
     fn savepoints(&self) -> bool {
         true
     }
+    fn checkpoints(&self) -> bool {
+        true
+    }
     fn build<'s>(
         &self,
         input: Stream<'s, EventTime, Vec<Reading>>,

@@ -14,6 +14,7 @@ use super::{Dataflow, Outputs, Params};
 use crate::analytics::rolling::CountWindow;
 use crate::engine::keyed::{in_order_logic, InOrder, PerField};
 use crate::engine::output::{csv_f64s, csv_series_field_ts, JsonObject, Row};
+use crate::engine::savepoint::{Cut, Savepoint};
 use crate::record::{EventTime, Reading, Sym};
 
 /// A reading far from its series' recent past.
@@ -118,11 +119,19 @@ impl InOrder<ZRow> for ZLogic {
     }
 
     fn save(&mut self, held: Vec<Reading>) {
-        self.windows.save(held);
+        self.windows.save(Cut::Stop, held);
     }
 
     fn restored(&mut self) -> Vec<Reading> {
         self.windows.take_restored()
+    }
+
+    fn checkpoints(&self) -> Option<std::sync::Arc<Savepoint>> {
+        self.windows.checkpoints()
+    }
+
+    fn checkpoint(&mut self, barrier: EventTime, held: Vec<Reading>) {
+        self.windows.save(Cut::Barrier(barrier), held);
     }
 
     fn next_expiry(&self) -> Option<EventTime> {
@@ -142,6 +151,9 @@ impl Dataflow for ZScore {
         "W2: readings more than --threshold std from the mean of their series' previous --readings"
     }
     fn savepoints(&self) -> bool {
+        true
+    }
+    fn checkpoints(&self) -> bool {
         true
     }
     fn build<'s>(

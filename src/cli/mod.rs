@@ -246,6 +246,12 @@ pub struct RunArgs {
     /// resuming. series_stats, anomaly, zscore, trend, stock_forecast, sessions.
     #[arg(long, value_name = "DIR")]
     pub savepoint: Option<PathBuf>,
+    /// With --savepoint: also write a checkpoint there at every multiple of this much event
+    /// time (e.g. 1m), so a run that crashes or is killed loses nothing: run again with the
+    /// same --savepoint and it resumes from the newest checkpoint, output files cut back to
+    /// it (every row once). anomaly, zscore, trend, stock_forecast, sessions.
+    #[arg(long, value_name = "DURATION")]
+    pub checkpoint_every: Option<HumanDuration>,
     /// Tumbling window width (default 10s).
     #[arg(long)]
     pub window: Option<HumanDuration>,
@@ -1302,6 +1308,7 @@ pub fn run_dataflow(a: RunArgs, settings: &Settings) -> Result<engine::RunReport
         dashboard_cluster: a.dashboard.dashboard_scope == crate::dashboard::DashboardScope::Cluster
             && !a.dashboard.no_dashboard,
         savepoint: a.savepoint.clone(),
+        checkpoint_every: a.checkpoint_every.map(|d| d.0),
     };
     let report = engine::run(spec)?;
     drop(dashboard);
@@ -1321,6 +1328,22 @@ pub fn run_dataflow(a: RunArgs, settings: &Settings) -> Result<engine::RunReport
     );
     if let Some(dir) = &report.resumed_from {
         eprintln!("resumed from the savepoint {}", dir.display());
+    }
+    let c = &report.checkpoints;
+    if let Some(last) = &c.last {
+        eprintln!(
+            "{} checkpoints written, the newest {} ({:.1} MB){}",
+            c.count,
+            last.display(),
+            c.last_bytes as f64 / 1e6,
+            if c.failed > 0 {
+                format!("; {} given up (see the log)", c.failed)
+            } else {
+                String::new()
+            }
+        );
+    } else if c.failed > 0 {
+        eprintln!("no checkpoint written; {} given up (see the log)", c.failed);
     }
     if let Some(w) = &report.savepoint {
         eprintln!(

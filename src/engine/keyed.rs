@@ -32,6 +32,7 @@ use timely::dataflow::operators::Capability;
 use timely::dataflow::Stream;
 
 use crate::engine::output::SilentRow;
+use crate::engine::savepoint::{Cut, Savepoint};
 use crate::engine::Metrics;
 use crate::record::{EventTime, Reading, Sym};
 use crate::sym::SymMap;
@@ -108,6 +109,18 @@ pub trait InOrder<R> {
     fn restored(&mut self) -> Vec<Reading> {
         Vec::new()
     }
+
+    /// With checkpoints (`run --checkpoint-every`), the savepoint they go to; the operator
+    /// then calls [`InOrder::checkpoint`] at each barrier. The default: none.
+    fn checkpoints(&self) -> Option<Arc<Savepoint>> {
+        None
+    }
+
+    /// At the checkpoint barrier `barrier`, once every reading before it is processed and
+    /// the expiries before it have run: writes the state and `held` (the readings that
+    /// arrived before the barrier and are not processed yet) to the checkpoint. The state
+    /// goes on unchanged.
+    fn checkpoint(&mut self, _barrier: EventTime, _held: Vec<Reading>) {}
 }
 
 /// How far ahead [`InOrder::ahead`] is called for an entry.
@@ -150,16 +163,27 @@ where
             // What expiries emitted during a release, with their times.
             let mut expired: Vec<(EventTime, R)> = Vec::new();
             let mut held: Option<Capability<EventTime>> = None;
-            // Readings a savepoint held come first, under a capability at the earliest.
+            // Readings a savepoint held come first, under a capability at the earliest (or
+            // at the earliest expiry of the restored states, if that is earlier).
             let mut restored = logic.restored();
+            restored.sort_by(order);
+            let first = restored.first().map(|r| r.ts);
+            if let Some(t) = first.into_iter().chain(logic.next_expiry()).min() {
+                held = Some(cap.delayed(&t));
+            }
             if !restored.is_empty() {
-                restored.sort_by(order);
-                held = Some(cap.delayed(&restored[0].ts));
                 runs.push(Run {
                     chunks: VecDeque::from([restored]),
+                    arrived: VecDeque::from([EventTime::MIN]),
                     head: 0,
                 });
             }
+            // Checkpoints: the savepoint and the frontier last seen (barriers crossed since).
+            let checkpoints = logic.checkpoints();
+            if let Some(sp) = &checkpoints {
+                sp.join(false);
+            }
+            let mut seen = EventTime::MIN;
             let mut last_frontier: Option<EventTime> = None;
             move |(input, frontier), output| {
                 input.for_each(|cap, data| {
@@ -181,14 +205,28 @@ where
                         .filter(|r| order(r.last(), first).is_le())
                         .max_by(|a, b| order(a.last(), b.last()));
                     match run {
-                        Some(r) => r.chunks.push_back(chunk),
+                        Some(r) => {
+                            r.chunks.push_back(chunk);
+                            r.arrived.push_back(t);
+                        }
                         None => runs.push(Run {
                             chunks: VecDeque::from([chunk]),
+                            arrived: VecDeque::from([t]),
                             head: 0,
                         }),
                     }
                 });
-                let Some(cap) = held.as_mut() else { return };
+                let Some(cap) = held.as_mut() else {
+                    // Nothing pending and no expiry: a barrier finds the state complete.
+                    let now = frontier.frontier().iter().min().copied();
+                    if let (Some(sp), Some(f)) = (&checkpoints, now) {
+                        if let Some(b) = sp.barrier(seen, f) {
+                            logic.checkpoint(b, Vec::new());
+                        }
+                        seen = seen.max(f);
+                    }
+                    return;
+                };
                 let now = frontier.frontier().iter().min().copied();
                 if now == last_frontier {
                     return;
@@ -212,6 +250,49 @@ where
                     held = None;
                     return;
                 }
+                // A checkpoint barrier reached: what came before it is processed and saved
+                // first, and what follows goes out at times at or after it.
+                let barrier = match (&checkpoints, now) {
+                    (Some(sp), Some(f)) => sp.barrier(seen, f),
+                    _ => None,
+                };
+                if let Some(f) = now {
+                    seen = seen.max(f);
+                }
+                if let Some(b) = barrier {
+                    release(
+                        &mut runs,
+                        &mut cursors,
+                        &mut spare,
+                        Some(b),
+                        |runs, cursors| {
+                            let mut session = output.session(&*cap);
+                            merge(runs, cursors, &mut logic, &mut expired, &mut |row| {
+                                session.give(row)
+                            });
+                        },
+                    );
+                    // Expiries before the barrier belong to it; one at the barrier is after.
+                    expire_through(&mut logic, b - 1, &mut expired);
+                    emit_expired(&mut expired, cap, logic.expiries_at_their_times(), output);
+                    let arrived_before: Vec<Reading> = runs
+                        .iter()
+                        .flat_map(|r| {
+                            r.chunks
+                                .iter()
+                                .zip(&r.arrived)
+                                .enumerate()
+                                .filter(|(_, (_, &t))| t < b)
+                                .flat_map(move |(i, (c, _))| &c[if i == 0 { r.head } else { 0 }..])
+                        })
+                        .cloned()
+                        .collect();
+                    logic.checkpoint(b, arrived_before);
+                    // Everything pending, and every expiry left, is at or after the barrier.
+                    if b > *cap.time() {
+                        cap.downgrade(&b);
+                    }
+                }
                 // Readings before the frontier (all of them at the end of the input), each
                 // after the expiries at or before its time; then the expiries the frontier
                 // passed (all of them at the end of the input).
@@ -226,17 +307,7 @@ where
                 if !stopped {
                     expire_through(&mut logic, now.unwrap_or(EventTime::MAX), &mut expired);
                 }
-                // What an expiry changes happens at its own time (`cap` is never moved past
-                // the next expiry, so it can be delayed to it).
-                let exact = logic.expiries_at_their_times();
-                let mut rows = expired.drain(..).peekable();
-                while let Some(&(at, _)) = rows.peek() {
-                    let at_cap = cap.delayed(&at);
-                    let mut session = output.session(&at_cap);
-                    while let Some((_, row)) = rows.next_if(|(t, _)| !exact || *t == at) {
-                        session.give(row);
-                    }
-                }
+                emit_expired(&mut expired, cap, logic.expiries_at_their_times(), output);
                 let pending = runs.iter().map(|r| r.chunks[0][r.head].ts).min();
                 let next_expiry = logic.next_expiry().filter(|_| !stopped);
                 match pending.into_iter().chain(next_expiry).min() {
@@ -248,6 +319,28 @@ where
             }
         },
     )
+}
+
+/// Sends what expiries emitted: each at its own time when `exact` (`cap` is never moved past
+/// the next expiry, so it can be delayed to it), else all at the earliest.
+fn emit_expired<R: Clone + 'static>(
+    expired: &mut Vec<(EventTime, R)>,
+    cap: &Capability<EventTime>,
+    exact: bool,
+    output: &mut timely::dataflow::operators::generic::OutputBuilderSession<
+        '_,
+        EventTime,
+        CapacityContainerBuilder<Vec<R>>,
+    >,
+) {
+    let mut rows = expired.drain(..).peekable();
+    while let Some(&(at, _)) = rows.peek() {
+        let at_cap = cap.delayed(&at);
+        let mut session = output.session(&at_cap);
+        while let Some((_, row)) = rows.next_if(|(t, _)| !exact || *t == at) {
+            session.give(row);
+        }
+    }
 }
 
 /// Emptied input containers an [`in_order`] operator keeps for reuse.
@@ -294,6 +387,7 @@ fn release(
     handle(runs, cursors);
     for c in cursors.iter() {
         let run = &mut runs[c.run];
+        run.arrived.drain(..c.end_chunk);
         for mut done in run.chunks.drain(..c.end_chunk) {
             if spare.len() < MAX_SPARE {
                 done.clear();
@@ -309,6 +403,8 @@ fn release(
 /// than the previous one ends; the first `head` readings of the first one are done.
 struct Run {
     chunks: VecDeque<Vec<Reading>>,
+    /// The timely time each container arrived at (when its source read it), for checkpoints.
+    arrived: VecDeque<EventTime>,
     head: usize,
 }
 
@@ -457,8 +553,8 @@ pub struct PerField<V> {
     restored: Vec<Reading>,
 }
 
-/// Writes a [`PerField`]'s states and the held readings to its savepoint.
-type Saver<V> = Box<dyn Fn(&SymMap<Fields<V>>, Vec<Reading>)>;
+/// Writes a [`PerField`]'s states and the held readings to its savepoint or a checkpoint.
+type Saver<V> = Box<dyn Fn(Cut, &SymMap<Fields<V>>, Vec<Reading>)>;
 
 /// One series' states, by value name, each with the event time of its latest reading (one
 /// inline, so a single-valued series' state is in its map entry: one cache line to prefetch,
@@ -534,7 +630,7 @@ impl<V> PerField<V> {
         let sp = savepoint.clone();
         self.saver = Some((
             sp,
-            Box::new(move |map, held| {
+            Box::new(move |cut, map, held| {
                 let states = map
                     .iter()
                     .flat_map(|(series, fields)| {
@@ -544,7 +640,7 @@ impl<V> PerField<V> {
                     })
                     .map(|(s, f, last, v)| (s.to_string(), f.to_string(), last, v))
                     .collect::<Vec<_>>();
-                savepoint.save_keyed(&name, worker, states, held);
+                savepoint.save_keyed(cut, &name, worker, states, held);
             }),
         ));
         self
@@ -556,12 +652,21 @@ impl<V> PerField<V> {
         self.saver.as_ref().is_some_and(|(sp, _)| sp.stopped())
     }
 
-    /// Writes the states and `held` to the savepoint, if there is one (see
-    /// [`InOrder::save`]).
-    pub fn save(&mut self, held: Vec<Reading>) {
+    /// Writes the states and `held` to the savepoint (at a stop, [`InOrder::save`]) or a
+    /// checkpoint ([`InOrder::checkpoint`]), if there is one.
+    pub fn save(&mut self, cut: Cut, held: Vec<Reading>) {
         if let Some((_, save)) = &self.saver {
-            save(&self.map, held);
+            save(cut, &self.map, held);
         }
+    }
+
+    /// The savepoint checkpoints go to, when the run writes them (see
+    /// [`InOrder::checkpoints`]).
+    pub fn checkpoints(&self) -> Option<Arc<Savepoint>> {
+        self.saver
+            .as_ref()
+            .filter(|(sp, _)| sp.checkpointing())
+            .map(|(sp, _)| sp.clone())
     }
 
     /// See [`InOrder::restored`].
@@ -719,10 +824,16 @@ where
         self.state.saves()
     }
     fn save(&mut self, held: Vec<Reading>) {
-        self.state.save(held);
+        self.state.save(Cut::Stop, held);
     }
     fn restored(&mut self) -> Vec<Reading> {
         self.state.take_restored()
+    }
+    fn checkpoints(&self) -> Option<Arc<Savepoint>> {
+        self.state.checkpoints()
+    }
+    fn checkpoint(&mut self, barrier: EventTime, held: Vec<Reading>) {
+        self.state.save(Cut::Barrier(barrier), held);
     }
     fn expire(&mut self, at: EventTime, emit: &mut dyn FnMut(R)) {
         let expired = &mut self.expired;
@@ -841,6 +952,132 @@ mod tests {
     impl InOrder<()> for Record {
         fn process(&mut self, r: &Reading, _emit: &mut dyn FnMut(())) {
             self.0.push((r.ts, r.values[0].1));
+        }
+    }
+
+    /// Per barrier: the barrier, the readings processed before it, the held ones saved.
+    type Cuts = Arc<std::sync::Mutex<Vec<(EventTime, Vec<EventTime>, Vec<EventTime>)>>>;
+
+    /// Records what it processed and, at each barrier, what it was told to save.
+    struct AtBarriers {
+        sp: Arc<Savepoint>,
+        done: Vec<EventTime>,
+        cuts: Cuts,
+    }
+
+    impl InOrder<EventTime> for AtBarriers {
+        fn process(&mut self, r: &Reading, emit: &mut dyn FnMut(EventTime)) {
+            self.done.push(r.ts);
+            emit(r.ts);
+        }
+        fn checkpoints(&self) -> Option<Arc<Savepoint>> {
+            Some(self.sp.clone())
+        }
+        fn checkpoint(&mut self, barrier: EventTime, held: Vec<Reading>) {
+            let mut held: Vec<EventTime> = held.iter().map(|r| r.ts).collect();
+            held.sort_unstable();
+            self.cuts
+                .lock()
+                .unwrap()
+                .push((barrier, self.done.clone(), held));
+        }
+    }
+
+    #[test]
+    fn a_checkpoint_saves_what_arrived_before_its_barrier_and_emits_the_rest_after_it() {
+        // Readings are sent at the timely time their source read them (its frontier then),
+        // with event times at or after it. With barriers every 100: when the frontier jumps
+        // from 90 to 110, the state must have processed exactly the readings before 100, the
+        // held ones saved must be those that arrived before 100 (105, 120 and 130, not 115
+        // and 140, which arrived at 110 and are read again after a resume), and every row of
+        // a reading at or after the barrier must go out at a time at or after it (105 is
+        // processed in the same step as 95, whose capability is before the barrier).
+        use timely::dataflow::operators::{Input, Inspect, Probe};
+        let dir = tempfile::tempdir().unwrap();
+        let sp = Arc::new(
+            Savepoint::open(dir.path(), Default::default(), 1, (0, 1))
+                .unwrap()
+                .with_checkpoints(100),
+        );
+        let cuts = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let rows = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (c, r) = (cuts.clone(), rows.clone());
+        timely::execute_directly(move |worker| {
+            // Two sources, as two workers' would be: `a` runs ahead past the barrier while
+            // `b` holds the frontier before it.
+            let (mut a, mut b, probe) = worker.dataflow::<EventTime, _, _>(|scope| {
+                use timely::dataflow::operators::Concat;
+                let (a, sa) = scope.new_input::<Vec<Reading>>();
+                let (b, sb) = scope.new_input::<Vec<Reading>>();
+                let logic = AtBarriers {
+                    sp,
+                    done: Vec::new(),
+                    cuts: c,
+                };
+                let (probe, _) = in_order_logic(sa.concat(sb), "cut", logic)
+                    .inspect_core(move |event| {
+                        if let Ok((stamp, data)) = event {
+                            let t = stamp.into_iter().min().copied().unwrap();
+                            r.lock().unwrap().extend(data.iter().map(|ts| (t, *ts)));
+                        }
+                    })
+                    .probe();
+                (a, b, probe)
+            });
+            let s = Sym::new("cut/s");
+            let send = |input: &mut timely::dataflow::InputHandle<EventTime, _>,
+                        t: EventTime,
+                        ts: &[EventTime]| {
+                input.advance_to(t);
+                for &ts in ts {
+                    input.send(Reading::single(s, ts, ts as f64));
+                }
+                input.flush();
+            };
+            let settle = |worker: &mut timely::worker::Worker| {
+                for _ in 0..50 {
+                    worker.step();
+                }
+            };
+            send(&mut a, 10, &[50, 120]);
+            send(&mut b, 10, &[]);
+            settle(worker);
+            send(&mut a, 90, &[130, 95, 105]);
+            send(&mut b, 90, &[]);
+            settle(worker);
+            // `a` reads on after the barrier; `b` has not reached it.
+            send(&mut a, 110, &[140, 115]);
+            settle(worker);
+            send(&mut b, 150, &[]);
+            settle(worker);
+            send(&mut a, 300, &[]);
+            b.advance_to(300);
+            while probe.less_than(&300) {
+                worker.step();
+            }
+        });
+        let cuts = cuts.lock().unwrap().clone();
+        assert_eq!(
+            cuts[0],
+            (100, vec![50, 95], vec![105, 120, 130]),
+            "{cuts:?}"
+        );
+        let rows = rows.lock().unwrap().clone();
+        assert_eq!(rows.len(), 7, "{rows:?}");
+        assert_eq!(
+            cuts.len(),
+            2,
+            "barriers 100 and 300 (the frontier jumps from 110 to 300): {cuts:?}"
+        );
+        for (t, ts) in rows {
+            assert!(
+                t <= ts,
+                "a row goes out no later than its reading: {t} {ts}"
+            );
+            assert!(
+                ts < 100 || t >= 100,
+                "after the barrier, at or after it: {t} {ts}"
+            );
         }
     }
 
@@ -966,7 +1203,12 @@ mod tests {
                         end_pos,
                     });
                 }
-                runs.push(Run { chunks, head });
+                let arrived = chunks.iter().map(|_| EventTime::MIN).collect();
+                runs.push(Run {
+                    chunks,
+                    arrived,
+                    head,
+                });
             }
             want.sort_by(|a, b| a.0.cmp(&b.0).then(a.1.total_cmp(&b.1)));
             let mut got = Record(Vec::new());

@@ -38,6 +38,18 @@ fn write_out(file: &Mutex<BufWriter<File>>, buf: &mut Vec<u8>, name: &str) {
     buf.clear();
 }
 
+/// Moves the held rows before `limit` to `buf` (checkpoints; see [`Outputs::add`]).
+fn release_held(later: &mut Vec<(EventTime, Vec<u8>)>, limit: EventTime, buf: &mut Vec<u8>) {
+    later.retain(|(t, rows)| {
+        if *t < limit {
+            buf.extend_from_slice(rows);
+            false
+        } else {
+            true
+        }
+    });
+}
+
 /// A row of a dataflow output.
 pub trait Row: Clone + Serialize + 'static {
     /// CSV header line (no newline).
@@ -276,6 +288,10 @@ pub struct OutputTargets {
     /// Append to existing output files instead of replacing them (a run resuming from a
     /// savepoint).
     pub append: bool,
+    /// With checkpoints (`--checkpoint-every`): sinks hold the rows after each barrier until
+    /// every sink of the process passed it, and the files are measured then (see
+    /// `engine::savepoint`).
+    pub checkpoints: Option<Arc<crate::engine::savepoint::Savepoint>>,
 }
 
 impl OutputTargets {
@@ -301,7 +317,33 @@ impl OutputTargets {
             hub: None,
             cluster: None,
             append: false,
+            checkpoints: None,
         })
+    }
+
+    /// The name of an output's file in the output directory.
+    fn file_name(&self, name: &str) -> String {
+        match self.process_suffix {
+            Some(p) => format!("{name}.p{p}.{}", self.format.ext()),
+            None => format!("{name}.{}", self.format.ext()),
+        }
+    }
+
+    /// Flushes every output file and returns its length, by file name (for a checkpoint).
+    /// A file whose length cannot be read is left out (and logged): a resumed run then does
+    /// not cut it back.
+    pub fn lengths(&self) -> std::collections::BTreeMap<String, u64> {
+        let mut out = std::collections::BTreeMap::new();
+        for (name, f) in self.files.lock().expect("file map poisoned").iter() {
+            let mut w = f.lock().expect("file poisoned");
+            match w.flush().and_then(|()| w.get_ref().metadata()) {
+                Ok(m) => {
+                    out.insert(self.file_name(name), m.len());
+                }
+                Err(e) => tracing::error!(output = %name, error = %e, "measuring output file"),
+            }
+        }
+        out
     }
 
     /// The file for an output, created (with header) on first use.
@@ -317,11 +359,7 @@ impl OutputTargets {
         if let Some(f) = files.get(name) {
             return Ok(Some(f.clone()));
         }
-        let file_name = match self.process_suffix {
-            Some(p) => format!("{name}.p{p}.{}", self.format.ext()),
-            None => format!("{name}.{}", self.format.ext()),
-        };
-        let path = dir.join(file_name);
+        let path = dir.join(self.file_name(name));
         // Resuming from a savepoint: the stopped run's rows stay, the new ones follow.
         let append = self.append && std::fs::metadata(&path).is_ok_and(|m| m.len() > 0);
         let file = if append {
@@ -468,10 +506,30 @@ impl<'a> Outputs<'a> {
         // With several processes, the rows' updates go to worker 0 (see `cluster_hub`).
         let publish = self.targets.cluster.as_ref().is_some_and(|c| c.publish);
         let stream = stream.probe_with(&self.probe);
-        let sunk = stream.unary_frontier::<CapacityContainerBuilder<Vec<HubMsg>>, _, _, _>(Pipeline, &format!("sink:{name}"), move |_cap, _info| move |(input, frontier), output| {
+        // Checkpoints: rows at or after `limit` are held (formatted) in `later` until every
+        // sink of the process has passed the barrier `pending` and the files were measured.
+        let checkpoints = self.targets.checkpoints.clone();
+        if let Some(sp) = &checkpoints {
+            sp.join(true);
+        }
+        let floor = checkpoints.as_ref().map_or(EventTime::MIN, |sp| sp.floor());
+        let mut seen = EventTime::MIN;
+        let mut limit = checkpoints
+            .as_ref()
+            .map_or(EventTime::MAX, |sp| sp.next_barrier(floor));
+        let mut pending: Option<EventTime> = None;
+        let mut later: Vec<(EventTime, Vec<u8>)> = Vec::new();
+        let scope = stream.scope();
+        let sunk = stream.unary_frontier::<CapacityContainerBuilder<Vec<HubMsg>>, _, _, _>(Pipeline, &format!("sink:{name}"), move |_cap, info| {
+            let activator = scope.activator_for(info.address.clone());
+            move |(input, frontier), output| {
             let mut n = 0u64;
             input.for_each(|cap, rows| {
                 let t = cap.least().copied().unwrap_or(EventTime::MIN);
+                let hold = file.is_some() && t >= limit;
+                if hold {
+                    later.push((t, Vec::new()));
+                }
                 for row in rows.iter() {
                     n += 1;
                     if hub.is_some() {
@@ -481,15 +539,19 @@ impl<'a> Outputs<'a> {
                         row.publish(&mut scratch);
                     }
                     if let Some(f) = &file {
+                        let out = match later.last_mut() {
+                            Some((_, held)) if hold => held,
+                            _ => &mut buf,
+                        };
                         match format {
-                            OutputFormat::Jsonl => row.write_json(&mut buf),
-                            OutputFormat::Csv => row.write_csv(&mut buf),
+                            OutputFormat::Jsonl => row.write_json(out),
+                            OutputFormat::Csv => row.write_csv(out),
                         }
-                        buf.push(b'\n');
+                        out.push(b'\n');
                         // Write as the buffer fills, not after the batch: a closing window
                         // can bring thousands of rows, and a buffer that grows to megabytes
                         // is memory the cache never saw.
-                        if buf.len() >= OUT_CHUNK {
+                        if !hold && buf.len() >= OUT_CHUNK {
                             write_out(f, &mut buf, &name);
                         }
                     }
@@ -531,6 +593,45 @@ impl<'a> Outputs<'a> {
                     offered = now;
                 }
             }
+            if let Some(sp) = &checkpoints {
+                match frontier.frontier().iter().next().copied() {
+                    Some(f) => loop {
+                        if pending.is_none() {
+                            let Some(b) = sp.barrier(seen, f) else {
+                                seen = seen.max(f);
+                                break;
+                            };
+                            seen = f;
+                            // Every row before `b` is here: to the file, then report.
+                            limit = b;
+                            release_held(&mut later, limit, &mut buf);
+                            if let Some(file) = &file {
+                                write_out(file, &mut buf, &name);
+                            }
+                            sp.sink_passed(b, || targets.lengths());
+                            pending = Some(b);
+                        }
+                        let b = pending.expect("a barrier pending");
+                        if !sp.sinks_released(b) {
+                            activator.activate_after(std::time::Duration::from_millis(5));
+                            break;
+                        }
+                        pending = None;
+                        limit = sp.next_barrier(b);
+                        release_held(&mut later, limit, &mut buf);
+                    },
+                    None if !done => {
+                        sp.sink_ended();
+                        release_held(&mut later, EventTime::MAX, &mut buf);
+                    }
+                    None => {}
+                }
+                if let Some(file) = &file {
+                    if buf.len() >= OUT_CHUNK {
+                        write_out(file, &mut buf, &name);
+                    }
+                }
+            }
             // Rows are written as the buffer fills (above); what is left goes at the end.
             if let Some(f) = &file {
                 if finished && !buf.is_empty() {
@@ -546,7 +647,7 @@ impl<'a> Outputs<'a> {
                 }
                 *targets.counts.lock().expect("counts poisoned").entry(name.clone()).or_default() += written;
             }
-        });
+        }});
         if self.targets.cluster.is_some() {
             let last = &self.names[self.names.len() - 1];
             cluster_hub::hub_sink(

@@ -2,7 +2,7 @@
 //! dataflow and its sinks; step until every source is finished (or a stop is requested).
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -168,6 +168,8 @@ pub struct RunSpec {
     /// Savepoint directory (`--savepoint`): resume from its newest savepoint, and write one
     /// there at a stop (see `engine::savepoint`). Kafka input only.
     pub savepoint: Option<PathBuf>,
+    /// Event time between checkpoints (`--checkpoint-every`; needs `savepoint`).
+    pub checkpoint_every: Option<Duration>,
 }
 
 impl RunSpec {
@@ -202,6 +204,7 @@ impl RunSpec {
             hub: None,
             dashboard_cluster: true,
             savepoint: None,
+            checkpoint_every: None,
         }
     }
 }
@@ -222,6 +225,8 @@ pub struct RunReport {
     pub savepoint: Option<super::savepoint::Written>,
     /// The savepoint this run resumed from.
     pub resumed_from: Option<PathBuf>,
+    /// The checkpoints this process wrote (`--checkpoint-every`).
+    pub checkpoints: super::savepoint::CheckpointsWritten,
     /// When a stop closed time windows early (`series_stats`): the start of the earliest of
     /// them. Windows from there on were written cut short; `--from` this time redoes them
     /// whole (see [`Metrics::cut_short_from`]).
@@ -282,6 +287,13 @@ fn open_savepoint(
     dataflow: &dyn crate::dataflows::Dataflow,
 ) -> Result<Option<Arc<super::savepoint::Savepoint>>, EngineError> {
     let Some(dir) = &spec.savepoint else {
+        if spec.checkpoint_every.is_some() {
+            return Err(EngineError::Param(
+                "--checkpoint-every needs --savepoint DIR: the directory checkpoints go to and \
+                 a restarted run resumes from"
+                    .into(),
+            ));
+        }
         return Ok(None);
     };
     let Input::Kafka(k) = &spec.input else {
@@ -298,6 +310,19 @@ fn open_savepoint(
             .collect();
         return Err(EngineError::Param(format!(
             "dataflow {} cannot save its state to a savepoint yet; these can: {}",
+            dataflow.name(),
+            can.join(", ")
+        )));
+    }
+    if spec.checkpoint_every.is_some() && !dataflow.checkpoints() {
+        let can: Vec<&str> = crate::dataflows::REGISTRY
+            .iter()
+            .filter(|d| d.checkpoints())
+            .map(|d| d.name())
+            .collect();
+        return Err(EngineError::Param(format!(
+            "dataflow {} cannot write checkpoints yet (--savepoint alone saves it at a stop); \
+             these can: {}",
             dataflow.name(),
             can.join(", ")
         )));
@@ -321,12 +346,21 @@ fn open_savepoint(
     .map(|(k, v)| (k.to_string(), v))
     .collect();
     let total = spec.cluster.workers * spec.cluster.processes;
-    let sp = super::savepoint::Savepoint::open(
+    let mut sp = super::savepoint::Savepoint::open(
         dir,
         settings,
         total,
         (spec.cluster.process, spec.cluster.processes),
     )?;
+    if let Some(every) = spec.checkpoint_every {
+        let ms = EventTime::try_from(every.as_millis()).unwrap_or(EventTime::MAX);
+        if ms < 1 {
+            return Err(EngineError::Param(
+                "--checkpoint-every must be at least 1ms of event time".into(),
+            ));
+        }
+        sp = sp.with_checkpoints(ms);
+    }
     if let (Some(r), false) = (
         sp.resumed(),
         k.start == crate::kafka::source::StartAt::Beginning,
@@ -338,6 +372,51 @@ fn open_savepoint(
         )));
     }
     Ok(Some(Arc::new(sp)))
+}
+
+/// Resuming from a checkpoint: cuts the output files of process `process` of the run that
+/// wrote it back to their lengths at its barrier (the rows after it are written again), and
+/// on process 0 those of processes this run does not have. A file shorter than at the
+/// checkpoint was changed since, and is refused.
+fn cut_back_outputs(
+    dir: &Path,
+    r: &super::savepoint::Resumed,
+    (process, processes): (usize, usize),
+) -> Result<(), EngineError> {
+    let mine = r
+        .outputs
+        .iter()
+        .filter(|(&p, _)| p == process || (process == 0 && p >= processes))
+        .flat_map(|(_, files)| files);
+    for (name, &len) in mine {
+        let path = dir.join(name);
+        let now = match std::fs::metadata(&path) {
+            Ok(m) => m.len(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(EngineError::Output { path, source: e }),
+        };
+        if now < len {
+            return Err(EngineError::Param(format!(
+                "output file {} has {now} bytes, fewer than the {len} it had at the checkpoint \
+                 {}: it was changed since. Restore it, or give a new --output directory",
+                path.display(),
+                r.dir.display()
+            )));
+        }
+        if now > len {
+            let f = std::fs::OpenOptions::new()
+                .write(true)
+                .open(&path)
+                .and_then(|f| f.set_len(len))
+                .map_err(|e| EngineError::Output {
+                    path: path.clone(),
+                    source: e,
+                });
+            f?;
+            tracing::info!(file = %path.display(), from = now, to = len, "output cut back to the checkpoint");
+        }
+    }
+    Ok(())
 }
 
 /// Runs `spec` to completion on this process's share of the cluster.
@@ -383,6 +462,13 @@ pub fn run(spec: RunSpec) -> Result<RunReport, EngineError> {
     })?;
     let mut targets = targets;
     targets.append = savepoint.as_ref().is_some_and(|s| s.resumed().is_some());
+    targets.checkpoints = savepoint.clone().filter(|s| s.checkpointing());
+    if let (Some(r), Some(dir)) = (
+        savepoint.as_ref().and_then(|s| s.resumed()),
+        &spec.output_dir,
+    ) {
+        cut_back_outputs(dir, r, (spec.cluster.process, spec.cluster.processes))?;
+    }
     // With several processes, the dashboard updates may go to process 0 (`cluster_hub`).
     let cluster_scope = spec.cluster.processes > 1 && spec.dashboard_cluster;
     if spec.cluster.processes > 1 {
@@ -562,6 +648,9 @@ pub fn run(spec: RunSpec) -> Result<RunReport, EngineError> {
                 outputs.finish(scope);
                 errors
             });
+            if let Some(sp) = &savepoint {
+                sp.built();
+            }
             if !attach_errors.is_empty() {
                 errors
                     .lock()
@@ -613,6 +702,10 @@ pub fn run(spec: RunSpec) -> Result<RunReport, EngineError> {
         offsets,
         savepoint: written,
         resumed_from,
+        checkpoints: savepoint
+            .as_ref()
+            .map(|s| s.checkpoints_written())
+            .unwrap_or_default(),
         cut_short_from: *spec
             .metrics
             .cut_short_from

@@ -23,8 +23,28 @@
 //! that died while writing leaves the previous savepoint in force. The two newest complete
 //! generations are kept.
 //!
-//! What it is not: a periodic checkpoint. A run that crashes writes nothing, and the next run
-//! resumes from the last savepoint, repeating the rows written after it.
+//! # Checkpoints
+//! With `--checkpoint-every T` a run also writes a savepoint while it runs, at every multiple
+//! `B` of `T` in event time (a *barrier*), so a crash loses no state: the next run resumes
+//! from the newest complete checkpoint as from a stop. The cut is defined by timely times.
+//! A source emits each reading at its frontier at the moment it reads it (`engine::source`),
+//! so the readings at timely times before `B` are exactly those read before that source's
+//! frontier reached `B`:
+//! - each source writes its position when its frontier first reaches `B` or more;
+//! - each keyed operator, when its input frontier reaches `B`, processes the readings before
+//!   `B` (all of them arrived before `B`), writes its state and the readings it holds that
+//!   *arrived* before `B` (later arrivals are read again from the saved offsets), and emits
+//!   what follows at timely times `>= B`;
+//! - each output sink holds the rows at times `>= B` until every sink of the process has
+//!   passed `B`; the process's files are measured then. A run resuming from the checkpoint
+//!   cuts them back to those lengths, so every row is written once (Kafka result topics get
+//!   the rows after the cut again: at least once).
+//!
+//! A participant whose frontier jumps over several barriers writes for the highest one only,
+//! and a checkpoint counts only once every participant of every process wrote it, so a
+//! checkpoint can be skipped (never half-used). Checkpoints live beside the stop's
+//! savepoint: `DIR/g<N>c<B>/`, ordered after the generations before `N` and before `g<N>`
+//! itself (a stop of the same run).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -90,6 +110,27 @@ pub struct SourcePosition {
     pub partitions: Vec<PartitionPosition>,
 }
 
+/// Which savepoint of a run a file belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cut {
+    /// The one written at a stop.
+    Stop,
+    /// The checkpoint at this event-time barrier.
+    Barrier(EventTime),
+}
+
+/// A savepoint directory's identity: the run's generation and, for a checkpoint, its barrier
+/// (`EventTime::MAX` for a stop's savepoint, which comes after the run's checkpoints).
+type GenId = (u64, EventTime);
+
+fn dir_name((n, b): GenId) -> String {
+    if b == EventTime::MAX {
+        format!("g{n}")
+    } else {
+        format!("g{n}c{b}")
+    }
+}
+
 /// One saved state: series, value name, the time of its latest reading, the state.
 pub type SavedState<V> = (String, String, EventTime, V);
 
@@ -111,6 +152,13 @@ struct Manifest {
     processes: usize,
     /// Dataflow, topic and the parameters the state depends on.
     settings: BTreeMap<String, String>,
+    /// A checkpoint's barrier (none for a stop's savepoint).
+    #[serde(default)]
+    barrier: Option<EventTime>,
+    /// A checkpoint's output files (name in the output directory) and their lengths at the
+    /// barrier, which a resumed run cuts them back to.
+    #[serde(default)]
+    outputs: BTreeMap<String, u64>,
 }
 
 /// What this run resumes from.
@@ -124,6 +172,59 @@ pub struct Resumed {
     pub partitions: BTreeMap<i32, PartitionPosition>,
     /// The lowest saved source frontier: the resumed sources start there.
     pub frontier: EventTime,
+    /// The checkpoint's barrier, when it is one.
+    pub barrier: Option<EventTime>,
+    /// A checkpoint's output files and their lengths at the barrier, by the process that
+    /// wrote them.
+    pub outputs: BTreeMap<usize, BTreeMap<String, u64>>,
+}
+
+/// A checkpoint on its way: what this process's participants have written for it.
+#[derive(Debug, Default)]
+struct Progress {
+    /// Sources and keyed operators done.
+    done: usize,
+    /// Sinks that passed the barrier.
+    sinks: usize,
+    /// Output lengths, once every sink passed it.
+    outputs: Option<BTreeMap<String, u64>>,
+    /// A sink ended before the others passed the barrier: never to be written.
+    abandoned: bool,
+    /// States, held readings, bytes.
+    written: [u64; 3],
+}
+
+/// What checkpoints this process wrote.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CheckpointsWritten {
+    /// Complete on this process (its manifest written).
+    pub count: u64,
+    /// The newest one's directory.
+    pub last: Option<PathBuf>,
+    /// Bytes of this process's files in the newest one.
+    pub last_bytes: u64,
+    /// Checkpoints given up because a file could not be written (each logged).
+    pub failed: u64,
+}
+
+impl Checkpoints {
+    fn built_all(&self, local_workers: usize) -> bool {
+        self.built >= local_workers
+    }
+}
+
+/// Checkpoint bookkeeping of one process.
+#[derive(Debug, Default)]
+struct Checkpoints {
+    /// Event time between barriers.
+    every: EventTime,
+    /// Sources and keyed operators taking part, and sinks (all local workers').
+    participants: usize,
+    sinks: usize,
+    /// Local workers whose dataflow is built (counts are final once all are).
+    built: usize,
+    progress: BTreeMap<EventTime, Progress>,
+    written: CheckpointsWritten,
 }
 
 /// A run's savepoint directory: where it resumes from, if anywhere, and where its stop
@@ -147,6 +248,8 @@ pub struct Savepoint {
     stopped: std::sync::atomic::AtomicBool,
     /// States, held readings and bytes this process wrote.
     written: [std::sync::atomic::AtomicU64; 3],
+    /// With `--checkpoint-every`.
+    checkpoints: Option<Mutex<Checkpoints>>,
 }
 
 /// What a process wrote to a savepoint.
@@ -169,17 +272,20 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> SavepointError + '_ {
     }
 }
 
-/// Generations under `root` (`g<N>` directories), highest first.
-fn generations(root: &Path) -> Result<Vec<u64>, SavepointError> {
+/// Savepoints under `root` (`g<N>` and `g<N>c<B>` directories), newest first.
+fn generations(root: &Path) -> Result<Vec<GenId>, SavepointError> {
     let mut out = Vec::new();
     for entry in std::fs::read_dir(root).map_err(io(root))? {
         let entry = entry.map_err(io(root))?;
         let name = entry.file_name();
-        if let Some(n) = name.to_str().and_then(|s| s.strip_prefix('g')) {
-            if let Ok(n) = n.parse::<u64>() {
-                out.push(n);
-            }
-        }
+        let Some(rest) = name.to_str().and_then(|s| s.strip_prefix('g')) else {
+            continue;
+        };
+        let id = match rest.split_once('c') {
+            Some((n, b)) => n.parse::<u64>().ok().zip(b.parse::<EventTime>().ok()),
+            None => rest.parse::<u64>().ok().map(|n| (n, EventTime::MAX)),
+        };
+        out.extend(id);
     }
     out.sort_unstable_by(|a, b| b.cmp(a));
     Ok(out)
@@ -257,7 +363,7 @@ impl Savepoint {
         let gens = generations(root)?;
         let mut resumed = None;
         for &g in &gens {
-            let dir = root.join(format!("g{g}"));
+            let dir = root.join(dir_name(g));
             let Some(manifests) = complete(&dir)? else {
                 continue;
             };
@@ -293,12 +399,18 @@ impl Savepoint {
                 workers: saved.workers,
                 partitions,
                 frontier: frontier.unwrap_or(EventTime::MIN),
+                barrier: saved.barrier,
+                outputs: manifests
+                    .iter()
+                    .enumerate()
+                    .map(|(p, m)| (p, m.outputs.clone()))
+                    .collect(),
             });
             break;
         }
         Ok(Savepoint {
             root: root.to_path_buf(),
-            generation: gens.first().map_or(0, |g| g + 1),
+            generation: gens.first().map_or(0, |g| g.0 + 1),
             settings,
             workers,
             processes,
@@ -308,7 +420,197 @@ impl Savepoint {
             sources_saved: Default::default(),
             stopped: Default::default(),
             written: Default::default(),
+            checkpoints: None,
         })
+    }
+
+    /// Also writes a checkpoint at every multiple of `every` milliseconds of event time
+    /// (see the module docs).
+    pub fn with_checkpoints(mut self, every: EventTime) -> Self {
+        self.checkpoints = Some(Mutex::new(Checkpoints {
+            every: every.max(1),
+            ..Checkpoints::default()
+        }));
+        self
+    }
+
+    fn cp(&self) -> Option<std::sync::MutexGuard<'_, Checkpoints>> {
+        self.checkpoints
+            .as_ref()
+            .map(|c| c.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// Whether this run writes checkpoints.
+    pub fn checkpointing(&self) -> bool {
+        self.checkpoints.is_some()
+    }
+
+    /// The barrier a participant whose frontier moved from `before` to `now` has reached:
+    /// the highest multiple of the interval in `(before, now]`, if any. Barriers at or before
+    /// the frontier this run resumed at are behind it already.
+    pub fn barrier(&self, before: EventTime, now: EventTime) -> Option<EventTime> {
+        let every = self.cp()?.every;
+        if before == EventTime::MIN {
+            // A first frontier crosses no barrier: there is nothing before it to save.
+            return None;
+        }
+        let floor = before.max(self.resumed.as_ref().map_or(EventTime::MIN, |r| r.frontier));
+        let b = now.div_euclid(every).saturating_mul(every);
+        (b > floor && now < EventTime::MAX).then_some(b)
+    }
+
+    /// The first barrier after `t`.
+    pub fn next_barrier(&self, t: EventTime) -> EventTime {
+        match self.cp() {
+            Some(c) => t
+                .div_euclid(c.every)
+                .saturating_add(1)
+                .saturating_mul(c.every),
+            None => EventTime::MAX,
+        }
+    }
+
+    /// The frontier this run resumed at (where its barriers start), or `EventTime::MIN`.
+    pub fn floor(&self) -> EventTime {
+        self.resumed.as_ref().map_or(EventTime::MIN, |r| r.frontier)
+    }
+
+    /// Registers a checkpoint participant being built: a source or keyed operator, or an
+    /// output sink (`sink`).
+    pub fn join(&self, sink: bool) {
+        if let Some(mut c) = self.cp() {
+            if sink {
+                c.sinks += 1;
+            } else {
+                c.participants += 1;
+            }
+        }
+    }
+
+    /// A local worker's dataflow is built: its participants are all registered.
+    pub fn built(&self) {
+        if let Some(mut c) = self.cp() {
+            c.built += 1;
+        }
+    }
+
+    /// A source or keyed operator wrote its part of the checkpoint at `barrier`.
+    fn part_done(&self, barrier: EventTime, written: [u64; 3]) {
+        let Some(mut c) = self.cp() else { return };
+        let p = c.progress.entry(barrier).or_default();
+        p.done += 1;
+        for (a, b) in p.written.iter_mut().zip(written) {
+            *a += b;
+        }
+        self.complete(&mut c, barrier);
+    }
+
+    /// A part of the checkpoint at `barrier` could not be written: the checkpoint is given
+    /// up (logged and counted; the run goes on, and the previous one stays in force).
+    fn part_failed(&self, barrier: EventTime, e: SavepointError) {
+        tracing::error!(barrier, error = %e, "checkpoint not written");
+        let Some(mut c) = self.cp() else { return };
+        c.progress.entry(barrier).or_default().abandoned = true;
+        c.written.failed += 1;
+    }
+
+    /// An output sink passed `barrier`, having written every row before it to its file. The
+    /// last of the process's sinks measures the output files (`measure`), while every sink
+    /// still holds the rows at or after the barrier.
+    pub fn sink_passed(&self, barrier: EventTime, measure: impl FnOnce() -> BTreeMap<String, u64>) {
+        let Some(mut c) = self.cp() else { return };
+        let (sinks, ready) = (c.sinks, c.built_all(self.local_workers()));
+        // A sink reports one barrier at a time, the next only once the last is released: so
+        // an earlier one still open was jumped over by this sink, and can never complete.
+        for (_, p) in c.progress.range_mut(..barrier) {
+            if p.outputs.is_none() {
+                p.abandoned = true;
+            }
+        }
+        // And a later one already passed by a sink means that sink jumped this one.
+        let jumped = c.progress.range(barrier + 1..).any(|(_, p)| p.sinks > 0);
+        let p = c.progress.entry(barrier).or_default();
+        p.sinks += 1;
+        p.abandoned |= jumped;
+        if p.sinks == sinks && ready && !p.abandoned {
+            p.outputs = Some(measure());
+        }
+        self.complete(&mut c, barrier);
+    }
+
+    /// Whether every sink of the process passed `barrier` (or it was abandoned): the sinks
+    /// may write the rows at or after it.
+    pub fn sinks_released(&self, barrier: EventTime) -> bool {
+        self.cp().is_none_or(|c| {
+            c.progress
+                .get(&barrier)
+                .is_none_or(|p| p.outputs.is_some() || p.abandoned)
+        })
+    }
+
+    /// A sink's input ended: it writes what it holds, so a checkpoint its peers have not all
+    /// passed yet would measure rows after its barrier. Those are abandoned.
+    pub fn sink_ended(&self) {
+        if let Some(mut c) = self.cp() {
+            for p in c.progress.values_mut() {
+                if p.outputs.is_none() {
+                    p.abandoned = true;
+                }
+            }
+        }
+    }
+
+    fn local_workers(&self) -> usize {
+        (self.workers / self.processes.max(1)).max(1)
+    }
+
+    /// Writes this process's manifest of the checkpoint at `barrier` once all its
+    /// participants are done, and prunes old savepoints.
+    fn complete(&self, c: &mut Checkpoints, barrier: EventTime) {
+        let ready = c.built_all(self.local_workers());
+        let participants = c.participants;
+        let Some(p) = c.progress.get(&barrier) else {
+            return;
+        };
+        if !ready || p.abandoned || p.done < participants {
+            return;
+        }
+        let Some(outputs) = p.outputs.clone() else {
+            return;
+        };
+        let written = p.written;
+        // Older checkpoints still open can no longer complete before this one matters.
+        c.progress.retain(|&b, _| b > barrier);
+        let id = (self.generation, barrier);
+        let manifest = Manifest {
+            version: VERSION,
+            workers: self.workers,
+            processes: self.processes,
+            settings: self.settings.clone(),
+            barrier: Some(barrier),
+            outputs,
+        };
+        let dir = self.root.join(dir_name(id));
+        match self.write_manifest(&dir, &manifest).and_then(|bytes| {
+            self.prune(id)?;
+            Ok(bytes)
+        }) {
+            Ok(bytes) => {
+                tracing::info!(dir = %dir.display(), barrier, states = written[0], held = written[1], bytes = written[2] + bytes, "checkpoint written");
+                c.written.count += 1;
+                c.written.last = Some(dir);
+                c.written.last_bytes = written[2] + bytes;
+            }
+            Err(e) => {
+                tracing::error!(barrier, error = %e, "checkpoint not written");
+                c.written.failed += 1;
+            }
+        }
+    }
+
+    /// What checkpoints this process wrote.
+    pub fn checkpoints_written(&self) -> CheckpointsWritten {
+        self.cp().map(|c| c.written.clone()).unwrap_or_default()
     }
 
     /// The savepoint this run resumes from, if any.
@@ -318,11 +620,20 @@ impl Savepoint {
 
     /// The directory a stop of this run writes to.
     pub fn target(&self) -> PathBuf {
-        self.root.join(format!("g{}", self.generation))
+        self.dir(Cut::Stop)
     }
 
-    fn target_file(&self, name: &str) -> Result<PathBuf, SavepointError> {
-        let dir = self.target();
+    /// The directory of one of this run's savepoints.
+    pub fn dir(&self, cut: Cut) -> PathBuf {
+        let b = match cut {
+            Cut::Stop => EventTime::MAX,
+            Cut::Barrier(b) => b,
+        };
+        self.root.join(dir_name((self.generation, b)))
+    }
+
+    fn target_file(&self, cut: Cut, name: &str) -> Result<PathBuf, SavepointError> {
+        let dir = self.dir(cut);
         std::fs::create_dir_all(&dir).map_err(io(&dir))?;
         Ok(dir.join(name))
     }
@@ -358,18 +669,21 @@ impl Savepoint {
         self.stopped.load(std::sync::atomic::Ordering::SeqCst)
     }
 
-    /// Writes worker `worker`'s source position (when its source ends, stopped or not).
-    pub fn save_source(&self, worker: usize, pos: &SourcePosition) {
+    /// Writes worker `worker`'s source position: at its end (stopped or not) for
+    /// [`Cut::Stop`], or when its frontier reaches a barrier.
+    pub fn save_source(&self, cut: Cut, worker: usize, pos: &SourcePosition) {
         let r = self
-            .target_file(&format!("source.w{worker}.bin"))
+            .target_file(cut, &format!("source.w{worker}.bin"))
             .and_then(|path| write_bin(&path, &(VERSION, pos)));
-        match r {
-            Ok(bytes) => {
+        match (r, cut) {
+            (Ok(bytes), Cut::Stop) => {
                 self.count(0, 0, bytes);
                 self.sources_saved
                     .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             }
-            Err(e) => self.fail(e),
+            (Ok(bytes), Cut::Barrier(b)) => self.part_done(b, [0, 0, bytes]),
+            (Err(e), Cut::Barrier(b)) => self.part_failed(b, e),
+            (Err(e), Cut::Stop) => self.fail(e),
         }
     }
 
@@ -417,9 +731,11 @@ impl Savepoint {
         })
     }
 
-    /// Writes worker `worker`'s share of keyed operator `name`.
+    /// Writes worker `worker`'s share of keyed operator `name` to the stop's savepoint or a
+    /// checkpoint.
     pub fn save_keyed<V: Serialize>(
         &self,
+        cut: Cut,
         name: &str,
         worker: usize,
         states: Vec<SavedState<V>>,
@@ -431,12 +747,15 @@ impl Savepoint {
             states,
             held,
         };
-        match self
-            .target_file(&format!("{name}.w{worker}.bin"))
-            .and_then(|path| write_bin(&path, &file))
-        {
-            Ok(bytes) => self.count(n, h, bytes),
-            Err(e) => self.fail(e),
+        match (
+            self.target_file(cut, &format!("{name}.w{worker}.bin"))
+                .and_then(|path| write_bin(&path, &file)),
+            cut,
+        ) {
+            (Ok(bytes), Cut::Stop) => self.count(n, h, bytes),
+            (Ok(bytes), Cut::Barrier(b)) => self.part_done(b, [n, h, bytes]),
+            (Err(e), Cut::Barrier(b)) => self.part_failed(b, e),
+            (Err(e), Cut::Stop) => self.fail(e),
         }
     }
 
@@ -478,27 +797,11 @@ impl Savepoint {
             workers: self.workers,
             processes: self.processes,
             settings: self.settings.clone(),
+            barrier: None,
+            outputs: BTreeMap::new(),
         };
-        let path = self.target_file(&format!("manifest.p{}.json", self.process))?;
-        let text = serde_json::to_vec_pretty(&manifest).map_err(|e| SavepointError::Corrupt {
-            path: path.clone(),
-            why: e.to_string(),
-        })?;
-        write_atomic(&path, &text)?;
-        if self.process == 0 {
-            let mut kept = 0;
-            for g in generations(&self.root)? {
-                if g > self.generation {
-                    continue;
-                }
-                let dir = self.root.join(format!("g{g}"));
-                if kept < 2 && complete(&dir)?.is_some() {
-                    kept += 1;
-                } else if kept >= 2 {
-                    std::fs::remove_dir_all(&dir).map_err(io(&dir))?;
-                }
-            }
-        }
+        let manifest_bytes = self.write_manifest(&self.target(), &manifest)?;
+        self.prune((self.generation, EventTime::MAX))?;
         let [states, held, bytes] = self
             .written
             .each_ref()
@@ -507,8 +810,41 @@ impl Savepoint {
             dir: self.target(),
             states,
             held,
-            bytes: bytes + text.len() as u64,
+            bytes: bytes + manifest_bytes,
         }))
+    }
+
+    /// Writes this process's manifest into `dir`; returns its size.
+    fn write_manifest(&self, dir: &Path, manifest: &Manifest) -> Result<u64, SavepointError> {
+        std::fs::create_dir_all(dir).map_err(io(dir))?;
+        let path = dir.join(format!("manifest.p{}.json", self.process));
+        let text = serde_json::to_vec_pretty(manifest).map_err(|e| SavepointError::Corrupt {
+            path: path.clone(),
+            why: e.to_string(),
+        })?;
+        write_atomic(&path, &text)?;
+        Ok(text.len() as u64)
+    }
+
+    /// On process 0: removes every savepoint up to `upto` but the two newest complete ones
+    /// (newer ones may be on their way).
+    fn prune(&self, upto: GenId) -> Result<(), SavepointError> {
+        if self.process != 0 {
+            return Ok(());
+        }
+        let mut kept = 0;
+        for g in generations(&self.root)? {
+            if g > upto {
+                continue;
+            }
+            let dir = self.root.join(dir_name(g));
+            if kept < 2 && complete(&dir)?.is_some() {
+                kept += 1;
+            } else if kept >= 2 {
+                std::fs::remove_dir_all(&dir).map_err(io(&dir))?;
+            }
+        }
+        Ok(())
     }
 }
 
@@ -533,6 +869,7 @@ mod tests {
             assert!(sp.resumed().is_none());
             assert_eq!(sp.target(), root.join("g0"));
             sp.save_source(
+                Cut::Stop,
                 p,
                 &SourcePosition {
                     frontier: 100 + p as i64,
@@ -545,7 +882,7 @@ mod tests {
             );
             let held = vec![Reading::single(Sym::new(&format!("s{p}")), 150, 1.0)];
             let state = vec![(format!("s{p}"), "value".to_string(), 90, 5u32)];
-            sp.save_keyed("op", p, state, held);
+            sp.save_keyed(Cut::Stop, "op", p, state, held);
         }
         sps[0].note_stopped();
         sps[0].finish(1).unwrap();
@@ -588,7 +925,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path().to_path_buf();
         let sp = Savepoint::open(&root, settings("anomaly"), 1, (0, 1)).unwrap();
-        sp.save_source(0, &SourcePosition::default());
+        sp.save_source(Cut::Stop, 0, &SourcePosition::default());
         sp.note_stopped();
         sp.finish(1).unwrap();
         std::fs::write(root.join("g0/source.w0.bin"), b"\x01").unwrap();
@@ -609,6 +946,7 @@ mod tests {
             let sp = Savepoint::open(&root, settings("anomaly"), 1, (0, 1)).unwrap();
             assert_eq!(sp.resumed().is_some(), g > 0);
             sp.save_source(
+                Cut::Stop,
                 0,
                 &SourcePosition {
                     frontier: g as i64,
@@ -620,7 +958,10 @@ mod tests {
             assert_eq!(w.dir, root.join(format!("g{g}")));
             assert_eq!((w.states, w.held), (0, 0));
         }
-        assert_eq!(generations(&root).unwrap(), vec![3, 2]);
+        assert_eq!(
+            generations(&root).unwrap(),
+            vec![(3, EventTime::MAX), (2, EventTime::MAX)]
+        );
         let sp = Savepoint::open(&root, settings("anomaly"), 1, (0, 1)).unwrap();
         assert_eq!(sp.resumed().unwrap().frontier, 3);
     }

@@ -155,6 +155,11 @@ pub fn source<'s, F: Feed>(
         timely::container::CapacityContainerBuilder<Vec<Quarantined>>,
     >::from(bad_out);
 
+    // With checkpoints, this source writes its position at each barrier it reaches.
+    let checkpoints = settings.savepoint.clone().filter(|sp| sp.checkpointing());
+    if let Some(sp) = &checkpoints {
+        sp.join(false);
+    }
     builder.build(move |caps| {
         let caps = Rc::new(RefCell::new(Some(caps)));
         let mut clock = Watermarks::new(settings.lateness, settings.idle_timeout, settings.confirm)
@@ -266,6 +271,7 @@ pub fn source<'s, F: Feed>(
                 Frontier::Done => {
                     if let Some(sp) = &settings.savepoint {
                         sp.save_source(
+                            crate::engine::savepoint::Cut::Stop,
                             settings.worker.0,
                             &crate::engine::savepoint::SourcePosition {
                                 frontier: clock.frontier(),
@@ -282,6 +288,18 @@ pub fn source<'s, F: Feed>(
                     return;
                 }
                 Frontier::At(f) if f > last_frontier => {
+                    // Everything read so far went out before `f`; what is read next, at `f`
+                    // or later: the cut of a barrier in between.
+                    if let Some(b) = checkpoints.as_ref().and_then(|sp| sp.barrier(last_frontier, f)) {
+                        checkpoints.as_ref().expect("checkpointing").save_source(
+                            crate::engine::savepoint::Cut::Barrier(b),
+                            settings.worker.0,
+                            &crate::engine::savepoint::SourcePosition {
+                                frontier: f,
+                                partitions: clock.positions(),
+                            },
+                        );
+                    }
                     for c in held.iter_mut() {
                         c.downgrade(&f);
                     }

@@ -1,0 +1,303 @@
+//! Checkpoints (`run --checkpoint-every`): a run that dies loses nothing. A live run writes
+//! a checkpoint at every barrier of event time; when it dies (here: its stop's savepoint is
+//! thrown away, so only the checkpoints and the output files it wrote remain), the next run
+//! resumes from the newest checkpoint, cuts the output files back to it, and the rows of the
+//! two runs together are those of one uninterrupted computation, each once.
+
+mod common;
+
+use std::path::Path;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use common::*;
+use streamgauge::dataset::generate::SplitMix64;
+use streamgauge::engine::{Input, RunReport, RunSpec};
+use streamgauge::kafka::broker::EmbeddedBroker;
+use streamgauge::kafka::producer::ReadingProducer;
+use streamgauge::kafka::ClientSettings;
+use streamgauge::record::{Reading, Sym};
+
+const T0: i64 = 1_700_000_000_000;
+
+/// 12 series over 6 partitions, a reading a second each, now and then 1 s out of order (so
+/// readings are held across barriers), noisy levels with spikes and a shift.
+fn stream(per_series: i64) -> Vec<(i32, Reading)> {
+    let mut rng = SplitMix64(77);
+    let mut all = Vec::new();
+    for s in 0..12 {
+        let name = Sym::new(&format!("cp/s{s}"));
+        let mut msgs: Vec<Reading> = (0..per_series)
+            .map(|i| {
+                let mut x = 10.0 * (s + 1) as f64 + rng.next_f64();
+                if rng.below(300) == 0 {
+                    x += 20.0 * rng.next_f64();
+                }
+                if i > per_series / 2 && s % 3 == 0 {
+                    x += 5.0;
+                }
+                Reading::single(name, T0 + i * 1000, x)
+            })
+            .collect();
+        for i in (1..msgs.len()).step_by(37) {
+            msgs.swap(i - 1, i);
+        }
+        all.push(msgs);
+    }
+    (0..per_series as usize)
+        .flat_map(|i| {
+            all.iter()
+                .enumerate()
+                .map(move |(s, msgs)| (s as i32 % 6, msgs[i].clone()))
+        })
+        .collect()
+}
+
+fn produce(brokers: &str, topic: &str, items: &[(i32, Reading)]) {
+    let mut p = ReadingProducer::new(&ClientSettings::new(brokers), topic).unwrap();
+    for (part, r) in items {
+        p.send_to(r, *part).unwrap();
+    }
+    p.flush(Duration::from_secs(30)).unwrap();
+}
+
+/// A run of `dataflow` with checkpoints every 100 s of event time.
+fn checkpoint_spec(
+    dataflow: &str,
+    brokers: &str,
+    topic: &str,
+    workers: usize,
+    out: &Path,
+    live: bool,
+) -> RunSpec {
+    let mut s = spec(
+        kafka_input(brokers, topic),
+        workers,
+        Duration::from_secs(10),
+        out,
+    );
+    s.dataflow = dataflow.into();
+    s.savepoint = Some(out.join("savepoint"));
+    s.checkpoint_every = Some(Duration::from_secs(100));
+    if let Input::Kafka(k) = &mut s.input {
+        k.until_end = !live;
+    }
+    s
+}
+
+/// Runs `s` live while `items` are produced in `steps` parts, each once the run has read
+/// the one before (so its frontier moves in steps, past several barriers), then stops it.
+fn run_live_and_stop(
+    s: RunSpec,
+    brokers: &str,
+    items: &[(i32, Reading)],
+    steps: usize,
+) -> RunReport {
+    let topic = match &s.input {
+        Input::Kafka(k) => k.topic.clone(),
+        _ => unreachable!("a Kafka run"),
+    };
+    let (metrics, stop) = (s.metrics.clone(), s.stop.clone());
+    let run = std::thread::spawn(move || run_ok(s));
+    let t0 = Instant::now();
+    let per = items.len().div_ceil(steps);
+    let mut sent = 0;
+    for part in items.chunks(per) {
+        produce(brokers, &topic, part);
+        sent += part.len();
+        while metrics.snapshot().readings_in < sent as u64 {
+            assert!(t0.elapsed() < Duration::from_secs(60), "not all read");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    run.join().unwrap()
+}
+
+/// What a crash leaves: the stop's savepoint is gone (a crash writes none).
+fn crash(a: &RunReport) {
+    let stop = a.savepoint.as_ref().expect("the stop wrote a savepoint");
+    std::fs::remove_dir_all(&stop.dir).unwrap();
+}
+
+fn file_len(path: &Path) -> u64 {
+    std::fs::metadata(path).map_or(0, |m| m.len())
+}
+
+#[test]
+fn a_run_restarted_after_a_crash_resumes_from_its_checkpoint_and_scores_every_reading_once() {
+    let broker = EmbeddedBroker::start(1).unwrap();
+    let items = stream(2_000);
+    let want = anomaly_oracle(items.iter().map(|(_, r)| r));
+    let (first, second): (Vec<_>, Vec<_>) = items
+        .iter()
+        .cloned()
+        .partition(|(_, r)| r.ts < T0 + 1_250 * 1000);
+    for (a_workers, b_workers) in [(1, 2), (2, 4), (4, 1)] {
+        let topic = format!("checkpoint{a_workers}{b_workers}");
+        broker.create_topic(&topic, 6).unwrap();
+        let out = tempfile::tempdir().unwrap();
+        let what = format!("{a_workers} then {b_workers} workers");
+
+        let s = checkpoint_spec(
+            "anomaly",
+            broker.bootstrap(),
+            &topic,
+            a_workers,
+            out.path(),
+            true,
+        );
+        let a = run_live_and_stop(s, broker.bootstrap(), &first, 8);
+        // Barriers every 100 s over 1,245 s of frontier, reached in 8 steps of about 156 s:
+        // a step can jump a barrier, but most steps complete one.
+        assert!(a.checkpoints.count >= 5, "{what}: {:?}", a.checkpoints);
+        assert_eq!(a.checkpoints.failed, 0, "{what}");
+        let newest = a.checkpoints.last.clone().unwrap();
+        assert!(
+            newest
+                .to_string_lossy()
+                .ends_with(&format!("c{}", T0 + 1_200 * 1000)),
+            "{what}: the newest checkpoint is at the last barrier the frontier passed: {}",
+            newest.display()
+        );
+        crash(&a);
+        let scored_before = file_len(&out.path().join("anomaly.jsonl"));
+
+        produce(broker.bootstrap(), &topic, &second);
+        let s = checkpoint_spec(
+            "anomaly",
+            broker.bootstrap(),
+            &topic,
+            b_workers,
+            out.path(),
+            false,
+        );
+        let b = run_ok(s);
+        assert_eq!(b.resumed_from.as_ref(), Some(&newest), "{what}");
+        assert_eq!(b.metrics.late, 0, "{what}");
+        assert_eq!(b.metrics.skipped_offsets, 0, "{what}");
+        // It reads again what the dead run read after the barrier's cut (here: nothing, as
+        // the last part went out in one batch before the cut; its readings at or after the
+        // barrier were held, and are in the checkpoint), and the rest.
+        assert!(
+            b.metrics.readings_in >= second.len() as u64,
+            "{what}: {} read",
+            b.metrics.readings_in
+        );
+        // The dead run scored readings after the barrier: the file was cut back to its
+        // length at the checkpoint, and they were scored again, once.
+        let manifest: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(newest.join("manifest.p0.json")).unwrap())
+                .unwrap();
+        let at_cut = manifest["outputs"]["anomaly.jsonl"].as_u64().unwrap();
+        assert!(
+            at_cut > 0 && at_cut < scored_before,
+            "{what}: {at_cut} bytes at the checkpoint, {scored_before} at the crash"
+        );
+        assert_scores_eq(&read_scores(&[out.path()]), &want, &what);
+    }
+}
+
+#[test]
+fn every_checkpointing_dataflow_resumes_after_a_crash_as_one_uninterrupted_run() {
+    let broker = EmbeddedBroker::start(1).unwrap();
+    let items = stream(1_000);
+    let (first, second): (Vec<_>, Vec<_>) = items
+        .iter()
+        .cloned()
+        .partition(|(_, r)| r.ts < T0 + 650 * 1000);
+    for (dataflow, output) in [
+        ("zscore", "zscore"),
+        ("trend", "trend"),
+        ("stock_forecast", "forecasts"),
+        ("sessions", "sessions"),
+    ] {
+        let topic = format!("cp-{dataflow}");
+        broker.create_topic(&topic, 6).unwrap();
+        produce(broker.bootstrap(), &topic, &items);
+        let whole = tempfile::tempdir().unwrap();
+        let mut s = checkpoint_spec(dataflow, broker.bootstrap(), &topic, 2, whole.path(), false);
+        s.savepoint = None;
+        s.checkpoint_every = None;
+        tune(&mut s);
+        run_ok(s);
+        let want = read_rows(whole.path(), output);
+        assert!(want.len() > 100, "{dataflow}: {} rows", want.len());
+
+        let topic = format!("cp2-{dataflow}");
+        broker.create_topic(&topic, 6).unwrap();
+        let out = tempfile::tempdir().unwrap();
+        let mut s = checkpoint_spec(dataflow, broker.bootstrap(), &topic, 2, out.path(), true);
+        tune(&mut s);
+        let a = run_live_and_stop(s, broker.bootstrap(), &first, 5);
+        assert!(a.checkpoints.count >= 3, "{dataflow}: {:?}", a.checkpoints);
+        crash(&a);
+        produce(broker.bootstrap(), &topic, &second);
+        let mut s = checkpoint_spec(dataflow, broker.bootstrap(), &topic, 3, out.path(), false);
+        tune(&mut s);
+        let b = run_ok(s);
+        assert!(
+            b.resumed_from
+                .as_ref()
+                .is_some_and(|d| d.to_string_lossy().contains('c')),
+            "{dataflow}: resumed from a checkpoint: {:?}",
+            b.resumed_from
+        );
+        let got = read_rows(out.path(), output);
+        assert_eq!(got.len(), want.len(), "{dataflow}: every row once");
+        assert_eq!(got, want, "{dataflow}: the rows of one uninterrupted run");
+    }
+}
+
+/// Sessions cut every 30 s at most (so some close at every barrier); z-scores alert at 2.5
+/// (so a few hundred rows); count windows of 50 readings.
+fn tune(s: &mut RunSpec) {
+    if s.dataflow == "sessions" {
+        s.sessions.gap_ms = 1_000;
+        s.sessions.max_ms = Some(30_000);
+    }
+    s.threshold = 2.5;
+}
+
+/// The rows of output `name` as sorted lines.
+fn read_rows(dir: &Path, name: &str) -> Vec<String> {
+    let mut rows = read_lines(dir, name);
+    rows.sort();
+    rows
+}
+
+#[test]
+fn checkpoints_refuse_what_they_cannot_do() {
+    let out = tempfile::tempdir().unwrap();
+    let broker = EmbeddedBroker::start(1).unwrap();
+    broker.create_topic("refuse", 1).unwrap();
+    // Without a savepoint directory.
+    let mut s = checkpoint_spec(
+        "anomaly",
+        broker.bootstrap(),
+        "refuse",
+        1,
+        out.path(),
+        false,
+    );
+    s.savepoint = None;
+    let err = streamgauge::engine::run(s).unwrap_err().to_string();
+    assert!(
+        err.contains("--checkpoint-every needs --savepoint"),
+        "{err}"
+    );
+    // A dataflow whose state is not cut at barriers.
+    let s = checkpoint_spec(
+        "series_stats",
+        broker.bootstrap(),
+        "refuse",
+        1,
+        out.path(),
+        false,
+    );
+    let err = streamgauge::engine::run(s).unwrap_err().to_string();
+    assert!(
+        err.contains("cannot write checkpoints") && err.contains("anomaly"),
+        "{err}"
+    );
+}
