@@ -6,8 +6,14 @@
 //! it and reads nothing more (the time to load it, on top of a Kafka run's fixed start and
 //! end costs).
 //!
+//! Then what checkpoints cost (`run --checkpoint-every`): the same live runs, read to the
+//! end without checkpoints and with one every `T` of event time (W1 has 1,000 readings a
+//! second of event time, so 2 million rows are 2,000 s), as readings per second, with the
+//! number of checkpoints written and the newest one's size.
+//!
 //! ```text
 //! cargo bench --bench savepoint -- [--rows 2000000] [--flows anomaly,zscore,sessions,series_stats] [--workers 1,2]
+//!     [--checkpoint-flows anomaly,zscore] [--checkpoints 500s,100s]
 //! ```
 
 use std::path::Path;
@@ -74,7 +80,73 @@ fn main() -> Result<()> {
             );
         }
     }
+    let flows = arg(&args, "--checkpoint-flows").unwrap_or_else(|| "anomaly,zscore".into());
+    let every = arg(&args, "--checkpoints").unwrap_or_else(|| "500s,100s".into());
+    println!();
+    println!(
+        "checkpoints over W1, {rows} rows ({} s of event time)",
+        rows / 1000
+    );
+    println!("| dataflow | workers | checkpoint every | readings/s | against none | checkpoints | newest |");
+    println!("|---|---:|---:|---:|---:|---:|---:|");
+    for flow in flows.split(',') {
+        for w in workers.split(',') {
+            let w: usize = w.parse()?;
+            let mut base = None;
+            for t in std::iter::once("none").chain(every.split(',')) {
+                let topic = format!("w1-cp-{flow}-{w}-{t}");
+                broker.create_topic(&topic, 8)?;
+                let sp = dir.join(format!("checkpoints-{flow}-{w}-{t}"));
+                let _ = std::fs::remove_dir_all(&sp);
+                let mut spec = live(b, &topic, flow, w, (t != "none").then_some(sp.as_path()));
+                if t != "none" {
+                    spec.checkpoint_every = Some(streamgauge::duration::parse_duration(t)?);
+                }
+                let (rate, report) = read_all(b, &topic, spec, (&w1, rows))?;
+                let base = *base.get_or_insert(rate);
+                let c = &report.checkpoints;
+                println!(
+                    "| {flow} | {w} | {t} | {rate:.0} | {:.2}x | {}{} | {:.1} MB |",
+                    rate / base,
+                    c.count,
+                    if c.failed > 0 {
+                        format!(" ({} failed)", c.failed)
+                    } else {
+                        String::new()
+                    },
+                    c.last_bytes as f64 / 1e6,
+                );
+                let _ = std::fs::remove_dir_all(&sp);
+            }
+        }
+    }
     Ok(())
+}
+
+/// Runs `spec` live while the `rows` readings of W1 are produced into `topic`, stops it once
+/// it has read them all; returns readings per second from the start to then, and the report.
+fn read_all(
+    brokers: &str,
+    topic: &str,
+    spec: RunSpec,
+    (w1, rows): (&Path, u64),
+) -> Result<(f64, RunReport)> {
+    let (metrics, stop) = (spec.metrics.clone(), spec.stop.clone());
+    let t0 = Instant::now();
+    let engine = std::thread::spawn(move || run(spec));
+    produce_w1_paced(brokers, topic, w1, 500, &metrics)?;
+    while metrics.snapshot().readings_in < rows {
+        if t0.elapsed() > Duration::from_secs(900) {
+            bail!("only {} of {rows} read", metrics.snapshot().readings_in);
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let rate = rows as f64 / t0.elapsed().as_secs_f64();
+    stop.store(true, Ordering::Relaxed);
+    let report = engine
+        .join()
+        .map_err(|_| anyhow::anyhow!("engine panicked"))??;
+    Ok((rate, report))
 }
 
 /// A live run of `flow` on `w` workers over `topic`.

@@ -1,6 +1,6 @@
 //! The command line end to end: the standalone embedded broker serves other processes (and a
-//! run stopped by Ctrl-C resumes from its savepoint), and the demo runs on embedded defaults
-//! and ends cleanly with results.
+//! run stopped by Ctrl-C resumes from its savepoint, a run killed outright from its last
+//! checkpoint), and the demo runs on embedded defaults and ends cleanly with results.
 
 mod common;
 
@@ -170,6 +170,101 @@ fn standalone_broker_serves_replay_and_run_in_other_processes() {
         .find_map(|p| p.strip_suffix(" produced")?.parse().ok())
         .unwrap_or_else(|| panic!("{said}"));
     assert!(produced >= 1 && produced < readings.len() as u64, "{said}");
+    let _ = broker.kill();
+    let _ = broker.wait();
+}
+
+#[test]
+fn a_run_killed_outright_resumes_from_its_last_checkpoint_and_scores_every_reading_once() {
+    // SIGKILL leaves no chance to write anything: what the next run has is the checkpoints
+    // the killed one wrote while it ran (every hour of event time here) and its output file.
+    // Its rows after the last checkpoint were on disk (then cut back: `tests/checkpoint.rs`
+    // checks that) or still in its file buffer (lost with it); either way every reading is
+    // scored once, as one detector per series from scratch would score it.
+    let addr = format!("127.0.0.1:{}", free_port());
+    let mut broker = bin()
+        .args(["broker", "--listen", &addr, "--topic", "crash:2"])
+        .args(["--duration", "120s"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let t0 = Instant::now();
+    while std::net::TcpStream::connect(&addr).is_err() {
+        assert!(
+            t0.elapsed() < Duration::from_secs(20),
+            "no broker on {addr}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // Two weeks of 5-minute readings, replayed at 100,000x: about 12 s.
+    let replay = bin()
+        .args(["replay", "nab:artificialWithAnomaly", "--brokers", &addr])
+        .args(["--topic", "crash", "--speed", "100000x"])
+        .arg("--data-dir")
+        .arg(data_dir())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let sp = dir.path().join("sp");
+    let anomaly = |extra: &[&str]| {
+        let mut c = bin();
+        c.args(["run", "anomaly", "--brokers", &addr, "--topic", "crash"])
+            .args(["-w", "2", "--checkpoint-every", "1h", "--no-dashboard"])
+            .args(extra)
+            .arg("--savepoint")
+            .arg(&sp)
+            .arg("--output")
+            .arg(dir.path());
+        c
+    };
+    let mut live = anomaly(&[]).stderr(Stdio::null()).spawn().unwrap();
+    let checkpoints = || -> Vec<std::path::PathBuf> {
+        std::fs::read_dir(&sp)
+            .map(|d| {
+                d.filter_map(|e| e.ok().map(|e| e.path()))
+                    .filter(|p| p.join("manifest.p0.json").exists())
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let t0 = Instant::now();
+    while checkpoints().is_empty() || t0.elapsed() < Duration::from_secs(4) {
+        assert!(
+            t0.elapsed() < Duration::from_secs(60),
+            "no checkpoint written"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    live.kill().unwrap(); // SIGKILL
+    live.wait().unwrap();
+    let scored_at_kill = read_lines(dir.path(), "anomaly").len();
+    let replayed = replay.wait_with_output().unwrap();
+    assert!(replayed.status.success());
+    let readings = load("nab:artificialWithAnomaly");
+    assert!(
+        scored_at_kill > 0 && scored_at_kill < readings.len(),
+        "killed part-way: {scored_at_kill} of {} scored",
+        readings.len()
+    );
+    let second = succeeds(&mut anomaly(&["--until-end"]), "run anomaly --until-end");
+    let said = String::from_utf8_lossy(&second.stderr);
+    let resumed = checkpoints()
+        .into_iter()
+        .filter(|p| p.file_name().unwrap().to_string_lossy().contains('c'))
+        .count();
+    assert!(resumed > 0, "checkpoints kept");
+    assert!(
+        said.contains("resumed from the savepoint") && said.contains("/g0c"),
+        "resumed from a checkpoint of the killed run: {said}"
+    );
+    assert_scores_eq(
+        &read_scores(&[dir.path()]),
+        &anomaly_oracle(&readings),
+        "killed, then resumed from its checkpoint",
+    );
     let _ = broker.kill();
     let _ = broker.wait();
 }
