@@ -3,7 +3,8 @@
 //! `replay` command feeds the topic they read (process 1 leaves the dashboard to process 0);
 //! two processes of two workers read a CSV file together; during a live two-process run,
 //! process 0's dashboard shows both processes' workers, readings and series; a savepoint
-//! written by two processes resumes on one process of three workers.
+//! written by two processes resumes on one process of three workers, and so does a checkpoint
+//! of two processes killed outright.
 
 mod common;
 
@@ -290,5 +291,140 @@ fn a_savepoint_of_two_processes_resumes_on_one_process_of_three_workers() {
         &read_scores(&[&first, &second]),
         &anomaly_oracle(&readings),
         "two processes, then one of three workers",
+    );
+}
+
+#[test]
+fn two_processes_killed_outright_resume_from_their_checkpoint_on_one_process_of_three_workers() {
+    // Both processes of a live run are killed with SIGKILL once they wrote a checkpoint
+    // together: each wrote its own manifest into the same directory, and only a directory
+    // with both counts. One process of three workers resumes from it, cuts both processes'
+    // files back to what they held at the barrier, and every reading is scored once.
+    let broker = EmbeddedBroker::start(1).unwrap();
+    broker.create_topic("cluster_cp", 6).unwrap();
+    // Two weeks of 5-minute readings at 100,000x: about 12 s, so the run sees barriers
+    // (every hour of event time) while it reads.
+    let replay = bin()
+        .args(["replay", "nab:artificialWithAnomaly"])
+        .args(["--brokers", broker.bootstrap(), "--topic", "cluster_cp"])
+        .args(["--speed", "100000x"])
+        .arg("--data-dir")
+        .arg(data_dir())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let hosts = hostfile(tmp.path(), 2);
+    let sp = tmp.path().join("savepoint");
+    let out = tmp.path().join("out");
+    let run = |extra: &[&str]| {
+        let mut c = bin();
+        c.args(["run", "anomaly", "--brokers", broker.bootstrap()])
+            .args(["--topic", "cluster_cp", "--checkpoint-every", "1h"])
+            .args(["--no-result-topics", "--no-dashboard"])
+            .arg("--savepoint")
+            .arg(&sp)
+            .arg("--output")
+            .arg(&out)
+            .args(extra);
+        c
+    };
+    let h = hosts.to_str().unwrap();
+    let mut live: Vec<_> = (0..2)
+        .map(|p| {
+            run(&["-n", "2", "-h", h, "-p", &p.to_string()])
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let together = || {
+        std::fs::read_dir(&sp).map_or(0, |d| {
+            d.filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| {
+                    p.join("manifest.p0.json").exists() && p.join("manifest.p1.json").exists()
+                })
+                .count()
+        })
+    };
+    let t0 = std::time::Instant::now();
+    while together() == 0 || t0.elapsed() < std::time::Duration::from_secs(4) {
+        assert!(
+            t0.elapsed() < std::time::Duration::from_secs(60),
+            "no checkpoint of both processes"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    for p in &mut live {
+        p.kill().unwrap(); // SIGKILL
+    }
+    for p in &mut live {
+        p.wait().unwrap();
+    }
+    let scored_at_kill = read_lines(&out, "anomaly").len();
+    // What the resumed run must cut back: process 1's file beyond what it held at the newest
+    // checkpoint of both. A process flushes its file at every barrier, so there are bytes
+    // beyond it when process 1 flushed at a later barrier before the kill; when it did not,
+    // a copy of a row already written stands for them (a crash can leave either), so that the cut of
+    // a process that does not run again is always tested.
+    let newest = std::fs::read_dir(&sp)
+        .unwrap()
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.join("manifest.p0.json").exists() && p.join("manifest.p1.json").exists())
+        .filter_map(|p| {
+            let name = p.file_name()?.to_str()?.to_string();
+            Some((name.strip_prefix("g0c")?.parse::<i64>().ok()?, p))
+        })
+        .max()
+        .unwrap()
+        .1;
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(newest.join("manifest.p1.json")).unwrap()).unwrap();
+    let at_cut = manifest["outputs"]["anomaly.p1.jsonl"].as_u64().unwrap();
+    let p1_file = out.join("anomaly.p1.jsonl");
+    let p1_rows = std::fs::read_to_string(&p1_file).unwrap();
+    assert!(
+        p1_rows.len() as u64 >= at_cut,
+        "the file holds what it held at the checkpoint"
+    );
+    if p1_rows.len() as u64 == at_cut {
+        let first = read_lines(&out, "anomaly").swap_remove(0);
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&p1_file)
+            .unwrap();
+        std::io::Write::write_all(&mut f, format!("{first}\n").as_bytes()).unwrap();
+    }
+    let replayed = replay.wait_with_output().unwrap();
+    assert!(
+        replayed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&replayed.stderr)
+    );
+    let readings = load("nab:artificialWithAnomaly");
+    assert!(
+        out.join("anomaly.p0.jsonl").exists() && out.join("anomaly.p1.jsonl").exists(),
+        "both processes scored before the kill"
+    );
+    assert!(
+        scored_at_kill < readings.len(),
+        "killed part-way: {scored_at_kill} of {} scored",
+        readings.len()
+    );
+
+    let p = run(&["--until-end", "-w", "3"])
+        .stderr(std::process::Stdio::piped())
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&p.stderr);
+    assert!(
+        p.status.success() && said.contains("resumed from the savepoint") && said.contains("/g0c"),
+        "resumed from a checkpoint of the two processes: {said}"
+    );
+    assert_scores_eq(
+        &read_scores(&[&out]),
+        &anomaly_oracle(&readings),
+        "two processes killed, then one of three workers",
     );
 }
