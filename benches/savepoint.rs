@@ -13,7 +13,7 @@
 //!
 //! ```text
 //! cargo bench --bench savepoint -- [--rows 2000000] [--flows anomaly,zscore,sessions,series_stats] [--workers 1,2]
-//!     [--checkpoint-flows anomaly,zscore] [--checkpoints 500s,100s]
+//!     [--checkpoint-flows anomaly,zscore,series_stats] [--checkpoints 500s,100s]
 //! ```
 
 use std::path::Path;
@@ -80,7 +80,8 @@ fn main() -> Result<()> {
             );
         }
     }
-    let flows = arg(&args, "--checkpoint-flows").unwrap_or_else(|| "anomaly,zscore".into());
+    let flows =
+        arg(&args, "--checkpoint-flows").unwrap_or_else(|| "anomaly,zscore,series_stats".into());
     let every = arg(&args, "--checkpoints").unwrap_or_else(|| "500s,100s".into());
     println!();
     println!(

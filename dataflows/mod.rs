@@ -119,8 +119,9 @@ pub trait Dataflow: Send + Sync {
         false
     }
     /// Whether it also writes periodic checkpoints (`run --checkpoint-every`): every
-    /// stateful operator of it is a keyed in-order operator (`engine::keyed`), which knows
-    /// how to cut its state at a barrier. The default: no, and the flag is refused.
+    /// stateful operator of it knows how to cut its state at a barrier (a keyed in-order
+    /// operator, `engine::keyed`, or one folding through an `engine::barrier::ArrivalStash`).
+    /// The default: no, and the flag is refused.
     fn checkpoints(&self) -> bool {
         false
     }

@@ -26,8 +26,9 @@ use timely::dataflow::Stream;
 use super::{Dataflow, Outputs, Params};
 use crate::analytics::window::{LocalTumbling, PaneQueue, Tumbling, WindowStats};
 use crate::dataset::timefmt::Zone;
+use crate::engine::barrier::ArrivalStash;
 use crate::engine::output::{push_csv_field, Row};
-use crate::engine::savepoint::{SavedState, Savepoint};
+use crate::engine::savepoint::{Cut, SavedState, Savepoint};
 use crate::record::{push_short, repeat_text, write_f64, write_i64, EventTime, Reading, Sym};
 use crate::sym::SymMap;
 
@@ -157,6 +158,12 @@ fn add_values(fields: &mut Fields, r: &Reading) -> i64 {
 type Fields = smallvec::SmallVec<[(Sym, WindowStats); 1]>;
 /// Open windows by end time: the capability to emit at the end, and per-series state.
 type OpenWindows = BTreeMap<EventTime, (Capability<EventTime>, SymMap<Fields>)>;
+/// The operator's output of window rows.
+type WindowOutput<'a> = timely::dataflow::operators::generic::OutputBuilderSession<
+    'a,
+    EventTime,
+    CapacityContainerBuilder<Vec<WindowRow>>,
+>;
 
 impl Dataflow for SeriesStats {
     fn name(&self) -> &'static str {
@@ -167,6 +174,10 @@ impl Dataflow for SeriesStats {
     }
     /// Open windows (tumbling), or open panes and pane queues (hopping).
     fn savepoints(&self) -> bool {
+        true
+    }
+    /// Windows and panes are cut at barriers through an [`ArrivalStash`].
+    fn checkpoints(&self) -> bool {
         true
     }
     fn build<'s>(
@@ -196,103 +207,12 @@ impl Dataflow for SeriesStats {
         let local = (params.window_zone != Zone::default())
             .then(|| LocalTumbling::new(tumbling.width_ms, params.window_zone.clone()).ok())
             .flatten();
-        let metrics = params.metrics.clone();
-        let stop = params.stop.clone();
-        let savepoint = params.savepoint.clone().map(|sp| (sp, params.worker));
-        let stats = input.unary_frontier::<CapacityContainerBuilder<Vec<WindowRow>>, _, _, _>(
-            crate::engine::route::by_series(),
-            "series_stats",
-            move |cap, _info| {
-                let mut windows: OpenWindows = BTreeMap::new();
-                if let Some((sp, worker)) = &savepoint {
-                    let n = resume_windows(
-                        &mut windows,
-                        &cap,
-                        sp.take_keyed("series_stats", *worker, &stop),
-                    );
-                    metrics.open_windows.fetch_add(n, Ordering::Relaxed);
-                }
-                let mut saved = false;
-                // Series in the last closed window: the size new windows start at.
-                let mut typical = 16usize;
-                // Maps of closed windows, drained and kept for new windows.
-                let mut spare: Vec<SymMap<Fields>> = Vec::new();
-                move |(input, frontier), output| {
-                    let mut opened = 0i64;
-                    input.for_each(|cap, data| {
-                        for r in data.drain(..) {
-                            let end = match &local {
-                                None => tumbling.end(r.ts),
-                                Some(l) => l.end(r.ts),
-                            };
-                            let (_, per_series) = windows.entry(end).or_insert_with(|| {
-                                let map = spare
-                                    .pop()
-                                    .unwrap_or_else(|| SymMap::with_capacity(typical));
-                                (cap.delayed(&end, 0), map)
-                            });
-                            let fields = per_series.get_or_insert_with(r.series, Fields::new);
-                            opened += add_values(fields, &r);
-                        }
-                    });
-                    let mut closed = 0i64;
-                    // A stop ends the stream before the windows still open are complete:
-                    // with a savepoint they go to it, otherwise they are written cut short.
-                    // (Once: the operator may run again after its input ended.)
-                    let saving = savepoint.as_ref().filter(|(sp, _)| sp.stopped() && !saved);
-                    if let (true, Some((sp, worker))) = (frontier.is_empty(), saving) {
-                        closed += save_windows(&mut windows, sp, *worker);
-                        saved = true;
-                    } else if frontier.is_empty() && stop.load(Ordering::Relaxed) {
-                        if let Some((&end, _)) = windows.first_key_value() {
-                            metrics.note_cut_short(match &local {
-                                None => end - tumbling.width_ms,
-                                Some(l) => l.start(end - 1),
-                            });
-                        }
-                    }
-                    while let Some((&end, _)) = windows.first_key_value() {
-                        if frontier.less_than(&end) {
-                            break;
-                        }
-                        let (cap, mut per_series) =
-                            windows.pop_first().map(|(_, v)| v).expect("non-empty");
-                        typical = per_series.len().max(16);
-                        let start = match &local {
-                            None => end - tumbling.width_ms,
-                            Some(l) => l.start(end - 1),
-                        };
-                        let mut session = output.session(&cap);
-                        for (series, fields) in per_series.drain() {
-                            for (field, st) in fields {
-                                closed += 1;
-                                session.give(WindowRow {
-                                    series,
-                                    field,
-                                    window_start: start,
-                                    window_end: end,
-                                    count: st.count,
-                                    mean: st.mean,
-                                    min: st.min,
-                                    max: st.max,
-                                    std: st.std(),
-                                });
-                            }
-                        }
-                        if spare.len() < 4 {
-                            spare.push(per_series);
-                        }
-                    }
-                    if closed > 0 {
-                        tracing::trace!(closed, "series_stats windows closed");
-                    }
-                    if opened != closed {
-                        metrics
-                            .open_windows
-                            .fetch_add(opened - closed, Ordering::Relaxed);
-                    }
-                }
-            },
+        let stats = tumbling_windows(
+            input,
+            (tumbling, local),
+            params.metrics.clone(),
+            params.stop.clone(),
+            params.savepoint.clone().map(|sp| (sp, params.worker)),
         );
         outputs.add("series_stats", stats, true);
     }
@@ -317,32 +237,222 @@ fn resume_windows(
     n
 }
 
-/// Writes every open window's summaries to the savepoint (keyed by the window's end) and
-/// drops the windows; returns how many summaries.
-fn save_windows(windows: &mut OpenWindows, sp: &Savepoint, worker: usize) -> i64 {
+/// Tumbling windows (`tumbling`, on the local clock of `local` when given): each window's
+/// summaries per series and value, emitted at its end once the frontier passes it.
+/// With `savepoint` (this worker's), resumes the windows it kept, saves them at a stop, and
+/// cuts them at checkpoint barriers.
+fn tumbling_windows<'s>(
+    input: Stream<'s, EventTime, Vec<Reading>>,
+    (tumbling, local): (Tumbling, Option<LocalTumbling>),
+    metrics: std::sync::Arc<crate::engine::Metrics>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    savepoint: Option<(std::sync::Arc<Savepoint>, usize)>,
+) -> Stream<'s, EventTime, Vec<WindowRow>> {
+    input.unary_frontier::<CapacityContainerBuilder<Vec<WindowRow>>, _, _, _>(
+        crate::engine::route::by_series(),
+        "series_stats",
+        move |cap, _info| {
+            let mut windows: OpenWindows = BTreeMap::new();
+            if let Some((sp, worker)) = &savepoint {
+                let n = resume_windows(
+                    &mut windows,
+                    &cap,
+                    sp.take_keyed("series_stats", *worker, &stop),
+                );
+                metrics.open_windows.fetch_add(n, Ordering::Relaxed);
+            }
+            // Checkpoints: readings that arrive at or after the next barrier wait.
+            let mut stash = ArrivalStash::new(savepoint.as_ref().map(|(sp, _)| sp.clone()));
+            let mut saved = false;
+            // Series in the last closed window: the size new windows start at.
+            let mut typical = 16usize;
+            // Maps of closed windows, drained and kept for new windows.
+            let mut spare: Vec<SymMap<Fields>> = Vec::new();
+            let local_start = local.clone();
+            let end_of = move |ts: EventTime| match &local {
+                None => tumbling.end(ts),
+                Some(l) => l.end(ts),
+            };
+            let start_of = move |end: EventTime| match &local_start {
+                None => end - tumbling.width_ms,
+                Some(l) => l.start(end - 1),
+            };
+            move |(input, frontier), output| {
+                let mut opened = 0i64;
+                input.for_each(|cap, data| {
+                    if !stash.hold(&cap, data) {
+                        let delayed = |end| cap.delayed(&end, 0);
+                        opened += fold_windows(
+                            (&mut windows, &mut spare, typical),
+                            data,
+                            &end_of,
+                            &delayed,
+                        );
+                    }
+                });
+                let now = frontier.frontier().iter().min().copied();
+                let mut closed = 0i64;
+                // A checkpoint barrier crossed: the windows hold what arrived before it;
+                // those ending before it go out, the rest are saved.
+                if let Some(b) = stash.advance(now) {
+                    opened += fold_released(
+                        stash.release(Some(b)),
+                        (&mut windows, &mut spare, typical),
+                        &end_of,
+                    );
+                    closed += close_windows(
+                        &mut windows,
+                        b - 1,
+                        &start_of,
+                        &mut spare,
+                        &mut typical,
+                        output,
+                    );
+                    if let Some((sp, worker)) = &savepoint {
+                        let states = window_states(&windows);
+                        sp.save_keyed(Cut::Barrier(b), "series_stats", *worker, states, vec![]);
+                    }
+                }
+                opened += fold_released(
+                    stash.release(stash.until(now)),
+                    (&mut windows, &mut spare, typical),
+                    &end_of,
+                );
+                // A stop ends the stream before the windows still open are complete:
+                // with a savepoint they go to it, otherwise they are written cut short.
+                // (Once: the operator may run again after its input ended.)
+                let saving = savepoint.as_ref().filter(|(sp, _)| sp.stopped() && !saved);
+                if let (None, Some((sp, worker))) = (now, saving) {
+                    let states = window_states(&windows);
+                    closed += states.len() as i64;
+                    windows.clear();
+                    sp.save_keyed(Cut::Stop, "series_stats", *worker, states, vec![]);
+                    saved = true;
+                } else if now.is_none() && stop.load(Ordering::Relaxed) {
+                    if let Some((&end, _)) = windows.first_key_value() {
+                        metrics.note_cut_short(start_of(end));
+                    }
+                }
+                closed += close_windows(
+                    &mut windows,
+                    now.unwrap_or(EventTime::MAX),
+                    &start_of,
+                    &mut spare,
+                    &mut typical,
+                    output,
+                );
+                if closed > 0 {
+                    tracing::trace!(closed, "series_stats windows closed");
+                }
+                if opened != closed {
+                    metrics
+                        .open_windows
+                        .fetch_add(opened - closed, Ordering::Relaxed);
+                }
+            }
+        },
+    )
+}
+
+/// Folds `data` into the open windows, opening a window under `delayed(end)`; returns how
+/// many summaries it opened.
+fn fold_windows(
+    (windows, spare, typical): (&mut OpenWindows, &mut Vec<SymMap<Fields>>, usize),
+    data: &mut Vec<Reading>,
+    end_of: &impl Fn(EventTime) -> EventTime,
+    delayed: &dyn Fn(EventTime) -> Capability<EventTime>,
+) -> i64 {
+    let mut opened = 0;
+    for r in data.drain(..) {
+        let end = end_of(r.ts);
+        let (_, per_series) = windows.entry(end).or_insert_with(|| {
+            let map = spare
+                .pop()
+                .unwrap_or_else(|| SymMap::with_capacity(typical));
+            (delayed(end), map)
+        });
+        let fields = per_series.get_or_insert_with(r.series, Fields::new);
+        opened += add_values(fields, &r);
+    }
+    opened
+}
+
+/// Folds the containers an [`ArrivalStash`] released (see [`fold_windows`]).
+fn fold_released(
+    released: Option<(Capability<EventTime>, Vec<Vec<Reading>>)>,
+    (windows, spare, typical): (&mut OpenWindows, &mut Vec<SymMap<Fields>>, usize),
+    end_of: &impl Fn(EventTime) -> EventTime,
+) -> i64 {
+    let Some((cap, mut kept)) = released else {
+        return 0;
+    };
+    let delayed = |end| cap.delayed(&end);
+    kept.iter_mut()
+        .map(|d| fold_windows((windows, spare, typical), d, end_of, &delayed))
+        .sum()
+}
+
+/// Every open window's summaries as a savepoint keeps them (keyed by the window's end).
+fn window_states(windows: &OpenWindows) -> Vec<SavedState<WindowStats>> {
     let mut saved = Vec::new();
-    for (end, (_, per_series)) in std::mem::take(windows) {
+    for (end, (_, per_series)) in windows {
         for (series, fields) in per_series.iter() {
             for (field, st) in fields {
-                saved.push((series.to_string(), field.to_string(), end, *st));
+                saved.push((series.to_string(), field.to_string(), *end, *st));
             }
         }
     }
-    let n = saved.len() as i64;
-    sp.save_keyed(
-        crate::engine::savepoint::Cut::Stop,
-        "series_stats",
-        worker,
-        saved,
-        Vec::new(),
-    );
-    n
+    saved
+}
+
+/// Emits and drops the windows ending at or before `through`; returns how many summaries.
+fn close_windows(
+    windows: &mut OpenWindows,
+    through: EventTime,
+    start_of: &impl Fn(EventTime) -> EventTime,
+    spare: &mut Vec<SymMap<Fields>>,
+    typical: &mut usize,
+    output: &mut WindowOutput<'_>,
+) -> i64 {
+    let mut closed = 0;
+    while let Some(entry) = windows.first_entry() {
+        let end = *entry.key();
+        if end > through {
+            break;
+        }
+        let (cap, mut per_series) = entry.remove();
+        *typical = per_series.len().max(16);
+        let start = start_of(end);
+        let mut session = output.session(&cap);
+        for (series, fields) in per_series.drain() {
+            for (field, st) in fields {
+                closed += 1;
+                session.give(WindowRow {
+                    series,
+                    field,
+                    window_start: start,
+                    window_end: end,
+                    count: st.count,
+                    mean: st.mean,
+                    min: st.min,
+                    max: st.max,
+                    std: st.std(),
+                });
+            }
+        }
+        if spare.len() < 4 {
+            spare.push(per_series);
+        }
+    }
+    closed
 }
 
 /// Per series, its values' queues of complete panes (hopping windows).
 type Queues = smallvec::SmallVec<[(Sym, PaneQueue); 1]>;
 /// Panes still taking readings, by local end, per series.
 type OpenPanes = BTreeMap<EventTime, SymMap<Fields>>;
+/// The next hopping window to emit: its capability and its local end.
+type NextWindow = Option<(Capability<EventTime>, EventTime)>;
 
 /// A hopping-window state as a savepoint keeps it.
 #[derive(Serialize, Deserialize)]
@@ -352,6 +462,16 @@ enum Pane {
     /// The complete panes of the windows to come (the entry's time is the operator's
     /// frontier at the stop), structure and all, so the merges come out bit for bit.
     Queued(PaneQueue),
+}
+
+impl Pane {
+    /// How many summaries it holds (open-window metrics).
+    fn summaries(&self) -> i64 {
+        match self {
+            Pane::Open(_) => 1,
+            Pane::Queued(q) => q.len() as i64,
+        }
+    }
 }
 
 /// Reopens the panes a savepoint kept (`saved`: this worker's share); returns how many
@@ -384,41 +504,137 @@ fn resume_panes(
     (n, frontier)
 }
 
-/// Writes the open panes and the queues to the savepoint and empties them; returns how many
-/// summaries.
-fn save_panes(
-    open: &mut OpenPanes,
-    queues: &mut SymMap<Queues>,
+/// The open panes and the queues as a savepoint keeps them; the queues under `frontier`,
+/// the operator's frontier at the cut (where the next window is found again).
+fn pane_states(
+    open: &OpenPanes,
+    queues: &SymMap<Queues>,
     frontier: Option<EventTime>,
-    sp: &Savepoint,
-    worker: usize,
-) -> i64 {
+) -> Vec<SavedState<Pane>> {
     let mut saved = Vec::new();
-    let mut n = 0i64;
-    for (end, per_series) in std::mem::take(open) {
+    for (end, per_series) in open {
         for (series, fields) in per_series.iter() {
             for (field, st) in fields {
-                n += 1;
                 let (s, f) = (series.to_string(), field.to_string());
-                saved.push((s, f, end, Pane::Open(*st)));
+                saved.push((s, f, *end, Pane::Open(*st)));
             }
         }
     }
     let at = frontier.unwrap_or(EventTime::MIN);
-    for (series, qs) in queues.drain() {
+    for (series, qs) in queues.iter() {
         for (field, q) in qs {
-            n += q.len() as i64;
-            saved.push((series.to_string(), field.to_string(), at, Pane::Queued(q)));
+            let (s, f) = (series.to_string(), field.to_string());
+            saved.push((s, f, at, Pane::Queued(q.clone())));
         }
     }
-    sp.save_keyed(
-        crate::engine::savepoint::Cut::Stop,
-        "series_stats_hopping",
-        worker,
-        saved,
-        Vec::new(),
-    );
-    n
+    saved
+}
+
+/// Folds `data` into the open panes, moving the next window (under `delayed(utc end)`)
+/// earlier when a pane ends before it; returns how many summaries it opened.
+fn fold_panes(
+    (open, next): (&mut OpenPanes, &mut NextWindow),
+    data: &mut Vec<Reading>,
+    pane_end: &impl Fn(EventTime) -> EventTime,
+    utc: &impl Fn(EventTime) -> EventTime,
+    delayed: &dyn Fn(EventTime) -> Capability<EventTime>,
+) -> i64 {
+    let mut opened = 0;
+    for r in data.drain(..) {
+        let end = pane_end(r.ts);
+        // The first window holding this pane ends with it.
+        if next.as_ref().is_none_or(|(_, e)| end < *e) {
+            *next = Some((delayed(utc(end)), end));
+        }
+        let fields = open
+            .entry(end)
+            .or_default()
+            .get_or_insert_with(r.series, Fields::new);
+        opened += add_values(fields, &r);
+    }
+    opened
+}
+
+/// Emits every window whose end (UTC) is before `limit`, moving complete panes onto the
+/// queues and dropping those no window holds any more; returns how many summaries closed.
+fn emit_windows(
+    limit: EventTime,
+    (open, queues, next): (&mut OpenPanes, &mut SymMap<Queues>, &mut NextWindow),
+    (width_ms, slide_ms): (i64, i64),
+    utc: &impl Fn(EventTime) -> EventTime,
+    output: &mut WindowOutput<'_>,
+) -> i64 {
+    let mut closed = 0;
+    while let Some((cap, end)) = next.as_mut() {
+        if *cap.time() >= limit {
+            break;
+        }
+        let end = *end;
+        // The panes up to `end` are complete.
+        while let Some(entry) = open.first_entry() {
+            if *entry.key() > end {
+                break;
+            }
+            let (key, mut pane) = entry.remove_entry();
+            for (series, fields) in pane.drain() {
+                let qs = queues.get_or_insert_with(series, Queues::new);
+                for (name, st) in fields {
+                    match qs.iter_mut().find(|(n, _)| *n == name) {
+                        Some((_, q)) => q.push(key, st),
+                        None => {
+                            let mut q = PaneQueue::default();
+                            q.push(key, st);
+                            qs.push((name, q));
+                        }
+                    }
+                }
+            }
+        }
+        // The window (end - width, end]: drop older panes, emit the rest's merge.
+        let (start_utc, end_utc) = (utc(end - width_ms), utc(end));
+        let mut session = output.session(&*cap);
+        queues.retain(|series, qs| {
+            qs.retain(|(field, q)| {
+                while q.oldest().is_some_and(|k| k <= end - width_ms) {
+                    q.pop();
+                    closed += 1;
+                }
+                if q.is_empty() {
+                    return false;
+                }
+                let st = q.total();
+                session.give(WindowRow {
+                    series,
+                    field: *field,
+                    window_start: start_utc,
+                    window_end: end_utc,
+                    count: st.count,
+                    mean: st.mean,
+                    min: st.min,
+                    max: st.max,
+                    std: st.std(),
+                });
+                true
+            });
+            !qs.is_empty()
+        });
+        drop(session);
+        // The next window with data: the next slide while panes are queued, else the first
+        // open pane's.
+        let e = match open.first_key_value() {
+            _ if !queues.is_empty() => end + slide_ms,
+            Some((&first, _)) => (end + slide_ms).max(first),
+            None => {
+                *next = None;
+                break;
+            }
+        };
+        cap.downgrade(&utc(e));
+        if let Some((_, at)) = next.as_mut() {
+            *at = e;
+        }
+    }
+    closed
 }
 
 /// Checks `--slide` against `--window` (and the zone the windows follow); the error says
@@ -465,7 +681,7 @@ fn hopping<'s>(
             // Complete panes of the windows still to come, per series and value.
             let mut queues: SymMap<Queues> = SymMap::default();
             // The next window to emit: its capability and its local end.
-            let mut next: Option<(Capability<EventTime>, EventTime)> = None;
+            let mut next: NextWindow = None;
             if let Some((sp, worker)) = &savepoint {
                 let saved = sp.take_keyed("series_stats_hopping", *worker, &stop);
                 let (n, frontier) = resume_panes(&mut open, &mut queues, saved);
@@ -479,111 +695,83 @@ fn hopping<'s>(
                 next = e.map(|e| (cap.delayed(&utc(e)), e));
                 metrics.open_windows.fetch_add(n, Ordering::Relaxed);
             }
+            // Checkpoints: readings that arrive at or after the next barrier wait.
+            let mut stash = ArrivalStash::new(savepoint.as_ref().map(|(sp, _)| sp.clone()));
             let mut saved = false;
             // The operator's frontier before the input ended (a savepoint keeps it).
             let mut last_frontier: Option<EventTime> = None;
             move |(input, frontier), output| {
                 let mut opened = 0i64;
                 input.for_each(|cap, data| {
-                    for r in data.drain(..) {
-                        let end = pane_end(r.ts);
-                        // The first window holding this pane ends with it.
-                        if next.as_ref().is_none_or(|(_, e)| end < *e) {
-                            next = Some((cap.delayed(&utc(end), 0), end));
-                        }
-                        let fields = open
-                            .entry(end)
-                            .or_default()
-                            .get_or_insert_with(r.series, Fields::new);
-                        opened += add_values(fields, &r);
+                    if !stash.hold(&cap, data) {
+                        let delayed = |end| cap.delayed(&end, 0);
+                        opened +=
+                            fold_panes((&mut open, &mut next), data, &pane_end, &utc, &delayed);
                     }
                 });
+                let now = frontier.frontier().iter().min().copied();
                 let mut closed = 0i64;
-                if let Some(&f) = frontier.frontier().first() {
+                // A checkpoint barrier crossed: the panes hold what arrived before it; the
+                // windows ending before it go out, the rest is saved as at a stop there.
+                if let Some(b) = stash.advance(now) {
+                    if let Some((c, mut kept)) = stash.release(Some(b)) {
+                        let delayed = |end| c.delayed(&end);
+                        for d in &mut kept {
+                            opened +=
+                                fold_panes((&mut open, &mut next), d, &pane_end, &utc, &delayed);
+                        }
+                    }
+                    closed += emit_windows(
+                        b,
+                        (&mut open, &mut queues, &mut next),
+                        (width_ms, slide_ms),
+                        &utc,
+                        output,
+                    );
+                    if let Some((sp, worker)) = &savepoint {
+                        let states = pane_states(&open, &queues, Some(b));
+                        sp.save_keyed(
+                            Cut::Barrier(b),
+                            "series_stats_hopping",
+                            *worker,
+                            states,
+                            vec![],
+                        );
+                    }
+                }
+                if let Some((c, mut kept)) = stash.release(stash.until(now)) {
+                    let delayed = |end| c.delayed(&end);
+                    for d in &mut kept {
+                        opened += fold_panes((&mut open, &mut next), d, &pane_end, &utc, &delayed);
+                    }
+                }
+                if let Some(f) = now {
                     last_frontier = Some(f);
                 }
                 // A stop ends the stream before the next window is complete: with a savepoint
                 // the panes go to it (once), otherwise the next windows are written cut short.
                 let saving = savepoint.as_ref().filter(|(sp, _)| sp.stopped() && !saved);
-                if let (true, Some((sp, worker))) = (frontier.is_empty(), saving) {
-                    let n = save_panes(&mut open, &mut queues, last_frontier, sp, *worker);
+                if let (None, Some((sp, worker))) = (now, saving) {
+                    let states = pane_states(&open, &queues, last_frontier);
+                    let n = states.iter().map(|(_, _, _, p)| p.summaries()).sum::<i64>();
+                    open.clear();
+                    queues = SymMap::default();
+                    sp.save_keyed(Cut::Stop, "series_stats_hopping", *worker, states, vec![]);
                     metrics.open_windows.fetch_sub(n, Ordering::Relaxed);
                     next = None;
                     saved = true;
-                } else if frontier.is_empty() && stop.load(Ordering::Relaxed) {
+                } else if now.is_none() && stop.load(Ordering::Relaxed) {
                     if let Some((_, end)) = &next {
                         metrics.note_cut_short(utc(end - width_ms));
                     }
                 }
-                while let Some((cap, end)) = next.as_mut() {
-                    if frontier.less_equal(cap.time()) {
-                        break;
-                    }
-                    let end = *end;
-                    // The panes up to `end` are complete.
-                    while let Some(entry) = open.first_entry() {
-                        if *entry.key() > end {
-                            break;
-                        }
-                        let (key, mut pane) = entry.remove_entry();
-                        for (series, fields) in pane.drain() {
-                            let qs = queues.get_or_insert_with(series, Queues::new);
-                            for (name, st) in fields {
-                                match qs.iter_mut().find(|(n, _)| *n == name) {
-                                    Some((_, q)) => q.push(key, st),
-                                    None => {
-                                        let mut q = PaneQueue::default();
-                                        q.push(key, st);
-                                        qs.push((name, q));
-                                    }
-                                }
-                            }
-                        }
-                    }
-                    // The window (end - width, end]: drop older panes, emit the rest's merge.
-                    let (start_utc, end_utc) = (utc(end - width_ms), utc(end));
-                    let mut session = output.session(&*cap);
-                    queues.retain(|series, qs| {
-                        qs.retain(|(field, q)| {
-                            while q.oldest().is_some_and(|k| k <= end - width_ms) {
-                                q.pop();
-                                closed += 1;
-                            }
-                            if q.is_empty() {
-                                return false;
-                            }
-                            let st = q.total();
-                            session.give(WindowRow {
-                                series,
-                                field: *field,
-                                window_start: start_utc,
-                                window_end: end_utc,
-                                count: st.count,
-                                mean: st.mean,
-                                min: st.min,
-                                max: st.max,
-                                std: st.std(),
-                            });
-                            true
-                        });
-                        !qs.is_empty()
-                    });
-                    drop(session);
-                    // The next window with data: the next slide while panes are queued, else
-                    // the first open pane's.
-                    let e = match open.first_key_value() {
-                        _ if !queues.is_empty() => end + slide_ms,
-                        Some((&first, _)) => (end + slide_ms).max(first),
-                        None => {
-                            next = None;
-                            break;
-                        }
-                    };
-                    cap.downgrade(&utc(e));
-                    if let Some((_, at)) = next.as_mut() {
-                        *at = e;
-                    }
-                }
+                closed += emit_windows(
+                    now.unwrap_or(EventTime::MAX),
+                    (&mut open, &mut queues, &mut next),
+                    (width_ms, slide_ms),
+                    &utc,
+                    output,
+                );
                 if opened != closed {
                     metrics
                         .open_windows
@@ -592,4 +780,188 @@ fn hopping<'s>(
             }
         },
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::{Arc, Mutex};
+
+    /// Windows of `build` (given the savepoint) over two sources, with barriers every 100:
+    /// their rows as (time, end, count), and the savepoint a new run resumes from once the
+    /// checkpoint at 100 is complete. Readings are sent at the timely time their source read
+    /// them (its frontier then), with event times at or after it. `a` reads 115 and 140 at
+    /// 110, after its frontier passed the barrier, while `b` holds the operator's frontier
+    /// at 90: a resumed run reads them again, so the state saved at 100 must not hold them.
+    fn cut_at_100<F>(
+        build: F,
+    ) -> (
+        Vec<(EventTime, EventTime, u64)>,
+        Savepoint,
+        tempfile::TempDir,
+    )
+    where
+        F: for<'s> Fn(
+                Stream<'s, EventTime, Vec<Reading>>,
+                Option<(Arc<Savepoint>, usize)>,
+            ) -> Stream<'s, EventTime, Vec<WindowRow>>
+            + Send
+            + Sync
+            + 'static,
+    {
+        use timely::dataflow::operators::{Concat, Input, Inspect, Probe};
+        let dir = tempfile::tempdir().unwrap();
+        let sp = Arc::new(
+            Savepoint::open(dir.path(), Default::default(), 1, (0, 1))
+                .unwrap()
+                .with_checkpoints(100),
+        );
+        // A source and a sink of the process, so that the checkpoint completes once the
+        // source wrote its position and the sink passed the barrier.
+        sp.join(false);
+        sp.join(true);
+        let rows = Arc::new(Mutex::new(Vec::new()));
+        let (r, spw) = (rows.clone(), sp.clone());
+        timely::execute_directly(move |worker| {
+            let (mut a, mut b, probe) = worker.dataflow::<EventTime, _, _>(|scope| {
+                let (a, sa) = scope.new_input::<Vec<Reading>>();
+                let (b, sb) = scope.new_input::<Vec<Reading>>();
+                let (probe, _) = build(sa.concat(sb), Some((spw.clone(), 0)))
+                    .inspect_core(move |event| {
+                        if let Ok((stamp, data)) = event {
+                            let t = stamp.into_iter().min().copied().unwrap();
+                            let mut r = r.lock().unwrap();
+                            r.extend(data.iter().map(|w| (t, w.window_end, w.count)));
+                        }
+                    })
+                    .probe();
+                (a, b, probe)
+            });
+            spw.built();
+            let s = Sym::new("cut/s");
+            let send = |input: &mut timely::dataflow::InputHandle<EventTime, _>,
+                        t: EventTime,
+                        ts: &[EventTime]| {
+                input.advance_to(t);
+                for &ts in ts {
+                    input.send(Reading::single(s, ts, ts as f64));
+                }
+                input.flush();
+            };
+            let settle = |worker: &mut timely::worker::Worker| {
+                for _ in 0..50 {
+                    worker.step();
+                }
+            };
+            send(&mut a, 10, &[50, 120]);
+            send(&mut b, 10, &[]);
+            settle(worker);
+            send(&mut a, 90, &[130, 95]);
+            send(&mut b, 90, &[]);
+            settle(worker);
+            send(&mut a, 110, &[140, 115]);
+            settle(worker);
+            send(&mut b, 150, &[]);
+            settle(worker);
+            send(&mut a, 300, &[]);
+            b.advance_to(300);
+            while probe.less_than(&300) {
+                worker.step();
+            }
+        });
+        // The source and the sink pass the barrier: the checkpoint is complete.
+        let at_barrier = crate::engine::savepoint::SourcePosition {
+            frontier: 100,
+            partitions: Vec::new(),
+        };
+        sp.save_source(Cut::Barrier(100), 0, &at_barrier);
+        sp.sink_passed(100, BTreeMap::new);
+        let next = Savepoint::open(dir.path(), Default::default(), 1, (0, 1)).unwrap();
+        let at = next.resumed().expect("the checkpoint at 100").dir.clone();
+        assert!(at.ends_with("g0c100"), "{}", at.display());
+        let mut rows = rows.lock().unwrap().clone();
+        rows.sort();
+        (rows, next, dir)
+    }
+
+    #[test]
+    fn a_checkpoint_holds_the_windows_of_what_arrived_before_its_barrier() {
+        // Windows of 10. Saved at 100: 95 (its window ends at 100, so it goes out at 100,
+        // after the barrier), 120 and 130; the window of 50 went out before it.
+        let (rows, next, _dir) = cut_at_100(|input, sp| {
+            let tumbling = Tumbling { width_ms: 10 };
+            tumbling_windows(
+                input,
+                (tumbling, None),
+                Default::default(),
+                Default::default(),
+                sp,
+            )
+        });
+        let (states, held) = next.take_keyed::<WindowStats>("series_stats", 0, &Default::default());
+        let mut saved: Vec<(EventTime, u64)> = states
+            .iter()
+            .map(|(_, _, end, st)| (*end, st.count))
+            .collect();
+        saved.sort();
+        assert_eq!(
+            saved,
+            vec![(100, 1), (130, 1), (140, 1)],
+            "windows at the barrier"
+        );
+        assert!(held.is_empty());
+        // Every window once, at its end: the one before the barrier before it, the others
+        // at or after it.
+        assert_eq!(
+            rows,
+            vec![
+                (60, 60, 1),
+                (100, 100, 1),
+                (120, 120, 1),
+                (130, 130, 1),
+                (140, 140, 1),
+                (150, 150, 1)
+            ]
+        );
+    }
+
+    #[test]
+    fn a_checkpoint_holds_the_panes_of_what_arrived_before_its_barrier() {
+        // Windows of 20 every 10. By 100 the windows ending at 60 and 70 (of 50) went out
+        // and its pane left the queue; saved are the open panes of 95, 120 and 130.
+        let (rows, next, _dir) = cut_at_100(|input, sp| {
+            let m = Default::default();
+            hopping(input, (20, 10), Zone::default(), m, Default::default(), sp)
+        });
+        let (states, held) =
+            next.take_keyed::<Pane>("series_stats_hopping", 0, &Default::default());
+        let mut saved: Vec<(EventTime, i64)> = states
+            .iter()
+            .map(|(_, _, end, p)| match p {
+                Pane::Open(st) => (*end, st.count as i64),
+                Pane::Queued(q) => (*end, -(q.len() as i64)),
+            })
+            .collect();
+        saved.sort();
+        assert_eq!(
+            saved,
+            vec![(100, 1), (130, 1), (140, 1)],
+            "panes at the barrier"
+        );
+        assert!(held.is_empty());
+        assert_eq!(
+            rows,
+            vec![
+                (60, 60, 1),
+                (70, 70, 1),
+                (100, 100, 1),
+                (110, 110, 1),
+                (120, 120, 1),
+                (130, 130, 2),
+                (140, 140, 2),
+                (150, 150, 2),
+                (160, 160, 1)
+            ]
+        );
+    }
 }

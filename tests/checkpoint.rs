@@ -206,13 +206,17 @@ fn every_checkpointing_dataflow_resumes_after_a_crash_as_one_uninterrupted_run()
         .iter()
         .cloned()
         .partition(|(_, r)| r.ts < T0 + 650 * 1000);
-    for (dataflow, output) in [
+    for (case, output) in [
         ("zscore", "zscore"),
         ("trend", "trend"),
         ("stock_forecast", "forecasts"),
         ("sessions", "sessions"),
+        ("series_stats", "series_stats"),
+        ("series_stats-hopping", "series_stats"),
     ] {
-        let topic = format!("cp-{dataflow}");
+        let dataflow = case.split('-').next().unwrap();
+        let tune = |s: &mut RunSpec| tune(s, case);
+        let topic = format!("cp-{case}");
         broker.create_topic(&topic, 6).unwrap();
         produce(broker.bootstrap(), &topic, &items);
         let whole = tempfile::tempdir().unwrap();
@@ -222,15 +226,15 @@ fn every_checkpointing_dataflow_resumes_after_a_crash_as_one_uninterrupted_run()
         tune(&mut s);
         run_ok(s);
         let want = read_rows(whole.path(), output);
-        assert!(want.len() > 100, "{dataflow}: {} rows", want.len());
+        assert!(want.len() > 100, "{case}: {} rows", want.len());
 
-        let topic = format!("cp2-{dataflow}");
+        let topic = format!("cp2-{case}");
         broker.create_topic(&topic, 6).unwrap();
         let out = tempfile::tempdir().unwrap();
         let mut s = checkpoint_spec(dataflow, broker.bootstrap(), &topic, 2, out.path(), true);
         tune(&mut s);
         let a = run_live_and_stop(s, broker.bootstrap(), &first, 5);
-        assert!(a.checkpoints.count >= 3, "{dataflow}: {:?}", a.checkpoints);
+        assert!(a.checkpoints.count >= 3, "{case}: {:?}", a.checkpoints);
         crash(&a);
         produce(broker.bootstrap(), &topic, &second);
         let mut s = checkpoint_spec(dataflow, broker.bootstrap(), &topic, 3, out.path(), false);
@@ -240,18 +244,23 @@ fn every_checkpointing_dataflow_resumes_after_a_crash_as_one_uninterrupted_run()
             b.resumed_from
                 .as_ref()
                 .is_some_and(|d| d.to_string_lossy().contains('c')),
-            "{dataflow}: resumed from a checkpoint: {:?}",
+            "{case}: resumed from a checkpoint: {:?}",
             b.resumed_from
         );
         let got = read_rows(out.path(), output);
-        assert_eq!(got.len(), want.len(), "{dataflow}: every row once");
-        assert_eq!(got, want, "{dataflow}: the rows of one uninterrupted run");
+        assert_eq!(got.len(), want.len(), "{case}: every row once");
+        assert_eq!(got, want, "{case}: the rows of one uninterrupted run");
     }
 }
 
 /// Sessions cut every 30 s at most (so some close at every barrier); z-scores alert at 2.5
-/// (so a few hundred rows); count windows of 50 readings.
-fn tune(s: &mut RunSpec) {
+/// (so a few hundred rows); windows of 10 s (some end at a barrier), hopping ones of 30 s
+/// every 10 s.
+fn tune(s: &mut RunSpec, case: &str) {
+    if case == "series_stats-hopping" {
+        s.window = Duration::from_secs(30);
+        s.slide = Some(Duration::from_secs(10));
+    }
     if s.dataflow == "sessions" {
         s.sessions.gap_ms = 1_000;
         s.sessions.max_ms = Some(30_000);
@@ -286,9 +295,9 @@ fn checkpoints_refuse_what_they_cannot_do() {
         err.contains("--checkpoint-every needs --savepoint"),
         "{err}"
     );
-    // A dataflow whose state is not cut at barriers.
+    // A dataflow whose state cannot be saved (every one that can is also cut at barriers).
     let s = checkpoint_spec(
-        "series_stats",
+        "sensor_outliers",
         broker.bootstrap(),
         "refuse",
         1,
@@ -297,7 +306,7 @@ fn checkpoints_refuse_what_they_cannot_do() {
     );
     let err = streamgauge::engine::run(s).unwrap_err().to_string();
     assert!(
-        err.contains("cannot write checkpoints") && err.contains("anomaly"),
+        err.contains("sensor_outliers cannot save its state") && err.contains("series_stats"),
         "{err}"
     );
 }

@@ -1,6 +1,7 @@
 //! The only place that knows timely/differential plumbing: cluster flags, event time and
 //! watermarks, the shared source operator, output sinks, and running a dataflow.
 
+pub mod barrier;
 pub mod cluster;
 pub mod cluster_hub;
 pub mod keyed;
