@@ -11,54 +11,18 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use common::*;
-use streamgauge::dataset::generate::SplitMix64;
 use streamgauge::engine::{Input, RunReport, RunSpec};
 use streamgauge::kafka::broker::EmbeddedBroker;
-use streamgauge::kafka::producer::ReadingProducer;
-use streamgauge::kafka::ClientSettings;
-use streamgauge::record::{Reading, Sym};
-
-const T0: i64 = 1_700_000_000_000;
+use streamgauge::record::Reading;
 
 /// 12 series over 6 partitions, a reading a second each, now and then 1 s out of order (so
 /// readings are held across barriers), noisy levels with spikes and a shift.
 fn stream(per_series: i64) -> Vec<(i32, Reading)> {
-    let mut rng = SplitMix64(77);
-    let mut all = Vec::new();
-    for s in 0..12 {
-        let name = Sym::new(&format!("cp/s{s}"));
-        let mut msgs: Vec<Reading> = (0..per_series)
-            .map(|i| {
-                let mut x = 10.0 * (s + 1) as f64 + rng.next_f64();
-                if rng.below(300) == 0 {
-                    x += 20.0 * rng.next_f64();
-                }
-                if i > per_series / 2 && s % 3 == 0 {
-                    x += 5.0;
-                }
-                Reading::single(name, T0 + i * 1000, x)
-            })
-            .collect();
-        for i in (1..msgs.len()).step_by(37) {
-            msgs.swap(i - 1, i);
-        }
-        all.push(msgs);
-    }
-    (0..per_series as usize)
-        .flat_map(|i| {
-            all.iter()
-                .enumerate()
-                .map(move |(s, msgs)| (s as i32 % 6, msgs[i].clone()))
-        })
-        .collect()
+    twelve_series("cp", per_series, 77, per_series / 2)
 }
 
 fn produce(brokers: &str, topic: &str, items: &[(i32, Reading)]) {
-    let mut p = ReadingProducer::new(&ClientSettings::new(brokers), topic).unwrap();
-    for (part, r) in items {
-        p.send_to(r, *part).unwrap();
-    }
-    p.flush(Duration::from_secs(30)).unwrap();
+    produce_to(brokers, topic, items)
 }
 
 /// A run of `dataflow` with checkpoints every 100 s of event time.

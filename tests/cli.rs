@@ -43,14 +43,9 @@ fn standalone_broker_serves_replay_and_run_in_other_processes() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let t0 = Instant::now();
-    while std::net::TcpStream::connect(&addr).is_err() {
-        assert!(
-            t0.elapsed() < Duration::from_secs(20),
-            "broker did not listen on {addr}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_for(&format!("the broker on {addr}"), 20, || {
+        std::net::TcpStream::connect(&addr).is_ok()
+    });
     let data = data_dir();
     let replay = |topic: &str, extra: &[&str]| {
         succeeds(
@@ -189,14 +184,9 @@ fn a_run_killed_outright_resumes_from_its_last_checkpoint_and_scores_every_readi
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let t0 = Instant::now();
-    while std::net::TcpStream::connect(&addr).is_err() {
-        assert!(
-            t0.elapsed() < Duration::from_secs(20),
-            "no broker on {addr}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_for(&format!("the broker on {addr}"), 20, || {
+        std::net::TcpStream::connect(&addr).is_ok()
+    });
     // Two weeks of 5-minute readings, replayed at 100,000x: about 12 s.
     let replay = bin()
         .args(["replay", "nab:artificialWithAnomaly", "--brokers", &addr])

@@ -9,57 +9,19 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use common::*;
-use streamgauge::dataset::generate::SplitMix64;
 use streamgauge::engine::{Input, RunReport, RunSpec};
 use streamgauge::kafka::broker::EmbeddedBroker;
-use streamgauge::kafka::producer::ReadingProducer;
-use streamgauge::kafka::ClientSettings;
 use streamgauge::record::{Reading, Sym};
-
-const T0: i64 = 1_700_000_000_000;
 
 /// 12 series over 6 partitions, a reading a second each, out of order within the lateness
 /// here and there (so the keyed operator holds readings at a stop), noisy levels with
 /// spikes and a level shift (so the detector's state matters to every score).
 fn stream(per_series: i64) -> Vec<(i32, Reading)> {
-    let mut rng = SplitMix64(2026);
-    let mut all = Vec::new();
-    for s in 0..12 {
-        let name = Sym::new(&format!("sp/s{s}"));
-        let mut msgs: Vec<Reading> = (0..per_series)
-            .map(|i| {
-                let mut x = 10.0 * (s + 1) as f64 + rng.next_f64();
-                if rng.below(300) == 0 {
-                    x += 20.0 * rng.next_f64();
-                }
-                if i > per_series * 2 / 3 && s % 3 == 0 {
-                    x += 5.0;
-                }
-                Reading::single(name, T0 + i * 1000, x)
-            })
-            .collect();
-        // Swap neighbours now and then: 1 s out of order, within the 5 s lateness.
-        for i in (1..msgs.len()).step_by(37) {
-            msgs.swap(i - 1, i);
-        }
-        all.push(msgs);
-    }
-    // In time order across series (two series share each partition).
-    (0..per_series as usize)
-        .flat_map(|i| {
-            all.iter()
-                .enumerate()
-                .map(move |(s, msgs)| (s as i32 % 6, msgs[i].clone()))
-        })
-        .collect()
+    twelve_series("sp", per_series, 2026, per_series * 2 / 3)
 }
 
 fn produce(brokers: &str, topic: &str, items: &[(i32, Reading)]) {
-    let mut p = ReadingProducer::new(&ClientSettings::new(brokers), topic).unwrap();
-    for (part, r) in items {
-        p.send_to(r, *part).unwrap();
-    }
-    p.flush(Duration::from_secs(30)).unwrap();
+    produce_to(brokers, topic, items)
 }
 
 /// A run of `dataflow` on `topic` with `workers`, resuming from and saving to `savepoint`;

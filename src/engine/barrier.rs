@@ -62,8 +62,11 @@ impl ArrivalStash {
     /// Keeps `data`, which arrived under `cap`, when it arrived at or after the next barrier
     /// (leaving `data` empty); returns whether it did. Otherwise the caller folds it now.
     pub fn hold(&mut self, cap: &InputCapability<EventTime>, data: &mut Vec<Reading>) -> bool {
+        if self.sp.is_none() || data.is_empty() {
+            return false;
+        }
         let Some(&t) = cap.least() else { return false };
-        if self.sp.is_none() || t < self.next || data.is_empty() {
+        if t < self.next {
             return false;
         }
         if self.cap.as_ref().is_none_or(|c| t < *c.time()) {

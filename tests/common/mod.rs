@@ -484,3 +484,57 @@ pub fn assert_scores_eq(got: &BTreeMap<ScoreKey, u64>, want: &BTreeMap<ScoreKey,
         "{what}: scores differ from one detector per series: {differ:?}"
     );
 }
+
+/// Start of [`twelve_series`]' event time.
+pub const T0: i64 = 1_700_000_000_000;
+
+/// 12 series named `<prefix>/s<i>` over 6 partitions (two a partition), a reading a second
+/// each from [`T0`], in time order across series with neighbours now and then swapped (1 s
+/// out of order: readings are held across a stop or a barrier), noisy levels with spikes
+/// and, in every third series, a level shift after reading `shift_at` (so a detector's
+/// state matters to every score).
+pub fn twelve_series(
+    prefix: &str,
+    per_series: i64,
+    seed: u64,
+    shift_at: i64,
+) -> Vec<(i32, Reading)> {
+    let mut rng = streamgauge::dataset::generate::SplitMix64(seed);
+    let mut all = Vec::new();
+    for s in 0..12 {
+        let name = streamgauge::record::Sym::new(&format!("{prefix}/s{s}"));
+        let mut msgs: Vec<Reading> = (0..per_series)
+            .map(|i| {
+                let mut x = 10.0 * (s + 1) as f64 + rng.next_f64();
+                if rng.below(300) == 0 {
+                    x += 20.0 * rng.next_f64();
+                }
+                if i > shift_at && s % 3 == 0 {
+                    x += 5.0;
+                }
+                Reading::single(name, T0 + i * 1000, x)
+            })
+            .collect();
+        for i in (1..msgs.len()).step_by(37) {
+            msgs.swap(i - 1, i);
+        }
+        all.push(msgs);
+    }
+    (0..per_series as usize)
+        .flat_map(|i| {
+            all.iter()
+                .enumerate()
+                .map(move |(s, msgs)| (s as i32 % 6, msgs[i].clone()))
+        })
+        .collect()
+}
+
+/// Produces `items` to `topic`, each to its partition, and waits until they are delivered.
+pub fn produce_to(brokers: &str, topic: &str, items: &[(i32, Reading)]) {
+    let settings = ClientSettings::new(brokers);
+    let mut p = streamgauge::kafka::producer::ReadingProducer::new(&settings, topic).unwrap();
+    for (part, r) in items {
+        p.send_to(r, *part).unwrap();
+    }
+    p.flush(Duration::from_secs(30)).unwrap();
+}
