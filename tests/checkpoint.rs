@@ -126,6 +126,8 @@ fn a_run_restarted_after_a_crash_resumes_from_its_checkpoint_and_scores_every_re
         );
         crash(&a);
         let scored_before = file_len(&out.path().join("anomaly.jsonl"));
+        let log = out.path().join("throughput.jsonl");
+        let log_before = std::fs::read_to_string(&log).unwrap();
 
         produce(broker.bootstrap(), &topic, &second);
         let s = checkpoint_spec(
@@ -159,6 +161,24 @@ fn a_run_restarted_after_a_crash_resumes_from_its_checkpoint_and_scores_every_re
             "{what}: {at_cut} bytes at the checkpoint, {scored_before} at the crash"
         );
         assert_scores_eq(&read_scores(&[out.path()]), &want, &what);
+        // The throughput log goes on from the dead run's, in elapsed time too.
+        let log_after = std::fs::read_to_string(&log).unwrap();
+        assert!(
+            log_after.starts_with(&log_before) && log_after.len() > log_before.len(),
+            "{what}: the resumed run appends to the throughput log"
+        );
+        let elapsed: Vec<f64> = log_after
+            .lines()
+            .map(|l| {
+                serde_json::from_str::<serde_json::Value>(l).unwrap()["elapsed_s"]
+                    .as_f64()
+                    .unwrap()
+            })
+            .collect();
+        assert!(
+            elapsed.windows(2).all(|w| w[0] <= w[1]),
+            "{what}: elapsed time goes on: {elapsed:?}"
+        );
     }
 }
 

@@ -538,7 +538,9 @@ pub fn run(spec: RunSpec) -> Result<RunReport, EngineError> {
                 Some(p) => format!("throughput.p{p}.jsonl"),
                 None => "throughput.jsonl".to_string(),
             };
-            ThroughputLog::start(dir.join(name), spec.metrics.clone())
+            // A resumed run goes on with the log of the run it resumes.
+            let resumed = savepoint.as_ref().is_some_and(|s| s.resumed().is_some());
+            ThroughputLog::start(dir.join(name), spec.metrics.clone(), resumed)
         })
         .transpose()
         .map_err(|e| EngineError::Output {
@@ -716,16 +718,39 @@ pub fn run(spec: RunSpec) -> Result<RunReport, EngineError> {
 
 /// Writes the run's counters once a second to `throughput.jsonl` in the output directory
 /// (`{"at": wall ms, "elapsed_s", "readings_in", "rows_out", "in_rate", "out_rate"}`), which
-/// `streamgauge report` plots.
+/// `streamgauge report` plots. A run resumed from a savepoint appends to the log of the run
+/// before it, its `elapsed_s` going on from that run's last line plus the wall time between
+/// (its counters are its own).
 struct ThroughputLog {
     stop: Arc<AtomicBool>,
     thread: std::thread::JoinHandle<()>,
 }
 
 impl ThroughputLog {
-    fn start(path: PathBuf, metrics: Arc<Metrics>) -> std::io::Result<Self> {
+    fn start(path: PathBuf, metrics: Arc<Metrics>, append: bool) -> std::io::Result<Self> {
         use std::io::Write;
-        let mut file = std::io::BufWriter::new(std::fs::File::create(&path)?);
+        let wall_ms = || {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as i64)
+        };
+        // Where the log before it ended: its last line's elapsed time and wall clock.
+        let before = append
+            .then(|| std::fs::read_to_string(&path).ok())
+            .flatten()
+            .and_then(|text| {
+                let last = text.lines().rev().find(|l| !l.trim().is_empty())?;
+                let v: serde_json::Value = serde_json::from_str(last).ok()?;
+                Some((v["elapsed_s"].as_f64()?, v["at"].as_i64()?))
+            });
+        let offset = before.map_or(0.0, |(elapsed, at)| {
+            elapsed + (wall_ms() - at).max(0) as f64 / 1000.0
+        });
+        let file = match before {
+            Some(_) => std::fs::OpenOptions::new().append(true).open(&path)?,
+            None => std::fs::File::create(&path)?,
+        };
+        let mut file = std::io::BufWriter::new(file);
         let stop = Arc::new(AtomicBool::new(false));
         let flag = stop.clone();
         let thread = std::thread::spawn(move || {
@@ -743,12 +768,9 @@ impl ThroughputLog {
                 let now = Instant::now();
                 let m = metrics.snapshot();
                 let dt = now.duration_since(last.0).as_secs_f64().max(1e-3);
-                let at = std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map_or(0, |d| d.as_millis() as i64);
                 let line = serde_json::json!({
-                    "at": at,
-                    "elapsed_s": now.duration_since(t0).as_secs_f64(),
+                    "at": wall_ms(),
+                    "elapsed_s": offset + now.duration_since(t0).as_secs_f64(),
                     "readings_in": m.readings_in,
                     "rows_out": m.rows_out,
                     "in_rate": m.readings_in.saturating_sub(last.1.readings_in) as f64 / dt,
