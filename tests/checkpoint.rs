@@ -294,3 +294,80 @@ fn checkpoints_refuse_what_they_cannot_do() {
         "{err}"
     );
 }
+
+#[test]
+fn the_dashboard_and_metrics_show_the_newest_checkpoint() {
+    use streamgauge::dashboard::{Dashboard, DashboardOptions, Hub, HubConfig};
+    let broker = EmbeddedBroker::start(1).unwrap();
+    broker.create_topic("cp-dash", 6).unwrap();
+    let items = stream(600);
+    let out = tempfile::tempdir().unwrap();
+    let hub = Hub::new(HubConfig::default());
+    let token = "t0ken";
+    let dash = Dashboard::start(
+        &DashboardOptions {
+            addr: "127.0.0.1:0".parse().unwrap(),
+            explicit: true,
+            token: Some(token.into()),
+            hub: hub.config(),
+        },
+        hub.clone(),
+    )
+    .unwrap();
+    let addr = dash.addr().to_string();
+    let mut s = checkpoint_spec(
+        "anomaly",
+        broker.bootstrap(),
+        "cp-dash",
+        2,
+        out.path(),
+        true,
+    );
+    s.hub = Some((hub.clone(), String::new()));
+    let a = run_live_and_stop(s, broker.bootstrap(), &items, 4);
+    let written = &a.checkpoints;
+    assert!(written.count >= 2, "{written:?}");
+    let newest = written
+        .last
+        .as_ref()
+        .unwrap()
+        .to_string_lossy()
+        .into_owned();
+    let barrier: i64 = newest.rsplit('c').next().unwrap().parse().unwrap();
+
+    let get = |path: &str| {
+        let (status, body) = http_get(&addr, path, Some(token)).unwrap();
+        assert_eq!(status, 200, "{path}: {body}");
+        body
+    };
+    let ov: serde_json::Value = serde_json::from_str(&get("/api/overview")).unwrap();
+    let p = &ov["pipelines"][0];
+    assert_eq!(p["checkpoints"].as_u64(), Some(written.count), "{p}");
+    assert_eq!(p["checkpoint_barrier"].as_i64(), Some(barrier), "{p}");
+    assert_eq!(
+        p["checkpoint_bytes"].as_u64(),
+        Some(written.last_bytes),
+        "{p}"
+    );
+    assert_eq!(p["checkpoints_failed"].as_u64(), Some(0), "{p}");
+    let metrics = get("/metrics");
+    let line = |name: &str| {
+        metrics
+            .lines()
+            .find(|l| l.starts_with(&format!("{name}{{")))
+            .unwrap_or_else(|| panic!("{name} in {metrics}"))
+            .rsplit(' ')
+            .next()
+            .unwrap()
+            .to_string()
+    };
+    assert_eq!(
+        line("streamgauge_checkpoints_total"),
+        written.count.to_string()
+    );
+    assert_eq!(
+        line("streamgauge_checkpoint_barrier_ms"),
+        barrier.to_string()
+    );
+    assert_eq!(line("streamgauge_checkpoints_failed_total"), "0");
+}

@@ -1238,6 +1238,14 @@ pub struct PipelineView {
     pub expired: u64,
     /// Skipped offsets.
     pub skipped_offsets: u64,
+    /// Checkpoints completed (`--checkpoint-every`; a cluster's: by every process).
+    pub checkpoints: u64,
+    /// Checkpoints given up.
+    pub checkpoints_failed: u64,
+    /// Barrier of the newest checkpoint (event time, UTC ms; null before the first).
+    pub checkpoint_barrier: Option<EventTime>,
+    /// Bytes of the newest checkpoint.
+    pub checkpoint_bytes: u64,
     /// Event-time frontier the hub has released up to (UTC ms; null before the first).
     pub released: Option<EventTime>,
     /// Readings in per second, last sample.
@@ -1539,6 +1547,10 @@ impl Hub {
                     series_states: m.series_states,
                     expired: m.expired,
                     skipped_offsets: m.skipped_offsets,
+                    checkpoints: m.checkpoints,
+                    checkpoints_failed: m.checkpoints_failed,
+                    checkpoint_barrier: m.checkpoint_barrier,
+                    checkpoint_bytes: m.checkpoint_bytes,
                     released: (p.released > EventTime::MIN && p.released < EventTime::MAX)
                         .then_some(p.released),
                     in_rate: last.map_or(0.0, |x| x.in_rate),

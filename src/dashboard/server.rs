@@ -325,7 +325,7 @@ pub fn prometheus(hub: &Hub) -> String {
     let o = hub.overview();
     let mut out = String::new();
     type Get = fn(&super::hub::PipelineView) -> f64;
-    let counters: [(&str, &str, Get); 9] = [
+    let counters: [(&str, &str, Get); 13] = [
         (
             "streamgauge_readings_in_total",
             "Readings delivered by sources.",
@@ -368,6 +368,26 @@ pub fn prometheus(hub: &Hub) -> String {
             "streamgauge_expired_total",
             "Per-series states dropped by --state-ttl (series that went silent).",
             |p| p.expired as f64,
+        ),
+        (
+            "streamgauge_checkpoints_total",
+            "Checkpoints completed (--checkpoint-every).",
+            |p| p.checkpoints as f64,
+        ),
+        (
+            "streamgauge_checkpoints_failed_total",
+            "Checkpoints given up because a part could not be written.",
+            |p| p.checkpoints_failed as f64,
+        ),
+        (
+            "streamgauge_checkpoint_barrier_ms",
+            "Event time (UTC ms) of the newest checkpoint's barrier; NaN before the first.",
+            |p| p.checkpoint_barrier.map_or(f64::NAN, |b| b as f64),
+        ),
+        (
+            "streamgauge_checkpoint_bytes",
+            "Bytes of the newest checkpoint.",
+            |p| p.checkpoint_bytes as f64,
         ),
     ];
     for (name, help, get) in counters {

@@ -62,6 +62,15 @@ pub struct Metrics {
     /// Offsets skipped inside a partition: records the broker no longer had when they were
     /// due (retention), or compaction and transaction markers.
     pub skipped_offsets: AtomicU64,
+    /// Checkpoints this process completed (`run --checkpoint-every`).
+    pub checkpoints: AtomicU64,
+    /// Checkpoints given up because a part could not be written.
+    pub checkpoints_failed: AtomicU64,
+    /// The barrier (event time, UTC ms) of the newest checkpoint this process completed
+    /// (read only once `checkpoints` is above 0).
+    pub checkpoint_barrier: AtomicI64,
+    /// Bytes of the newest checkpoint this process completed.
+    pub checkpoint_bytes: AtomicU64,
     /// Per-worker status, refreshed by each source a few times a second.
     pub worker_status: Mutex<BTreeMap<usize, WorkerStatus>>,
     /// The start (UTC ms) of the earliest time window a stop closed early, before the
@@ -102,6 +111,20 @@ pub struct Snapshot {
     pub produced: u64,
     /// See [`Metrics::skipped_offsets`].
     pub skipped_offsets: u64,
+    /// See [`Metrics::checkpoints`]; a cluster's: the fewest of any process (a checkpoint
+    /// counts once every process completed it).
+    #[serde(default)]
+    pub checkpoints: u64,
+    /// See [`Metrics::checkpoints_failed`]; a cluster's: the sum.
+    #[serde(default)]
+    pub checkpoints_failed: u64,
+    /// See [`Metrics::checkpoint_barrier`] (`None` before the first); a cluster's: the
+    /// earliest of any process.
+    #[serde(default)]
+    pub checkpoint_barrier: Option<EventTime>,
+    /// See [`Metrics::checkpoint_bytes`]; a cluster's: the sum.
+    #[serde(default)]
+    pub checkpoint_bytes: u64,
 }
 
 impl Snapshot {
@@ -116,6 +139,10 @@ impl Snapshot {
         self.expired += o.expired;
         self.produced += o.produced;
         self.skipped_offsets += o.skipped_offsets;
+        self.checkpoints = self.checkpoints.min(o.checkpoints);
+        self.checkpoints_failed += o.checkpoints_failed;
+        self.checkpoint_barrier = self.checkpoint_barrier.min(o.checkpoint_barrier);
+        self.checkpoint_bytes += o.checkpoint_bytes;
     }
 }
 
@@ -133,6 +160,11 @@ impl Metrics {
             expired: self.expired.load(r),
             produced: self.produced.load(r),
             skipped_offsets: self.skipped_offsets.load(r),
+            checkpoints: self.checkpoints.load(r),
+            checkpoints_failed: self.checkpoints_failed.load(r),
+            checkpoint_barrier: (self.checkpoints.load(r) > 0)
+                .then(|| self.checkpoint_barrier.load(r)),
+            checkpoint_bytes: self.checkpoint_bytes.load(r),
         }
     }
 

@@ -360,6 +360,7 @@ fn open_savepoint(
             ));
         }
         sp = sp.with_checkpoints(ms);
+        sp.counted_in(spec.metrics.clone());
     }
     if let (Some(r), false) = (
         sp.resumed(),

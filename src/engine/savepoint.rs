@@ -49,7 +49,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use thiserror::Error;
@@ -211,6 +211,15 @@ impl Checkpoints {
     fn built_all(&self, local_workers: usize) -> bool {
         self.built >= local_workers
     }
+
+    /// Counts a checkpoint given up.
+    fn note_failed(&mut self) {
+        self.written.failed += 1;
+        if let Some(m) = &self.metrics {
+            m.checkpoints_failed
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
 }
 
 /// Checkpoint bookkeeping of one process.
@@ -225,6 +234,8 @@ struct Checkpoints {
     built: usize,
     progress: BTreeMap<EventTime, Progress>,
     written: CheckpointsWritten,
+    /// The process's counters, which show them live (dashboard, `/metrics`).
+    metrics: Option<Arc<crate::engine::Metrics>>,
 }
 
 /// A run's savepoint directory: where it resumes from, if anywhere, and where its stop
@@ -459,6 +470,14 @@ impl Savepoint {
         (b > floor && now < EventTime::MAX).then_some(b)
     }
 
+    /// Shows the checkpoints this process completes and gives up in `metrics` (the
+    /// dashboard and `/metrics` read them).
+    pub fn counted_in(&self, metrics: Arc<crate::engine::Metrics>) {
+        if let Some(mut c) = self.cp() {
+            c.metrics = Some(metrics);
+        }
+    }
+
     /// The first barrier after `t`.
     pub fn next_barrier(&self, t: EventTime) -> EventTime {
         match self.cp() {
@@ -511,7 +530,7 @@ impl Savepoint {
         tracing::error!(barrier, error = %e, "checkpoint not written");
         let Some(mut c) = self.cp() else { return };
         c.progress.entry(barrier).or_default().abandoned = true;
-        c.written.failed += 1;
+        c.note_failed();
     }
 
     /// An output sink passed `barrier`, having written every row before it to its file. The
@@ -600,10 +619,16 @@ impl Savepoint {
                 c.written.count += 1;
                 c.written.last = Some(dir);
                 c.written.last_bytes = written[2] + bytes;
+                if let Some(m) = &c.metrics {
+                    let r = std::sync::atomic::Ordering::Relaxed;
+                    m.checkpoint_barrier.store(barrier, r);
+                    m.checkpoint_bytes.store(written[2] + bytes, r);
+                    m.checkpoints.fetch_add(1, r);
+                }
             }
             Err(e) => {
                 tracing::error!(barrier, error = %e, "checkpoint not written");
-                c.written.failed += 1;
+                c.note_failed();
             }
         }
     }
