@@ -297,23 +297,14 @@ fn checkpoints_refuse_what_they_cannot_do() {
 
 #[test]
 fn the_dashboard_and_metrics_show_the_newest_checkpoint() {
-    use streamgauge::dashboard::{Dashboard, DashboardOptions, Hub, HubConfig};
+    use streamgauge::dashboard::{Hub, HubConfig};
     let broker = EmbeddedBroker::start(1).unwrap();
     broker.create_topic("cp-dash", 6).unwrap();
     let items = stream(600);
     let out = tempfile::tempdir().unwrap();
     let hub = Hub::new(HubConfig::default());
     let token = "t0ken";
-    let dash = Dashboard::start(
-        &DashboardOptions {
-            addr: "127.0.0.1:0".parse().unwrap(),
-            explicit: true,
-            token: Some(token.into()),
-            hub: hub.config(),
-        },
-        hub.clone(),
-    )
-    .unwrap();
+    let dash = dashboard(&hub, token);
     let addr = dash.addr().to_string();
     let mut s = checkpoint_spec(
         "anomaly",

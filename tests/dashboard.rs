@@ -32,20 +32,6 @@ fn get_json(addr: &str, path: &str, token: &str) -> Value {
     serde_json::from_str(&body).unwrap_or_else(|e| panic!("{path}: {e}: {body}"))
 }
 
-/// A dashboard on a free loopback port that requires `token`.
-fn dashboard(hub: &std::sync::Arc<Hub>, token: &str) -> Dashboard {
-    Dashboard::start(
-        &DashboardOptions {
-            addr: "127.0.0.1:0".parse().unwrap(),
-            explicit: true,
-            token: Some(token.into()),
-            hub: hub.config(),
-        },
-        hub.clone(),
-    )
-    .unwrap()
-}
-
 /// A forecast step as bits: (ts, point, lower, upper).
 type Step = (i64, u64, u64, u64);
 
@@ -105,7 +91,7 @@ fn hub_matches_the_dataflow_outputs_and_the_api_has_its_shapes_on_1_2_4_workers_
             ..HubConfig::default()
         });
         let token = "s3cret";
-        let dash = dashboard(&hub, token);
+        let dash = common::dashboard(&hub, token);
         let addr = dash.addr().to_string();
         run_cluster(n, tmp.path(), |p| {
             let mut spec = RunSpec::new("sensor_outliers", Input::memory(readings.clone()));
@@ -487,7 +473,7 @@ fn hub_shows_the_series_that_went_silent_on_1_2_4_workers() {
         let out = tmp.path().join(format!("{dataflow}-w{w}"));
         let hub = Hub::new(HubConfig::default());
         let token = "t0ken";
-        let dash = dashboard(&hub, token);
+        let dash = common::dashboard(&hub, token);
         let addr = dash.addr().to_string();
         let mut spec = RunSpec::new(dataflow, Input::memory(readings.clone()));
         spec.cluster.workers = w;
@@ -611,7 +597,7 @@ fn hub_lists_the_closed_sessions_of_the_output_on_1_2_4_workers() {
         let out = tmp.path().join(format!("w{w}"));
         let hub = Hub::new(HubConfig::default());
         let token = "t0ken";
-        let dash = dashboard(&hub, token);
+        let dash = common::dashboard(&hub, token);
         let addr = dash.addr().to_string();
         let mut spec = RunSpec::new("sessions", Input::memory(readings.clone()));
         spec.cluster.workers = w;
@@ -722,7 +708,7 @@ fn the_notebook_reads_the_api_with_pandas_and_plots_a_series() {
     let readings = common::load("nab:realKnownCause");
     let hub = Hub::new(HubConfig::default());
     let token = "nb-token";
-    let dash = dashboard(&hub, token);
+    let dash = common::dashboard(&hub, token);
     let mut spec = RunSpec::new("sensor_outliers", Input::memory(readings));
     spec.cluster.workers = 2;
     spec.hub = Some((hub, String::new()));

@@ -538,3 +538,20 @@ pub fn produce_to(brokers: &str, topic: &str, items: &[(i32, Reading)]) {
     }
     p.flush(Duration::from_secs(30)).unwrap();
 }
+
+/// A dashboard of `hub` on a free loopback port that requires `token`.
+pub fn dashboard(
+    hub: &std::sync::Arc<streamgauge::dashboard::Hub>,
+    token: &str,
+) -> streamgauge::dashboard::Dashboard {
+    streamgauge::dashboard::Dashboard::start(
+        &streamgauge::dashboard::DashboardOptions {
+            addr: "127.0.0.1:0".parse().unwrap(),
+            explicit: true,
+            token: Some(token.into()),
+            hub: hub.config(),
+        },
+        hub.clone(),
+    )
+    .unwrap()
+}
