@@ -249,7 +249,7 @@ pub struct RunArgs {
     /// With --savepoint: also write a checkpoint there at every multiple of this much event
     /// time (e.g. 1m), so a run that crashes or is killed loses nothing: run again with the
     /// same --savepoint and it resumes from the newest checkpoint, output files cut back to
-    /// it (every row once). anomaly, zscore, trend, stock_forecast, sessions.
+    /// it (every row once). series_stats, anomaly, zscore, trend, stock_forecast, sessions.
     #[arg(long, value_name = "DURATION")]
     pub checkpoint_every: Option<HumanDuration>,
     /// Tumbling window width (default 10s).
