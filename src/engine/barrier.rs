@@ -54,11 +54,6 @@ impl ArrivalStash {
         }
     }
 
-    /// Whether the operator writes checkpoints.
-    pub fn active(&self) -> bool {
-        self.sp.is_some()
-    }
-
     /// Keeps `data`, which arrived under `cap`, when it arrived at or after the next barrier
     /// (leaving `data` empty); returns whether it did. Otherwise the caller folds it now.
     pub fn hold(&mut self, cap: &InputCapability<EventTime>, data: &mut Vec<Reading>) -> bool {
@@ -79,7 +74,7 @@ impl ArrivalStash {
     /// The operator's input frontier is now `now` (`None`: the input ended). Returns the
     /// barrier it crossed since it was last seen, if any (the latest, when it crossed
     /// several): the caller folds [`ArrivalStash::release`]`(Some(b))`, emits what comes
-    /// before `b`, and saves its state at `b`; then it folds `release(self.until())`.
+    /// before `b`, and saves its state at `b`; then it folds `release(self.until(now))`.
     pub fn advance(&mut self, now: Option<EventTime>) -> Option<EventTime> {
         let sp = self.sp.as_ref()?;
         let crossed = now.and_then(|f| sp.barrier(self.seen, f));
