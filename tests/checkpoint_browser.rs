@@ -16,19 +16,6 @@ fn bin() -> Command {
     Command::new(env!("CARGO_BIN_EXE_streamgauge"))
 }
 
-fn browser_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser")
-}
-
-/// Kills a child process when dropped.
-struct Kill(std::process::Child);
-impl Drop for Kill {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 #[test]
 fn the_browser_shows_the_newest_checkpoint_of_a_live_run() {
     let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
@@ -36,27 +23,9 @@ fn the_browser_shows_the_newest_checkpoint_of_a_live_run() {
         Path::new(&chromium).is_file(),
         "the browser test needs Debian's chromium at {chromium} (apt-get install chromium; .ci/run does)"
     );
-    if !browser_dir().join("node_modules/playwright-core").is_dir() {
-        let st = Command::new("npm")
-            .args(["ci", "--no-audit", "--no-fund"])
-            .current_dir(browser_dir())
-            .status()
-            .expect("npm is needed for the browser test (Node.js 20)");
-        assert!(st.success(), "npm ci failed");
-    }
-    let brokers = format!("127.0.0.1:{}", free_port());
-    let _broker = Kill(
-        bin()
-            .args(["broker", "--listen", &brokers, "--topic", "cpb:2"])
-            .args(["--duration", "150s"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    wait_for(&format!("the broker on {brokers}"), 20, || {
-        std::net::TcpStream::connect(&brokers).is_ok()
-    });
+    ensure_playwright();
+    let (brokers, broker) = broker_process(&["cpb:2"], "150s");
+    let _broker = Kill(broker);
     // Two weeks of 5-minute readings at 20,000x: about a minute, an hour of event time
     // every 0.18 s.
     let _replay = Kill(

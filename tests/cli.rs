@@ -26,26 +26,7 @@ fn succeeds(cmd: &mut Command, what: &str) -> std::process::Output {
 
 #[test]
 fn standalone_broker_serves_replay_and_run_in_other_processes() {
-    let addr = format!("127.0.0.1:{}", free_port());
-    let mut broker = bin()
-        .args([
-            "broker",
-            "--listen",
-            &addr,
-            "--topic",
-            "art:2",
-            "--topic",
-            "slow:2",
-            "--duration",
-            "120s",
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    wait_for(&format!("the broker on {addr}"), 20, || {
-        std::net::TcpStream::connect(&addr).is_ok()
-    });
+    let (addr, mut broker) = broker_process(&["art:2", "slow:2"], "120s");
     let data = data_dir();
     let replay = |topic: &str, extra: &[&str]| {
         succeeds(
@@ -176,17 +157,7 @@ fn a_run_killed_outright_resumes_from_its_last_checkpoint_and_scores_every_readi
     // Its rows after the last checkpoint were on disk (then cut back: `tests/checkpoint.rs`
     // checks that) or still in its file buffer (lost with it); either way every reading is
     // scored once, as one detector per series from scratch would score it.
-    let addr = format!("127.0.0.1:{}", free_port());
-    let mut broker = bin()
-        .args(["broker", "--listen", &addr, "--topic", "crash:2"])
-        .args(["--duration", "120s"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    wait_for(&format!("the broker on {addr}"), 20, || {
-        std::net::TcpStream::connect(&addr).is_ok()
-    });
+    let (addr, mut broker) = broker_process(&["crash:2"], "120s");
     // Two weeks of 5-minute readings, replayed at 100,000x: about 12 s.
     let replay = bin()
         .args(["replay", "nab:artificialWithAnomaly", "--brokers", &addr])

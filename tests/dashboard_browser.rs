@@ -13,7 +13,7 @@ mod common;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -23,32 +23,6 @@ fn bin() -> Command {
     Command::new(env!("CARGO_BIN_EXE_streamgauge"))
 }
 
-fn browser_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser")
-}
-
-/// playwright-core from npm (installed here when missing; `.ci/run` installs it too).
-fn ensure_playwright() {
-    let dir = browser_dir();
-    if dir.join("node_modules/playwright-core").is_dir() {
-        return;
-    }
-    let st = Command::new("npm")
-        .args(["ci", "--no-audit", "--no-fund"])
-        .current_dir(&dir)
-        .status()
-        .expect("npm is needed for the browser test (Node.js 20)");
-    assert!(st.success(), "npm ci in {} failed", dir.display());
-}
-
-struct Kill(std::process::Child);
-impl Drop for Kill {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 #[test]
 fn browser_sees_counters_move_an_outlier_appear_and_charts_receive_points() {
     let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
@@ -56,11 +30,11 @@ fn browser_sees_counters_move_an_outlier_appear_and_charts_receive_points() {
         Path::new(&chromium).is_file(),
         "the browser test needs Debian's chromium at {chromium} (apt-get install chromium; .ci/run does)"
     );
-    ensure_playwright();
+    common::ensure_playwright();
     let port = common::free_port();
     let addr = format!("127.0.0.1:{port}");
     let log = tempfile::NamedTempFile::new().unwrap();
-    let _demo = Kill(
+    let _demo = common::Kill(
         bin()
             .args([
                 "demo",
@@ -89,7 +63,7 @@ fn browser_sees_counters_move_an_outlier_appear_and_charts_receive_points() {
     }
     let outdir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("dashboard");
     let out = Command::new("node")
-        .arg(browser_dir().join("check.mjs"))
+        .arg(common::browser_dir().join("check.mjs"))
         .arg(format!("http://{addr}/"))
         .arg(&outdir)
         .env("CHROMIUM", &chromium)

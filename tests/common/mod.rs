@@ -555,3 +555,53 @@ pub fn dashboard(
     )
     .unwrap()
 }
+
+/// A standalone `streamgauge broker` on a free loopback port serving `topics`
+/// (`name:partitions`) for `duration`, once it listens: its address and process.
+pub fn broker_process(topics: &[&str], duration: &str) -> (String, Child) {
+    let addr = format!("127.0.0.1:{}", free_port());
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_streamgauge"));
+    cmd.args(["broker", "--listen", &addr, "--duration", duration]);
+    for t in topics {
+        cmd.args(["--topic", t]);
+    }
+    let child = cmd
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for(&format!("the broker on {addr}"), 20, || {
+        TcpStream::connect(&addr).is_ok()
+    });
+    (addr, child)
+}
+
+/// Kills a child process when dropped.
+pub struct Kill(pub Child);
+
+impl Drop for Kill {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The browser checks' folder (`tests/browser`: scripts and their npm packages).
+pub fn browser_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser")
+}
+
+/// playwright-core from npm, installed into [`browser_dir`] when missing (`.ci/run` installs
+/// it too; no browser is downloaded).
+pub fn ensure_playwright() {
+    let dir = browser_dir();
+    if dir.join("node_modules/playwright-core").is_dir() {
+        return;
+    }
+    let st = Command::new("npm")
+        .args(["ci", "--no-audit", "--no-fund"])
+        .current_dir(&dir)
+        .status()
+        .expect("npm is needed for the browser test (Node.js 20)");
+    assert!(st.success(), "npm ci in {} failed", dir.display());
+}
