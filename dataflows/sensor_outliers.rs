@@ -15,8 +15,10 @@
 //! residual variance and its MA weights), one row per issue with every step, at the times the
 //! readings would arrive at the series' latest spacing.
 //!
-//! With `--state-ttl`, a (series, value) silent longer than that is dropped: it leaves the
-//! outlier set (if it was in it) and the top-k at that time, is reported in the `silent`
+//! With `--state-ttl`, a (series, value) silent longer than that is dropped (at the first
+//! snapshot time after a point of the TTL's quarter-TTL grid, so within 1.25 TTL plus
+//! `--top-every` of its latest reading): it leaves the outlier set (if it was in it) and the
+//! top-k at that time, is reported in the `silent`
 //! output (a sensor that stopped reporting, with its last reading's time), and starts afresh
 //! when it comes back. The end of the input ends event time, so there every state expires,
 //! the sets empty, and every series still held is reported silent.
@@ -41,6 +43,25 @@
 //!   changes with nearly every reading, so it is recomputed once per snapshot and bucket
 //!   touched rather than per reading; and like the set, it is the same on any number of
 //!   workers however the input was batched.
+//!
+//! # Checkpoints
+//! `run --savepoint DIR --checkpoint-every T` writes the per-(series, value) states at every
+//! barrier `B` (`engine::savepoint`), and a run started again resumes from the newest
+//! checkpoint, the output files cut back to their lengths at `B`. A stop writes no savepoint
+//! of its own (`Dataflow::stop_savepoints`): the top-k ranks every series as of one event
+//! time, and only a barrier is one cut of event time across all workers (at a stop, each
+//! worker has processed up to the frontier it last saw). So a stopped run, like a crashed
+//! one, goes on from its newest checkpoint, and `--savepoint` needs `--checkpoint-every`.
+//!
+//! The resumed run's collections must hold, from `B` on, what the dead run's held; their
+//! history before `B` is already in the files. So each restored state is *restated* just
+//! before `B` ([`InOrder::restate`]): to the join, a member of the set (not to `outliers`,
+//! whose file has its entry); to the top-k, its score as of the snapshot before `B`, and the
+//! change to its latest score at the first snapshot after `B` (a state keeps its score from
+//! before its latest reading's snapshot period for this). The rows the collections produce
+//! before `B` are dropped. States expire on the snapshot grid (`PerField::on_grid`: the TTL's
+//! quarter-TTL grid rounded up to a multiple of `--top-every`), so no expiry falls between
+//! that snapshot and `B`, where the restored states could not restate it.
 
 use std::cmp::Reverse;
 use std::sync::Arc;
@@ -58,10 +79,11 @@ use crate::analytics::outlier::{z_to_score, Model, ResidualZ, RobustZ};
 use crate::analytics::rolling::CountWindow;
 use crate::analytics::sketch::DEFAULT_BITS;
 use crate::dashboard::hub::{ForecastUpdate, Point, PointUpdate, Update};
-use crate::engine::keyed::{in_order_keyed, PerField};
+use crate::engine::keyed::{in_order_logic, InOrder, PerField};
 pub use crate::engine::output::SilentRow;
 use crate::engine::output::{csv_f64s, csv_series_field_ts, push_csv_field, JsonObject, Row};
 use crate::engine::reference::reference_stream;
+use crate::engine::savepoint::{Cut, Savepoint};
 use crate::engine::series_hash;
 use crate::record::{write_f64, write_i64, EventTime, Reading, Sym};
 
@@ -264,6 +286,17 @@ enum SetInput {
         anomalous: bool,
         last_score: Option<f64>,
     },
+    /// A state restored from a checkpoint, restated at `at` (see [`Logic::restate`]): a
+    /// member of the set or not, its score as of the top-k's snapshot before the barrier,
+    /// and its latest score, which counts from the snapshot `latest_at`.
+    Restored {
+        key: Key,
+        at: EventTime,
+        member: bool,
+        before: Option<f64>,
+        latest: Option<f64>,
+        latest_at: EventTime,
+    },
 }
 
 /// A change to a differential collection of (series, field) records, with extra columns.
@@ -337,13 +370,197 @@ impl Row for SetChange {
 }
 
 /// Per (series, field) state.
+#[derive(Serialize, Deserialize)]
 struct SeriesState {
     window: CountWindow,
     robust: RobustZ,
     residual: ResidualZ,
     last_score: Option<f64>,
+    /// The latest score before the snapshot period of the latest reading: what the top-k's
+    /// snapshot before that reading's ranked (see [`Logic::restate`]).
+    score_before: Option<f64>,
     anomalous: bool,
     last_ts: Option<EventTime>,
+}
+
+/// The per-reading logic over the per-(series, field) states.
+struct Logic {
+    state: PerField<SeriesState>,
+    /// Previous readings per statistic (`--readings`).
+    n: usize,
+    /// The score from which a series is anomalous.
+    enter: f64,
+    quantiles: Quantiles,
+    horizon: usize,
+    /// Snapshot period of the top-k.
+    every: EventTime,
+    /// The barrier of the checkpoint this run resumed from.
+    resumed_at: Option<EventTime>,
+    /// One path's steps, gathered here and copied once into the row's shared slice.
+    path: Vec<(EventTime, f64, f64, f64)>,
+}
+
+impl InOrder<Out> for Logic {
+    #[inline]
+    fn process(&mut self, r: &Reading, emit: &mut dyn FnMut(Out)) {
+        let (n, quantiles, every, enter, horizon) =
+            (self.n, self.quantiles, self.every, self.enter, self.horizon);
+        let path = &mut self.path;
+        for &(ref field, x) in &r.values {
+            let make = || SeriesState {
+                window: CountWindow::new(n),
+                robust: match quantiles {
+                    Quantiles::Exact => RobustZ::new(n, 10),
+                    Quantiles::Sketch => RobustZ::sketched(n, 10, DEFAULT_BITS),
+                },
+                residual: ResidualZ {
+                    model: Model::Rls(RlsAr::new(2, 0.995, 1e-3)),
+                },
+                last_score: None,
+                score_before: None,
+                anomalous: false,
+                last_ts: None,
+            };
+            self.state.with(r.series, *field, r.ts, make, |s| {
+                let (mean, var) = s.window.mean_var().unwrap_or((0.0, 0.0));
+                let std = var.sqrt();
+                let z = if s.window.len() >= 10 && std > 0.0 {
+                    (x - mean) / std
+                } else {
+                    0.0
+                };
+                s.window.push(x);
+                let robust_z = s.robust.z(r.ts, x).unwrap_or(0.0);
+                let residual_z = s.residual.z(x).unwrap_or(0.0);
+                let score = z_to_score(z)
+                    .max(z_to_score(robust_z))
+                    .max(z_to_score(residual_z));
+                let anomalous = score >= enter;
+                let change = match (s.anomalous, anomalous) {
+                    (false, true) => 1,
+                    (true, false) => -1,
+                    _ => 0,
+                };
+                s.anomalous = anomalous;
+                let period = snapshot_after(r.ts, every);
+                if s.last_ts.is_none_or(|t| snapshot_after(t, every) != period) {
+                    s.score_before = s.last_score;
+                }
+                let prev_score = s.last_score.replace(score);
+                let spacing = s.last_ts.replace(r.ts).map(|t| r.ts - t);
+                emit(Out::Scores(OutlierRow {
+                    series: r.series,
+                    field: *field,
+                    ts: r.ts,
+                    value: x,
+                    mean,
+                    std,
+                    z,
+                    robust_z,
+                    residual_z,
+                    score,
+                    anomalous,
+                    change,
+                }));
+                emit(Out::Set(SetInput::Score {
+                    key: (r.series, *field),
+                    ts: r.ts,
+                    score,
+                    prev_score,
+                    change,
+                }));
+                if let (Some(gap), Model::Rls(m)) = (spacing, &s.residual.model) {
+                    if horizon > 0 && gap > 0 {
+                        path.clear();
+                        forecast_steps(m, horizon, |step, f| {
+                            path.push((r.ts + gap * step as i64, f.point, f.lower, f.upper))
+                        });
+                        if !path.is_empty() {
+                            emit(Out::Forecast(ForecastPath {
+                                series: r.series,
+                                field: *field,
+                                issued_ts: r.ts,
+                                steps: Arc::from(&path[..]),
+                            }));
+                        }
+                    }
+                }
+            });
+        }
+    }
+
+    fn next_expiry(&self) -> Option<EventTime> {
+        self.state.next_expiry()
+    }
+
+    fn expire(&mut self, at: EventTime, emit: &mut dyn FnMut(Out)) {
+        self.state.expire(at, |series, field, last_ts, s| {
+            emit(Out::Set(SetInput::Expired {
+                key: (series, field),
+                anomalous: s.anomalous,
+                last_score: s.last_score,
+            }));
+            emit(Out::Silent(SilentRow {
+                series,
+                field,
+                last_ts,
+                time: at,
+            }));
+        });
+    }
+
+    fn stopped(&self) -> bool {
+        self.state.stopped()
+    }
+
+    fn saves(&self) -> bool {
+        self.state.saves()
+    }
+
+    fn save(&mut self, held: Vec<Reading>) {
+        self.state.save(Cut::Stop, held);
+    }
+
+    fn restored(&mut self) -> Vec<Reading> {
+        self.state.take_restored()
+    }
+
+    /// Resumed from the checkpoint at barrier `B`, whose files hold every row before `B`:
+    /// each restored member of the outlier set is restated (to the join, not to `outliers`,
+    /// which has its entry), and each restored latest score to the top-k, at `B - 1`. The
+    /// collections then hold, from `B` on, what they held in the run that wrote the
+    /// checkpoint, and the rows the resumed run writes at `B` or later are that run's; those
+    /// before `B` are dropped. The top-k's latest snapshot before `B` (`P`) ranked the scores
+    /// of the readings before `P`: a state whose latest reading is at or after `P` restates
+    /// the score before it, and the change to its latest at the next snapshot. Expiries fall
+    /// on snapshot times (`PerField::on_grid`), so none is between `P` and `B`.
+    fn restate(&mut self, emit: &mut dyn FnMut(Out)) {
+        let Some(b) = self.resumed_at else { return };
+        let (every, next) = (self.every, snapshot_after(b - 1, self.every));
+        self.state.each(|series, field, _, s| {
+            let current = s.last_ts.is_some_and(|t| snapshot_after(t, every) == next);
+            emit(Out::Set(SetInput::Restored {
+                key: (series, field),
+                at: b - 1,
+                member: s.anomalous,
+                before: if current {
+                    s.score_before
+                } else {
+                    s.last_score
+                },
+                latest: s.last_score,
+                latest_at: next,
+            }));
+        });
+    }
+
+    fn checkpoints(&self) -> Option<Arc<Savepoint>> {
+        self.state.checkpoints()
+    }
+
+    fn checkpoint(&mut self, barrier: EventTime, held: Vec<Reading>) {
+        self.state.save(Cut::Barrier(barrier), held);
+    }
 }
 
 /// Turns records of a stream into differential updates. `f` gets each record with its
@@ -421,6 +638,15 @@ impl Dataflow for SensorOutliers {
     fn about(&self) -> &'static str {
         "per series: rolling stats, z / robust / forecast-residual scores; live outlier set, top-k, joined with --reference"
     }
+    fn savepoints(&self) -> bool {
+        true
+    }
+    fn checkpoints(&self) -> bool {
+        true
+    }
+    fn stop_savepoints(&self) -> bool {
+        false
+    }
     fn build<'s>(
         &self,
         input: Stream<'s, EventTime, Vec<Reading>>,
@@ -434,102 +660,32 @@ impl Dataflow for SensorOutliers {
         let horizon = params.horizon;
         let quantiles = params.quantiles;
         let refs = reference_stream(&input, params.reference.clone(), params.worker);
-        let state: PerField<SeriesState> = params.per_field();
-        // One path's steps, gathered here and copied once into the row's shared slice.
-        let mut path: Vec<(EventTime, f64, f64, f64)> = Vec::with_capacity(horizon);
-        let process =
-            move |state: &mut PerField<SeriesState>, r: &Reading, emit: &mut dyn FnMut(Out)| {
-                for &(ref field, x) in &r.values {
-                    let make = || SeriesState {
-                        window: CountWindow::new(n),
-                        robust: match quantiles {
-                            Quantiles::Exact => RobustZ::new(n, 10),
-                            Quantiles::Sketch => RobustZ::sketched(n, 10, DEFAULT_BITS),
-                        },
-                        residual: ResidualZ {
-                            model: Model::Rls(RlsAr::new(2, 0.995, 1e-3)),
-                        },
-                        last_score: None,
-                        anomalous: false,
-                        last_ts: None,
-                    };
-                    state.with(r.series, *field, r.ts, make, |s| {
-                        let (mean, var) = s.window.mean_var().unwrap_or((0.0, 0.0));
-                        let std = var.sqrt();
-                        let z = if s.window.len() >= 10 && std > 0.0 {
-                            (x - mean) / std
-                        } else {
-                            0.0
-                        };
-                        s.window.push(x);
-                        let robust_z = s.robust.z(r.ts, x).unwrap_or(0.0);
-                        let residual_z = s.residual.z(x).unwrap_or(0.0);
-                        let score = z_to_score(z)
-                            .max(z_to_score(robust_z))
-                            .max(z_to_score(residual_z));
-                        let anomalous = score >= enter;
-                        let change = match (s.anomalous, anomalous) {
-                            (false, true) => 1,
-                            (true, false) => -1,
-                            _ => 0,
-                        };
-                        s.anomalous = anomalous;
-                        let prev_score = s.last_score.replace(score);
-                        let spacing = s.last_ts.replace(r.ts).map(|t| r.ts - t);
-                        emit(Out::Scores(OutlierRow {
-                            series: r.series,
-                            field: *field,
-                            ts: r.ts,
-                            value: x,
-                            mean,
-                            std,
-                            z,
-                            robust_z,
-                            residual_z,
-                            score,
-                            anomalous,
-                            change,
-                        }));
-                        emit(Out::Set(SetInput::Score {
-                            key: (r.series, *field),
-                            ts: r.ts,
-                            score,
-                            prev_score,
-                            change,
-                        }));
-                        if let (Some(gap), Model::Rls(m)) = (spacing, &s.residual.model) {
-                            if horizon > 0 && gap > 0 {
-                                path.clear();
-                                forecast_steps(m, horizon, |step, f| {
-                                    path.push((r.ts + gap * step as i64, f.point, f.lower, f.upper))
-                                });
-                                if !path.is_empty() {
-                                    emit(Out::Forecast(ForecastPath {
-                                        series: r.series,
-                                        field: *field,
-                                        issued_ts: r.ts,
-                                        steps: Arc::from(&path[..]),
-                                    }));
-                                }
-                            }
-                        }
-                    });
-                }
-            };
-        let expired = |series, field, s: SeriesState, last_ts, at, emit: &mut dyn FnMut(Out)| {
-            emit(Out::Set(SetInput::Expired {
-                key: (series, field),
-                anomalous: s.anomalous,
-                last_score: s.last_score,
-            }));
-            emit(Out::Silent(SilentRow {
-                series,
-                field,
-                last_ts,
-                time: at,
-            }));
+        // Expiries on the snapshot grid: a checkpoint's barrier then never falls between an
+        // expiry and the snapshot that ranks without it (see `Logic::restate`).
+        let state = params.per_field().on_grid(every);
+        let state = match &params.savepoint {
+            Some(sp) => state.saved(sp.clone(), "sensor_outliers", params.worker),
+            None => state,
         };
-        let out = in_order_keyed(input, "sensor_outliers", state, process, expired);
+        // A run resumed from a checkpoint restates its states just before the barrier, and
+        // writes the rows of the collections from the barrier on.
+        let resumed_at = params
+            .savepoint
+            .as_ref()
+            .and_then(|sp| sp.resumed())
+            .and_then(|r| r.barrier);
+        let from = resumed_at.unwrap_or(EventTime::MIN);
+        let logic = Logic {
+            state,
+            n,
+            enter,
+            quantiles,
+            horizon,
+            every,
+            resumed_at,
+            path: Vec::with_capacity(horizon),
+        };
+        let out = in_order_logic(input, "sensor_outliers", logic);
         use timely::dataflow::operators::vec::{Map, Partition};
         let mut parts = out
             .partition(4, |o| match o {
@@ -576,6 +732,24 @@ impl Dataflow for SensorOutliers {
         })
         .as_collection()
         .consolidate();
+        // With the members restated by a resumed run: what the join sees.
+        let members = match resumed_at {
+            None => set.clone(),
+            Some(_) => set.clone().concat(
+                updates(&sets, "restated members", |o: &SetInput, _, give| {
+                    if let SetInput::Restored {
+                        key,
+                        at,
+                        member: true,
+                        ..
+                    } = *o
+                    {
+                        give(key, at, 1)
+                    }
+                })
+                .as_collection(),
+            ),
+        };
 
         // Top-k by latest score, in snapshots every `every` of event time: per bucket,
         // then overall.
@@ -601,6 +775,26 @@ impl Dataflow for SensorOutliers {
                     last_score: Some(p),
                     ..
                 } => give((Reverse(score_key(p)), key), snapshot_from(t, every), -1),
+                SetInput::Restored {
+                    key,
+                    at,
+                    before,
+                    latest,
+                    latest_at,
+                    ..
+                } => {
+                    if let Some(b) = before {
+                        give((Reverse(score_key(b)), key), at, 1);
+                    }
+                    if before.map(f64::to_bits) != latest.map(f64::to_bits) {
+                        if let Some(b) = before {
+                            give((Reverse(score_key(b)), key), latest_at, -1);
+                        }
+                        if let Some(l) = latest {
+                            give((Reverse(score_key(l)), key), latest_at, 1);
+                        }
+                    }
+                }
                 _ => {}
             },
         )
@@ -620,24 +814,51 @@ impl Dataflow for SensorOutliers {
         .map(|((), v)| v);
 
         // The set joined with the reference table (series -> (location, unit)).
-        let joined = set
-            .clone()
+        let joined = members
             .map(|(series, field)| (series, field))
             .join(refs.as_collection());
 
-        let to_rows = |name: &'static str| {
+        // Rows at or after `from` (a resumed run's barrier: the run before wrote those
+        // before it). A differential batch's capability is at its lower bound and its
+        // updates may be later, while a sink holds the rows at or after a checkpoint's
+        // barrier by their message's time: so with checkpoints, the rows of each interval
+        // between barriers go out at the earliest of their own times (one capability per
+        // interval a batch touches, not one per row).
+        let barriers = params
+            .savepoint
+            .as_ref()
+            .and_then(|sp| sp.checkpoint_every());
+        let to_rows = |name: &'static str, from: EventTime| {
+            let checkpointed = barriers.is_some();
+            let every = barriers.unwrap_or(EventTime::MAX);
+            let interval = move |t: EventTime| t.div_euclid(every);
             move |s: Stream<'s, EventTime, Vec<(SetChange, EventTime, isize)>>| {
                 s.unary::<CapacityContainerBuilder<Vec<SetChange>>, _, _, _>(
                     Pipeline,
                     name,
-                    |_, _| {
-                        |input, output| {
+                    move |_, _| {
+                        move |input, output| {
                             input.for_each(|cap, data| {
-                                let mut session = output.session(&cap);
-                                for (mut row, t, diff) in data.drain(..) {
+                                data.retain(|(_, t, _)| *t >= from);
+                                let row = |(mut row, t, diff): (SetChange, EventTime, isize)| {
                                     row.time = t;
                                     row.diff = diff as i64;
-                                    session.give(row);
+                                    row
+                                };
+                                if !checkpointed {
+                                    output.session(&cap).give_iterator(data.drain(..).map(row));
+                                    return;
+                                }
+                                data.sort_by_key(|(_, t, _)| *t);
+                                let mut rows = data.drain(..).peekable();
+                                while let Some(&(_, first, _)) = rows.peek() {
+                                    let until = interval(first);
+                                    output.session(&cap.delayed(&first, 0)).give_iterator(
+                                        std::iter::from_fn(|| {
+                                            rows.next_if(|(_, t, _)| interval(*t) == until)
+                                        })
+                                        .map(row),
+                                    );
                                 }
                             });
                         }
@@ -654,15 +875,16 @@ impl Dataflow for SensorOutliers {
             time: 0,
             diff: 0,
         };
-        let set_rows = to_rows("outliers rows")(set.map(move |(s, f)| change(s, f)).inner);
-        let top_rows = to_rows("top rows")(
+        let set_rows =
+            to_rows("outliers rows", EventTime::MIN)(set.map(move |(s, f)| change(s, f)).inner);
+        let top_rows = to_rows("top rows", from)(
             top.map(move |(Reverse(bits), (s, f))| SetChange {
                 score: Some(f64::from_bits(bits)),
                 ..change(s, f)
             })
             .inner,
         );
-        let ref_rows = to_rows("reference rows")(
+        let ref_rows = to_rows("reference rows", from)(
             joined
                 .map(move |(s, (f, (location, unit)))| SetChange {
                     location: Some(location),

@@ -185,10 +185,11 @@ fn savepoints_refuse_what_they_cannot_resume() {
         edit(&mut s);
         streamgauge::engine::run(s).unwrap_err().to_string()
     };
-    // A dataflow whose state does not go to savepoints yet says which do.
+    // A dataflow that resumes from checkpoints only says to add them.
     let err = refused("sensor_outliers", &|_| {});
     assert!(
-        err.contains("sensor_outliers cannot save") && err.contains("anomaly"),
+        err.contains("sensor_outliers resumes from checkpoints only")
+            && err.contains("add --checkpoint-every"),
         "{err}"
     );
 

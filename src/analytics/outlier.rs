@@ -32,7 +32,7 @@ pub fn z_to_score(z: f64) -> f64 {
 }
 
 /// Rolling z-score against the previous `n` readings (population std).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct RollingZ {
     window: Rolling,
     min: usize,
@@ -67,7 +67,7 @@ impl RollingZ {
 }
 
 /// Robust score: `(x - median) / (1.4826 MAD)` over the previous `n` readings, exact.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct RobustZ {
     window: Rolling,
     min: usize,
@@ -115,7 +115,7 @@ impl RobustZ {
 }
 
 /// A one-step forecaster that residual scores can use.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub enum Model {
     /// Holt-Winters.
     HoltWinters(HoltWinters),
@@ -125,7 +125,7 @@ pub enum Model {
 
 /// Forecast-residual score: the reading's distance from the model's one-step forecast in
 /// units of the forecast's standard deviation.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct ResidualZ {
     /// The model.
     pub model: Model,

@@ -243,13 +243,15 @@ pub struct RunArgs {
     /// Savepoint directory (Kafka input): resume from the newest savepoint in it (state,
     /// held readings, each partition's offset), and at a stop (Ctrl-C, --duration) write a
     /// new one there instead of closing anything early. Output files are appended to when
-    /// resuming. series_stats, anomaly, zscore, trend, stock_forecast, sessions.
+    /// resuming. series_stats, anomaly, zscore, trend, stock_forecast, sessions; and
+    /// sensor_outliers with --checkpoint-every (it resumes from its newest checkpoint only).
     #[arg(long, value_name = "DIR")]
     pub savepoint: Option<PathBuf>,
     /// With --savepoint: also write a checkpoint there at every multiple of this much event
     /// time (e.g. 1m), so a run that crashes or is killed loses nothing: run again with the
     /// same --savepoint and it resumes from the newest checkpoint, output files cut back to
-    /// it (every row once). series_stats, anomaly, zscore, trend, stock_forecast, sessions.
+    /// it (every row once). series_stats, anomaly, zscore, trend, stock_forecast, sessions,
+    /// sensor_outliers.
     #[arg(long, value_name = "DURATION")]
     pub checkpoint_every: Option<HumanDuration>,
     /// Tumbling window width (default 10s).
@@ -1303,7 +1305,7 @@ pub fn run_dataflow(a: RunArgs, settings: &Settings) -> Result<engine::RunReport
         output_format: a.output_format,
         result_topics,
         metrics: Arc::new(Metrics::default()),
-        stop,
+        stop: stop.clone(),
         hub: dashboard.as_ref().map(|(h, _)| (h.clone(), String::new())),
         dashboard_cluster: a.dashboard.dashboard_scope == crate::dashboard::DashboardScope::Cluster
             && !a.dashboard.no_dashboard,
@@ -1354,6 +1356,22 @@ pub fn run_dataflow(a: RunArgs, settings: &Settings) -> Result<engine::RunReport
             w.held,
             w.bytes as f64 / 1e6,
             a.savepoint.as_deref().unwrap_or(&w.dir).display()
+        );
+    }
+    let checkpoints_only = crate::dataflows::find(&a.dataflow).is_ok_and(|d| !d.stop_savepoints());
+    if let (Some(dir), None, true, Some(last)) = (
+        &a.savepoint,
+        &report.savepoint,
+        checkpoints_only && stop.load(std::sync::atomic::Ordering::Relaxed),
+        &c.last,
+    ) {
+        eprintln!(
+            "stopped: {} writes no savepoint at a stop; run again with --savepoint {} to go on \
+             from the newest checkpoint, {} (the output files are cut back to it and the rows \
+             after it written again)",
+            a.dataflow,
+            dir.display(),
+            last.display()
         );
     }
     if let Some(t) = report.cut_short_from {

@@ -110,6 +110,14 @@ pub trait InOrder<R> {
         Vec::new()
     }
 
+    /// Rows that restate what the state restored from a savepoint stands for, where later
+    /// results depend on more than this operator's own rows (the members of an outlier set
+    /// that a join or a ranking downstream must know of). Called once, when the operator is
+    /// built, after [`InOrder::restored`]; the rows go out at the operator's first
+    /// activation, at the dataflow's initial time, before any other (so rows that carry
+    /// their own times can place them anywhere). The default: none.
+    fn restate(&mut self, _emit: &mut dyn FnMut(R)) {}
+
     /// With checkpoints (`run --checkpoint-every`), the savepoint they go to; the operator
     /// then calls [`InOrder::checkpoint`] at each barrier. The default: none.
     fn checkpoints(&self) -> Option<Arc<Savepoint>> {
@@ -171,6 +179,9 @@ where
             if let Some(t) = first.into_iter().chain(logic.next_expiry()).min() {
                 held = Some(cap.delayed(&t));
             }
+            let mut restated: Vec<R> = Vec::new();
+            logic.restate(&mut |r| restated.push(r));
+            let mut restate_at = (!restated.is_empty()).then(|| cap.clone());
             if !restored.is_empty() {
                 runs.push(Run {
                     chunks: VecDeque::from([restored]),
@@ -186,6 +197,9 @@ where
             let mut seen = EventTime::MIN;
             let mut last_frontier: Option<EventTime> = None;
             move |(input, frontier), output| {
+                if let Some(at) = restate_at.take() {
+                    output.session(&at).give_iterator(restated.drain(..));
+                }
                 input.for_each(|cap, data| {
                     let Some(&t) = cap.least() else { return };
                     if data.is_empty() {
@@ -544,6 +558,8 @@ pub struct PerField<V> {
     /// Set when the run is stopped ([`PerField::stopping`]).
     stop: Option<Arc<std::sync::atomic::AtomicBool>>,
     ttl: Option<EventTime>,
+    /// The grid expiries fall on ([`expiry_time_on`]; [`PerField::on_grid`]).
+    grain: EventTime,
     /// A lower bound on the earliest expiry among the states (`None`: no state, or no TTL).
     next: Option<EventTime>,
     /// Writes the states and the operator's held readings to a savepoint at a stop
@@ -575,7 +591,12 @@ impl<V> Default for PerField<V> {
 /// state. The fixed grid keeps sweeps rare (at most one per quarter TTL of event time) and the
 /// time of each expiry independent of the other series.
 pub fn expiry_time(last: EventTime, ttl: EventTime) -> EventTime {
-    let grain = (ttl / 4).max(1);
+    expiry_time_on(last, ttl, (ttl / 4).max(1))
+}
+
+/// [`expiry_time`] on a grid of `grain` milliseconds (at least 1) instead of a quarter TTL.
+pub fn expiry_time_on(last: EventTime, ttl: EventTime, grain: EventTime) -> EventTime {
+    let grain = grain.max(1);
     let due = last.saturating_add(ttl);
     (due.div_euclid(grain).saturating_add(1)).saturating_mul(grain)
 }
@@ -588,10 +609,30 @@ impl<V> PerField<V> {
             metrics: None,
             stop: None,
             ttl: ttl.map(|t| t.max(1)),
+            grain: ttl.map_or(1, |t| (t / 4).max(1)),
             next: None,
             saver: None,
             restored: Vec::new(),
         }
+    }
+
+    /// Makes every expiry fall on a multiple of `step` milliseconds: the grid of
+    /// [`expiry_time`] (a quarter TTL) rounded up to a multiple of `step`. A dataflow whose
+    /// results change only at multiples of `step` (snapshots) uses it so that no state
+    /// expires between two of them. Call it before [`PerField::saved`].
+    pub fn on_grid(mut self, step: EventTime) -> Self {
+        let step = step.max(1);
+        self.grain = self
+            .grain
+            .saturating_add(step - 1)
+            .div_euclid(step)
+            .max(1)
+            .saturating_mul(step);
+        self
+    }
+
+    fn due(&self, last: EventTime, ttl: EventTime) -> EventTime {
+        expiry_time_on(last, ttl, self.grain)
     }
 
     /// Resumes from and saves to a savepoint as keyed operator `name` on worker `worker`:
@@ -621,7 +662,7 @@ impl<V> PerField<V> {
                     .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             }
             if let Some(ttl) = self.ttl {
-                let due = expiry_time(last, ttl);
+                let due = self.due(last, ttl);
                 self.next = Some(self.next.map_or(due, |n| n.min(due)));
             }
         }
@@ -649,7 +690,9 @@ impl<V> PerField<V> {
     /// Whether these states go to a savepoint now ([`PerField::saved`]): a source of this
     /// process was stopped.
     pub fn saves(&self) -> bool {
-        self.saver.as_ref().is_some_and(|(sp, _)| sp.stopped())
+        self.saver
+            .as_ref()
+            .is_some_and(|(sp, _)| sp.stopped() && sp.stop_saves())
     }
 
     /// Writes the states and `held` to the savepoint (at a stop, [`InOrder::save`]) or a
@@ -722,7 +765,7 @@ impl<V> PerField<V> {
         f: impl FnOnce(&mut V) -> R,
     ) -> R {
         if let (Some(ttl), None) = (self.ttl, self.next) {
-            self.next = Some(expiry_time(ts, ttl));
+            self.next = Some(self.due(ts, ttl));
         }
         let fields = self.map.get_or_insert_with(series, Fields::default);
         let i = match fields.iter().position(|(n, _, _)| *n == field) {
@@ -738,11 +781,21 @@ impl<V> PerField<V> {
         };
         let (_, last, state) = &mut fields[i];
         debug_assert!(
-            self.ttl.is_none_or(|t| expiry_time(*last, t) > ts),
+            self.ttl
+                .is_none_or(|t| expiry_time_on(*last, t, self.grain) > ts),
             "a state past its expiry: the logic must pass `next_expiry` and `expire` on"
         );
         *last = ts;
         f(state)
+    }
+
+    /// Calls `f(series, value name, time of its latest reading, state)` for every state.
+    pub fn each(&self, mut f: impl FnMut(Sym, Sym, EventTime, &V)) {
+        for (series, fields) in self.map.iter() {
+            for (field, last, v) in fields {
+                f(*series, *field, *last, v);
+            }
+        }
     }
 
     /// Number of series with state.
@@ -765,12 +818,13 @@ impl<V> PerField<V> {
     /// O(series held).
     pub fn expire(&mut self, at: EventTime, mut dropped: impl FnMut(Sym, Sym, EventTime, V)) {
         let Some(ttl) = self.ttl else { return };
+        let grain = self.grain;
         let mut next: Option<EventTime> = None;
         let mut gone = 0;
         self.map.retain(|series, fields| {
             let mut i = 0;
             while i < fields.len() {
-                let due = expiry_time(fields[i].1, ttl);
+                let due = expiry_time_on(fields[i].1, ttl, grain);
                 if due <= at {
                     let (field, last, state) = fields.remove(i);
                     dropped(series, field, last, state);

@@ -327,6 +327,12 @@ fn open_savepoint(
             can.join(", ")
         )));
     }
+    if spec.checkpoint_every.is_none() && !dataflow.stop_savepoints() {
+        return Err(EngineError::Param(format!(
+            "dataflow {} resumes from checkpoints only (its top-k and joined outlier set need              one cut of event time across every worker, which a checkpoint's barrier gives and              a stop does not): add --checkpoint-every T to --savepoint, e.g.              --checkpoint-every 1m",
+            dataflow.name()
+        )));
+    }
     // What the saved state depends on: resuming with other settings would mix two runs.
     let settings: BTreeMap<String, String> = [
         ("dataflow", spec.dataflow.clone()),
@@ -341,6 +347,8 @@ fn open_savepoint(
         ("quantiles", format!("{:?}", spec.quantiles)),
         ("detector", format!("{:?}", spec.detector)),
         ("state_ttl", format!("{:?}", spec.state_ttl)),
+        ("top", spec.top.to_string()),
+        ("top_every", format!("{:?}", spec.top_every)),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_string(), v))
@@ -361,6 +369,9 @@ fn open_savepoint(
         }
         sp = sp.with_checkpoints(ms);
         sp.counted_in(spec.metrics.clone());
+    }
+    if !dataflow.stop_savepoints() {
+        sp = sp.checkpoints_only();
     }
     if let (Some(r), false) = (
         sp.resumed(),

@@ -261,6 +261,9 @@ pub struct Savepoint {
     written: [std::sync::atomic::AtomicU64; 3],
     /// With `--checkpoint-every`.
     checkpoints: Option<Mutex<Checkpoints>>,
+    /// Whether a stop writes a savepoint (else the newest checkpoint stays in force:
+    /// [`Savepoint::checkpoints_only`]).
+    stop_saves: bool,
 }
 
 /// What a process wrote to a savepoint.
@@ -432,6 +435,7 @@ impl Savepoint {
             stopped: Default::default(),
             written: Default::default(),
             checkpoints: None,
+            stop_saves: true,
         })
     }
 
@@ -443,6 +447,21 @@ impl Savepoint {
             ..Checkpoints::default()
         }));
         self
+    }
+
+    /// A stop writes no savepoint of its own: the run goes on, next time, from its newest
+    /// checkpoint, as after a crash (output files cut back to it). For a dataflow whose
+    /// results need one cut of event time across every worker (a top-k ranked over all
+    /// series), which a checkpoint's barrier is and a stop is not: each worker stops at the
+    /// frontier it last saw.
+    pub fn checkpoints_only(mut self) -> Self {
+        self.stop_saves = false;
+        self
+    }
+
+    /// Whether a stop writes a savepoint (see [`Savepoint::checkpoints_only`]).
+    pub fn stop_saves(&self) -> bool {
+        self.stop_saves
     }
 
     fn cp(&self) -> Option<std::sync::MutexGuard<'_, Checkpoints>> {
@@ -476,6 +495,11 @@ impl Savepoint {
         if let Some(mut c) = self.cp() {
             c.metrics = Some(metrics);
         }
+    }
+
+    /// The event time between barriers, when this run writes checkpoints.
+    pub fn checkpoint_every(&self) -> Option<EventTime> {
+        self.cp().map(|c| c.every)
     }
 
     /// The first barrier after `t`.
@@ -697,6 +721,9 @@ impl Savepoint {
     /// Writes worker `worker`'s source position: at its end (stopped or not) for
     /// [`Cut::Stop`], or when its frontier reaches a barrier.
     pub fn save_source(&self, cut: Cut, worker: usize, pos: &SourcePosition) {
+        if cut == Cut::Stop && !self.stop_saves {
+            return;
+        }
         let r = self
             .target_file(cut, &format!("source.w{worker}.bin"))
             .and_then(|path| write_bin(&path, &(VERSION, pos)));
@@ -798,6 +825,9 @@ impl Savepoint {
     pub fn finish(&self, local_workers: usize) -> Result<Option<Written>, SavepointError> {
         if let Some(e) = self.take_error() {
             return Err(e);
+        }
+        if !self.stop_saves {
+            return Ok(None);
         }
         if !self.stopped() {
             // The input ended: the positions the sources wrote are no savepoint.
