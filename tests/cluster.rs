@@ -4,7 +4,7 @@
 //! two processes of two workers read a CSV file together; during a live two-process run,
 //! process 0's dashboard shows both processes' workers, readings and series; a savepoint
 //! written by two processes resumes on one process of three workers, and so does a checkpoint
-//! of two processes killed outright.
+//! of two processes killed outright (`anomaly`, and `sensor_outliers` with every collection).
 
 mod common;
 
@@ -339,46 +339,14 @@ fn two_processes_killed_outright_resume_from_their_checkpoint_on_one_process_of_
                 .unwrap()
         })
         .collect();
-    let together = || {
-        std::fs::read_dir(&sp).map_or(0, |d| {
-            d.filter_map(|e| e.ok().map(|e| e.path()))
-                .filter(|p| {
-                    p.join("manifest.p0.json").exists() && p.join("manifest.p1.json").exists()
-                })
-                .count()
-        })
-    };
-    let t0 = std::time::Instant::now();
-    while together() == 0 || t0.elapsed() < std::time::Duration::from_secs(4) {
-        assert!(
-            t0.elapsed() < std::time::Duration::from_secs(60),
-            "no checkpoint of both processes"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
-    for p in &mut live {
-        p.kill().unwrap(); // SIGKILL
-    }
-    for p in &mut live {
-        p.wait().unwrap();
-    }
+    kill_after_a_joint_checkpoint(&mut live, &sp);
     let scored_at_kill = read_lines(&out, "anomaly").len();
     // What the resumed run must cut back: process 1's file beyond what it held at the newest
     // checkpoint of both. A process flushes its file at every barrier, so there are bytes
     // beyond it when process 1 flushed at a later barrier before the kill; when it did not,
     // a copy of a row already written stands for them (a crash can leave either), so that the cut of
     // a process that does not run again is always tested.
-    let newest = std::fs::read_dir(&sp)
-        .unwrap()
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.join("manifest.p0.json").exists() && p.join("manifest.p1.json").exists())
-        .filter_map(|p| {
-            let name = p.file_name()?.to_str()?.to_string();
-            Some((name.strip_prefix("g0c")?.parse::<i64>().ok()?, p))
-        })
-        .max()
-        .unwrap()
-        .1;
+    let newest = joint_checkpoints(&sp).pop().unwrap().1;
     let manifest: serde_json::Value =
         serde_json::from_slice(&std::fs::read(newest.join("manifest.p1.json")).unwrap()).unwrap();
     let at_cut = manifest["outputs"]["anomaly.p1.jsonl"].as_u64().unwrap();
@@ -427,4 +395,158 @@ fn two_processes_killed_outright_resume_from_their_checkpoint_on_one_process_of_
         &anomaly_oracle(&readings),
         "two processes killed, then one of three workers",
     );
+}
+
+/// The checkpoints of run generation 0 in `sp` that both processes completed, by barrier.
+fn joint_checkpoints(sp: &std::path::Path) -> Vec<(i64, std::path::PathBuf)> {
+    let mut out: Vec<_> = std::fs::read_dir(sp)
+        .map(|d| {
+            d.filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| {
+                    p.join("manifest.p0.json").exists() && p.join("manifest.p1.json").exists()
+                })
+                .filter_map(|p| {
+                    let name = p.file_name()?.to_str()?.to_string();
+                    Some((name.strip_prefix("g0c")?.parse::<i64>().ok()?, p))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    out.sort();
+    out
+}
+
+/// Kills the processes of `live` with SIGKILL once they have written a checkpoint together
+/// into `sp` and run for 4 s.
+fn kill_after_a_joint_checkpoint(live: &mut [std::process::Child], sp: &std::path::Path) {
+    let t0 = std::time::Instant::now();
+    while joint_checkpoints(sp).is_empty() || t0.elapsed() < std::time::Duration::from_secs(4) {
+        assert!(
+            t0.elapsed() < std::time::Duration::from_secs(60),
+            "no checkpoint of both processes"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    for p in live.iter_mut() {
+        p.kill().unwrap(); // SIGKILL
+    }
+    for p in live.iter_mut() {
+        p.wait().unwrap();
+    }
+}
+
+#[test]
+fn sensor_outliers_of_two_processes_killed_outright_resume_as_one_uninterrupted_run() {
+    // The outlier set, its reference join and the top-k need every process's series restated
+    // at the barrier: two live processes are killed once they wrote a checkpoint together, one
+    // process of three workers resumes from it, and every output is the rows of one
+    // uninterrupted run of two workers over the same topic.
+    let broker = EmbeddedBroker::start(1).unwrap();
+    broker.create_topic("cluster_so", 6).unwrap();
+    let replay = bin()
+        .args(["replay", "nab:artificialWithAnomaly"])
+        .args(["--brokers", broker.bootstrap(), "--topic", "cluster_so"])
+        .args(["--speed", "100000x"])
+        .arg("--data-dir")
+        .arg(data_dir())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let hosts = hostfile(tmp.path(), 2);
+    let sp = tmp.path().join("savepoint");
+    let out = tmp.path().join("out");
+    let reference = tmp.path().join("ref.csv");
+    let mut table = String::from("series,location,unit,valid_from\n");
+    for (i, s) in [
+        "art_daily_flatmiddle",
+        "art_daily_jumpsdown",
+        "art_daily_jumpsup",
+        "art_daily_nojump",
+        "art_increase_spike_density",
+        "art_load_balancer_spikes",
+    ]
+    .iter()
+    .enumerate()
+    {
+        table.push_str(&format!("artificialWithAnomaly/{s},hall-{i},kW,\n"));
+        for day in [4 + i, 9 + i] {
+            table.push_str(&format!(
+                "artificialWithAnomaly/{s},yard-{i}-{day},kW,2014-04-{day:02}T07:00:00Z\n"
+            ));
+        }
+    }
+    std::fs::write(&reference, table).unwrap();
+    let run = |out: &std::path::Path, extra: &[&str]| {
+        let mut c = bin();
+        c.args(["run", "sensor_outliers", "--brokers", broker.bootstrap()])
+            .args(["--topic", "cluster_so", "--threshold", "3", "--top", "4"])
+            .args(["--top-every", "17m", "--horizon", "2"])
+            .args(["--no-result-topics", "--no-dashboard"])
+            .arg("--reference")
+            .arg(&reference)
+            .arg("--output")
+            .arg(out)
+            .args(extra);
+        c
+    };
+    let checkpointed = |out: &std::path::Path, extra: &[&str]| {
+        let mut c = run(out, &["--checkpoint-every", "1h"]);
+        c.arg("--savepoint").arg(&sp).args(extra);
+        c
+    };
+    let h = hosts.to_str().unwrap();
+    let mut live: Vec<_> = (0..2)
+        .map(|p| {
+            checkpointed(&out, &["-n", "2", "-h", h, "-p", &p.to_string()])
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    kill_after_a_joint_checkpoint(&mut live, &sp);
+    let replayed = replay.wait_with_output().unwrap();
+    assert!(
+        replayed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&replayed.stderr)
+    );
+    let scored_at_kill = read_lines(&out, "outlier_scores").len();
+    let readings = load("nab:artificialWithAnomaly").len();
+    assert!(
+        scored_at_kill > 0 && scored_at_kill < readings,
+        "killed part-way: {scored_at_kill} of {readings} scored"
+    );
+
+    let p = checkpointed(&out, &["--until-end", "-w", "3"])
+        .stderr(std::process::Stdio::piped())
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&p.stderr);
+    assert!(
+        p.status.success() && said.contains("resumed from the savepoint") && said.contains("/g0c"),
+        "resumed from a checkpoint of the two processes: {said}"
+    );
+    let whole = tmp.path().join("whole");
+    let p = run(&whole, &["--until-end", "-w", "2"]).output().unwrap();
+    assert!(p.status.success(), "{}", String::from_utf8_lossy(&p.stderr));
+    for o in [
+        "outlier_scores",
+        "forecasts",
+        "outliers",
+        "outliers_top",
+        "outliers_ref",
+    ] {
+        let (mut got, mut want) = (read_lines(&out, o), read_lines(&whole, o));
+        got.sort();
+        want.sort();
+        assert!(want.len() >= 20, "{o}: {} rows", want.len());
+        assert!(
+            got == want,
+            "{o}: {} rows, {} in one uninterrupted run",
+            got.len(),
+            want.len()
+        );
+    }
 }
