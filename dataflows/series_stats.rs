@@ -363,7 +363,10 @@ fn fold_windows(
     delayed: &dyn Fn(EventTime) -> Capability<EventTime>,
 ) -> i64 {
     let mut opened = 0;
-    for r in data.drain(..) {
+    // Windows are folded as readings arrive, and a stop keeps them open: a stop mark
+    // (`engine::route::stop_mark`) is nothing to fold.
+    let mark = crate::engine::route::stop_mark();
+    for r in data.drain(..).filter(|r| r.series != mark) {
         let end = end_of(r.ts);
         let (_, per_series) = windows.entry(end).or_insert_with(|| {
             let map = spare
@@ -540,7 +543,8 @@ fn fold_panes(
     delayed: &dyn Fn(EventTime) -> Capability<EventTime>,
 ) -> i64 {
     let mut opened = 0;
-    for r in data.drain(..) {
+    let mark = crate::engine::route::stop_mark();
+    for r in data.drain(..).filter(|r| r.series != mark) {
         let end = pane_end(r.ts);
         // The first window holding this pane ends with it.
         if next.as_ref().is_none_or(|(_, e)| end < *e) {

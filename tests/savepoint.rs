@@ -357,3 +357,49 @@ fn a_run_resumed_and_stopped_again_chains_savepoints() {
     assert_eq!(third.metrics.readings_in, thirds[2].len() as u64);
     assert_scores_eq(&read_scores(&[out.path()]), &want, "three runs");
 }
+
+#[test]
+fn a_worker_that_owns_no_series_still_saves_its_share() {
+    // One series on four workers: three keyed operators never see a reading. Each still
+    // writes its (empty) file at the stop, so the savepoint is whole and the next run resumes
+    // from it (before, an operator with nothing pending wrote nothing, and the resume failed
+    // on the missing file).
+    let broker = EmbeddedBroker::start(1).unwrap();
+    broker.create_topic("lonely", 1).unwrap();
+    let s = Sym::new("sp/lonely");
+    let items: Vec<(i32, Reading)> = (0..300)
+        .map(|i| (0, Reading::single(s, T0 + i * 1000, (i % 7) as f64)))
+        .collect();
+    produce(broker.bootstrap(), "lonely", &items[..200]);
+    let out = tempfile::tempdir().unwrap();
+    let sp = out.path().join("savepoint");
+    let spec = savepoint_spec(
+        "zscore",
+        broker.bootstrap(),
+        "lonely",
+        4,
+        out.path(),
+        &sp,
+        true,
+    );
+    let a = run_and_stop(spec, 200);
+    let saved = a.savepoint.expect("the stop wrote a savepoint");
+    for w in 0..4 {
+        assert!(
+            saved.dir.join(format!("zscore.w{w}.bin")).exists(),
+            "worker {w}'s share"
+        );
+    }
+    produce(broker.bootstrap(), "lonely", &items[200..]);
+    let spec = savepoint_spec(
+        "zscore",
+        broker.bootstrap(),
+        "lonely",
+        2,
+        out.path(),
+        &sp,
+        false,
+    );
+    let b = run_ok(spec);
+    assert_eq!(b.resumed_from.as_ref(), Some(&saved.dir));
+}

@@ -17,6 +17,11 @@
 //! it; the end of the input passes every one (as event-time timers fire at the end of input
 //! in Flink), so every state expires there.
 //!
+//! At a stop with a savepoint, sources send stop marks (`engine::route::stop_mark`); the
+//! operator processes nothing at or after the lowest one it received, holds its capability
+//! there, and at the end processes the readings before it and saves the rest, so all
+//! workers' states are cut at one event time.
+//!
 //! Held readings stay in the containers they arrived in (no copy per reading); release merges
 //! the runs' released prefixes by reference. Logic that implements [`InOrder::ahead`] is told
 //! the readings a few places ahead, to prefetch their per-series state: with thousands of
@@ -196,12 +201,23 @@ where
             }
             let mut seen = EventTime::MIN;
             let mut last_frontier: Option<EventTime> = None;
+            // The lowest stop mark received (`route::stop_mark`): nothing at or after it is
+            // processed, and a stop's savepoint is cut there.
+            let mark = crate::engine::route::stop_mark();
+            let mut cut: Option<EventTime> = None;
+            let mut saved = false;
             move |(input, frontier), output| {
                 if let Some(at) = restate_at.take() {
                     output.session(&at).give_iterator(restated.drain(..));
                 }
                 input.for_each(|cap, data| {
                     let Some(&t) = cap.least() else { return };
+                    if data.iter().any(|r| r.series == mark) {
+                        for r in data.iter().filter(|r| r.series == mark) {
+                            cut = Some(cut.map_or(r.ts, |c| c.min(r.ts)));
+                        }
+                        data.retain(|r| r.series != mark);
+                    }
                     if data.is_empty() {
                         return;
                     }
@@ -230,24 +246,36 @@ where
                         }),
                     }
                 });
-                let Some(cap) = held.as_mut() else {
-                    // Nothing pending and no expiry: a barrier finds the state complete.
-                    let now = frontier.frontier().iter().min().copied();
-                    if let (Some(sp), Some(f)) = (&checkpoints, now) {
-                        if let Some(b) = sp.barrier(seen, f) {
-                            logic.checkpoint(b, Vec::new());
-                        }
-                        seen = seen.max(f);
-                    }
-                    return;
-                };
-                let now = frontier.frontier().iter().min().copied();
-                if now == last_frontier {
-                    return;
-                }
-                last_frontier = now;
-                // A stop with a savepoint: what is held goes to it, unprocessed.
+                // The frontier, held at the stop's cut once a stop mark came.
+                let now = frontier
+                    .frontier()
+                    .iter()
+                    .min()
+                    .map(|&f| cut.map_or(f, |c| f.min(c)));
+                // A stop with a savepoint: the readings before the cut are processed, with the
+                // expiries before it, and what is held goes to the savepoint, unprocessed. So
+                // every worker's state is cut at the same event time: the lowest frontier a
+                // source stopped at (without a mark, the frontier this operator last saw).
                 if now.is_none() && logic.stopped() && logic.saves() {
+                    if saved {
+                        return;
+                    }
+                    if let (Some(c), Some(cap)) = (cut, held.as_mut()) {
+                        release(
+                            &mut runs,
+                            &mut cursors,
+                            &mut spare,
+                            Some(c),
+                            |runs, cursors| {
+                                let mut session = output.session(&*cap);
+                                merge(runs, cursors, &mut logic, &mut expired, &mut |row| {
+                                    session.give(row)
+                                });
+                            },
+                        );
+                        expire_through(&mut logic, c - 1, &mut expired);
+                        emit_expired(&mut expired, cap, logic.expiries_at_their_times(), output);
+                    }
                     let pending = runs
                         .drain(..)
                         .flat_map(|r| {
@@ -261,9 +289,24 @@ where
                         })
                         .collect();
                     logic.save(pending);
+                    saved = true;
                     held = None;
                     return;
                 }
+                let Some(cap) = held.as_mut() else {
+                    // Nothing pending and no expiry: a barrier finds the state complete.
+                    if let (Some(sp), Some(f)) = (&checkpoints, now) {
+                        if let Some(b) = sp.barrier(seen, f) {
+                            logic.checkpoint(b, Vec::new());
+                        }
+                        seen = seen.max(f);
+                    }
+                    return;
+                };
+                if now == last_frontier {
+                    return;
+                }
+                last_frontier = now;
                 // A checkpoint barrier reached: what came before it is processed and saved
                 // first, and what follows goes out at times at or after it.
                 let barrier = match (&checkpoints, now) {
@@ -324,10 +367,13 @@ where
                 emit_expired(&mut expired, cap, logic.expiries_at_their_times(), output);
                 let pending = runs.iter().map(|r| r.chunks[0][r.head].ts).min();
                 let next_expiry = logic.next_expiry().filter(|_| !stopped);
+                // Not past a stop's cut: what follows it is the next run's.
                 match pending.into_iter().chain(next_expiry).min() {
                     // The next input brings its own capability.
                     None => held = None,
-                    Some(m) if m > *cap.time() => cap.downgrade(&m),
+                    Some(m) if m.min(cut.unwrap_or(m)) > *cap.time() => {
+                        cap.downgrade(&m.min(cut.unwrap_or(m)))
+                    }
                     Some(_) => {}
                 }
             }
@@ -1133,6 +1179,84 @@ mod tests {
                 "after the barrier, at or after it: {t} {ts}"
             );
         }
+    }
+
+    /// What a stop saved: the readings processed, and the held readings saved.
+    type Stopped = Arc<std::sync::Mutex<Option<(Vec<EventTime>, Vec<EventTime>)>>>;
+
+    /// Records what it processed, and what a stop told it to save.
+    struct AtStop {
+        done: Vec<EventTime>,
+        saved: Stopped,
+    }
+
+    impl InOrder<()> for AtStop {
+        fn process(&mut self, r: &Reading, _emit: &mut dyn FnMut(())) {
+            self.done.push(r.ts);
+        }
+        fn stopped(&self) -> bool {
+            true
+        }
+        fn saves(&self) -> bool {
+            true
+        }
+        fn save(&mut self, held: Vec<Reading>) {
+            let mut held: Vec<EventTime> = held.iter().map(|r| r.ts).collect();
+            held.sort_unstable();
+            *self.saved.lock().unwrap() = Some((self.done.clone(), held));
+        }
+    }
+
+    #[test]
+    fn a_stop_cuts_every_state_at_the_lowest_stop_mark() {
+        // Two sources, as two workers' (or two processes') would be. `a` stops first, at its
+        // frontier 100, with 105 of its series read and held; `b` goes on to 200 before it
+        // stops. A resumed run starts at 100 (the lowest saved frontier), and `a`'s series
+        // may still bring readings at 100 or later: so the stop must not process 105, nor
+        // anything else at or after 100, though the frontier passed it once `a` was gone.
+        use timely::dataflow::operators::{Input, Probe};
+        let saved: Stopped = Arc::default();
+        let got = saved.clone();
+        timely::execute_directly(move |worker| {
+            let (mut a, mut b, probe) = worker.dataflow::<EventTime, _, _>(|scope| {
+                use timely::dataflow::operators::Concat;
+                let (a, sa) = scope.new_input::<Vec<Reading>>();
+                let (b, sb) = scope.new_input::<Vec<Reading>>();
+                let logic = AtStop {
+                    done: Vec::new(),
+                    saved: got,
+                };
+                let (probe, _) = in_order_logic(sa.concat(sb), "stop", logic).probe();
+                (a, b, probe)
+            });
+            let (s, mark) = (Sym::new("stop/s"), crate::engine::route::stop_mark());
+            let settle = |worker: &mut timely::worker::Worker| {
+                for _ in 0..50 {
+                    worker.step();
+                }
+            };
+            a.advance_to(10);
+            a.send(Reading::single(s, 95, 1.0));
+            a.send(Reading::single(s, 105, 1.0));
+            b.advance_to(10);
+            settle(worker);
+            a.advance_to(100);
+            a.send(Reading::single(mark, 100, 0.0));
+            drop(a);
+            settle(worker);
+            b.advance_to(140);
+            b.send(Reading::single(Sym::new("stop/t"), 150, 1.0));
+            b.advance_to(200);
+            settle(worker);
+            b.send(Reading::single(mark, 200, 0.0));
+            drop(b);
+            while !probe.done() {
+                worker.step();
+            }
+        });
+        let (done, held) = saved.lock().unwrap().clone().expect("the stop saved");
+        assert_eq!(done, vec![95], "processed before the cut");
+        assert_eq!(held, vec![105, 150], "held at the cut, for the next run");
     }
 
     #[test]

@@ -19,6 +19,18 @@ use crate::record::{Reading, Sym};
 
 /// Marks a series whose worker is not known yet.
 const UNKNOWN: u32 = u32::MAX;
+/// The route of [`stop_mark`]: every worker.
+const EVERY: u32 = u32::MAX - 1;
+
+/// The series of a source's *stop mark*: a reading whose time is the source's frontier when
+/// a stop ended it (with a savepoint), which the exchange sends to every worker. Keyed
+/// operators take the lowest mark as the run's common cut: they process nothing at or after
+/// it, so every worker of every process saves its state at the same event time
+/// (`engine::keyed`). Operators that read readings by series drop marks.
+pub fn stop_mark() -> Sym {
+    static MARK: std::sync::OnceLock<Sym> = std::sync::OnceLock::new();
+    *MARK.get_or_init(|| Sym::new("\u{0}stop"))
+}
 
 /// The exchange of readings by series, for `unary*` operators' `pact` argument.
 pub fn by_series() -> DistributorPact<fn(usize) -> SeriesRouter> {
@@ -60,7 +72,11 @@ impl SeriesRouter {
         if self.route.len() <= i {
             self.route.resize(i + 1, UNKNOWN);
         }
-        let w = (series_hash(&series) % self.workers) as u32;
+        let w = if series == stop_mark() {
+            EVERY
+        } else {
+            (series_hash(&series) % self.workers) as u32
+        };
         self.route[i] = w;
         w as usize
     }
@@ -82,6 +98,12 @@ impl Distributor<Vec<Reading>> for SeriesRouter {
         let share = container.len() / pushers.len() + container.len() / 8 + 16;
         for r in container.drain(..) {
             let w = self.worker(r.series);
+            if w == EVERY as usize {
+                for out in &mut self.out {
+                    out.push(r.clone());
+                }
+                continue;
+            }
             let out = &mut self.out[w];
             if out.capacity() == 0 {
                 out.reserve(share);
@@ -128,6 +150,37 @@ mod tests {
             for s in names.iter().rev() {
                 assert_eq!(b.worker(*s), a.worker(*s));
             }
+        }
+    }
+
+    #[test]
+    fn a_stop_mark_goes_to_every_worker_and_a_reading_to_its_own() {
+        struct Collect(Vec<Vec<Reading>>);
+        impl Push<Message<u64, Vec<Reading>>> for Collect {
+            fn push(&mut self, m: &mut Option<Message<u64, Vec<Reading>>>) {
+                if let Some(m) = m.take() {
+                    self.0.push(m.data);
+                }
+            }
+        }
+        let mut router = SeriesRouter::new(3);
+        let s = Sym::new("route-mark");
+        let mut container = vec![
+            Reading::single(s, 5, 1.0),
+            Reading::single(stop_mark(), 7, 0.0),
+        ];
+        let mut pushers: Vec<Collect> = (0..3).map(|_| Collect(Vec::new())).collect();
+        router.partition(&mut container, &Stamp::from_elem(0u64), &mut pushers);
+        let home = router.worker(s);
+        for (w, p) in pushers.iter().enumerate() {
+            let got: Vec<(Sym, crate::record::EventTime)> =
+                p.0.concat().iter().map(|r| (r.series, r.ts)).collect();
+            let mut want = Vec::new();
+            if w == home {
+                want.push((s, 5));
+            }
+            want.push((stop_mark(), 7));
+            assert_eq!(got, want, "worker {w}");
         }
     }
 }

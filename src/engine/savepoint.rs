@@ -2,9 +2,14 @@
 //! (`run --savepoint DIR`).
 //!
 //! A stop (Ctrl-C, `--duration`, the stop flag) ends the run cleanly: every source stops
-//! reading, and every keyed operator has processed each reading before the event-time
-//! frontier it last saw. With a savepoint, each worker then writes, instead of closing
-//! anything early:
+//! reading and sends a *stop mark* with its frontier to every worker
+//! (`engine::route::stop_mark`), and every keyed operator processes each reading before the
+//! lowest mark, and nothing at or after it, though the frontier may pass it once a source is
+//! gone while another still reads (in a cluster, a process stopped later). So every worker
+//! of every process cuts its state at the same event time, the frontier the resumed sources
+//! start at, and a series whose source stopped first is not processed past the readings
+//! that source may still bring. With a savepoint, each worker then writes, instead of
+//! closing anything early:
 //! - its source's position: per partition, the next offset and the highest event time read
 //!   (so lateness is judged as before), and the source's frontier;
 //! - per keyed operator, its per-series state and the readings it still held (those at or

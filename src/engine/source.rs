@@ -269,6 +269,14 @@ pub fn source<'s, F: Feed>(
             }
             match advanced {
                 Frontier::Done => {
+                    if let (true, Some(_)) = (stopping, &settings.savepoint) {
+                        // The stop mark, to every worker: keyed operators cut at the lowest.
+                        data_out.activate().session(&held[0]).give(Reading::single(
+                            crate::engine::route::stop_mark(),
+                            clock.frontier(),
+                            0.0,
+                        ));
+                    }
                     if let Some(sp) = &settings.savepoint {
                         sp.save_source(
                             crate::engine::savepoint::Cut::Stop,
