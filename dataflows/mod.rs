@@ -125,14 +125,6 @@ pub trait Dataflow: Send + Sync {
     fn checkpoints(&self) -> bool {
         false
     }
-    /// Whether a stop writes a savepoint of its own (the default). False: only its
-    /// checkpoints are savepoints, and a stop leaves the newest one in force, as a crash
-    /// does (`Savepoint::checkpoints_only`), so `--savepoint` needs `--checkpoint-every`. For
-    /// results that need one cut of event time across all workers, which a barrier is and a
-    /// stop is not (each worker stops at the frontier it last saw).
-    fn stop_savepoints(&self) -> bool {
-        true
-    }
     /// Builds the dataflow on one worker.
     fn build<'s>(
         &self,

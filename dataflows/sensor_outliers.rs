@@ -44,14 +44,16 @@
 //!   touched rather than per reading; and like the set, it is the same on any number of
 //!   workers however the input was batched.
 //!
-//! # Checkpoints
-//! `run --savepoint DIR --checkpoint-every T` writes the per-(series, value) states at every
-//! barrier `B` (`engine::savepoint`), and a run started again resumes from the newest
-//! checkpoint, the output files cut back to their lengths at `B`. A stop writes no savepoint
-//! of its own (`Dataflow::stop_savepoints`): the top-k ranks every series as of one event
-//! time, and only a barrier is one cut of event time across all workers (at a stop, each
-//! worker has processed up to the frontier it last saw). So a stopped run, like a crashed
-//! one, goes on from its newest checkpoint, and `--savepoint` needs `--checkpoint-every`.
+//! # Savepoints and checkpoints
+//! `run --savepoint DIR` saves the per-(series, value) states at a stop, and with
+//! `--checkpoint-every T` at every barrier `B` (`engine::savepoint`); a run started again
+//! resumes from the newest. The top-k ranks every series as of one event time, and the join
+//! needs the set's members, so the states must be cut at one event time on every worker: a
+//! barrier is one, and so is a stop's cut (the lowest stop mark, `engine::route::stop_mark`,
+//! before which every keyed operator processed everything and after which nothing). Call
+//! either `B`. A stopped run writes no collection rows at or after its cut (the top-k
+//! snapshot the end of its input would flush there is partial); a checkpoint's files are cut
+//! back to their lengths at `B`.
 //!
 //! The resumed run's collections must hold, from `B` on, what the dead run's held; their
 //! history before `B` is already in the files. So each restored state is *restated* just
@@ -394,8 +396,10 @@ struct Logic {
     horizon: usize,
     /// Snapshot period of the top-k.
     every: EventTime,
-    /// The barrier of the checkpoint this run resumed from.
+    /// The cut of the savepoint this run resumed from (a checkpoint's barrier or a stop's).
     resumed_at: Option<EventTime>,
+    /// Where a stop's cut goes ([`InOrder::cut_at`]).
+    savepoint: Option<Arc<Savepoint>>,
     /// One path's steps, gathered here and copied once into the row's shared slice.
     path: Vec<(EventTime, f64, f64, f64)>,
 }
@@ -521,11 +525,20 @@ impl InOrder<Out> for Logic {
         self.state.save(Cut::Stop, held);
     }
 
+    /// The stop's cut goes to the savepoint: the stopped run's collections write no row at
+    /// or after it, and the resumed run's start there.
+    fn cut_at(&mut self, cut: EventTime) {
+        if let Some(sp) = &self.savepoint {
+            sp.note_stop_cut(cut);
+        }
+    }
+
     fn restored(&mut self) -> Vec<Reading> {
         self.state.take_restored()
     }
 
-    /// Resumed from the checkpoint at barrier `B`, whose files hold every row before `B`:
+    /// Resumed from a savepoint cut at `B` (a checkpoint's barrier, or a stop's cut), whose
+    /// files hold every row before `B`:
     /// each restored member of the outlier set is restated (to the join, not to `outliers`,
     /// which has its entry), and each restored latest score to the top-k, at `B - 1`. The
     /// collections then hold, from `B` on, what they held in the run that wrote the
@@ -644,9 +657,6 @@ impl Dataflow for SensorOutliers {
     fn checkpoints(&self) -> bool {
         true
     }
-    fn stop_savepoints(&self) -> bool {
-        false
-    }
     fn build<'s>(
         &self,
         input: Stream<'s, EventTime, Vec<Reading>>,
@@ -667,13 +677,13 @@ impl Dataflow for SensorOutliers {
             Some(sp) => state.saved(sp.clone(), "sensor_outliers", params.worker),
             None => state,
         };
-        // A run resumed from a checkpoint restates its states just before the barrier, and
-        // writes the rows of the collections from the barrier on.
+        // A resumed run restates its states just before the cut they were saved at (a
+        // barrier or a stop's), and writes the rows of the collections from the cut on.
         let resumed_at = params
             .savepoint
             .as_ref()
             .and_then(|sp| sp.resumed())
-            .and_then(|r| r.barrier);
+            .and_then(|r| r.cut);
         let from = resumed_at.unwrap_or(EventTime::MIN);
         let logic = Logic {
             state,
@@ -683,6 +693,7 @@ impl Dataflow for SensorOutliers {
             horizon,
             every,
             resumed_at,
+            savepoint: params.savepoint.clone(),
             path: Vec::with_capacity(horizon),
         };
         let out = in_order_logic(input, "sensor_outliers", logic);
@@ -816,7 +827,12 @@ impl Dataflow for SensorOutliers {
         // The set joined with the reference table (series -> (location, unit)).
         let joined = members
             .map(|(series, field)| (series, field))
-            .join(refs.as_collection());
+            .join(refs.as_collection())
+            // A join emits the products of its inputs' updates as they stand in its
+            // arrangements, whose compaction depends on the batching: so the rows of one time
+            // can hold pairs that cancel, more or fewer from run to run. Consolidated, they
+            // are the same rows on any number of workers however the input was batched.
+            .consolidate();
 
         // Rows at or after `from` (a resumed run's barrier: the run before wrote those
         // before it). A differential batch's capability is at its lower bound and its
@@ -828,10 +844,14 @@ impl Dataflow for SensorOutliers {
             .savepoint
             .as_ref()
             .and_then(|sp| sp.checkpoint_every());
+        // A stopped run writes nothing at or after its cut (a partial top-k snapshot, a
+        // reference swap of a member that may leave before it): the next run does.
+        let stopping = params.savepoint.clone();
         let to_rows = |name: &'static str, from: EventTime| {
+            let stopping = stopping.clone();
             let checkpointed = barriers.is_some();
-            let every = barriers.unwrap_or(EventTime::MAX);
-            let interval = move |t: EventTime| t.div_euclid(every);
+            let step = barriers.unwrap_or(EventTime::MAX);
+            let interval = move |t: EventTime| t.div_euclid(step);
             move |s: Stream<'s, EventTime, Vec<(SetChange, EventTime, isize)>>| {
                 s.unary::<CapacityContainerBuilder<Vec<SetChange>>, _, _, _>(
                     Pipeline,
@@ -839,7 +859,11 @@ impl Dataflow for SensorOutliers {
                     move |_, _| {
                         move |input, output| {
                             input.for_each(|cap, data| {
-                                data.retain(|(_, t, _)| *t >= from);
+                                let until = stopping
+                                    .as_ref()
+                                    .and_then(|sp| sp.stop_cut())
+                                    .unwrap_or(EventTime::MAX);
+                                data.retain(|(_, t, _)| *t >= from && *t < until);
                                 let row = |(mut row, t, diff): (SetChange, EventTime, isize)| {
                                     row.time = t;
                                     row.diff = diff as i64;

@@ -542,9 +542,11 @@ fn sensor_outliers_of_two_processes_killed_outright_resume_as_one_uninterrupted_
         got.sort();
         want.sort();
         assert!(want.len() >= 20, "{o}: {} rows", want.len());
+        let extra: Vec<&String> = got.iter().filter(|r| !want.contains(r)).take(6).collect();
+        let missing: Vec<&String> = want.iter().filter(|r| !got.contains(r)).take(6).collect();
         assert!(
             got == want,
-            "{o}: {} rows, {} in one uninterrupted run",
+            "{o}: {} rows, {} in one uninterrupted run; extra {extra:?}; missing {missing:?}",
             got.len(),
             want.len()
         );

@@ -243,8 +243,8 @@ pub struct RunArgs {
     /// Savepoint directory (Kafka input): resume from the newest savepoint in it (state,
     /// held readings, each partition's offset), and at a stop (Ctrl-C, --duration) write a
     /// new one there instead of closing anything early. Output files are appended to when
-    /// resuming. series_stats, anomaly, zscore, trend, stock_forecast, sessions; and
-    /// sensor_outliers with --checkpoint-every (it resumes from its newest checkpoint only).
+    /// resuming. series_stats, anomaly, zscore, trend, stock_forecast, sessions,
+    /// sensor_outliers.
     #[arg(long, value_name = "DIR")]
     pub savepoint: Option<PathBuf>,
     /// With --savepoint: also write a checkpoint there at every multiple of this much event
@@ -1305,7 +1305,7 @@ pub fn run_dataflow(a: RunArgs, settings: &Settings) -> Result<engine::RunReport
         output_format: a.output_format,
         result_topics,
         metrics: Arc::new(Metrics::default()),
-        stop: stop.clone(),
+        stop,
         hub: dashboard.as_ref().map(|(h, _)| (h.clone(), String::new())),
         dashboard_cluster: a.dashboard.dashboard_scope == crate::dashboard::DashboardScope::Cluster
             && !a.dashboard.no_dashboard,
@@ -1356,22 +1356,6 @@ pub fn run_dataflow(a: RunArgs, settings: &Settings) -> Result<engine::RunReport
             w.held,
             w.bytes as f64 / 1e6,
             a.savepoint.as_deref().unwrap_or(&w.dir).display()
-        );
-    }
-    let checkpoints_only = crate::dataflows::find(&a.dataflow).is_ok_and(|d| !d.stop_savepoints());
-    if let (Some(dir), None, true, Some(last)) = (
-        &a.savepoint,
-        &report.savepoint,
-        checkpoints_only && stop.load(std::sync::atomic::Ordering::Relaxed),
-        &c.last,
-    ) {
-        eprintln!(
-            "stopped: {} writes no savepoint at a stop; run again with --savepoint {} to go on \
-             from the newest checkpoint, {} (the output files are cut back to it and the rows \
-             after it written again)",
-            a.dataflow,
-            dir.display(),
-            last.display()
         );
     }
     if let Some(t) = report.cut_short_from {

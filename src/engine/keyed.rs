@@ -115,6 +115,11 @@ pub trait InOrder<R> {
         Vec::new()
     }
 
+    /// At a stop with a savepoint, before [`InOrder::save`]: the stop's cut, the lowest stop
+    /// mark (`engine::route::stop_mark`). The state holds the readings before it and the
+    /// expiries before it. The default does nothing.
+    fn cut_at(&mut self, _cut: EventTime) {}
+
     /// Rows that restate what the state restored from a savepoint stands for, where later
     /// results depend on more than this operator's own rows (the members of an outlier set
     /// that a join or a ranking downstream must know of). Called once, when the operator is
@@ -217,6 +222,11 @@ where
                             cut = Some(cut.map_or(r.ts, |c| c.min(r.ts)));
                         }
                         data.retain(|r| r.series != mark);
+                        // A mark's capability (at or before the cut) is kept until the end:
+                        // nothing downstream passes the cut before this operator is done.
+                        if held.as_ref().is_none_or(|h| t < *h.time()) {
+                            held = Some(cap.delayed(&t, 0));
+                        }
                     }
                     if data.is_empty() {
                         return;
@@ -259,6 +269,9 @@ where
                 if now.is_none() && logic.stopped() && logic.saves() {
                     if saved {
                         return;
+                    }
+                    if let Some(c) = cut {
+                        logic.cut_at(c);
                     }
                     if let (Some(c), Some(cap)) = (cut, held.as_mut()) {
                         release(
@@ -368,7 +381,7 @@ where
                 let pending = runs.iter().map(|r| r.chunks[0][r.head].ts).min();
                 let next_expiry = logic.next_expiry().filter(|_| !stopped);
                 // Not past a stop's cut: what follows it is the next run's.
-                match pending.into_iter().chain(next_expiry).min() {
+                match pending.into_iter().chain(next_expiry).min().or(cut) {
                     // The next input brings its own capability.
                     None => held = None,
                     Some(m) if m.min(cut.unwrap_or(m)) > *cap.time() => {
@@ -736,9 +749,7 @@ impl<V> PerField<V> {
     /// Whether these states go to a savepoint now ([`PerField::saved`]): a source of this
     /// process was stopped.
     pub fn saves(&self) -> bool {
-        self.saver
-            .as_ref()
-            .is_some_and(|(sp, _)| sp.stopped() && sp.stop_saves())
+        self.saver.as_ref().is_some_and(|(sp, _)| sp.stopped())
     }
 
     /// Writes the states and `held` to the savepoint (at a stop, [`InOrder::save`]) or a

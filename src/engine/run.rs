@@ -327,12 +327,6 @@ fn open_savepoint(
             can.join(", ")
         )));
     }
-    if spec.checkpoint_every.is_none() && !dataflow.stop_savepoints() {
-        return Err(EngineError::Param(format!(
-            "dataflow {} resumes from checkpoints only (its top-k and joined outlier set need              one cut of event time across every worker, which a checkpoint's barrier gives and              a stop does not): add --checkpoint-every T to --savepoint, e.g.              --checkpoint-every 1m",
-            dataflow.name()
-        )));
-    }
     // What the saved state depends on: resuming with other settings would mix two runs.
     let settings: BTreeMap<String, String> = [
         ("dataflow", spec.dataflow.clone()),
@@ -369,9 +363,6 @@ fn open_savepoint(
         }
         sp = sp.with_checkpoints(ms);
         sp.counted_in(spec.metrics.clone());
-    }
-    if !dataflow.stop_savepoints() {
-        sp = sp.checkpoints_only();
     }
     if let (Some(r), false) = (
         sp.resumed(),

@@ -164,6 +164,9 @@ struct Manifest {
     /// barrier, which a resumed run cuts them back to.
     #[serde(default)]
     outputs: BTreeMap<String, u64>,
+    /// A stop's cut: the lowest stop mark (every state processed the readings before it).
+    #[serde(default)]
+    cut: Option<EventTime>,
 }
 
 /// What this run resumes from.
@@ -179,6 +182,9 @@ pub struct Resumed {
     pub frontier: EventTime,
     /// The checkpoint's barrier, when it is one.
     pub barrier: Option<EventTime>,
+    /// The event time every saved state is cut at: a checkpoint's barrier, or a stop's
+    /// lowest stop mark (`engine::route::stop_mark`). States hold the readings before it.
+    pub cut: Option<EventTime>,
     /// A checkpoint's output files and their lengths at the barrier, by the process that
     /// wrote them.
     pub outputs: BTreeMap<usize, BTreeMap<String, u64>>,
@@ -266,9 +272,8 @@ pub struct Savepoint {
     written: [std::sync::atomic::AtomicU64; 3],
     /// With `--checkpoint-every`.
     checkpoints: Option<Mutex<Checkpoints>>,
-    /// Whether a stop writes a savepoint (else the newest checkpoint stays in force:
-    /// [`Savepoint::checkpoints_only`]).
-    stop_saves: bool,
+    /// A stop's cut, once a keyed operator knows it ([`Savepoint::note_stop_cut`]).
+    stop_cut: Mutex<Option<EventTime>>,
 }
 
 /// What a process wrote to a savepoint.
@@ -419,6 +424,7 @@ impl Savepoint {
                 partitions,
                 frontier: frontier.unwrap_or(EventTime::MIN),
                 barrier: saved.barrier,
+                cut: saved.barrier.or(saved.cut),
                 outputs: manifests
                     .iter()
                     .enumerate()
@@ -440,7 +446,7 @@ impl Savepoint {
             stopped: Default::default(),
             written: Default::default(),
             checkpoints: None,
-            stop_saves: true,
+            stop_cut: Mutex::default(),
         })
     }
 
@@ -454,19 +460,16 @@ impl Savepoint {
         self
     }
 
-    /// A stop writes no savepoint of its own: the run goes on, next time, from its newest
-    /// checkpoint, as after a crash (output files cut back to it). For a dataflow whose
-    /// results need one cut of event time across every worker (a top-k ranked over all
-    /// series), which a checkpoint's barrier is and a stop is not: each worker stops at the
-    /// frontier it last saw.
-    pub fn checkpoints_only(mut self) -> Self {
-        self.stop_saves = false;
-        self
+    /// Notes the cut of this run's stop (the lowest stop mark a keyed operator received),
+    /// which the manifest records: a resumed run's collections start there.
+    pub fn note_stop_cut(&self, cut: EventTime) {
+        let mut c = self.stop_cut.lock().unwrap_or_else(|p| p.into_inner());
+        *c = Some(c.map_or(cut, |x| x.min(cut)));
     }
 
-    /// Whether a stop writes a savepoint (see [`Savepoint::checkpoints_only`]).
-    pub fn stop_saves(&self) -> bool {
-        self.stop_saves
+    /// The cut of this run's stop, once known ([`Savepoint::note_stop_cut`]).
+    pub fn stop_cut(&self) -> Option<EventTime> {
+        *self.stop_cut.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn cp(&self) -> Option<std::sync::MutexGuard<'_, Checkpoints>> {
@@ -637,6 +640,7 @@ impl Savepoint {
             settings: self.settings.clone(),
             barrier: Some(barrier),
             outputs,
+            cut: Some(barrier),
         };
         let dir = self.root.join(dir_name(id));
         match self.write_manifest(&dir, &manifest).and_then(|bytes| {
@@ -726,9 +730,6 @@ impl Savepoint {
     /// Writes worker `worker`'s source position: at its end (stopped or not) for
     /// [`Cut::Stop`], or when its frontier reaches a barrier.
     pub fn save_source(&self, cut: Cut, worker: usize, pos: &SourcePosition) {
-        if cut == Cut::Stop && !self.stop_saves {
-            return;
-        }
         let r = self
             .target_file(cut, &format!("source.w{worker}.bin"))
             .and_then(|path| write_bin(&path, &(VERSION, pos)));
@@ -831,9 +832,6 @@ impl Savepoint {
         if let Some(e) = self.take_error() {
             return Err(e);
         }
-        if !self.stop_saves {
-            return Ok(None);
-        }
         if !self.stopped() {
             // The input ended: the positions the sources wrote are no savepoint.
             let per = self.workers / self.processes.max(1);
@@ -859,6 +857,7 @@ impl Savepoint {
             settings: self.settings.clone(),
             barrier: None,
             outputs: BTreeMap::new(),
+            cut: self.stop_cut(),
         };
         let manifest_bytes = self.write_manifest(&self.target(), &manifest)?;
         self.prune((self.generation, EventTime::MAX))?;
