@@ -375,7 +375,14 @@ where
                 // At the end of the stream every expiry runs, unless a stop ended it.
                 let stopped = now.is_none() && logic.stopped();
                 if !stopped {
-                    expire_through(&mut logic, now.unwrap_or(EventTime::MAX), &mut expired);
+                    // An expiry at a stop's cut is the next run's, as one at a barrier is
+                    // after it: whether the frontier reached the cut before the end must not
+                    // decide which run sends it.
+                    let through = match (now, cut) {
+                        (Some(n), Some(c)) if n >= c => c - 1,
+                        (n, _) => n.unwrap_or(EventTime::MAX),
+                    };
+                    expire_through(&mut logic, through, &mut expired);
                 }
                 emit_expired(&mut expired, cap, logic.expiries_at_their_times(), output);
                 let pending = runs.iter().map(|r| r.chunks[0][r.head].ts).min();
@@ -1195,15 +1202,26 @@ mod tests {
     /// What a stop saved: the readings processed, and the held readings saved.
     type Stopped = Arc<std::sync::Mutex<Option<(Vec<EventTime>, Vec<EventTime>)>>>;
 
-    /// Records what it processed, and what a stop told it to save.
+    /// Records what it processed, and what a stop told it to save; a state due to expire at
+    /// `expiry` records `-expiry` among what it processed when it does.
     struct AtStop {
         done: Vec<EventTime>,
         saved: Stopped,
+        expiry: Option<EventTime>,
     }
 
     impl InOrder<()> for AtStop {
         fn process(&mut self, r: &Reading, _emit: &mut dyn FnMut(())) {
             self.done.push(r.ts);
+        }
+        fn next_expiry(&self) -> Option<EventTime> {
+            self.expiry
+        }
+        fn expire(&mut self, at: EventTime, _emit: &mut dyn FnMut(())) {
+            if let Some(e) = self.expiry.filter(|e| *e <= at) {
+                self.done.push(-e);
+                self.expiry = None;
+            }
         }
         fn stopped(&self) -> bool {
             true
@@ -1225,6 +1243,8 @@ mod tests {
         // stops. A resumed run starts at 100 (the lowest saved frontier), and `a`'s series
         // may still bring readings at 100 or later: so the stop must not process 105, nor
         // anything else at or after 100, though the frontier passed it once `a` was gone.
+        // A state due to expire at 100, the cut, is the next run's (as an expiry at a barrier
+        // is after it), though the frontier reached 100 before the end.
         use timely::dataflow::operators::{Input, Probe};
         let saved: Stopped = Arc::default();
         let got = saved.clone();
@@ -1236,6 +1256,7 @@ mod tests {
                 let logic = AtStop {
                     done: Vec::new(),
                     saved: got,
+                    expiry: Some(100),
                 };
                 let (probe, _) = in_order_logic(sa.concat(sb), "stop", logic).probe();
                 (a, b, probe)
@@ -1266,7 +1287,11 @@ mod tests {
             }
         });
         let (done, held) = saved.lock().unwrap().clone().expect("the stop saved");
-        assert_eq!(done, vec![95], "processed before the cut");
+        assert_eq!(
+            done,
+            vec![95],
+            "processed before the cut, and no expiry at it"
+        );
         assert_eq!(held, vec![105, 150], "held at the cut, for the next run");
     }
 
