@@ -273,21 +273,9 @@ where
                     if let Some(c) = cut {
                         logic.cut_at(c);
                     }
-                    if let (Some(c), Some(cap)) = (cut, held.as_mut()) {
-                        release(
-                            &mut runs,
-                            &mut cursors,
-                            &mut spare,
-                            Some(c),
-                            |runs, cursors| {
-                                let mut session = output.session(&*cap);
-                                merge(runs, cursors, &mut logic, &mut expired, &mut |row| {
-                                    session.give(row)
-                                });
-                            },
-                        );
-                        expire_through(&mut logic, c - 1, &mut expired);
-                        emit_expired(&mut expired, cap, logic.expiries_at_their_times(), output);
+                    if let (Some(c), Some(cap)) = (cut, held.as_ref()) {
+                        let held_runs = (&mut runs, &mut cursors, &mut spare);
+                        process_before(c, held_runs, &mut logic, &mut expired, cap, output);
                     }
                     let pending = runs
                         .drain(..)
@@ -330,21 +318,8 @@ where
                     seen = seen.max(f);
                 }
                 if let Some(b) = barrier {
-                    release(
-                        &mut runs,
-                        &mut cursors,
-                        &mut spare,
-                        Some(b),
-                        |runs, cursors| {
-                            let mut session = output.session(&*cap);
-                            merge(runs, cursors, &mut logic, &mut expired, &mut |row| {
-                                session.give(row)
-                            });
-                        },
-                    );
-                    // Expiries before the barrier belong to it; one at the barrier is after.
-                    expire_through(&mut logic, b - 1, &mut expired);
-                    emit_expired(&mut expired, cap, logic.expiries_at_their_times(), output);
+                    let held_runs = (&mut runs, &mut cursors, &mut spare);
+                    process_before(b, held_runs, &mut logic, &mut expired, cap, output);
                     let arrived_before: Vec<Reading> = runs
                         .iter()
                         .flat_map(|r| {
@@ -399,6 +374,29 @@ where
             }
         },
     )
+}
+
+/// Processes everything before the cut `c` (a checkpoint's barrier, or a stop's): the held
+/// readings before it, each after the expiries at or before its time, then the expiries
+/// before it (one at `c` belongs after it); what they emit goes out under `cap`.
+fn process_before<R: Clone + 'static>(
+    c: EventTime,
+    (runs, cursors, spare): (&mut Vec<Run>, &mut Vec<Cursor>, &mut Vec<Vec<Reading>>),
+    logic: &mut impl InOrder<R>,
+    expired: &mut Vec<(EventTime, R)>,
+    cap: &Capability<EventTime>,
+    output: &mut timely::dataflow::operators::generic::OutputBuilderSession<
+        '_,
+        EventTime,
+        CapacityContainerBuilder<Vec<R>>,
+    >,
+) {
+    release(runs, cursors, spare, Some(c), |runs, cursors| {
+        let mut session = output.session(cap);
+        merge(runs, cursors, logic, expired, &mut |row| session.give(row));
+    });
+    expire_through(logic, c - 1, expired);
+    emit_expired(expired, cap, logic.expiries_at_their_times(), output);
 }
 
 /// Sends what expiries emitted: each at its own time when `exact` (`cap` is never moved past
