@@ -302,18 +302,7 @@ fn two_processes_killed_outright_resume_from_their_checkpoint_on_one_process_of_
     // files back to what they held at the barrier, and every reading is scored once.
     let broker = EmbeddedBroker::start(1).unwrap();
     broker.create_topic("cluster_cp", 6).unwrap();
-    // Two weeks of 5-minute readings at 100,000x: about 12 s, so the run sees barriers
-    // (every hour of event time) while it reads.
-    let replay = bin()
-        .args(["replay", "nab:artificialWithAnomaly"])
-        .args(["--brokers", broker.bootstrap(), "--topic", "cluster_cp"])
-        .args(["--speed", "100000x"])
-        .arg("--data-dir")
-        .arg(data_dir())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let replay = replay_fast(broker.bootstrap(), "cluster_cp");
     let tmp = tempfile::tempdir().unwrap();
     let hosts = hostfile(tmp.path(), 2);
     let sp = tmp.path().join("savepoint");
@@ -397,6 +386,21 @@ fn two_processes_killed_outright_resume_from_their_checkpoint_on_one_process_of_
     );
 }
 
+/// Replays the NAB artificial series with anomalies (two weeks of 5-minute readings) into
+/// `topic` at 100,000x: about 12 s, so a live run sees hourly barriers while it reads.
+fn replay_fast(brokers: &str, topic: &str) -> std::process::Child {
+    bin()
+        .args(["replay", "nab:artificialWithAnomaly"])
+        .args(["--brokers", brokers, "--topic", topic])
+        .args(["--speed", "100000x"])
+        .arg("--data-dir")
+        .arg(data_dir())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
 /// The checkpoints of run generation 0 in `sp` that both processes completed, by barrier.
 fn joint_checkpoints(sp: &std::path::Path) -> Vec<(i64, std::path::PathBuf)> {
     let mut out: Vec<_> = std::fs::read_dir(sp)
@@ -443,16 +447,7 @@ fn sensor_outliers_of_two_processes_killed_outright_resume_as_one_uninterrupted_
     // uninterrupted run of two workers over the same topic.
     let broker = EmbeddedBroker::start(1).unwrap();
     broker.create_topic("cluster_so", 6).unwrap();
-    let replay = bin()
-        .args(["replay", "nab:artificialWithAnomaly"])
-        .args(["--brokers", broker.bootstrap(), "--topic", "cluster_so"])
-        .args(["--speed", "100000x"])
-        .arg("--data-dir")
-        .arg(data_dir())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let replay = replay_fast(broker.bootstrap(), "cluster_so");
     let tmp = tempfile::tempdir().unwrap();
     let hosts = hostfile(tmp.path(), 2);
     let sp = tmp.path().join("savepoint");
