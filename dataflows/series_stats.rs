@@ -12,7 +12,8 @@
 //! (two stacks, no subtraction), so neither a reading nor a row costs more as window / slide
 //! grows; a pane is dropped once the last window that holds it is out (window / slide + 1
 //! panes per series and value, plus those the lateness keeps open). Late data never reaches this operator: the source sends it to the
-//! `late` output.
+//! `late` output. At a stop with a savepoint, the frontier is held at the lowest stop mark,
+//! so no window ending after it closes in the stopped run (see `note_stop_marks`).
 
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
@@ -264,6 +265,8 @@ fn tumbling_windows<'s>(
             // Checkpoints: readings that arrive at or after the next barrier wait.
             let mut stash = ArrivalStash::new(savepoint.as_ref().map(|(sp, _)| sp.clone()));
             let mut saved = false;
+            // The lowest stop mark received (`EventTime::MAX`: none); see `note_stop_marks`.
+            let mut cut = EventTime::MAX;
             // Series in the last closed window: the size new windows start at.
             let mut typical = 16usize;
             // Maps of closed windows, drained and kept for new windows.
@@ -280,6 +283,7 @@ fn tumbling_windows<'s>(
             move |(input, frontier), output| {
                 let mut opened = 0i64;
                 input.for_each(|cap, data| {
+                    note_stop_marks(data, &mut cut);
                     if !stash.hold(&cap, data) {
                         let delayed = |end| cap.delayed(&end, 0);
                         opened += fold_windows(
@@ -290,7 +294,8 @@ fn tumbling_windows<'s>(
                         );
                     }
                 });
-                let now = frontier.frontier().iter().min().copied();
+                // The frontier, held at a stop's cut once a stop mark came.
+                let now = frontier.frontier().iter().min().map(|&f| f.min(cut));
                 let mut closed = 0i64;
                 // A checkpoint barrier crossed: the windows hold what arrived before it;
                 // those ending before it go out, the rest are saved.
@@ -352,6 +357,21 @@ fn tumbling_windows<'s>(
             }
         },
     )
+}
+
+/// Lowers `cut` to the lowest stop mark in `data` (`engine::route::stop_mark`). A stop with
+/// a savepoint cuts every worker at the lowest frontier a source stopped at, where the
+/// resumed sources start: a source that stopped there may bring more readings at or after
+/// it, so no window or pane ending after it may close in the stopped run, though the
+/// frontier passes it once that source is gone (on a cluster, while other processes still
+/// read). Windows then close up to the cut only, and the rest go to the savepoint.
+fn note_stop_marks(data: &[Reading], cut: &mut EventTime) {
+    let mark = crate::engine::route::stop_mark();
+    if data.iter().any(|r| r.series == mark) {
+        for r in data.iter().filter(|r| r.series == mark) {
+            *cut = (*cut).min(r.ts);
+        }
+    }
 }
 
 /// Folds `data` into the open windows, opening a window under `delayed(end)`; returns how
@@ -702,18 +722,22 @@ fn hopping<'s>(
             // Checkpoints: readings that arrive at or after the next barrier wait.
             let mut stash = ArrivalStash::new(savepoint.as_ref().map(|(sp, _)| sp.clone()));
             let mut saved = false;
+            // The lowest stop mark received (`EventTime::MAX`: none); see `note_stop_marks`.
+            let mut cut = EventTime::MAX;
             // The operator's frontier before the input ended (a savepoint keeps it).
             let mut last_frontier: Option<EventTime> = None;
             move |(input, frontier), output| {
                 let mut opened = 0i64;
                 input.for_each(|cap, data| {
+                    note_stop_marks(data, &mut cut);
                     if !stash.hold(&cap, data) {
                         let delayed = |end| cap.delayed(&end, 0);
                         opened +=
                             fold_panes((&mut open, &mut next), data, &pane_end, &utc, &delayed);
                     }
                 });
-                let now = frontier.frontier().iter().min().copied();
+                // The frontier, held at a stop's cut once a stop mark came.
+                let now = frontier.frontier().iter().min().map(|&f| f.min(cut));
                 let mut closed = 0i64;
                 // A checkpoint barrier crossed: the panes hold what arrived before it; the
                 // windows ending before it go out, the rest is saved as at a stop there.
@@ -886,6 +910,138 @@ mod tests {
         let mut rows = rows.lock().unwrap().clone();
         rows.sort();
         (rows, next, dir)
+    }
+
+    /// Windows of `build` (given the savepoint) over two sources that stop one after the
+    /// other, as two processes of a cluster would: their rows as (time, end, count), and the
+    /// stop's savepoint. `a` reads 50, 95 and 105, then stops at its frontier 100 and sends
+    /// its stop mark; `b` goes on to 200 before it stops. A resumed `a` starts at 100 and may
+    /// still bring readings at 100 or later, so no window ending after 100 may close.
+    fn stopped_at_100<F>(
+        build: F,
+    ) -> (
+        Vec<(EventTime, EventTime, u64)>,
+        Savepoint,
+        tempfile::TempDir,
+    )
+    where
+        F: for<'s> Fn(
+                Stream<'s, EventTime, Vec<Reading>>,
+                Option<(Arc<Savepoint>, usize)>,
+            ) -> Stream<'s, EventTime, Vec<WindowRow>>
+            + Send
+            + Sync
+            + 'static,
+    {
+        use timely::dataflow::operators::{Concat, Input, Inspect, Probe};
+        let dir = tempfile::tempdir().unwrap();
+        let sp = Arc::new(Savepoint::open(dir.path(), Default::default(), 1, (0, 1)).unwrap());
+        let rows = Arc::new(Mutex::new(Vec::new()));
+        let (r, spw) = (rows.clone(), sp.clone());
+        timely::execute_directly(move |worker| {
+            let (mut a, mut b, probe) = worker.dataflow::<EventTime, _, _>(|scope| {
+                let (a, sa) = scope.new_input::<Vec<Reading>>();
+                let (b, sb) = scope.new_input::<Vec<Reading>>();
+                let (probe, _) = build(sa.concat(sb), Some((spw.clone(), 0)))
+                    .inspect_core(move |event| {
+                        if let Ok((stamp, data)) = event {
+                            let t = stamp.into_iter().min().copied().unwrap();
+                            let mut r = r.lock().unwrap();
+                            r.extend(data.iter().map(|w| (t, w.window_end, w.count)));
+                        }
+                    })
+                    .probe();
+                (a, b, probe)
+            });
+            let (s, mark) = (Sym::new("stop/s"), crate::engine::route::stop_mark());
+            let settle = |worker: &mut timely::worker::Worker| {
+                for _ in 0..50 {
+                    worker.step();
+                }
+            };
+            a.advance_to(10);
+            for ts in [50, 95, 105] {
+                a.send(Reading::single(s, ts, ts as f64));
+            }
+            b.advance_to(90);
+            a.advance_to(90);
+            settle(worker);
+            a.advance_to(100);
+            a.send(Reading::single(mark, 100, 0.0));
+            spw.note_stopped();
+            drop(a);
+            settle(worker);
+            b.advance_to(140);
+            b.send(Reading::single(s, 150, 150.0));
+            b.advance_to(200);
+            settle(worker);
+            b.send(Reading::single(mark, 200, 0.0));
+            drop(b);
+            while !probe.done() {
+                worker.step();
+            }
+        });
+        let at_stop = crate::engine::savepoint::SourcePosition {
+            frontier: 100,
+            partitions: Vec::new(),
+        };
+        sp.save_source(Cut::Stop, 0, &at_stop);
+        sp.finish(1).unwrap().expect("a stop's savepoint");
+        let next = Savepoint::open(dir.path(), Default::default(), 1, (0, 1)).unwrap();
+        assert_eq!(next.resumed().expect("the stop's savepoint").frontier, 100);
+        let mut rows = rows.lock().unwrap().clone();
+        rows.sort();
+        (rows, next, dir)
+    }
+
+    #[test]
+    fn a_stop_closes_no_window_after_the_lowest_stop_mark() {
+        // Windows of 10: 50's and 95's close (they end by 100); 105's and 150's are saved,
+        // though `b` took the frontier past their ends.
+        let (rows, next, _dir) = stopped_at_100(|input, sp| {
+            let tumbling = Tumbling { width_ms: 10 };
+            tumbling_windows(
+                input,
+                (tumbling, None),
+                Default::default(),
+                Default::default(),
+                sp,
+            )
+        });
+        assert_eq!(rows, vec![(60, 60, 1), (100, 100, 1)]);
+        let (states, _) = next.take_keyed::<WindowStats>("series_stats", 0, &Default::default());
+        let mut saved: Vec<(EventTime, u64)> = states
+            .iter()
+            .map(|(_, _, end, st)| (*end, st.count))
+            .collect();
+        saved.sort();
+        assert_eq!(saved, vec![(110, 1), (160, 1)], "windows after the cut");
+    }
+
+    #[test]
+    fn a_stop_emits_no_hopping_window_after_the_lowest_stop_mark() {
+        // Windows of 20 every 10: those ending at 60 and 70 (of 50) go out; the window ending
+        // at 100 would go out once the frontier passed it, which it does not in this run. The
+        // open panes of 95, 105 and 150 are saved, with the cut as the frontier.
+        let (rows, next, _dir) = stopped_at_100(|input, sp| {
+            let m = Default::default();
+            hopping(input, (20, 10), Zone::default(), m, Default::default(), sp)
+        });
+        assert_eq!(rows, vec![(60, 60, 1), (70, 70, 1)]);
+        let (states, _) = next.take_keyed::<Pane>("series_stats_hopping", 0, &Default::default());
+        let mut saved: Vec<(EventTime, i64)> = states
+            .iter()
+            .map(|(_, _, end, p)| match p {
+                Pane::Open(st) => (*end, st.count as i64),
+                Pane::Queued(q) => (*end, -(q.len() as i64)),
+            })
+            .collect();
+        saved.sort();
+        assert_eq!(
+            saved,
+            vec![(100, 1), (110, 1), (160, 1)],
+            "panes after the cut"
+        );
     }
 
     #[test]
