@@ -4,7 +4,9 @@
 //! two processes of two workers read a CSV file together; during a live two-process run,
 //! process 0's dashboard shows both processes' workers, readings and series; a savepoint
 //! written by two processes resumes on one process of three workers, and so does a checkpoint
-//! of two processes killed outright (`anomaly`, and `sensor_outliers` with every collection).
+//! of two processes killed outright (`anomaly`, and `sensor_outliers` with every collection);
+//! and two processes stopped one after the other resume as one run (`series_stats`,
+//! `sensor_outliers`).
 
 mod common;
 
@@ -452,38 +454,10 @@ fn sensor_outliers_of_two_processes_killed_outright_resume_as_one_uninterrupted_
     let hosts = hostfile(tmp.path(), 2);
     let sp = tmp.path().join("savepoint");
     let out = tmp.path().join("out");
-    let reference = tmp.path().join("ref.csv");
-    let mut table = String::from("series,location,unit,valid_from\n");
-    for (i, s) in [
-        "art_daily_flatmiddle",
-        "art_daily_jumpsdown",
-        "art_daily_jumpsup",
-        "art_daily_nojump",
-        "art_increase_spike_density",
-        "art_load_balancer_spikes",
-    ]
-    .iter()
-    .enumerate()
-    {
-        table.push_str(&format!("artificialWithAnomaly/{s},hall-{i},kW,\n"));
-        for day in [4 + i, 9 + i] {
-            table.push_str(&format!(
-                "artificialWithAnomaly/{s},yard-{i}-{day},kW,2014-04-{day:02}T07:00:00Z\n"
-            ));
-        }
-    }
-    std::fs::write(&reference, table).unwrap();
+    let reference = artificial_reference(tmp.path());
     let run = |out: &std::path::Path, extra: &[&str]| {
-        let mut c = bin();
-        c.args(["run", "sensor_outliers", "--brokers", broker.bootstrap()])
-            .args(["--topic", "cluster_so", "--threshold", "3", "--top", "4"])
-            .args(["--top-every", "17m", "--horizon", "2"])
-            .args(["--no-result-topics", "--no-dashboard"])
-            .arg("--reference")
-            .arg(&reference)
-            .arg("--output")
-            .arg(out)
-            .args(extra);
+        let mut c = sensor_outliers(broker.bootstrap(), "cluster_so", &reference, out);
+        c.args(extra);
         c
     };
     let checkpointed = |out: &std::path::Path, extra: &[&str]| {
@@ -526,6 +500,60 @@ fn sensor_outliers_of_two_processes_killed_outright_resume_as_one_uninterrupted_
     let whole = tmp.path().join("whole");
     let p = run(&whole, &["--until-end", "-w", "2"]).output().unwrap();
     assert!(p.status.success(), "{}", String::from_utf8_lossy(&p.stderr));
+    assert_sensor_outliers_eq(&out, &whole);
+}
+
+/// A reference table for the NAB artificial series with anomalies, written into `dir`: a
+/// location per series, and two later versions of each row, on days that differ per series
+/// (so the join changes while a run reads).
+fn artificial_reference(dir: &std::path::Path) -> std::path::PathBuf {
+    let reference = dir.join("ref.csv");
+    let mut table = String::from("series,location,unit,valid_from\n");
+    for (i, s) in [
+        "art_daily_flatmiddle",
+        "art_daily_jumpsdown",
+        "art_daily_jumpsup",
+        "art_daily_nojump",
+        "art_increase_spike_density",
+        "art_load_balancer_spikes",
+    ]
+    .iter()
+    .enumerate()
+    {
+        table.push_str(&format!("artificialWithAnomaly/{s},hall-{i},kW,\n"));
+        for day in [4 + i, 9 + i] {
+            table.push_str(&format!(
+                "artificialWithAnomaly/{s},yard-{i}-{day},kW,2014-04-{day:02}T07:00:00Z\n"
+            ));
+        }
+    }
+    std::fs::write(&reference, table).unwrap();
+    reference
+}
+
+/// `run sensor_outliers` over `topic`, with the reference table, a top-k every 17 minutes,
+/// files only, into `out`.
+fn sensor_outliers(
+    brokers: &str,
+    topic: &str,
+    reference: &std::path::Path,
+    out: &std::path::Path,
+) -> Command {
+    let mut c = bin();
+    c.args(["run", "sensor_outliers", "--brokers", brokers])
+        .args(["--topic", topic, "--threshold", "3", "--top", "4"])
+        .args(["--top-every", "17m", "--horizon", "2"])
+        .args(["--no-result-topics", "--no-dashboard"])
+        .arg("--reference")
+        .arg(reference)
+        .arg("--output")
+        .arg(out);
+    c
+}
+
+/// Every `sensor_outliers` output in `got` (runs that stopped or died and were resumed) has
+/// the rows of `want` (one uninterrupted run).
+fn assert_sensor_outliers_eq(got: &std::path::Path, want: &std::path::Path) {
     for o in [
         "outlier_scores",
         "forecasts",
@@ -533,17 +561,122 @@ fn sensor_outliers_of_two_processes_killed_outright_resume_as_one_uninterrupted_
         "outliers_top",
         "outliers_ref",
     ] {
-        let (mut got, mut want) = (read_lines(&out, o), read_lines(&whole, o));
-        got.sort();
-        want.sort();
-        assert!(want.len() >= 20, "{o}: {} rows", want.len());
-        let extra: Vec<&String> = got.iter().filter(|r| !want.contains(r)).take(6).collect();
-        let missing: Vec<&String> = want.iter().filter(|r| !got.contains(r)).take(6).collect();
+        let (mut g, mut w) = (read_lines(got, o), read_lines(want, o));
+        g.sort();
+        w.sort();
+        assert!(w.len() >= 20, "{o}: {} rows", w.len());
+        let extra: Vec<&String> = g.iter().filter(|r| !w.contains(r)).take(6).collect();
+        let missing: Vec<&String> = w.iter().filter(|r| !g.contains(r)).take(6).collect();
         assert!(
-            got == want,
+            g == w,
             "{o}: {} rows, {} in one uninterrupted run; extra {extra:?}; missing {missing:?}",
-            got.len(),
-            want.len()
+            g.len(),
+            w.len()
         );
     }
+}
+
+#[test]
+fn a_cluster_whose_processes_stop_one_after_the_other_resumes_as_one_uninterrupted_run() {
+    // Process 0 stops 4 s before process 1, while the replay still produces: process 1 reads
+    // on, and every worker must still be cut where process 0's source stopped (its stop
+    // mark), where the resumed run reads its partitions again. `series_stats` (windows folded
+    // as readings arrive) and `sensor_outliers` (keyed states and every collection) both run
+    // on the live topic; each is resumed by one process of three workers, and together the
+    // runs write each window once, as the batch oracle has it, and the rows of one
+    // uninterrupted `sensor_outliers` run.
+    let broker = EmbeddedBroker::start(1).unwrap();
+    broker.create_topic("cluster_stop", 6).unwrap();
+    let replay = replay_fast(broker.bootstrap(), "cluster_stop");
+    let tmp = tempfile::tempdir().unwrap();
+    // One hostfile per cluster: the two dataflows run as two clusters side by side.
+    let hosts: Vec<String> = ["so_hosts", "ss_hosts"]
+        .iter()
+        .map(|d| {
+            let dir = tmp.path().join(d);
+            std::fs::create_dir(&dir).unwrap();
+            hostfile(&dir, 2).to_str().unwrap().to_string()
+        })
+        .collect();
+    let ports = |h: &String| std::fs::read_to_string(h).unwrap();
+    assert_ne!(ports(&hosts[0]), ports(&hosts[1]));
+    let reference = artificial_reference(tmp.path());
+    let (so_out, so_sp) = (tmp.path().join("so"), tmp.path().join("so_sp"));
+    let (ss_out, ss_sp) = (tmp.path().join("ss"), tmp.path().join("ss_sp"));
+    let so = |extra: &[&str]| {
+        let mut c = sensor_outliers(broker.bootstrap(), "cluster_stop", &reference, &so_out);
+        c.arg("--savepoint").arg(&so_sp).args(extra);
+        c
+    };
+    let ss = |extra: &[&str]| {
+        let mut c = bin();
+        c.args(["run", "series_stats", "--brokers", broker.bootstrap()])
+            .args(["--topic", "cluster_stop", "--window", "1h"])
+            .args(["--no-result-topics", "--no-dashboard", "--output"])
+            .arg(&ss_out)
+            .arg("--savepoint")
+            .arg(&ss_sp)
+            .args(extra);
+        c
+    };
+    let mut live = Vec::new();
+    for (p, duration) in [(0, "4s"), (1, "8s")] {
+        let p = p.to_string();
+        let (h0, h1) = (hosts[0].as_str(), hosts[1].as_str());
+        let so_args = ["-n", "2", "-h", h0, "-p", &p, "--duration", duration];
+        let ss_args = ["-n", "2", "-h", h1, "-p", &p, "--duration", duration];
+        for mut c in [so(&so_args), ss(&ss_args)] {
+            live.push(c.stderr(std::process::Stdio::piped()).spawn().unwrap());
+        }
+    }
+    let mut held = 0;
+    for p in live {
+        let p = p.wait_with_output().unwrap();
+        let said = String::from_utf8_lossy(&p.stderr);
+        assert!(
+            p.status.success() && said.contains("savepoint written"),
+            "{said}"
+        );
+        // "(N states, M readings held, ...)"
+        let m = said.split(" readings held").next().unwrap();
+        held += m.rsplit(' ').next().unwrap().parse::<u64>().unwrap();
+    }
+    let replayed = replay.wait_with_output().unwrap();
+    assert!(
+        replayed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&replayed.stderr)
+    );
+    let readings = load("nab:artificialWithAnomaly");
+    let scored = read_lines(&so_out, "outlier_scores").len();
+    assert!(
+        scored > 0 && scored < readings.len(),
+        "stopped part-way: {scored} of {} scored",
+        readings.len()
+    );
+    // Process 1 read on after process 0's mark: the keyed operators held what it read.
+    assert!(held > 0, "nothing held at the cut");
+
+    for mut c in [
+        so(&["--until-end", "-w", "3"]),
+        ss(&["--until-end", "-w", "3"]),
+    ] {
+        let p = c.output().unwrap();
+        let said = String::from_utf8_lossy(&p.stderr);
+        assert!(
+            p.status.success() && said.contains("resumed from the savepoint"),
+            "{said}"
+        );
+    }
+    // Each window once (`read_windows` fails on a second row), with every reading in it.
+    assert_windows_eq(
+        &read_windows(&ss_out),
+        &oracle(&readings, 3_600_000),
+        "two processes stopped 4 s apart, then one of three workers",
+    );
+    let whole = tmp.path().join("whole");
+    let mut c = sensor_outliers(broker.bootstrap(), "cluster_stop", &reference, &whole);
+    let p = c.args(["--until-end", "-w", "2"]).output().unwrap();
+    assert!(p.status.success(), "{}", String::from_utf8_lossy(&p.stderr));
+    assert_sensor_outliers_eq(&so_out, &whole);
 }
