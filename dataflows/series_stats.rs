@@ -815,46 +815,52 @@ mod tests {
     use super::*;
     use std::sync::{Arc, Mutex};
 
-    /// Windows of `build` (given the savepoint) over two sources, with barriers every 100:
-    /// their rows as (time, end, count), and the savepoint a new run resumes from once the
-    /// checkpoint at 100 is complete. Readings are sent at the timely time their source read
-    /// them (its frontier then), with event times at or after it. `a` reads 115 and 140 at
-    /// 110, after its frontier passed the barrier, while `b` holds the operator's frontier
-    /// at 90: a resumed run reads them again, so the state saved at 100 must not hold them.
-    fn cut_at_100<F>(
-        build: F,
-    ) -> (
+    /// The rows (time, end, count) of a run, the savepoint the next run resumes from, and the
+    /// directory that holds it.
+    type Outcome = (
         Vec<(EventTime, EventTime, u64)>,
         Savepoint,
         tempfile::TempDir,
-    )
-    where
+    );
+
+    /// Builds the windows operator under test over the input, given the savepoint.
+    trait Build:
+        for<'s> Fn(
+            Stream<'s, EventTime, Vec<Reading>>,
+            Option<(Arc<Savepoint>, usize)>,
+        ) -> Stream<'s, EventTime, Vec<WindowRow>>
+        + Send
+        + Sync
+        + 'static
+    {
+    }
+    impl<F> Build for F where
         F: for<'s> Fn(
                 Stream<'s, EventTime, Vec<Reading>>,
                 Option<(Arc<Savepoint>, usize)>,
             ) -> Stream<'s, EventTime, Vec<WindowRow>>
             + Send
             + Sync
-            + 'static,
+            + 'static
     {
+    }
+
+    /// The rows (time, end, count) of `build`'s windows, given savepoint `sp`, over two
+    /// sources `a` and `b` that `drive` feeds (stepping the worker as it likes); the dataflow
+    /// runs to its end after `drive` returns.
+    fn two_sources(
+        build: impl Build,
+        sp: Arc<Savepoint>,
+        drive: impl FnOnce(&mut timely::worker::Worker, Inputs) + Send + Sync + 'static,
+    ) -> Vec<(EventTime, EventTime, u64)> {
         use timely::dataflow::operators::{Concat, Input, Inspect, Probe};
-        let dir = tempfile::tempdir().unwrap();
-        let sp = Arc::new(
-            Savepoint::open(dir.path(), Default::default(), 1, (0, 1))
-                .unwrap()
-                .with_checkpoints(100),
-        );
-        // A source and a sink of the process, so that the checkpoint completes once the
-        // source wrote its position and the sink passed the barrier.
-        sp.join(false);
-        sp.join(true);
         let rows = Arc::new(Mutex::new(Vec::new()));
-        let (r, spw) = (rows.clone(), sp.clone());
+        let r = rows.clone();
         timely::execute_directly(move |worker| {
-            let (mut a, mut b, probe) = worker.dataflow::<EventTime, _, _>(|scope| {
+            let (a, b, probe) = worker.dataflow::<EventTime, _, _>(|scope| {
                 let (a, sa) = scope.new_input::<Vec<Reading>>();
                 let (b, sb) = scope.new_input::<Vec<Reading>>();
-                let (probe, _) = build(sa.concat(sb), Some((spw.clone(), 0)))
+                let (probe, _) = build(sa.concat(sb), Some((sp.clone(), 0)))
                     .inspect_core(move |event| {
                         if let Ok((stamp, data)) = event {
                             let t = stamp.into_iter().min().copied().unwrap();
@@ -865,22 +871,56 @@ mod tests {
                     .probe();
                 (a, b, probe)
             });
-            spw.built();
-            let s = Sym::new("cut/s");
-            let send = |input: &mut timely::dataflow::InputHandle<EventTime, _>,
-                        t: EventTime,
-                        ts: &[EventTime]| {
-                input.advance_to(t);
-                for &ts in ts {
-                    input.send(Reading::single(s, ts, ts as f64));
-                }
-                input.flush();
-            };
-            let settle = |worker: &mut timely::worker::Worker| {
-                for _ in 0..50 {
-                    worker.step();
-                }
-            };
+            sp.built();
+            drive(worker, (a, b));
+            while !probe.done() {
+                worker.step();
+            }
+        });
+        let mut rows = rows.lock().unwrap().clone();
+        rows.sort();
+        rows
+    }
+
+    /// An input of readings.
+    type Input = timely::dataflow::InputHandle<EventTime, CapacityContainerBuilder<Vec<Reading>>>;
+    /// The two inputs [`two_sources`] hands its driver.
+    type Inputs = (Input, Input);
+
+    /// Sends readings of one series at `ts` from `input` at timely time `t` (its frontier).
+    fn send(input: &mut Input, t: EventTime, ts: &[EventTime]) {
+        input.advance_to(t);
+        for &ts in ts {
+            input.send(Reading::single(Sym::new("cut/s"), ts, ts as f64));
+        }
+        input.flush();
+    }
+
+    /// Steps the worker enough for what was sent to reach every operator.
+    fn settle(worker: &mut timely::worker::Worker) {
+        for _ in 0..50 {
+            worker.step();
+        }
+    }
+
+    /// Windows of `build` (given the savepoint) over two sources, with barriers every 100:
+    /// their rows as (time, end, count), and the savepoint a new run resumes from once the
+    /// checkpoint at 100 is complete. Readings are sent at the timely time their source read
+    /// them (its frontier then), with event times at or after it. `a` reads 115 and 140 at
+    /// 110, after its frontier passed the barrier, while `b` holds the operator's frontier
+    /// at 90: a resumed run reads them again, so the state saved at 100 must not hold them.
+    fn cut_at_100(build: impl Build) -> Outcome {
+        let dir = tempfile::tempdir().unwrap();
+        let sp = Arc::new(
+            Savepoint::open(dir.path(), Default::default(), 1, (0, 1))
+                .unwrap()
+                .with_checkpoints(100),
+        );
+        // A source and a sink of the process, so that the checkpoint completes once the
+        // source wrote its position and the sink passed the barrier.
+        sp.join(false);
+        sp.join(true);
+        let rows = two_sources(build, sp.clone(), |worker, (mut a, mut b)| {
             send(&mut a, 10, &[50, 120]);
             send(&mut b, 10, &[]);
             settle(worker);
@@ -893,9 +933,7 @@ mod tests {
             settle(worker);
             send(&mut a, 300, &[]);
             b.advance_to(300);
-            while probe.less_than(&300) {
-                worker.step();
-            }
+            settle(worker);
         });
         // The source and the sink pass the barrier: the checkpoint is complete.
         let at_barrier = crate::engine::savepoint::SourcePosition {
@@ -907,8 +945,6 @@ mod tests {
         let next = Savepoint::open(dir.path(), Default::default(), 1, (0, 1)).unwrap();
         let at = next.resumed().expect("the checkpoint at 100").dir.clone();
         assert!(at.ends_with("g0c100"), "{}", at.display());
-        let mut rows = rows.lock().unwrap().clone();
-        rows.sort();
         (rows, next, dir)
     }
 
@@ -917,69 +953,25 @@ mod tests {
     /// stop's savepoint. `a` reads 50, 95 and 105, then stops at its frontier 100 and sends
     /// its stop mark; `b` goes on to 200 before it stops. A resumed `a` starts at 100 and may
     /// still bring readings at 100 or later, so no window ending after 100 may close.
-    fn stopped_at_100<F>(
-        build: F,
-    ) -> (
-        Vec<(EventTime, EventTime, u64)>,
-        Savepoint,
-        tempfile::TempDir,
-    )
-    where
-        F: for<'s> Fn(
-                Stream<'s, EventTime, Vec<Reading>>,
-                Option<(Arc<Savepoint>, usize)>,
-            ) -> Stream<'s, EventTime, Vec<WindowRow>>
-            + Send
-            + Sync
-            + 'static,
-    {
-        use timely::dataflow::operators::{Concat, Input, Inspect, Probe};
+    fn stopped_at_100(build: impl Build) -> Outcome {
         let dir = tempfile::tempdir().unwrap();
         let sp = Arc::new(Savepoint::open(dir.path(), Default::default(), 1, (0, 1)).unwrap());
-        let rows = Arc::new(Mutex::new(Vec::new()));
-        let (r, spw) = (rows.clone(), sp.clone());
-        timely::execute_directly(move |worker| {
-            let (mut a, mut b, probe) = worker.dataflow::<EventTime, _, _>(|scope| {
-                let (a, sa) = scope.new_input::<Vec<Reading>>();
-                let (b, sb) = scope.new_input::<Vec<Reading>>();
-                let (probe, _) = build(sa.concat(sb), Some((spw.clone(), 0)))
-                    .inspect_core(move |event| {
-                        if let Ok((stamp, data)) = event {
-                            let t = stamp.into_iter().min().copied().unwrap();
-                            let mut r = r.lock().unwrap();
-                            r.extend(data.iter().map(|w| (t, w.window_end, w.count)));
-                        }
-                    })
-                    .probe();
-                (a, b, probe)
-            });
-            let (s, mark) = (Sym::new("stop/s"), crate::engine::route::stop_mark());
-            let settle = |worker: &mut timely::worker::Worker| {
-                for _ in 0..50 {
-                    worker.step();
-                }
-            };
-            a.advance_to(10);
-            for ts in [50, 95, 105] {
-                a.send(Reading::single(s, ts, ts as f64));
-            }
-            b.advance_to(90);
-            a.advance_to(90);
+        let spw = sp.clone();
+        let rows = two_sources(build, sp.clone(), move |worker, (mut a, mut b)| {
+            let mark = crate::engine::route::stop_mark();
+            send(&mut a, 10, &[50, 95, 105]);
+            send(&mut b, 90, &[]);
+            send(&mut a, 90, &[]);
             settle(worker);
             a.advance_to(100);
             a.send(Reading::single(mark, 100, 0.0));
             spw.note_stopped();
             drop(a);
             settle(worker);
-            b.advance_to(140);
-            b.send(Reading::single(s, 150, 150.0));
+            send(&mut b, 140, &[150]);
             b.advance_to(200);
             settle(worker);
             b.send(Reading::single(mark, 200, 0.0));
-            drop(b);
-            while !probe.done() {
-                worker.step();
-            }
         });
         let at_stop = crate::engine::savepoint::SourcePosition {
             frontier: 100,
@@ -989,32 +981,62 @@ mod tests {
         sp.finish(1).unwrap().expect("a stop's savepoint");
         let next = Savepoint::open(dir.path(), Default::default(), 1, (0, 1)).unwrap();
         assert_eq!(next.resumed().expect("the stop's savepoint").frontier, 100);
-        let mut rows = rows.lock().unwrap().clone();
-        rows.sort();
         (rows, next, dir)
+    }
+
+    /// Tumbling windows of 10 (UTC).
+    fn tumbling_of_10<'s>(
+        input: Stream<'s, EventTime, Vec<Reading>>,
+        sp: Option<(Arc<Savepoint>, usize)>,
+    ) -> Stream<'s, EventTime, Vec<WindowRow>> {
+        let tumbling = Tumbling { width_ms: 10 };
+        let (m, stop) = (Default::default(), Default::default());
+        tumbling_windows(input, (tumbling, None), m, stop, sp)
+    }
+
+    /// Hopping windows of 20 every 10 (UTC).
+    fn hopping_20_by_10<'s>(
+        input: Stream<'s, EventTime, Vec<Reading>>,
+        sp: Option<(Arc<Savepoint>, usize)>,
+    ) -> Stream<'s, EventTime, Vec<WindowRow>> {
+        let (m, stop) = (Default::default(), Default::default());
+        hopping(input, (20, 10), Zone::default(), m, stop, sp)
+    }
+
+    /// The tumbling windows `next` resumes, as (end, count), and the readings it holds.
+    fn saved_windows(next: &Savepoint) -> (Vec<(EventTime, u64)>, Vec<Reading>) {
+        let (states, held) = next.take_keyed::<WindowStats>("series_stats", 0, &Default::default());
+        let mut saved: Vec<_> = states
+            .iter()
+            .map(|(_, _, end, st)| (*end, st.count))
+            .collect();
+        saved.sort();
+        (saved, held)
+    }
+
+    /// The panes `next` resumes, as (end, count) for an open one and (frontier, -panes) for a
+    /// queue, and the readings it holds.
+    fn saved_panes(next: &Savepoint) -> (Vec<(EventTime, i64)>, Vec<Reading>) {
+        let (states, held) =
+            next.take_keyed::<Pane>("series_stats_hopping", 0, &Default::default());
+        let mut saved: Vec<_> = states
+            .iter()
+            .map(|(_, _, end, p)| match p {
+                Pane::Open(st) => (*end, st.count as i64),
+                Pane::Queued(q) => (*end, -(q.len() as i64)),
+            })
+            .collect();
+        saved.sort();
+        (saved, held)
     }
 
     #[test]
     fn a_stop_closes_no_window_after_the_lowest_stop_mark() {
         // Windows of 10: 50's and 95's close (they end by 100); 105's and 150's are saved,
         // though `b` took the frontier past their ends.
-        let (rows, next, _dir) = stopped_at_100(|input, sp| {
-            let tumbling = Tumbling { width_ms: 10 };
-            tumbling_windows(
-                input,
-                (tumbling, None),
-                Default::default(),
-                Default::default(),
-                sp,
-            )
-        });
+        let (rows, next, _dir) = stopped_at_100(tumbling_of_10);
         assert_eq!(rows, vec![(60, 60, 1), (100, 100, 1)]);
-        let (states, _) = next.take_keyed::<WindowStats>("series_stats", 0, &Default::default());
-        let mut saved: Vec<(EventTime, u64)> = states
-            .iter()
-            .map(|(_, _, end, st)| (*end, st.count))
-            .collect();
-        saved.sort();
+        let (saved, _) = saved_windows(&next);
         assert_eq!(saved, vec![(110, 1), (160, 1)], "windows after the cut");
     }
 
@@ -1023,20 +1045,9 @@ mod tests {
         // Windows of 20 every 10: those ending at 60 and 70 (of 50) go out; the window ending
         // at 100 would go out once the frontier passed it, which it does not in this run. The
         // open panes of 95, 105 and 150 are saved, with the cut as the frontier.
-        let (rows, next, _dir) = stopped_at_100(|input, sp| {
-            let m = Default::default();
-            hopping(input, (20, 10), Zone::default(), m, Default::default(), sp)
-        });
+        let (rows, next, _dir) = stopped_at_100(hopping_20_by_10);
         assert_eq!(rows, vec![(60, 60, 1), (70, 70, 1)]);
-        let (states, _) = next.take_keyed::<Pane>("series_stats_hopping", 0, &Default::default());
-        let mut saved: Vec<(EventTime, i64)> = states
-            .iter()
-            .map(|(_, _, end, p)| match p {
-                Pane::Open(st) => (*end, st.count as i64),
-                Pane::Queued(q) => (*end, -(q.len() as i64)),
-            })
-            .collect();
-        saved.sort();
+        let (saved, _) = saved_panes(&next);
         assert_eq!(
             saved,
             vec![(100, 1), (110, 1), (160, 1)],
@@ -1048,22 +1059,8 @@ mod tests {
     fn a_checkpoint_holds_the_windows_of_what_arrived_before_its_barrier() {
         // Windows of 10. Saved at 100: 95 (its window ends at 100, so it goes out at 100,
         // after the barrier), 120 and 130; the window of 50 went out before it.
-        let (rows, next, _dir) = cut_at_100(|input, sp| {
-            let tumbling = Tumbling { width_ms: 10 };
-            tumbling_windows(
-                input,
-                (tumbling, None),
-                Default::default(),
-                Default::default(),
-                sp,
-            )
-        });
-        let (states, held) = next.take_keyed::<WindowStats>("series_stats", 0, &Default::default());
-        let mut saved: Vec<(EventTime, u64)> = states
-            .iter()
-            .map(|(_, _, end, st)| (*end, st.count))
-            .collect();
-        saved.sort();
+        let (rows, next, _dir) = cut_at_100(tumbling_of_10);
+        let (saved, held) = saved_windows(&next);
         assert_eq!(
             saved,
             vec![(100, 1), (130, 1), (140, 1)],
@@ -1089,20 +1086,8 @@ mod tests {
     fn a_checkpoint_holds_the_panes_of_what_arrived_before_its_barrier() {
         // Windows of 20 every 10. By 100 the windows ending at 60 and 70 (of 50) went out
         // and its pane left the queue; saved are the open panes of 95, 120 and 130.
-        let (rows, next, _dir) = cut_at_100(|input, sp| {
-            let m = Default::default();
-            hopping(input, (20, 10), Zone::default(), m, Default::default(), sp)
-        });
-        let (states, held) =
-            next.take_keyed::<Pane>("series_stats_hopping", 0, &Default::default());
-        let mut saved: Vec<(EventTime, i64)> = states
-            .iter()
-            .map(|(_, _, end, p)| match p {
-                Pane::Open(st) => (*end, st.count as i64),
-                Pane::Queued(q) => (*end, -(q.len() as i64)),
-            })
-            .collect();
-        saved.sort();
+        let (rows, next, _dir) = cut_at_100(hopping_20_by_10);
+        let (saved, held) = saved_panes(&next);
         assert_eq!(
             saved,
             vec![(100, 1), (130, 1), (140, 1)],
