@@ -56,6 +56,10 @@ pub struct QuantileSketch {
     /// 1-based Fenwick tree over `counts` (`fen[0]` unused).
     fen: Vec<u32>,
     len: usize,
+    /// The knee is a guess (no spread was known when the frame was set), and every value
+    /// held is at the center: the first value elsewhere sets the knee (see
+    /// [`QuantileSketch::insert`]).
+    guessed: bool,
 }
 
 impl QuantileSketch {
@@ -76,6 +80,7 @@ impl QuantileSketch {
             sums: Vec::new(),
             fen: Vec::new(),
             len: 0,
+            guessed: false,
         };
         s.set_frame(center, scale);
         s
@@ -83,10 +88,11 @@ impl QuantileSketch {
 
     fn set_frame(&mut self, center: f64, scale: f64) {
         self.center = if center.is_finite() { center } else { 0.0 };
-        let scale = if scale.is_finite() && scale > 0.0 {
-            scale
-        } else {
+        self.guessed = !(scale.is_finite() && scale > 0.0);
+        let scale = if self.guessed {
             self.center.abs() * (-10f64).exp2()
+        } else {
+            scale
         };
         // Never below a few ulps of the center (no nonzero offset is smaller), nor subnormal.
         let scale = scale
@@ -266,8 +272,21 @@ impl QuantileSketch {
     }
 
     /// Adds `x`.
+    ///
+    /// While the knee is a guess (a frame set without a spread: the first value of a
+    /// window, or a window of equal values), every value held is at the center, and the
+    /// first one elsewhere re-frames the sketch around the same center with its distance
+    /// as the spread. Otherwise a guessed knee far below the data (`2^-10` of the center, or
+    /// the smallest normal number when the center is 0) would put the data thousands of
+    /// binary orders of magnitude above it, at `2^bits` buckets each: a series whose first
+    /// reading is 0 allocated 385,000 buckets (6 MB) for its next one. The values held
+    /// stay in the zero-offset bucket, so the re-frame loses nothing.
     pub fn insert(&mut self, x: f64) {
         let d = x - self.center;
+        if self.guessed && d != 0.0 && d.is_finite() {
+            let (n, center) = (self.len, self.center);
+            self.rebuild(center, d.abs(), std::iter::repeat_n(center, n));
+        }
         let k = self.key_of_offset(d);
         self.ensure(k);
         let i = (k - self.base) as usize;
@@ -306,6 +325,18 @@ impl QuantileSketch {
     where
         I: Iterator<Item = f64> + Clone,
     {
+        // Without a spread, the values' own: the knee is a guess only when they are all at
+        // the center (see `insert`).
+        let scale = if scale.is_finite() && scale > 0.0 {
+            scale
+        } else {
+            let c = if center.is_finite() { center } else { 0.0 };
+            values
+                .clone()
+                .map(|x| (x - c).abs())
+                .filter(|a| a.is_finite())
+                .fold(0.0, f64::max)
+        };
         self.set_frame(center, scale);
         self.len = 0;
         // One pass for the range of keys, so the arrays are allocated once.
@@ -320,6 +351,13 @@ impl QuantileSketch {
         if lo <= hi {
             self.base = lo;
             let size = (hi - lo + 1) as usize;
+            // The arrays shrink to what the window spans: a spike that has left the window
+            // (or a first frame before the knee was known) keeps no memory.
+            if self.counts.capacity() > 2 * size + 64 {
+                self.counts.shrink_to(size);
+                self.sums.shrink_to(size);
+                self.fen.shrink_to(size + 1);
+            }
             self.counts.resize(size, 0);
             self.sums.resize(size, 0.0);
             for x in values {
@@ -576,6 +614,48 @@ mod tests {
             }
             assert!(!sk.remove(1e300));
         }
+    }
+
+    #[test]
+    fn a_first_value_far_from_the_data_does_not_allocate_its_orders_of_magnitude() {
+        // A window whose first reading is 0 (no spread known, so the knee was a guess at the
+        // smallest normal number): the next reading, 3, used to put the data about 1,000
+        // binary orders of magnitude above the knee, 256 buckets each (385,000 buckets). A
+        // level of 22.7 with a guessed knee of 2^-10 of it: 5,400 buckets by the 32nd value.
+        use crate::analytics::rolling::{Extent, Rolling};
+        for first in [0.0, 22.7, -1e9] {
+            let mut r = Rolling::sketched(Extent::Count(100), DEFAULT_BITS);
+            let mut all = vec![first];
+            r.push(0, first);
+            let mut peak = 0;
+            for i in 1..300i64 {
+                let x = first + ((i * 37) % 61) as f64 / 10.0 - 3.0;
+                all.push(x);
+                r.push(i, x);
+                let sk = r.sketch().unwrap();
+                peak = peak.max(sk.counts.capacity());
+                // Still within the bounds.
+                let w: Vec<f64> = all[all.len().saturating_sub(100)..].to_vec();
+                let (_, med, _) = exact(&w);
+                let got = sk.median().unwrap();
+                assert!(
+                    (got - med).abs() <= sk.width(med) * 2.0,
+                    "{first}: median {got} against {med}"
+                );
+            }
+            assert!(peak < 4_000, "{first}: {peak} buckets");
+        }
+        // Equal values keep the guess; the first different one sets the knee from its
+        // distance, and the values held come back exactly.
+        let mut sk = QuantileSketch::new(DEFAULT_BITS, 0.0, 0.0);
+        for _ in 0..5 {
+            sk.insert(0.0);
+        }
+        sk.insert(1e6);
+        assert!(sk.buckets() < 2_000, "{} buckets", sk.buckets());
+        assert_eq!(sk.kth(0), Some(0.0));
+        assert_eq!(sk.kth(4), Some(0.0));
+        assert!((sk.kth(5).unwrap() - 1e6).abs() <= sk.width(1e6));
     }
 
     #[test]

@@ -63,7 +63,7 @@ use thiserror::Error;
 use crate::record::{EventTime, Reading};
 
 /// Format version of the files; a savepoint of another version is refused.
-const VERSION: u32 = 1;
+const VERSION: u32 = 2;
 
 /// Why a savepoint cannot be used or written.
 #[derive(Debug, Error)]
@@ -995,7 +995,7 @@ mod tests {
         let other = bincode::serialize(&(VERSION + 1, SourcePosition::default())).unwrap();
         std::fs::write(root.join("g0/source.w0.bin"), other).unwrap();
         let err = Savepoint::open(&root, settings("anomaly"), 1, (0, 1)).unwrap_err();
-        assert!(err.to_string().contains("format version 2"), "{err}");
+        assert!(err.to_string().contains("format version 3"), "{err}");
     }
 
     #[test]
