@@ -81,11 +81,11 @@ use crate::analytics::outlier::{z_to_score, Model, ResidualZ, RobustZ};
 use crate::analytics::rolling::CountWindow;
 use crate::analytics::sketch::DEFAULT_BITS;
 use crate::dashboard::hub::{ForecastUpdate, Point, PointUpdate, Update};
-use crate::engine::keyed::{in_order_logic, InOrder, PerField};
+use crate::engine::keyed::{in_order_logic, Keyed, KeyedHooks, PerField};
 pub use crate::engine::output::SilentRow;
 use crate::engine::output::{csv_f64s, csv_series_field_ts, push_csv_field, JsonObject, Row};
 use crate::engine::reference::reference_stream;
-use crate::engine::savepoint::{Cut, Savepoint};
+use crate::engine::savepoint::Savepoint;
 use crate::engine::series_hash;
 use crate::record::{write_f64, write_i64, EventTime, Reading, Sym};
 
@@ -288,7 +288,7 @@ enum SetInput {
         anomalous: bool,
         last_score: Option<f64>,
     },
-    /// A state restored from a checkpoint, restated at `at` (see [`Logic::restate`]): a
+    /// A state restored from a checkpoint, restated at `at` (see [`AtCut::restate`]): a
     /// member of the set or not, its score as of the top-k's snapshot before the barrier,
     /// and its latest score, which counts from the snapshot `latest_at`.
     Restored {
@@ -379,15 +379,15 @@ struct SeriesState {
     residual: ResidualZ,
     last_score: Option<f64>,
     /// The latest score before the snapshot period of the latest reading: what the top-k's
-    /// snapshot before that reading's ranked (see [`Logic::restate`]).
+    /// snapshot before that reading's ranked (see [`AtCut::restate`]).
     score_before: Option<f64>,
     anomalous: bool,
     last_ts: Option<EventTime>,
 }
 
-/// The per-reading logic over the per-(series, field) states.
-struct Logic {
-    state: PerField<SeriesState>,
+/// The per-reading logic over the per-(series, field) states (`engine::keyed::Keyed`'s
+/// `process`).
+struct Scorer {
     /// Previous readings per statistic (`--readings`).
     n: usize,
     /// The score from which a series is anomalous.
@@ -396,17 +396,18 @@ struct Logic {
     horizon: usize,
     /// Snapshot period of the top-k.
     every: EventTime,
-    /// The cut of the savepoint this run resumed from (a checkpoint's barrier or a stop's).
-    resumed_at: Option<EventTime>,
-    /// Where a stop's cut goes ([`InOrder::cut_at`]).
-    savepoint: Option<Arc<Savepoint>>,
     /// One path's steps, gathered here and copied once into the row's shared slice.
     path: Vec<(EventTime, f64, f64, f64)>,
 }
 
-impl InOrder<Out> for Logic {
-    #[inline]
-    fn process(&mut self, r: &Reading, emit: &mut dyn FnMut(Out)) {
+impl Scorer {
+    #[inline(always)]
+    fn process(
+        &mut self,
+        state: &mut PerField<SeriesState>,
+        r: &Reading,
+        emit: &mut dyn FnMut(Out),
+    ) {
         let (n, quantiles, every, enter, horizon) =
             (self.n, self.quantiles, self.every, self.enter, self.horizon);
         let path = &mut self.path;
@@ -425,7 +426,7 @@ impl InOrder<Out> for Logic {
                 anomalous: false,
                 last_ts: None,
             };
-            self.state.with(r.series, *field, r.ts, make, |s| {
+            state.with(r.series, *field, r.ts, make, |s| {
                 let (mean, var) = s.window.mean_var().unwrap_or((0.0, 0.0));
                 let std = var.sqrt();
                 let z = if s.window.len() >= 10 && std > 0.0 {
@@ -492,49 +493,49 @@ impl InOrder<Out> for Logic {
             });
         }
     }
+}
 
-    fn next_expiry(&self) -> Option<EventTime> {
-        self.state.next_expiry()
-    }
+/// An expired state (`engine::keyed::Keyed`'s `expired`): it leaves the outlier set and the
+/// top-k, and its series is reported silent.
+fn expired(
+    series: Sym,
+    field: Sym,
+    s: SeriesState,
+    last_ts: EventTime,
+    at: EventTime,
+    emit: &mut dyn FnMut(Out),
+) {
+    emit(Out::Set(SetInput::Expired {
+        key: (series, field),
+        anomalous: s.anomalous,
+        last_score: s.last_score,
+    }));
+    emit(Out::Silent(SilentRow {
+        series,
+        field,
+        last_ts,
+        time: at,
+    }));
+}
 
-    fn expire(&mut self, at: EventTime, emit: &mut dyn FnMut(Out)) {
-        self.state.expire(at, |series, field, last_ts, s| {
-            emit(Out::Set(SetInput::Expired {
-                key: (series, field),
-                anomalous: s.anomalous,
-                last_score: s.last_score,
-            }));
-            emit(Out::Silent(SilentRow {
-                series,
-                field,
-                last_ts,
-                time: at,
-            }));
-        });
-    }
+/// What `sensor_outliers` does at a savepoint's cut: its collections need one cut for every
+/// worker, and a resumed run restates the restored states to them.
+struct AtCut {
+    /// Snapshot period of the top-k.
+    every: EventTime,
+    /// The cut of the savepoint this run resumed from (a checkpoint's barrier or a stop's).
+    resumed_at: Option<EventTime>,
+    /// Where a stop's cut goes ([`KeyedHooks::cut_at`]).
+    savepoint: Option<Arc<Savepoint>>,
+}
 
-    fn stopped(&self) -> bool {
-        self.state.stopped()
-    }
-
-    fn saves(&self) -> bool {
-        self.state.saves()
-    }
-
-    fn save(&mut self, held: Vec<Reading>) {
-        self.state.save(Cut::Stop, held);
-    }
-
+impl KeyedHooks<SeriesState, Out> for AtCut {
     /// The stop's cut goes to the savepoint: the stopped run's collections write no row at
     /// or after it, and the resumed run's start there.
     fn cut_at(&mut self, cut: EventTime) {
         if let Some(sp) = &self.savepoint {
             sp.note_stop_cut(cut);
         }
-    }
-
-    fn restored(&mut self) -> Vec<Reading> {
-        self.state.take_restored()
     }
 
     /// Resumed from a savepoint cut at `B` (a checkpoint's barrier, or a stop's cut), whose
@@ -547,10 +548,10 @@ impl InOrder<Out> for Logic {
     /// of the readings before `P`: a state whose latest reading is at or after `P` restates
     /// the score before it, and the change to its latest at the next snapshot. Expiries fall
     /// on snapshot times (`PerField::on_grid`), so none is between `P` and `B`.
-    fn restate(&mut self, emit: &mut dyn FnMut(Out)) {
+    fn restate(&mut self, state: &PerField<SeriesState>, emit: &mut dyn FnMut(Out)) {
         let Some(b) = self.resumed_at else { return };
         let (every, next) = (self.every, snapshot_after(b - 1, self.every));
-        self.state.each(|series, field, _, s| {
+        state.each(|series, field, _, s| {
             let current = s.last_ts.is_some_and(|t| snapshot_after(t, every) == next);
             emit(Out::Set(SetInput::Restored {
                 key: (series, field),
@@ -565,14 +566,6 @@ impl InOrder<Out> for Logic {
                 latest_at: next,
             }));
         });
-    }
-
-    fn checkpoints(&self) -> Option<Arc<Savepoint>> {
-        self.state.checkpoints()
-    }
-
-    fn checkpoint(&mut self, barrier: EventTime, held: Vec<Reading>) {
-        self.state.save(Cut::Barrier(barrier), held);
     }
 }
 
@@ -671,7 +664,7 @@ impl Dataflow for SensorOutliers {
         let quantiles = params.quantiles;
         let refs = reference_stream(&input, params.reference.clone(), params.worker);
         // Expiries on the snapshot grid: a checkpoint's barrier then never falls between an
-        // expiry and the snapshot that ranks without it (see `Logic::restate`).
+        // expiry and the snapshot that ranks without it (see `AtCut::restate`).
         let state = params.per_field().on_grid(every);
         let state = match &params.savepoint {
             Some(sp) => state.saved(sp.clone(), "sensor_outliers", params.worker),
@@ -685,16 +678,27 @@ impl Dataflow for SensorOutliers {
             .and_then(|sp| sp.resumed())
             .and_then(|r| r.cut);
         let from = resumed_at.unwrap_or(EventTime::MIN);
-        let logic = Logic {
-            state,
+        let mut scorer = Scorer {
             n,
             enter,
             quantiles,
             horizon,
             every,
-            resumed_at,
-            savepoint: params.savepoint.clone(),
             path: Vec::with_capacity(horizon),
+        };
+        let logic = Keyed {
+            state,
+            process: move |state: &mut PerField<SeriesState>,
+                           r: &Reading,
+                           emit: &mut dyn FnMut(Out)| {
+                scorer.process(state, r, emit)
+            },
+            expired,
+            hooks: AtCut {
+                every,
+                resumed_at,
+                savepoint: params.savepoint.clone(),
+            },
         };
         let out = in_order_logic(input, "sensor_outliers", logic);
         use timely::dataflow::operators::vec::{Map, Partition};

@@ -910,8 +910,8 @@ impl<V> PerField<V> {
 
 /// [`InOrder`] logic over per-series state in a [`PerField`]: `process` handles a reading,
 /// and `expired` is told of each state that expires (with the expiry time), to retract what
-/// it stood for.
-pub struct Keyed<V, P, X> {
+/// it stood for; `hooks` add what a dataflow does at a savepoint's cut.
+pub struct Keyed<V, P, X, H = NoHooks> {
     /// The states.
     pub state: PerField<V>,
     /// Handles one reading with the states.
@@ -919,12 +919,31 @@ pub struct Keyed<V, P, X> {
     /// Handles one expired state: series, value name, the state, the time of its latest
     /// reading, the time it expired.
     pub expired: X,
+    /// At a savepoint's cut: [`InOrder::cut_at`] and [`InOrder::restate`].
+    pub hooks: H,
 }
 
-impl<R, V, P, X> InOrder<R> for Keyed<V, P, X>
+/// What a [`Keyed`] dataflow does at a savepoint's cut, beyond saving and restoring its
+/// states: for dataflows whose later results depend on more than their own rows (an outlier
+/// set joined and ranked downstream). The defaults do nothing.
+pub trait KeyedHooks<V, R> {
+    /// See [`InOrder::cut_at`].
+    fn cut_at(&mut self, _cut: EventTime) {}
+
+    /// See [`InOrder::restate`]: rows that restate the states restored in `state`.
+    fn restate(&mut self, _state: &PerField<V>, _emit: &mut dyn FnMut(R)) {}
+}
+
+/// No [`KeyedHooks`]: a keyed dataflow whose rows are all it has to say.
+pub struct NoHooks;
+
+impl<V, R> KeyedHooks<V, R> for NoHooks {}
+
+impl<R, V, P, X, H> InOrder<R> for Keyed<V, P, X, H>
 where
     P: FnMut(&mut PerField<V>, &Reading, &mut dyn FnMut(R)),
     X: FnMut(Sym, Sym, V, EventTime, EventTime, &mut dyn FnMut(R)),
+    H: KeyedHooks<V, R>,
 {
     #[inline]
     fn process(&mut self, r: &Reading, emit: &mut dyn FnMut(R)) {
@@ -944,6 +963,12 @@ where
     }
     fn restored(&mut self) -> Vec<Reading> {
         self.state.take_restored()
+    }
+    fn cut_at(&mut self, cut: EventTime) {
+        self.hooks.cut_at(cut)
+    }
+    fn restate(&mut self, emit: &mut dyn FnMut(R)) {
+        self.hooks.restate(&self.state, emit)
     }
     fn checkpoints(&self) -> Option<Arc<Savepoint>> {
         self.state.checkpoints()
@@ -994,6 +1019,7 @@ where
             state,
             process,
             expired,
+            hooks: NoHooks,
         },
     )
 }
