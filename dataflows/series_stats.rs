@@ -367,10 +367,8 @@ fn tumbling_windows<'s>(
 /// read). Windows then close up to the cut only, and the rest go to the savepoint.
 fn note_stop_marks(data: &[Reading], cut: &mut EventTime) {
     let mark = crate::engine::route::stop_mark();
-    if data.iter().any(|r| r.series == mark) {
-        for r in data.iter().filter(|r| r.series == mark) {
-            *cut = (*cut).min(r.ts);
-        }
+    for r in data.iter().filter(|r| r.series == mark) {
+        *cut = (*cut).min(r.ts);
     }
 }
 
