@@ -55,15 +55,15 @@
 //! snapshot the end of its input would flush there is partial); a checkpoint's files are cut
 //! back to their lengths at `B`.
 //!
-//! The resumed run's collections must hold, from `B` on, what the dead run's held; their
-//! history before `B` is already in the files. So each restored state is *restated* just
-//! before `B` ([`InOrder::restate`](crate::engine::keyed::InOrder::restate)): to the join, a
-//! member of the set (not to `outliers`, whose file has its entry); to the top-k, its score
-//! as of the snapshot before `B`, and the change to its latest score at the first snapshot
-//! after `B` (a state keeps its score from before its latest reading's snapshot period for
-//! this). The rows the collections produce before `B` are dropped. States expire on the snapshot grid (`PerField::on_grid`: the TTL's
-//! quarter-TTL grid rounded up to a multiple of `--top-every`), so no expiry falls between
-//! that snapshot and `B`, where the restored states could not restate it.
+//! The resumed run's collections must hold, from `B` on, what the dead run's held; their history
+//! before `B` is already in the files. So each restored state is *restated* just before `B`
+//! ([`InOrder::restate`](crate::engine::keyed::InOrder::restate)): to the join, a member of the set
+//! (not to `outliers`, whose file has its entry); to the top-k, its score as of the snapshot before
+//! `B`, and the change to its latest score at the first snapshot after `B` (a state keeps its score
+//! from before its latest reading's snapshot period for this). The rows the collections produce
+//! before `B` are dropped. States expire on the snapshot grid (`PerField::on_grid`: the TTL's
+//! quarter-TTL grid rounded up to a multiple of `--top-every`), so no expiry falls between that
+//! snapshot and `B`, where the restored states could not restate it.
 
 use std::cmp::Reverse;
 use std::sync::Arc;
