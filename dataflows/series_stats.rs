@@ -300,11 +300,9 @@ fn tumbling_windows<'s>(
                 // A checkpoint barrier crossed: the windows hold what arrived before it;
                 // those ending before it go out, the rest are saved.
                 if let Some(b) = stash.advance(now) {
-                    opened += fold_released(
-                        stash.release(Some(b)),
-                        (&mut windows, &mut spare, typical),
-                        &end_of,
-                    );
+                    opened += fold_released(stash.release(Some(b)), |d, delayed| {
+                        fold_windows((&mut windows, &mut spare, typical), d, &end_of, delayed)
+                    });
                     closed += close_windows(
                         &mut windows,
                         b - 1,
@@ -318,11 +316,9 @@ fn tumbling_windows<'s>(
                         sp.save_keyed(Cut::Barrier(b), "series_stats", *worker, states, vec![]);
                     }
                 }
-                opened += fold_released(
-                    stash.release(stash.until(now)),
-                    (&mut windows, &mut spare, typical),
-                    &end_of,
-                );
+                opened += fold_released(stash.release(stash.until(now)), |d, delayed| {
+                    fold_windows((&mut windows, &mut spare, typical), d, &end_of, delayed)
+                });
                 // A stop ends the stream before the windows still open are complete:
                 // with a savepoint they go to it, otherwise they are written cut short.
                 // (Once: the operator may run again after its input ended.)
@@ -398,19 +394,18 @@ fn fold_windows(
     opened
 }
 
-/// Folds the containers an [`ArrivalStash`] released (see [`fold_windows`]).
+/// Folds the containers an [`ArrivalStash`] released with `fold(container, delayed)` (a
+/// [`fold_windows`] or [`fold_panes`]), `delayed` giving capabilities from the one they were
+/// kept under; returns how many summaries that opened.
 fn fold_released(
     released: Option<(Capability<EventTime>, Vec<Vec<Reading>>)>,
-    (windows, spare, typical): (&mut OpenWindows, &mut Vec<SymMap<Fields>>, usize),
-    end_of: &impl Fn(EventTime) -> EventTime,
+    mut fold: impl FnMut(&mut Vec<Reading>, &dyn Fn(EventTime) -> Capability<EventTime>) -> i64,
 ) -> i64 {
     let Some((cap, mut kept)) = released else {
         return 0;
     };
     let delayed = |end| cap.delayed(&end);
-    kept.iter_mut()
-        .map(|d| fold_windows((windows, spare, typical), d, end_of, &delayed))
-        .sum()
+    kept.iter_mut().map(|d| fold(d, &delayed)).sum()
 }
 
 /// Every open window's summaries as a savepoint keeps them (keyed by the window's end).
@@ -740,13 +735,9 @@ fn hopping<'s>(
                 // A checkpoint barrier crossed: the panes hold what arrived before it; the
                 // windows ending before it go out, the rest is saved as at a stop there.
                 if let Some(b) = stash.advance(now) {
-                    if let Some((c, mut kept)) = stash.release(Some(b)) {
-                        let delayed = |end| c.delayed(&end);
-                        for d in &mut kept {
-                            opened +=
-                                fold_panes((&mut open, &mut next), d, &pane_end, &utc, &delayed);
-                        }
-                    }
+                    opened += fold_released(stash.release(Some(b)), |d, delayed| {
+                        fold_panes((&mut open, &mut next), d, &pane_end, &utc, delayed)
+                    });
                     closed += emit_windows(
                         b,
                         (&mut open, &mut queues, &mut next),
@@ -765,12 +756,9 @@ fn hopping<'s>(
                         );
                     }
                 }
-                if let Some((c, mut kept)) = stash.release(stash.until(now)) {
-                    let delayed = |end| c.delayed(&end);
-                    for d in &mut kept {
-                        opened += fold_panes((&mut open, &mut next), d, &pane_end, &utc, &delayed);
-                    }
-                }
+                opened += fold_released(stash.release(stash.until(now)), |d, delayed| {
+                    fold_panes((&mut open, &mut next), d, &pane_end, &utc, delayed)
+                });
                 if let Some(f) = now {
                     last_frontier = Some(f);
                 }
