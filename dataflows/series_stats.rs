@@ -362,9 +362,8 @@ fn tumbling_windows<'s>(
 /// frontier passes it once that source is gone (on a cluster, while other processes still
 /// read). Windows then close up to the cut only, and the rest go to the savepoint.
 fn note_stop_marks(data: &[Reading], cut: &mut EventTime) {
-    let mark = crate::engine::route::stop_mark();
-    for r in data.iter().filter(|r| r.series == mark) {
-        *cut = (*cut).min(r.ts);
+    if let Some(m) = crate::engine::route::lowest_stop_mark(data) {
+        *cut = (*cut).min(m);
     }
 }
 

@@ -217,10 +217,8 @@ where
                 }
                 input.for_each(|cap, data| {
                     let Some(&t) = cap.least() else { return };
-                    if data.iter().any(|r| r.series == mark) {
-                        for r in data.iter().filter(|r| r.series == mark) {
-                            cut = Some(cut.map_or(r.ts, |c| c.min(r.ts)));
-                        }
+                    if let Some(m) = crate::engine::route::lowest_stop_mark(data) {
+                        cut = Some(cut.map_or(m, |c| c.min(m)));
                         data.retain(|r| r.series != mark);
                         // A mark's capability (at or before the cut) is kept until the end:
                         // nothing downstream passes the cut before this operator is done.
@@ -363,12 +361,11 @@ where
                 let pending = runs.iter().map(|r| r.chunks[0][r.head].ts).min();
                 let next_expiry = logic.next_expiry().filter(|_| !stopped);
                 // Not past a stop's cut: what follows it is the next run's.
-                match pending.into_iter().chain(next_expiry).min().or(cut) {
+                let next = pending.into_iter().chain(next_expiry).chain(cut).min();
+                match next {
                     // The next input brings its own capability.
                     None => held = None,
-                    Some(m) if m.min(cut.unwrap_or(m)) > *cap.time() => {
-                        cap.downgrade(&m.min(cut.unwrap_or(m)))
-                    }
+                    Some(m) if m > *cap.time() => cap.downgrade(&m),
                     Some(_) => {}
                 }
             }

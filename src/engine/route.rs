@@ -32,6 +32,13 @@ pub fn stop_mark() -> Sym {
     *MARK.get_or_init(|| Sym::new("\u{0}stop"))
 }
 
+/// The lowest [`stop_mark`] in `data` (its time), if it holds one: the cut a stop makes at
+/// an operator that received it.
+pub fn lowest_stop_mark(data: &[Reading]) -> Option<crate::record::EventTime> {
+    let mark = stop_mark();
+    data.iter().filter(|r| r.series == mark).map(|r| r.ts).min()
+}
+
 /// The exchange of readings by series, for `unary*` operators' `pact` argument.
 pub fn by_series() -> DistributorPact<fn(usize) -> SeriesRouter> {
     DistributorPact(SeriesRouter::new)

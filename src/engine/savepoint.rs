@@ -5,8 +5,8 @@
 //! reading and sends a *stop mark* with its frontier to every worker
 //! (`engine::route::stop_mark`), and every keyed operator processes each reading before the
 //! lowest mark, and nothing at or after it (a folding operator, `series_stats`, closes no
-//! window ending after it), though the frontier may pass it once a source is
-//! gone while another still reads (in a cluster, a process stopped later). So every worker
+//! window ending after it), though the frontier may pass it once a source is gone while
+//! another still reads (in a cluster, a process stopped later). So every worker
 //! of every process cuts its state at the same event time, the frontier the resumed sources
 //! start at, and a series whose source stopped first is not processed past the readings
 //! that source may still bring. With a savepoint, each worker then writes, instead of
