@@ -65,6 +65,8 @@ through --listen they follow metadata to the broker's own loopback port."
     ForecastEval(forecast_eval::ForecastEvalArgs),
     /// Render PNG and SVG plots of a finished run's outputs (series with band, forecast and anomalies; throughput).
     Report(ReportArgs),
+    /// Send again the result rows a run could not deliver to Kafka (its undelivered file).
+    Redeliver(RedeliverArgs),
     /// Run collectors: the `[[mqtt]]`, `[[modbus]]`, `[[opcua]]`, `[[http]]`, `[[websocket]]`, `[[cctv]]` and `[[file]]` tables of --config FILE, or one from flags (`collect <kind> ...`).
     Collect(Box<CollectArgs>),
 }
@@ -89,6 +91,20 @@ pub struct NabArgs {
     /// for all files, and the defaults are the published one.
     #[arg(long = "param", value_name = "NAME=VALUE")]
     pub params: Vec<String>,
+}
+
+/// `redeliver` flags.
+#[derive(Debug, Args)]
+pub struct RedeliverArgs {
+    /// The undelivered file a run wrote (`undelivered.jsonl` in its --output, or --undelivered).
+    pub file: PathBuf,
+    /// Kafka connection.
+    #[command(flatten)]
+    pub kafka: KafkaFlags,
+    /// How long to wait for Kafka to acknowledge the rows; those still unacknowledged stay in
+    /// the file.
+    #[arg(long, default_value = "30s")]
+    pub wait: HumanDuration,
 }
 
 /// `broker` flags.
@@ -329,6 +345,11 @@ pub struct RunArgs {
     /// Do not write results to Kafka topics (`<topic>.<output>`).
     #[arg(long)]
     pub no_result_topics: bool,
+    /// File for result rows Kafka does not take (refused, or not acknowledged within
+    /// `message.timeout.ms`), one JSON object per line; `streamgauge redeliver FILE` sends
+    /// them again. Default: `undelivered.jsonl` in --output, else in the current directory.
+    #[arg(long, value_name = "FILE")]
+    pub undelivered: Option<PathBuf>,
     /// Stop after this long.
     #[arg(long)]
     pub duration: Option<HumanDuration>,
@@ -1071,7 +1092,37 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Generate(a) => generate(a),
         Command::Nab(a) => nab(a, &settings),
         Command::ForecastEval(a) => forecast_eval::run(a, &settings),
+        Command::Redeliver(a) => redeliver(a, &settings),
     }
+}
+
+/// `streamgauge redeliver FILE`: the rows of an undelivered file, sent again.
+fn redeliver(a: RedeliverArgs, settings: &Settings) -> Result<()> {
+    let Some(k) = a.kafka.settings(settings)? else {
+        bail!("redeliver needs --brokers (or STREAMGAUGE_BROKERS, or brokers in --config)");
+    };
+    if !a.file.exists() {
+        bail!(
+            "{}: no such file (nothing left to redeliver?)",
+            a.file.display()
+        );
+    }
+    let r = crate::kafka::results::redeliver(&k.producer_config(), &a.file, a.wait.0)?;
+    eprintln!(
+        "redeliver {}: {} rows delivered, {} failed again, {} lines unreadable",
+        a.file.display(),
+        r.delivered,
+        r.kept,
+        r.unreadable
+    );
+    if r.kept > 0 || r.unreadable > 0 {
+        bail!(
+            "{} rows are still in {} (failed again: see their reason there; or unreadable)",
+            r.kept + r.unreadable,
+            a.file.display()
+        );
+    }
+    Ok(())
 }
 
 fn broker(a: BrokerArgs) -> Result<()> {
@@ -1304,6 +1355,7 @@ pub fn run_dataflow(a: RunArgs, settings: &Settings) -> Result<engine::RunReport
         output_dir: a.output.clone(),
         output_format: a.output_format,
         result_topics,
+        undelivered: a.undelivered.clone(),
         metrics: Arc::new(Metrics::default()),
         stop,
         hub: dashboard.as_ref().map(|(h, _)| (h.clone(), String::new())),
@@ -1367,6 +1419,15 @@ pub fn run_dataflow(a: RunArgs, settings: &Settings) -> Result<engine::RunReport
             "stopped before the end: the windows starting at {when} ({t} ms) or later were \
              written cut short; to redo them whole, run again with --from {when} and keep its \
              windows starting there or later"
+        );
+    }
+    if let Some(path) = &report.undelivered {
+        bail!(
+            "{} result rows were not delivered to Kafka (see the log for why); they are kept in \
+             {}: once Kafka takes them, send them with `streamgauge redeliver {} --brokers ...`",
+            report.metrics.results_undelivered,
+            path.display(),
+            path.display()
         );
     }
     Ok(report)

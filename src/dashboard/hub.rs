@@ -1238,6 +1238,8 @@ pub struct PipelineView {
     pub expired: u64,
     /// Skipped offsets.
     pub skipped_offsets: u64,
+    /// Result rows Kafka did not take (kept in the undelivered file).
+    pub results_undelivered: u64,
     /// Checkpoints completed (`--checkpoint-every`; a cluster's: by every process).
     pub checkpoints: u64,
     /// Checkpoints given up.
@@ -1547,6 +1549,7 @@ impl Hub {
                     series_states: m.series_states,
                     expired: m.expired,
                     skipped_offsets: m.skipped_offsets,
+                    results_undelivered: m.results_undelivered,
                     checkpoints: m.checkpoints,
                     checkpoints_failed: m.checkpoints_failed,
                     checkpoint_barrier: m.checkpoint_barrier,

@@ -325,7 +325,7 @@ pub fn prometheus(hub: &Hub) -> String {
     let o = hub.overview();
     let mut out = String::new();
     type Get = fn(&super::hub::PipelineView) -> f64;
-    let counters: [(&str, &str, Get); 13] = [
+    let counters: [(&str, &str, Get); 14] = [
         (
             "streamgauge_readings_in_total",
             "Readings delivered by sources.",
@@ -355,6 +355,11 @@ pub fn prometheus(hub: &Hub) -> String {
             "streamgauge_skipped_offsets_total",
             "Kafka offsets skipped (retention, compaction).",
             |p| p.skipped_offsets as f64,
+        ),
+        (
+            "streamgauge_results_undelivered_total",
+            "Result rows Kafka did not take (kept in the undelivered file).",
+            |p| p.results_undelivered as f64,
         ),
         ("streamgauge_open_windows", "Windows currently open.", |p| {
             p.open_windows as f64

@@ -62,6 +62,9 @@ pub struct Metrics {
     /// Offsets skipped inside a partition: records the broker no longer had when they were
     /// due (retention), or compaction and transaction markers.
     pub skipped_offsets: AtomicU64,
+    /// Result rows Kafka did not take (kept in the undelivered file, see
+    /// [`crate::kafka::results`]).
+    pub results_undelivered: AtomicU64,
     /// Checkpoints this process completed (`run --checkpoint-every`).
     pub checkpoints: AtomicU64,
     /// Checkpoints given up because a part could not be written.
@@ -111,6 +114,9 @@ pub struct Snapshot {
     pub produced: u64,
     /// See [`Metrics::skipped_offsets`].
     pub skipped_offsets: u64,
+    /// See [`Metrics::results_undelivered`].
+    #[serde(default)]
+    pub results_undelivered: u64,
     /// See [`Metrics::checkpoints`]; a cluster's: the fewest of any process (a checkpoint
     /// counts once every process completed it).
     #[serde(default)]
@@ -139,6 +145,7 @@ impl Snapshot {
         self.expired += o.expired;
         self.produced += o.produced;
         self.skipped_offsets += o.skipped_offsets;
+        self.results_undelivered += o.results_undelivered;
         self.checkpoints = self.checkpoints.min(o.checkpoints);
         self.checkpoints_failed += o.checkpoints_failed;
         self.checkpoint_barrier = self.checkpoint_barrier.min(o.checkpoint_barrier);
@@ -160,6 +167,7 @@ impl Metrics {
             expired: self.expired.load(r),
             produced: self.produced.load(r),
             skipped_offsets: self.skipped_offsets.load(r),
+            results_undelivered: self.results_undelivered.load(r),
             checkpoints: self.checkpoints.load(r),
             checkpoints_failed: self.checkpoints_failed.load(r),
             checkpoint_barrier: (self.checkpoints.load(r) > 0)

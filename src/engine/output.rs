@@ -1,6 +1,9 @@
 //! Dataflow outputs and where they go: JSON-lines or CSV files (one per output), Kafka
 //! result topics (`<prefix>.<output>`, keyed), and the process counters.
 //!
+//! A result row Kafka does not take goes to the process's undelivered file (see
+//! [`crate::kafka::results`]), counted; none is dropped in silence.
+//!
 //! A dataflow calls [`Outputs::add`] with a typed stream; the engine attaches one sink
 //! operator per output and worker. Files are shared by the workers of a process (each worker
 //! appends whole buffers under a lock); with several processes each writes
@@ -12,7 +15,6 @@ use std::io::{BufWriter, Write};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
-use rdkafka::producer::{BaseRecord, Producer, ThreadedProducer};
 use serde::Serialize;
 use timely::container::CapacityContainerBuilder;
 use timely::dataflow::channels::pact::Pipeline;
@@ -22,6 +24,7 @@ use timely::dataflow::Stream;
 use super::cluster_hub::{self, ClusterHub, CountersDuty, HubMsg};
 use super::metrics::Metrics;
 use crate::dashboard::hub::{PipelineHandle, Update};
+use crate::kafka::results::{ResultProducer, Undelivered};
 use crate::quarantine::Quarantined;
 use crate::record::{EventTime, Reading, WireFormat};
 
@@ -277,6 +280,8 @@ pub struct OutputTargets {
     process_suffix: Option<usize>,
     files: Mutex<HashMap<String, Arc<Mutex<BufWriter<File>>>>>,
     kafka: Option<(rdkafka::ClientConfig, String)>,
+    /// Where result rows Kafka did not take go (with result topics).
+    undelivered: Option<Arc<Undelivered>>,
     /// Rows written per output name.
     pub counts: Mutex<HashMap<String, u64>>,
     metrics: Arc<Metrics>,
@@ -295,18 +300,26 @@ pub struct OutputTargets {
 }
 
 impl OutputTargets {
-    /// `kafka`: client config and topic prefix for result topics.
+    /// `kafka`: client config and topic prefix for result topics. `undelivered`: the file
+    /// for result rows Kafka does not take (default: [`OutputTargets::default_undelivered`]).
     pub fn new(
         dir: Option<PathBuf>,
         format: OutputFormat,
         process_suffix: Option<usize>,
         kafka: Option<(rdkafka::ClientConfig, String)>,
+        undelivered: Option<PathBuf>,
         metrics: Arc<Metrics>,
     ) -> std::io::Result<Self> {
         if let Some(d) = &dir {
             std::fs::create_dir_all(d)?;
         }
+        let undelivered = kafka.as_ref().map(|_| {
+            let path = undelivered
+                .unwrap_or_else(|| Self::default_undelivered(dir.as_deref(), process_suffix));
+            Arc::new(Undelivered::new(path, Some(metrics.clone())))
+        });
         Ok(OutputTargets {
+            undelivered,
             dir,
             format,
             process_suffix,
@@ -319,6 +332,25 @@ impl OutputTargets {
             append: false,
             checkpoints: None,
         })
+    }
+
+    /// Where result rows Kafka did not take go by default: `undelivered.jsonl` (with several
+    /// processes `undelivered.p<index>.jsonl`) in the output directory, else in the current
+    /// directory.
+    pub fn default_undelivered(
+        dir: Option<&std::path::Path>,
+        process_suffix: Option<usize>,
+    ) -> PathBuf {
+        let name = match process_suffix {
+            Some(p) => format!("undelivered.p{p}.jsonl"),
+            None => "undelivered.jsonl".to_string(),
+        };
+        dir.map_or_else(|| PathBuf::from(&name), |d| d.join(&name))
+    }
+
+    /// The file of result rows Kafka did not take (with result topics).
+    pub fn undelivered(&self) -> Option<&Arc<Undelivered>> {
+        self.undelivered.as_ref()
     }
 
     /// The name of an output's file in the output directory.
@@ -473,20 +505,18 @@ impl<'a> Outputs<'a> {
                 None
             }
         };
-        let producer: Option<(
-            ThreadedProducer<rdkafka::producer::DefaultProducerContext>,
-            String,
-        )> = match &self.targets.kafka {
-            Some((cfg, prefix)) => match cfg.create() {
-                Ok(p) => Some((p, format!("{prefix}.{name}"))),
-                Err(e) => {
-                    self.errors
-                        .push(format!("output {name}: Kafka producer: {e}"));
-                    None
-                }
-            },
-            None => None,
-        };
+        let producer: Option<(ResultProducer, String)> =
+            match (&self.targets.kafka, &self.targets.undelivered) {
+                (Some((cfg, prefix)), Some(u)) => match ResultProducer::new(cfg, u.clone()) {
+                    Ok(p) => Some((p, format!("{prefix}.{name}"))),
+                    Err(e) => {
+                        self.errors
+                            .push(format!("output {name}: Kafka producer: {e}"));
+                        None
+                    }
+                },
+                _ => None,
+            };
         let targets = self.targets.clone();
         let format = targets.format;
         let name = name.to_string();
@@ -558,20 +588,7 @@ impl<'a> Outputs<'a> {
                     if let Some((p, topic)) = &producer {
                         json.clear();
                         row.write_json(&mut json);
-                        let mut record = BaseRecord::to(topic).key(row.key()).payload(&json);
-                        loop {
-                            match p.send(record) {
-                                Ok(()) => break,
-                                Err((e, r)) => {
-                                    if !matches!(e, rdkafka::error::KafkaError::MessageProduction(rdkafka::types::RDKafkaErrorCode::QueueFull)) {
-                                        tracing::error!(output = %name, error = %e, "result not produced");
-                                        break;
-                                    }
-                                    record = r;
-                                    std::thread::sleep(std::time::Duration::from_millis(1));
-                                }
-                            }
-                        }
+                        p.send(topic, row.key(), &json);
                     }
                 }
                 if !scratch.is_empty() {
@@ -640,9 +657,9 @@ impl<'a> Outputs<'a> {
             }
             if finished && !done {
                 done = true;
-                if let Some((p, _)) = &producer {
-                    if let Err(e) = p.flush(std::time::Duration::from_secs(30)) {
-                        tracing::error!(output = %name, error = %e, "flushing results to Kafka");
+                if let Some((p, topic)) = &producer {
+                    if !p.finish(std::time::Duration::from_secs(30)) {
+                        tracing::error!(output = %name, %topic, "Kafka did not acknowledge every result row within 30 s: the rest are kept in the undelivered file");
                     }
                 }
                 *targets.counts.lock().expect("counts poisoned").entry(name.clone()).or_default() += written;

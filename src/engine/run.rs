@@ -152,6 +152,10 @@ pub struct RunSpec {
     pub output_format: OutputFormat,
     /// Kafka result topics: settings and topic prefix.
     pub result_topics: Option<(ClientSettings, String)>,
+    /// The file for result rows Kafka does not take (`--undelivered`; default
+    /// `undelivered.jsonl` in the output directory, else in the current one; see
+    /// [`crate::kafka::results`]).
+    pub undelivered: Option<PathBuf>,
     /// Counters (shared with whoever displays them).
     pub metrics: Arc<Metrics>,
     /// Set to end the run: sources finish, windows close, outputs flush.
@@ -199,6 +203,7 @@ impl RunSpec {
             output_dir: None,
             output_format: OutputFormat::Jsonl,
             result_topics: None,
+            undelivered: None,
             metrics: Arc::new(Metrics::default()),
             stop: Arc::new(AtomicBool::new(false)),
             hub: None,
@@ -231,6 +236,9 @@ pub struct RunReport {
     /// them. Windows from there on were written cut short; `--from` this time redoes them
     /// whole (see [`Metrics::cut_short_from`]).
     pub cut_short_from: Option<EventTime>,
+    /// The file that holds the result rows Kafka did not take, if there were any (their
+    /// count is `metrics.results_undelivered`): `streamgauge redeliver` sends them again.
+    pub undelivered: Option<PathBuf>,
 }
 
 enum AnyFeed {
@@ -457,6 +465,7 @@ pub fn run(spec: RunSpec) -> Result<RunReport, EngineError> {
         spec.output_format,
         suffix,
         kafka,
+        spec.undelivered.clone(),
         spec.metrics.clone(),
     )
     .map_err(|e| EngineError::Output {
@@ -687,6 +696,25 @@ pub fn run(spec: RunSpec) -> Result<RunReport, EngineError> {
         path: spec.output_dir.clone().unwrap_or_default(),
         source: e,
     })?;
+    // The result producers are gone with the dataflow: every row they could not deliver
+    // is in the undelivered file by now.
+    let undelivered = match targets.undelivered() {
+        Some(u) => {
+            let io = |source| EngineError::Output {
+                path: u.path().to_path_buf(),
+                source,
+            };
+            u.flush().map_err(io)?;
+            if u.unwritten() > 0 {
+                return Err(io(std::io::Error::other(format!(
+                    "{} result rows Kafka did not take could not be written here either: they are lost",
+                    u.unwritten()
+                ))));
+            }
+            (u.count() > 0).then(|| u.path().to_path_buf())
+        }
+        None => None,
+    };
     let mut offsets = BTreeMap::new();
     for l in &logs {
         if let Some((_, offs)) = l.lock().expect("offset log poisoned").latest() {
@@ -716,6 +744,7 @@ pub fn run(spec: RunSpec) -> Result<RunReport, EngineError> {
             .cut_short_from
             .lock()
             .unwrap_or_else(|p| p.into_inner()),
+        undelivered,
     })
 }
 

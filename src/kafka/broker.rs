@@ -43,6 +43,16 @@ impl EmbeddedBroker {
             .map_err(client_err(format!("creating topic {topic}")))
     }
 
+    /// Makes broker `id` the leader of a partition of an existing topic (so taking that broker
+    /// down takes down that partition only).
+    pub fn partition_leader(&self, topic: &str, partition: i32, id: i32) -> Result<(), KafkaError> {
+        self.cluster
+            .partition_leader(topic, partition, Some(id))
+            .map_err(client_err(format!(
+                "moving {topic}[{partition}] to broker {id}"
+            )))
+    }
+
     /// Takes a broker down (connections refused) until [`Self::broker_up`].
     pub fn broker_down(&self, id: i32) -> Result<(), KafkaError> {
         self.cluster

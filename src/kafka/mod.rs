@@ -1,11 +1,12 @@
 //! Kafka: client settings (every librdkafka property can be passed through), topic admin,
-//! the keyed reading producer, the partition-owning source feed, and the embedded
-//! development broker.
+//! the keyed reading producer, the result producer (with the file of rows it could not
+//! deliver), the partition-owning source feed, and the embedded development broker.
 
 pub mod admin;
 pub mod broker;
 pub mod config;
 pub mod producer;
+pub mod results;
 pub mod source;
 
 use thiserror::Error;
@@ -38,6 +39,14 @@ pub enum KafkaError {
     /// The collectors' disk spool (records waiting for the broker) failed.
     #[error("spool: {0}")]
     Spool(std::io::Error),
+    /// The file of undelivered result rows could not be read or written.
+    #[error("undelivered result rows {}: {source}", path.display())]
+    Undelivered {
+        /// The file.
+        path: std::path::PathBuf,
+        /// What failed.
+        source: std::io::Error,
+    },
     /// The embedded broker's listener.
     #[error("embedded broker: {0}")]
     Broker(String),

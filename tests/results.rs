@@ -1,0 +1,247 @@
+//! Kafka result topics: every row of a run's output reaches its topic, and the rows Kafka
+//! does not take (one partition's leader is down for longer than `message.timeout.ms`) are
+//! kept in the undelivered file, counted, and sent by `streamgauge redeliver` once Kafka is
+//! back, so the topic ends with exactly the rows of the output file.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use common::*;
+use streamgauge::kafka::broker::EmbeddedBroker;
+use streamgauge::kafka::producer::partition_for;
+use streamgauge::kafka::results::UndeliveredRow;
+use streamgauge::kafka::ClientSettings;
+use streamgauge::record::{Reading, Sym};
+
+/// Counts of (key, payload) pairs: a multiset of rows.
+type Rows = BTreeMap<(String, String), usize>;
+
+fn add(rows: &mut Rows, key: String, payload: String) {
+    *rows.entry((key, payload)).or_default() += 1;
+}
+
+/// The rows of the `series_stats` output file, keyed by their series.
+fn file_rows(dir: &Path) -> Rows {
+    let mut rows = Rows::new();
+    for line in read_lines(dir, "series_stats") {
+        let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+        let key = v["series"].as_str().expect("a series field").to_string();
+        add(&mut rows, key, line);
+    }
+    rows
+}
+
+fn topic_rows(brokers: &str, topic: &str) -> Rows {
+    let mut rows = Rows::new();
+    for (_, key, payload) in read_messages(&ClientSettings::new(brokers), topic) {
+        add(&mut rows, key, String::from_utf8(payload).unwrap());
+    }
+    rows
+}
+
+fn kept_rows(path: &Path) -> Vec<UndeliveredRow> {
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+#[test]
+fn rows_kafka_does_not_take_are_kept_counted_and_redelivered_to_match_the_output_file() {
+    // Broker 1 leads the input and partition 0 of the result topic; broker 2 leads its
+    // partition 1 and is down for the whole run.
+    let broker = EmbeddedBroker::start(2).unwrap();
+    let b = broker.bootstrap().to_string();
+    broker.create_topic("rin", 2).unwrap();
+    broker.create_topic("rin.series_stats", 2).unwrap();
+    for p in 0..2 {
+        broker.partition_leader("rin", p, 1).unwrap();
+    }
+    broker.partition_leader("rin.series_stats", 0, 1).unwrap();
+    broker.partition_leader("rin.series_stats", 1, 2).unwrap();
+    for t in ["rin.late", "rin.quarantine"] {
+        broker.create_topic(t, 1).unwrap();
+        broker.partition_leader(t, 0, 1).unwrap();
+    }
+    let series: Vec<Sym> = (0..24).map(|i| Sym::new(&format!("dev{i:02}"))).collect();
+    let on = |p: i32| {
+        series
+            .iter()
+            .filter(|s| partition_for(s.as_ref(), 2) == p)
+            .count()
+    };
+    assert!(on(0) > 0 && on(1) > 0, "series on both result partitions");
+    let items: Vec<(i32, Reading)> = (0..12_000i64)
+        .map(|i| {
+            let s = series[(i % 24) as usize];
+            let r = Reading::single(s, 1_000_000 + i * 100, ((i * 37) % 101) as f64);
+            ((i % 2) as i32, r)
+        })
+        .collect();
+    produce_to(&b, "rin", &items);
+
+    broker.broker_down(2).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let mut s = spec(kafka_input(&b, "rin"), 2, Duration::from_secs(10), &out);
+    let mut settings = ClientSettings::new(&b);
+    settings
+        .overrides
+        .push(("message.timeout.ms".into(), "1500".into()));
+    s.result_topics = Some((settings, "rin".into()));
+    let report = run_ok(s);
+    let file = file_rows(&out);
+    let total: usize = file.values().sum();
+    assert!(total > 1_000, "{total} windows");
+
+    // What the file holds for the series of each result partition.
+    let mut want = [Rows::new(), Rows::new()];
+    for ((k, p), n) in &file {
+        let part = partition_for(k, 2) as usize;
+        want[part].insert((k.clone(), p.clone()), *n);
+    }
+    let path = out.join("undelivered.jsonl");
+    assert_eq!(report.undelivered.as_deref(), Some(path.as_path()));
+    let kept = kept_rows(&path);
+    let mut kept_set = Rows::new();
+    for r in &kept {
+        assert_eq!(r.topic, "rin.series_stats");
+        assert!(!r.reason.is_empty());
+        add(&mut kept_set, r.key.clone(), r.payload.clone());
+    }
+    assert_eq!(
+        report.metrics.results_undelivered,
+        kept.len() as u64,
+        "every kept row counted once"
+    );
+    assert_eq!(
+        kept_set, want[1],
+        "exactly the rows of the partition whose leader was down are kept"
+    );
+
+    broker.broker_up(2).unwrap();
+    assert_eq!(
+        topic_rows(&b, "rin.series_stats"),
+        want[0],
+        "the rows of the live partition reached it, each once"
+    );
+
+    // Redelivery through the binary, now that broker 2 is back.
+    let o = Command::new(env!("CARGO_BIN_EXE_streamgauge"))
+        .args(["redeliver", path.to_str().unwrap(), "--brokers", &b])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    assert!(
+        err.contains(&format!("{} rows delivered, 0 failed again", kept.len())),
+        "{err}"
+    );
+    assert!(!path.exists(), "an emptied undelivered file is removed");
+    assert_eq!(
+        topic_rows(&b, "rin.series_stats"),
+        file,
+        "after the redelivery the topic holds every row of the output file once"
+    );
+}
+
+#[test]
+fn with_kafka_up_the_result_topic_holds_the_output_file_and_nothing_is_kept() {
+    let broker = EmbeddedBroker::start(1).unwrap();
+    let b = broker.bootstrap().to_string();
+    for (t, n) in [
+        ("up", 3),
+        ("up.series_stats", 3),
+        ("up.late", 1),
+        ("up.quarantine", 1),
+    ] {
+        broker.create_topic(t, n).unwrap();
+    }
+    let series: Vec<Sym> = (0..10).map(|i| Sym::new(&format!("s{i}"))).collect();
+    let items: Vec<(i32, Reading)> = (0..5_000i64)
+        .map(|i| {
+            let r = Reading::single(series[(i % 10) as usize], 5_000 + i * 250, i as f64);
+            ((i % 3) as i32, r)
+        })
+        .collect();
+    produce_to(&b, "up", &items);
+    for workers in [1, 2, 4] {
+        let dir = tempfile::tempdir().unwrap();
+        let prefix = format!("up{workers}");
+        for (t, n) in [("series_stats", 3), ("late", 1), ("quarantine", 1)] {
+            broker.create_topic(&format!("{prefix}.{t}"), n).unwrap();
+        }
+        let mut s = spec(
+            kafka_input(&b, "up"),
+            workers,
+            Duration::from_secs(10),
+            dir.path(),
+        );
+        s.result_topics = Some((ClientSettings::new(&b), prefix.clone()));
+        let report = run_ok(s);
+        assert_eq!(report.undelivered, None);
+        assert_eq!(report.metrics.results_undelivered, 0);
+        assert!(!dir.path().join("undelivered.jsonl").exists());
+        let file = file_rows(dir.path());
+        assert!(file.values().sum::<usize>() > 100);
+        assert_eq!(
+            topic_rows(&b, &format!("{prefix}.series_stats")),
+            file,
+            "{workers} workers: topic and file"
+        );
+    }
+}
+
+#[test]
+fn a_run_with_undelivered_rows_exits_with_an_error_that_says_where_they_are() {
+    let broker = EmbeddedBroker::start(2).unwrap();
+    let b = broker.bootstrap().to_string();
+    broker.create_topic("gone", 1).unwrap();
+    broker.partition_leader("gone", 0, 1).unwrap();
+    for t in ["gone.series_stats", "gone.late", "gone.quarantine"] {
+        broker.create_topic(t, 1).unwrap();
+        broker.partition_leader(t, 0, 2).unwrap();
+    }
+    let s = Sym::new("only");
+    let items: Vec<(i32, Reading)> = (0..600i64)
+        .map(|i| (0, Reading::single(s, 1_000 + i * 1_000, i as f64)))
+        .collect();
+    produce_to(&b, "gone", &items);
+    broker.broker_down(2).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let kept = dir.path().join("kept.jsonl");
+    let o = Command::new(env!("CARGO_BIN_EXE_streamgauge"))
+        .args([
+            "run",
+            "series_stats",
+            "--topic",
+            "gone",
+            "--brokers",
+            &b,
+            "--until-end",
+        ])
+        .args([
+            "--no-dashboard",
+            "-X",
+            "message.timeout.ms=1000",
+            "--undelivered",
+        ])
+        .arg(&kept)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success(), "{err}");
+    let n = kept_rows(&kept).len();
+    // Readings at 1 s to 600 s: the 10 s windows starting at 0 s to 600 s.
+    assert_eq!(n, 61, "one row per window: {err}");
+    assert!(
+        err.contains(&format!("{n} result rows were not delivered to Kafka"))
+            && err.contains(&format!("streamgauge redeliver {}", kept.display())),
+        "{err}"
+    );
+}
