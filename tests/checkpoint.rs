@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use common::*;
 use streamgauge::engine::{Input, RunReport, RunSpec};
 use streamgauge::kafka::broker::EmbeddedBroker;
+use streamgauge::kafka::ClientSettings;
 use streamgauge::record::Reading;
 
 /// 12 series over 6 partitions, a reading a second each, now and then 1 s out of order (so
@@ -178,6 +179,81 @@ fn a_run_restarted_after_a_crash_resumes_from_its_checkpoint_and_scores_every_re
         assert!(
             elapsed.windows(2).all(|w| w[0] <= w[1]),
             "{what}: elapsed time goes on: {elapsed:?}"
+        );
+    }
+}
+
+/// A topic's payloads as sorted lines.
+fn topic_payloads(brokers: &str, topic: &str) -> Vec<String> {
+    let mut rows: Vec<String> = read_messages(&ClientSettings::new(brokers), topic)
+        .into_iter()
+        .map(|(_, _, p)| String::from_utf8(p).unwrap())
+        .collect();
+    rows.sort();
+    rows
+}
+
+#[test]
+fn a_run_resumed_after_a_crash_sends_each_result_row_to_kafka_once() {
+    let broker = EmbeddedBroker::start(1).unwrap();
+    let b = broker.bootstrap().to_string();
+    let items = stream(2_000);
+    let (first, second): (Vec<_>, Vec<_>) = items
+        .iter()
+        .cloned()
+        .partition(|(_, r)| r.ts < T0 + 1_250 * 1000);
+    for (a_workers, b_workers) in [(2, 1), (1, 4)] {
+        let topic = format!("exactly{a_workers}{b_workers}");
+        broker.create_topic(&topic, 6).unwrap();
+        for o in ["anomaly", "late", "quarantine"] {
+            broker.create_topic(&format!("{topic}.{o}"), 3).unwrap();
+        }
+        let what = format!("{a_workers} then {b_workers} workers");
+        let out = tempfile::tempdir().unwrap();
+        let results = Some((ClientSettings::new(&b), topic.clone()));
+        let mut s = checkpoint_spec("anomaly", &b, &topic, a_workers, out.path(), true);
+        s.result_topics = results.clone();
+        let a = run_live_and_stop(s, &b, &first, 8);
+        assert!(a.checkpoints.count >= 5, "{what}: {:?}", a.checkpoints);
+        crash(&a);
+        let sent_by_a = topic_payloads(&b, &format!("{topic}.anomaly")).len();
+
+        produce(&b, &topic, &second);
+        let mut s = checkpoint_spec("anomaly", &b, &topic, b_workers, out.path(), false);
+        s.result_topics = results;
+        let r = run_ok(s);
+        assert!(r.resumed_from.is_some(), "{what}");
+        let file = read_rows(out.path(), "anomaly");
+        assert!(
+            r.results_not_resent > 0 && (r.results_not_resent as usize) < sent_by_a,
+            "{what}: the dead run had sent {sent_by_a} rows, some after the checkpoint; {} \
+             were found and not sent again",
+            r.results_not_resent
+        );
+        assert_eq!(
+            r.results_unmatched, 0,
+            "{what}: every row found was made again"
+        );
+        eprintln!(
+            "{what}: the dead run sent {sent_by_a} rows; {} of them, after the checkpoint, were \
+             not sent again; the file has {} rows",
+            r.results_not_resent,
+            file.len()
+        );
+        let topic_rows = topic_payloads(&b, &format!("{topic}.anomaly"));
+        assert_eq!(
+            topic_rows.len(),
+            file.len(),
+            "{what}: the topic holds as many rows as the output file"
+        );
+        assert!(
+            topic_rows == file,
+            "{what}: the topic holds the output file's rows, each once"
+        );
+        assert_scores_eq(
+            &read_scores(&[out.path()]),
+            &anomaly_oracle(items.iter().map(|(_, r)| r)),
+            &what,
         );
     }
 }

@@ -1382,6 +1382,12 @@ pub fn run_dataflow(a: RunArgs, settings: &Settings) -> Result<engine::RunReport
     );
     if let Some(dir) = &report.resumed_from {
         eprintln!("resumed from the savepoint {}", dir.display());
+        if report.results_not_resent > 0 {
+            eprintln!(
+                "{} result rows the run before had already sent to Kafka after the checkpoint were not sent again",
+                report.results_not_resent
+            );
+        }
     }
     let c = &report.checkpoints;
     if let Some(last) = &c.last {

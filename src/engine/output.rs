@@ -24,7 +24,7 @@ use timely::dataflow::Stream;
 use super::cluster_hub::{self, ClusterHub, CountersDuty, HubMsg};
 use super::metrics::Metrics;
 use crate::dashboard::hub::{PipelineHandle, Update};
-use crate::kafka::results::{ResultProducer, Undelivered};
+use crate::kafka::results::{ResultProducer, SentRows, TopicOffsets, Undelivered};
 use crate::quarantine::Quarantined;
 use crate::record::{EventTime, Reading, WireFormat};
 
@@ -273,6 +273,27 @@ impl OutputFormat {
     }
 }
 
+/// Result rows held at a checkpoint: per batch, its time and its rows' (key, JSON).
+type HeldResults = Vec<(EventTime, Vec<(String, Vec<u8>)>)>;
+
+/// Sends the held result rows before `limit`.
+fn release_held_results(
+    later: &mut HeldResults,
+    limit: EventTime,
+    mut send: impl FnMut(&str, &[u8], EventTime),
+) {
+    later.retain(|(t, rows)| {
+        if *t < limit {
+            for (key, json) in rows {
+                send(key, json, *t);
+            }
+            false
+        } else {
+            true
+        }
+    });
+}
+
 /// Where outputs go, shared by the workers of a process.
 pub struct OutputTargets {
     dir: Option<PathBuf>,
@@ -282,6 +303,13 @@ pub struct OutputTargets {
     kafka: Option<(rdkafka::ClientConfig, String)>,
     /// Where result rows Kafka did not take go (with result topics).
     undelivered: Option<Arc<Undelivered>>,
+    /// Result topics written so far.
+    topics: Mutex<std::collections::BTreeSet<String>>,
+    /// A client for the result topics' end offsets (made at the first checkpoint).
+    offsets_client: Mutex<Option<rdkafka::producer::BaseProducer>>,
+    /// Resumed after a crash: the result rows the run that died had already sent after the
+    /// checkpoint, which this run does not send again (see `kafka::results`).
+    pub sent: Mutex<Option<SentRows>>,
     /// Rows written per output name.
     pub counts: Mutex<HashMap<String, u64>>,
     metrics: Arc<Metrics>,
@@ -320,6 +348,9 @@ impl OutputTargets {
         });
         Ok(OutputTargets {
             undelivered,
+            topics: Mutex::default(),
+            offsets_client: Mutex::default(),
+            sent: Mutex::default(),
             dir,
             format,
             process_suffix,
@@ -351,6 +382,91 @@ impl OutputTargets {
     /// The file of result rows Kafka did not take (with result topics).
     pub fn undelivered(&self) -> Option<&Arc<Undelivered>> {
         self.undelivered.as_ref()
+    }
+
+    /// Whether a result row was already sent by the run that died before this one resumed
+    /// (it is then taken from that set, and not sent again).
+    fn already_sent(&self, topic: &str, key: &str, payload: &[u8]) -> bool {
+        let mut s = self.sent.lock().unwrap_or_else(|p| p.into_inner());
+        s.as_mut().is_some_and(|s| s.take(topic, key, payload))
+    }
+
+    /// What the last sink of the process to pass `barrier` records: the output files'
+    /// lengths and, per result partition, an offset before every row this process will
+    /// send at or after the barrier (its end now, since every sink holds those rows). A topic
+    /// whose offsets cannot be read is left out: a resumed run then reads it whole.
+    pub fn measure(&self, barrier: EventTime) -> crate::engine::savepoint::Measured {
+        crate::engine::savepoint::Measured {
+            files: self.lengths(),
+            topics: self.result_offsets(barrier),
+        }
+    }
+
+    fn result_offsets(&self, barrier: EventTime) -> TopicOffsets {
+        let mut out = TopicOffsets::new();
+        let Some((cfg, _)) = &self.kafka else {
+            return out;
+        };
+        let topics = self
+            .topics
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        if topics.is_empty() {
+            return out;
+        }
+        let mut client = self
+            .offsets_client
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if client.is_none() {
+            match cfg.create() {
+                Ok(c) => *client = Some(c),
+                Err(e) => {
+                    tracing::error!(error = %e, "result topics' offsets: no client; a resumed run reads them whole");
+                    return out;
+                }
+            }
+        }
+        let c = client.as_ref().expect("made above");
+        let sent = self.sent.lock().unwrap_or_else(|p| p.into_inner());
+        let timeout = std::time::Duration::from_secs(10);
+        for topic in topics {
+            let ends = (|| {
+                let md =
+                    rdkafka::producer::Producer::client(c).fetch_metadata(Some(&topic), timeout)?;
+                let mut ends = std::collections::BTreeMap::new();
+                for t in md.topics() {
+                    for p in t.partitions() {
+                        let (_, hi) = rdkafka::producer::Producer::client(c).fetch_watermarks(
+                            &topic,
+                            p.id(),
+                            timeout,
+                        )?;
+                        ends.insert(p.id(), hi);
+                    }
+                }
+                Ok::<_, rdkafka::error::KafkaError>(ends)
+            })();
+            match ends {
+                Ok(ends) => {
+                    let ends = ends
+                        .into_iter()
+                        .map(|(p, end)| {
+                            let floor = sent
+                                .as_ref()
+                                .map_or(end, |s| s.floor(&topic, p, barrier, end));
+                            (p, floor)
+                        })
+                        .collect();
+                    out.insert(topic, ends);
+                }
+                Err(e) => {
+                    tracing::error!(%topic, error = %e, "result topic's offsets at a checkpoint; a resumed run reads it whole");
+                }
+            }
+        }
+        out
     }
 
     /// The name of an output's file in the output directory.
@@ -508,7 +624,15 @@ impl<'a> Outputs<'a> {
         let producer: Option<(ResultProducer, String)> =
             match (&self.targets.kafka, &self.targets.undelivered) {
                 (Some((cfg, prefix)), Some(u)) => match ResultProducer::new(cfg, u.clone()) {
-                    Ok(p) => Some((p, format!("{prefix}.{name}"))),
+                    Ok(p) => {
+                        let topic = format!("{prefix}.{name}");
+                        self.targets
+                            .topics
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .insert(topic.clone());
+                        Some((p, topic))
+                    }
                     Err(e) => {
                         self.errors
                             .push(format!("output {name}: Kafka producer: {e}"));
@@ -549,6 +673,16 @@ impl<'a> Outputs<'a> {
             .map_or(EventTime::MAX, |sp| sp.next_barrier(floor));
         let mut pending: Option<EventTime> = None;
         let mut later: Vec<(EventTime, Vec<u8>)> = Vec::new();
+        // The same for result rows: (time, [(key, JSON)]).
+        let mut later_results: HeldResults = Vec::new();
+        let send_result = {
+            let targets = self.targets.clone();
+            move |p: &ResultProducer, topic: &str, key: &str, json: &[u8], t: EventTime| {
+                if !targets.already_sent(topic, key, json) {
+                    p.send(topic, key, json, Some(t));
+                }
+            }
+        };
         let scope = stream.scope();
         let sunk = stream.unary_frontier::<CapacityContainerBuilder<Vec<HubMsg>>, _, _, _>(Pipeline, &format!("sink:{name}"), move |_cap, info| {
             let activator = scope.activator_for(info.address.clone());
@@ -559,6 +693,10 @@ impl<'a> Outputs<'a> {
                 let hold = file.is_some() && t >= limit;
                 if hold {
                     later.push((t, Vec::new()));
+                }
+                let hold_result = producer.is_some() && t >= limit;
+                if hold_result {
+                    later_results.push((t, Vec::new()));
                 }
                 for row in rows.iter() {
                     n += 1;
@@ -588,7 +726,10 @@ impl<'a> Outputs<'a> {
                     if let Some((p, topic)) = &producer {
                         json.clear();
                         row.write_json(&mut json);
-                        p.send(topic, row.key(), &json);
+                        match later_results.last_mut() {
+                            Some((_, held)) if hold_result => held.push((row.key().to_string(), json.clone())),
+                            _ => send_result(p, topic, row.key(), &json, t),
+                        }
                     }
                 }
                 if !scratch.is_empty() {
@@ -622,10 +763,13 @@ impl<'a> Outputs<'a> {
                             // Every row before `b` is here: to the file, then report.
                             limit = b;
                             release_held(&mut later, limit, &mut buf);
+                            if let Some((p, topic)) = &producer {
+                                release_held_results(&mut later_results, limit, |k, j, t| send_result(p, topic, k, j, t));
+                            }
                             if let Some(file) = &file {
                                 write_out(file, &mut buf, &name);
                             }
-                            sp.sink_passed(b, || targets.lengths());
+                            sp.sink_passed(b, || targets.measure(b));
                             pending = Some(b);
                         }
                         let b = pending.expect("a barrier pending");
@@ -636,10 +780,16 @@ impl<'a> Outputs<'a> {
                         pending = None;
                         limit = sp.next_barrier(b);
                         release_held(&mut later, limit, &mut buf);
+                        if let Some((p, topic)) = &producer {
+                            release_held_results(&mut later_results, limit, |k, j, t| send_result(p, topic, k, j, t));
+                        }
                     },
                     None if !done => {
                         sp.sink_ended();
                         release_held(&mut later, EventTime::MAX, &mut buf);
+                        if let Some((p, topic)) = &producer {
+                            release_held_results(&mut later_results, EventTime::MAX, |k, j, t| send_result(p, topic, k, j, t));
+                        }
                     }
                     None => {}
                 }

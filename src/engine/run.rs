@@ -239,6 +239,13 @@ pub struct RunReport {
     /// The file that holds the result rows Kafka did not take, if there were any (their
     /// count is `metrics.results_undelivered`): `streamgauge redeliver` sends them again.
     pub undelivered: Option<PathBuf>,
+    /// Resumed from a checkpoint: result rows the run that died had already sent after it,
+    /// found in the result topics and not sent again (this process).
+    pub results_not_resent: u64,
+    /// Of those found, the rows this process did not make again: 0 on one process when the
+    /// dataflow is deterministic (as the resumed output files assume); on a cluster each
+    /// process reads every partition back, so this also counts the other processes' rows.
+    pub results_unmatched: u64,
 }
 
 enum AnyFeed {
@@ -481,6 +488,12 @@ pub fn run(spec: RunSpec) -> Result<RunReport, EngineError> {
     ) {
         cut_back_outputs(dir, r, (spec.cluster.process, spec.cluster.processes))?;
     }
+    if let (Some(r), Some((settings, _))) = (
+        savepoint.as_ref().and_then(|s| s.resumed()),
+        &spec.result_topics,
+    ) {
+        resume_result_topics(&targets, r, settings)?;
+    }
     // With several processes, the dashboard updates may go to process 0 (`cluster_hub`).
     let cluster_scope = spec.cluster.processes > 1 && spec.dashboard_cluster;
     if spec.cluster.processes > 1 {
@@ -715,6 +728,12 @@ pub fn run(spec: RunSpec) -> Result<RunReport, EngineError> {
         }
         None => None,
     };
+    let (results_not_resent, results_unmatched) = targets
+        .sent
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .as_ref()
+        .map_or((0, 0), |s| (s.skipped(), s.left() as u64));
     let mut offsets = BTreeMap::new();
     for l in &logs {
         if let Some((_, offs)) = l.lock().expect("offset log poisoned").latest() {
@@ -745,7 +764,55 @@ pub fn run(spec: RunSpec) -> Result<RunReport, EngineError> {
             .lock()
             .unwrap_or_else(|p| p.into_inner()),
         undelivered,
+        results_not_resent,
+        results_unmatched,
     })
+}
+
+/// Resuming from a checkpoint with result topics: the rows at or after its barrier that
+/// the run which died had sent are read back, and this run does not send them again; the
+/// undelivered file drops its rows at or after the barrier (this run makes them again).
+fn resume_result_topics(
+    targets: &OutputTargets,
+    r: &super::savepoint::Resumed,
+    settings: &ClientSettings,
+) -> Result<(), EngineError> {
+    let Some(barrier) = r.barrier else {
+        // A stop's savepoint: the stopped run sent no row at or after its cut.
+        return Ok(());
+    };
+    if let Some(u) = targets.undelivered() {
+        let dropped = crate::kafka::results::trim_undelivered(u.path(), barrier)
+            .map_err(|e| EngineError::Kafka(e.to_string()))?;
+        if dropped > 0 {
+            tracing::info!(file = %u.path().display(), dropped, "undelivered rows after the checkpoint dropped: this run sends them");
+        }
+    }
+    if r.result_offsets.is_empty() {
+        tracing::warn!(checkpoint = %r.dir.display(), "the checkpoint records no result-topic offsets (no result topics then, or an older build): rows after it already in the result topics are sent again");
+        return Ok(());
+    }
+    let sent = crate::kafka::results::scan_sent(
+        &settings.consumer_config(),
+        &r.result_offsets,
+        barrier,
+        Duration::from_secs(30),
+    )
+    .map_err(|e| {
+        EngineError::Kafka(format!(
+            "resuming from {}: {e}. The result rows the stopped run sent after the checkpoint \
+             must be read back, or they would be sent twice: make the result topics readable, \
+             or run with --no-result-topics",
+            r.dir.display()
+        ))
+    })?;
+    tracing::info!(
+        rows = sent.left(),
+        barrier,
+        "result rows already sent after the checkpoint: not sent again"
+    );
+    *targets.sent.lock().unwrap_or_else(|p| p.into_inner()) = Some(sent);
+    Ok(())
 }
 
 /// Writes the run's counters once a second to `throughput.jsonl` in the output directory

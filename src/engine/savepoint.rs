@@ -42,9 +42,11 @@
 //!   *arrived* before `B` (later arrivals are read again from the saved offsets), and emits
 //!   what follows at timely times `>= B`;
 //! - each output sink holds the rows at times `>= B` until every sink of the process has
-//!   passed `B`; the process's files are measured then. A run resuming from the checkpoint
-//!   cuts them back to those lengths, so every row is written once (Kafka result topics get
-//!   the rows after the cut again: at least once).
+//!   passed `B`; the process's files and the end offsets of its result topics' partitions
+//!   are measured then ([`Measured`]). A run resuming from the checkpoint cuts the files
+//!   back to those lengths, and reads the result topics back from those offsets to skip the
+//!   rows the run that died had already sent (`kafka::results`), so every row is written
+//!   once, to files and to Kafka.
 //!
 //! A participant whose frontier jumps over several barriers writes for the highest one only,
 //! and a checkpoint counts only once every participant of every process wrote it, so a
@@ -60,6 +62,7 @@ use std::sync::{Arc, Mutex};
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use thiserror::Error;
 
+use crate::kafka::results::TopicOffsets;
 use crate::record::{EventTime, Reading};
 
 /// Format version of the files; a savepoint of another version is refused.
@@ -168,6 +171,21 @@ struct Manifest {
     /// A stop's cut: the lowest stop mark (every state processed the readings before it).
     #[serde(default)]
     cut: Option<EventTime>,
+    /// A checkpoint's result topics: per partition, an offset before every row of this
+    /// process at or after the barrier (see `kafka::results`).
+    #[serde(default)]
+    result_offsets: TopicOffsets,
+}
+
+/// What the last sink of a process to pass a barrier measures, while every sink holds the
+/// rows at or after it.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Measured {
+    /// Output files (name in the output directory) and their lengths.
+    pub files: BTreeMap<String, u64>,
+    /// Result topics: per partition, an offset before every row this process will send at
+    /// or after the barrier.
+    pub topics: TopicOffsets,
 }
 
 /// What this run resumes from.
@@ -189,6 +207,9 @@ pub struct Resumed {
     /// A checkpoint's output files and their lengths at the barrier, by the process that
     /// wrote them.
     pub outputs: BTreeMap<usize, BTreeMap<String, u64>>,
+    /// A checkpoint's result topics: per partition, the lowest offset any process recorded
+    /// (every row at or after the barrier lies after it). Empty for a stop's savepoint.
+    pub result_offsets: TopicOffsets,
 }
 
 /// A checkpoint on its way: what this process's participants have written for it.
@@ -198,8 +219,8 @@ struct Progress {
     done: usize,
     /// Sinks that passed the barrier.
     sinks: usize,
-    /// Output lengths, once every sink passed it.
-    outputs: Option<BTreeMap<String, u64>>,
+    /// Output lengths and result offsets, once every sink passed it.
+    outputs: Option<Measured>,
     /// A sink ended before the others passed the barrier: never to be written.
     abandoned: bool,
     /// States, held readings, bytes.
@@ -314,6 +335,31 @@ fn generations(root: &Path) -> Result<Vec<GenId>, SavepointError> {
     }
     out.sort_unstable_by(|a, b| b.cmp(a));
     Ok(out)
+}
+
+/// Per result partition, the lowest offset any of the processes recorded; 0 (read it whole)
+/// where a process recorded none (its query failed).
+fn lowest_offsets<'a>(each: impl ExactSizeIterator<Item = &'a TopicOffsets>) -> TopicOffsets {
+    let processes = each.len();
+    let mut out: BTreeMap<String, BTreeMap<i32, (i64, usize)>> = BTreeMap::new();
+    for offsets in each {
+        for (topic, parts) in offsets {
+            let o = out.entry(topic.clone()).or_default();
+            for (&p, &off) in parts {
+                let e = o.entry(p).or_insert((off, 0));
+                *e = (e.0.min(off), e.1 + 1);
+            }
+        }
+    }
+    out.into_iter()
+        .map(|(t, parts)| {
+            let parts = parts
+                .into_iter()
+                .map(|(p, (off, n))| (p, if n == processes { off } else { 0 }))
+                .collect();
+            (t, parts)
+        })
+        .collect()
 }
 
 /// The manifests of generation `dir` when every process wrote its own, else `None`.
@@ -431,6 +477,7 @@ impl Savepoint {
                     .enumerate()
                     .map(|(p, m)| (p, m.outputs.clone()))
                     .collect(),
+                result_offsets: lowest_offsets(manifests.iter().map(|m| &m.result_offsets)),
             });
             break;
         }
@@ -569,7 +616,7 @@ impl Savepoint {
     /// An output sink passed `barrier`, having written every row before it to its file. The
     /// last of the process's sinks measures the output files (`measure`), while every sink
     /// still holds the rows at or after the barrier.
-    pub fn sink_passed(&self, barrier: EventTime, measure: impl FnOnce() -> BTreeMap<String, u64>) {
+    pub fn sink_passed(&self, barrier: EventTime, measure: impl FnOnce() -> Measured) {
         let Some(mut c) = self.cp() else { return };
         let (sinks, ready) = (c.sinks, c.built_all(self.local_workers()));
         // A sink reports one barrier at a time, the next only once the last is released: so
@@ -627,7 +674,11 @@ impl Savepoint {
         if !ready || p.abandoned || p.done < participants {
             return;
         }
-        let Some(outputs) = p.outputs.clone() else {
+        let Some(Measured {
+            files: outputs,
+            topics: result_offsets,
+        }) = p.outputs.clone()
+        else {
             return;
         };
         let written = p.written;
@@ -642,6 +693,7 @@ impl Savepoint {
             barrier: Some(barrier),
             outputs,
             cut: Some(barrier),
+            result_offsets,
         };
         let dir = self.root.join(dir_name(id));
         match self.write_manifest(&dir, &manifest).and_then(|bytes| {
@@ -859,6 +911,7 @@ impl Savepoint {
             barrier: None,
             outputs: BTreeMap::new(),
             cut: self.stop_cut(),
+            result_offsets: TopicOffsets::new(),
         };
         let manifest_bytes = self.write_manifest(&self.target(), &manifest)?;
         self.prune((self.generation, EventTime::MAX))?;

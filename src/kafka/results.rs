@@ -23,15 +23,35 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use std::collections::{BTreeMap, HashMap};
+
+use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError as RdError;
-use rdkafka::message::Message;
+use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{ClientConfig, ClientContext};
 use serde::{Deserialize, Serialize};
 
-use super::{client_err, KafkaError};
+use super::{admin, client_err, KafkaError};
 use crate::engine::metrics::Metrics;
+use crate::record::EventTime;
+
+/// The header that carries a result row's event time (8 bytes, big-endian `i64`).
+pub const TIME_HEADER: &str = "sg-time";
+
+/// End offsets by topic and partition.
+pub type TopicOffsets = BTreeMap<String, BTreeMap<i32, i64>>;
+
+/// A message's event time, from its [`TIME_HEADER`].
+fn header_time<M: Message>(m: &M) -> Option<EventTime> {
+    let h = m.headers()?;
+    h.iter()
+        .find(|h| h.key == TIME_HEADER)
+        .and_then(|h| h.value)
+        .and_then(|v| <[u8; 8]>::try_from(v).ok())
+        .map(i64::from_be_bytes)
+}
 
 /// One line of an undelivered file.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -44,6 +64,9 @@ pub struct UndeliveredRow {
     pub reason: String,
     /// The row, as it would have been the message's payload.
     pub payload: String,
+    /// The row's event time (the dataflow's), when it had one.
+    #[serde(default)]
+    pub time: Option<EventTime>,
 }
 
 /// The file that keeps the result rows Kafka did not take, created at the first one.
@@ -85,13 +108,21 @@ impl Undelivered {
         self.unwritten.load(Ordering::Relaxed)
     }
 
-    /// Keeps one row.
-    pub fn keep(&self, topic: &str, key: &[u8], payload: &[u8], reason: &str) {
+    /// Keeps one row (of event time `time`, if known).
+    pub fn keep(
+        &self,
+        topic: &str,
+        key: &[u8],
+        payload: &[u8],
+        time: Option<EventTime>,
+        reason: &str,
+    ) {
         let row = UndeliveredRow {
             topic: topic.to_string(),
             key: String::from_utf8_lossy(key).into_owned(),
             reason: reason.to_string(),
             payload: String::from_utf8_lossy(payload).into_owned(),
+            time,
         };
         self.keep_row(&row);
     }
@@ -157,6 +188,7 @@ impl ProducerContext for KeepFailed {
                 m.topic(),
                 m.key().unwrap_or_default(),
                 m.payload().unwrap_or_default(),
+                header_time(m),
                 &e.to_string(),
             );
         }
@@ -183,9 +215,16 @@ impl ResultProducer {
         })
     }
 
-    /// Sends one row. A full local queue waits for room; a row refused at once is kept.
-    pub fn send(&self, topic: &str, key: &str, payload: &[u8]) {
+    /// Sends one row, of event time `time` (carried in [`TIME_HEADER`]). A full local
+    /// queue waits for room; a row refused at once is kept.
+    pub fn send(&self, topic: &str, key: &str, payload: &[u8], time: Option<EventTime>) {
         let mut record = BaseRecord::to(topic).key(key).payload(payload);
+        if let Some(t) = time {
+            record = record.headers(OwnedHeaders::new_with_capacity(1).insert(Header {
+                key: TIME_HEADER,
+                value: Some(&t.to_be_bytes()),
+            }));
+        }
         loop {
             match self.producer.send(record) {
                 Ok(()) => return,
@@ -195,7 +234,7 @@ impl ResultProducer {
                 }
                 Err((e, _)) => {
                     self.undelivered
-                        .keep(topic, key.as_bytes(), payload, &e.to_string());
+                        .keep(topic, key.as_bytes(), payload, time, &e.to_string());
                     return;
                 }
             }
@@ -256,7 +295,7 @@ pub fn redeliver(
         }
         match serde_json::from_str::<UndeliveredRow>(&line) {
             Ok(row) => {
-                producer.send(&row.topic, &row.key, row.payload.as_bytes());
+                producer.send(&row.topic, &row.key, row.payload.as_bytes(), row.time);
                 sent += 1;
             }
             Err(_) => unreadable.push(line),
@@ -298,6 +337,201 @@ pub fn redeliver(
     })
 }
 
+/// The result rows at or after a checkpoint's barrier that a run which died had already
+/// sent: a run resumed from that checkpoint sends each of them no second time.
+#[derive(Debug, Default)]
+pub struct SentRows {
+    rows: HashMap<(String, String, Vec<u8>), u32>,
+    left: usize,
+    skipped: u64,
+    /// Where each partition was read from.
+    starts: TopicOffsets,
+    /// The latest event time found in each partition.
+    latest: BTreeMap<String, BTreeMap<i32, EventTime>>,
+}
+
+impl SentRows {
+    /// Rows found and not yet matched by a row of this run.
+    pub fn left(&self) -> usize {
+        self.left
+    }
+
+    /// Rows of this run skipped because the run before had sent them.
+    pub fn skipped(&self) -> u64 {
+        self.skipped
+    }
+
+    /// Whether this run's row (for `topic`, with `key` and `payload`) was already sent; if
+    /// so it is taken from the set (a row the dead run sent twice is skipped twice).
+    pub fn take(&mut self, topic: &str, key: &str, payload: &[u8]) -> bool {
+        if self.left == 0 {
+            return false;
+        }
+        // One allocation per lookup while rows are left: only right after a resume.
+        let k = (topic.to_string(), key.to_string(), payload.to_vec());
+        match self.rows.get_mut(&k) {
+            Some(n) => {
+                *n -= 1;
+                if *n == 0 {
+                    self.rows.remove(&k);
+                }
+                self.left -= 1;
+                self.skipped += 1;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// The offset a checkpoint at `barrier` records for a partition whose end is `end`: the
+    /// scan's start while rows found there reach `barrier` or later (a run resumed from that
+    /// checkpoint must find them too), else `end`.
+    pub fn floor(&self, topic: &str, partition: i32, barrier: EventTime, end: i64) -> i64 {
+        match (
+            self.latest.get(topic).and_then(|p| p.get(&partition)),
+            self.starts.get(topic).and_then(|p| p.get(&partition)),
+        ) {
+            (Some(&t), Some(&start)) if t >= barrier => start.min(end),
+            _ => end,
+        }
+    }
+
+    fn add(&mut self, topic: &str, partition: i32, key: &[u8], payload: &[u8], t: EventTime) {
+        let k = (
+            topic.to_string(),
+            String::from_utf8_lossy(key).into_owned(),
+            payload.to_vec(),
+        );
+        *self.rows.entry(k).or_default() += 1;
+        self.left += 1;
+        let l = self
+            .latest
+            .entry(topic.to_string())
+            .or_default()
+            .entry(partition)
+            .or_insert(t);
+        *l = (*l).max(t);
+    }
+}
+
+/// Reads each partition of `from` (topic, partition, offset to start at) up to its end, and
+/// keeps the messages whose row's event time is at or after `since`: what a run that died
+/// sent after the checkpoint at `since` was cut. `config` is a consumer's; gives up after
+/// `timeout` without progress.
+pub fn scan_sent(
+    config: &ClientConfig,
+    from: &TopicOffsets,
+    since: EventTime,
+    timeout: Duration,
+) -> Result<SentRows, KafkaError> {
+    let mut sent = SentRows {
+        starts: from.clone(),
+        ..SentRows::default()
+    };
+    let consumer: BaseConsumer = config
+        .create()
+        .map_err(client_err("result scan consumer"))?;
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    // (topic, partition) -> (next offset to see, end)
+    let mut todo: BTreeMap<(String, i32), (i64, i64)> = BTreeMap::new();
+    for (topic, parts) in from {
+        // Partitions added since the checkpoint hold only rows sent after it: read them whole.
+        let all = admin::partitions(&consumer, topic, timeout)?;
+        for p in all {
+            let start = parts.get(&p).copied().unwrap_or(0);
+            let (lo, hi) = consumer
+                .fetch_watermarks(topic, p, timeout)
+                .map_err(client_err(format!("end offsets of {topic}[{p}]")))?;
+            let start = start.max(lo);
+            if start < hi {
+                tpl.add_partition_offset(topic, p, rdkafka::Offset::Offset(start))
+                    .map_err(client_err("result scan assignment"))?;
+                todo.insert((topic.clone(), p), (start, hi));
+            }
+        }
+    }
+    if todo.is_empty() {
+        return Ok(sent);
+    }
+    consumer
+        .assign(&tpl)
+        .map_err(client_err("result scan assignment"))?;
+    let mut last_progress = std::time::Instant::now();
+    while !todo.is_empty() {
+        if last_progress.elapsed() > timeout {
+            let (t, p) = todo.keys().next().expect("not empty");
+            return Err(KafkaError::Client {
+                context: format!("reading back the result topic {t}[{p}] after a crash"),
+                error: RdError::MessageConsumption(RDKafkaErrorCode::RequestTimedOut),
+            });
+        }
+        match consumer.poll(Duration::from_millis(100)) {
+            Some(Ok(m)) => {
+                last_progress = std::time::Instant::now();
+                let k = (m.topic().to_string(), m.partition());
+                let Some(next) = todo.get(&k).map(|e| e.1) else {
+                    continue;
+                };
+                if let Some(t) = header_time(&m).filter(|&t| t >= since) {
+                    sent.add(
+                        &k.0,
+                        k.1,
+                        m.key().unwrap_or_default(),
+                        m.payload().unwrap_or_default(),
+                        t,
+                    );
+                }
+                if m.offset() + 1 >= next {
+                    todo.remove(&k);
+                }
+            }
+            Some(Err(e)) => {
+                return Err(KafkaError::Client {
+                    context: "reading back the result topics after a crash".into(),
+                    error: e,
+                })
+            }
+            None => {}
+        }
+    }
+    Ok(sent)
+}
+
+/// Drops from the undelivered file `path` the rows at or after `since`: a run resumed from
+/// the checkpoint at `since` makes and sends them again. Returns how many were dropped.
+pub fn trim_undelivered(path: &Path, since: EventTime) -> Result<u64, KafkaError> {
+    let io = |e: std::io::Error| KafkaError::Undelivered {
+        path: path.to_path_buf(),
+        source: e,
+    };
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+        Err(e) => return Err(io(e)),
+    };
+    let mut kept = String::with_capacity(text.len());
+    let mut dropped = 0;
+    for line in text.lines() {
+        let after = serde_json::from_str::<UndeliveredRow>(line)
+            .ok()
+            .and_then(|r| r.time)
+            .is_some_and(|t| t >= since);
+        if after {
+            dropped += 1;
+        } else {
+            kept.push_str(line);
+            kept.push('\n');
+        }
+    }
+    if dropped > 0 {
+        let mut tmp = path.as_os_str().to_owned();
+        tmp.push(".tmp");
+        std::fs::write(&tmp, kept).map_err(io)?;
+        std::fs::rename(&tmp, path).map_err(io)?;
+    }
+    Ok(dropped)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -309,8 +543,14 @@ mod tests {
         let m = Arc::new(Metrics::default());
         let u = Undelivered::new(path.clone(), Some(m.clone()));
         assert!(!path.exists(), "created at the first row only");
-        u.keep("t.windows", b"s\"1", br#"{"a":1,"b":"x\ny"}"#, "timed out");
-        u.keep("t.late", b"", b"plain", "too large");
+        u.keep(
+            "t.windows",
+            b"s\"1",
+            br#"{"a":1,"b":"x\ny"}"#,
+            Some(5),
+            "timed out",
+        );
+        u.keep("t.late", b"", b"plain", None, "too large");
         u.flush().unwrap();
         assert_eq!(u.count(), 2);
         assert_eq!(m.snapshot().results_undelivered, 2);
@@ -323,5 +563,30 @@ mod tests {
         assert_eq!(rows[0].key, "s\"1");
         assert_eq!(rows[0].payload, r#"{"a":1,"b":"x\ny"}"#);
         assert_eq!(rows[1].reason, "too large");
+        assert_eq!((rows[0].time, rows[1].time), (Some(5), None));
+        drop(u);
+        assert_eq!(trim_undelivered(&path, 5).unwrap(), 1);
+        let left = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(left.lines().count(), 1);
+        assert!(left.contains("too large"), "a row without a time stays");
+    }
+
+    #[test]
+    fn sent_rows_are_taken_once_each_and_hold_the_floor_while_they_reach_a_barrier() {
+        let mut s = SentRows::default();
+        s.starts.entry("t".into()).or_default().insert(0, 40);
+        s.add("t", 0, b"k", b"row", 150);
+        s.add("t", 0, b"k", b"row", 150);
+        s.add("t", 0, b"k", b"other", 120);
+        assert!(!s.take("t", "k", b"absent"));
+        assert!(!s.take("u", "k", b"row"), "another topic");
+        assert!(s.take("t", "k", b"row"));
+        assert!(s.take("t", "k", b"row"), "sent twice: skipped twice");
+        assert!(!s.take("t", "k", b"row"), "not a third time");
+        assert_eq!((s.left(), s.skipped()), (1, 2));
+        assert_eq!(s.floor("t", 0, 100, 90), 40, "rows found at 150 reach 100");
+        assert_eq!(s.floor("t", 0, 150, 90), 40);
+        assert_eq!(s.floor("t", 0, 200, 90), 90, "nothing found reaches 200");
+        assert_eq!(s.floor("t", 1, 100, 90), 90, "nothing found there");
     }
 }
