@@ -4,7 +4,8 @@
 //! two processes of two workers read a CSV file together; during a live two-process run,
 //! process 0's dashboard shows both processes' workers, readings and series; a savepoint
 //! written by two processes resumes on one process of three workers, and so does a checkpoint
-//! of two processes killed outright (`anomaly`, and `sensor_outliers` with every collection);
+//! of two processes killed outright (`anomaly`, its result topic exactly once too, and
+//! `sensor_outliers` with every collection);
 //! and two processes stopped one after the other resume as one run (`series_stats`,
 //! `sensor_outliers`).
 
@@ -304,6 +305,10 @@ fn two_processes_killed_outright_resume_from_their_checkpoint_on_one_process_of_
     // files back to what they held at the barrier, and every reading is scored once.
     let broker = EmbeddedBroker::start(1).unwrap();
     broker.create_topic("cluster_cp", 6).unwrap();
+    // The scores also go to Kafka: exactly once there too, across the kill.
+    for o in ["anomaly", "late", "quarantine"] {
+        broker.create_topic(&format!("cluster_cp.{o}"), 3).unwrap();
+    }
     let replay = replay_fast(broker.bootstrap(), "cluster_cp");
     let tmp = tempfile::tempdir().unwrap();
     let hosts = hostfile(tmp.path(), 2);
@@ -313,7 +318,7 @@ fn two_processes_killed_outright_resume_from_their_checkpoint_on_one_process_of_
         let mut c = bin();
         c.args(["run", "anomaly", "--brokers", broker.bootstrap()])
             .args(["--topic", "cluster_cp", "--checkpoint-every", "1h"])
-            .args(["--no-result-topics", "--no-dashboard"])
+            .arg("--no-dashboard")
             .arg("--savepoint")
             .arg(&sp)
             .arg("--output")
@@ -385,6 +390,32 @@ fn two_processes_killed_outright_resume_from_their_checkpoint_on_one_process_of_
         &read_scores(&[&out]),
         &anomaly_oracle(&readings),
         "two processes killed, then one of three workers",
+    );
+    // Every row of the files (the killed processes' up to the checkpoint, the resumed run's
+    // after it) is in the result topic once: what the killed processes had sent after the
+    // checkpoint was read back and not sent again.
+    let mut files = read_lines(&out, "anomaly");
+    files.sort();
+    let mut topic: Vec<String> = read_messages(
+        &streamgauge::kafka::ClientSettings::new(broker.bootstrap()),
+        "cluster_cp.anomaly",
+    )
+    .into_iter()
+    .map(|(_, _, p)| String::from_utf8(p).unwrap())
+    .collect();
+    topic.sort();
+    eprintln!(
+        "result topic after the kill and the resume: {} rows, files {}; {}",
+        topic.len(),
+        files.len(),
+        said.lines()
+            .find(|l| l.contains("not sent again"))
+            .unwrap_or("nothing found to skip")
+    );
+    assert_eq!(topic.len(), files.len(), "result topic and files");
+    assert!(
+        topic == files,
+        "the result topic holds the files' rows, each once"
     );
 }
 

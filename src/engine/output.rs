@@ -300,13 +300,13 @@ pub struct OutputTargets {
     format: OutputFormat,
     process_suffix: Option<usize>,
     files: Mutex<HashMap<String, Arc<Mutex<BufWriter<File>>>>>,
-    kafka: Option<(rdkafka::ClientConfig, String)>,
+    kafka: Option<(crate::kafka::ClientSettings, String)>,
     /// Where result rows Kafka did not take go (with result topics).
     undelivered: Option<Arc<Undelivered>>,
     /// Result topics written so far.
     topics: Mutex<std::collections::BTreeSet<String>>,
     /// A client for the result topics' end offsets (made at the first checkpoint).
-    offsets_client: Mutex<Option<rdkafka::producer::BaseProducer>>,
+    offsets_client: Mutex<Option<rdkafka::consumer::BaseConsumer>>,
     /// Resumed after a crash: the result rows the run that died had already sent after the
     /// checkpoint, which this run does not send again (see `kafka::results`).
     pub sent: Mutex<Option<SentRows>>,
@@ -328,13 +328,13 @@ pub struct OutputTargets {
 }
 
 impl OutputTargets {
-    /// `kafka`: client config and topic prefix for result topics. `undelivered`: the file
+    /// `kafka`: client settings and topic prefix for result topics. `undelivered`: the file
     /// for result rows Kafka does not take (default: [`OutputTargets::default_undelivered`]).
     pub fn new(
         dir: Option<PathBuf>,
         format: OutputFormat,
         process_suffix: Option<usize>,
-        kafka: Option<(rdkafka::ClientConfig, String)>,
+        kafka: Option<(crate::kafka::ClientSettings, String)>,
         undelivered: Option<PathBuf>,
         metrics: Arc<Metrics>,
     ) -> std::io::Result<Self> {
@@ -403,8 +403,9 @@ impl OutputTargets {
     }
 
     fn result_offsets(&self, barrier: EventTime) -> TopicOffsets {
+        use rdkafka::consumer::Consumer;
         let mut out = TopicOffsets::new();
-        let Some((cfg, _)) = &self.kafka else {
+        let Some((settings, _)) = &self.kafka else {
             return out;
         };
         let topics = self
@@ -412,6 +413,11 @@ impl OutputTargets {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .clone();
+        // A topic whose offsets are not read is recorded with no partitions: a resumed run
+        // reads it whole.
+        for t in &topics {
+            out.insert(t.clone(), std::collections::BTreeMap::new());
+        }
         if topics.is_empty() {
             return out;
         }
@@ -420,7 +426,7 @@ impl OutputTargets {
             .lock()
             .unwrap_or_else(|p| p.into_inner());
         if client.is_none() {
-            match cfg.create() {
+            match settings.consumer_config().create() {
                 Ok(c) => *client = Some(c),
                 Err(e) => {
                     tracing::error!(error = %e, "result topics' offsets: no client; a resumed run reads them whole");
@@ -429,40 +435,42 @@ impl OutputTargets {
             }
         }
         let c = client.as_ref().expect("made above");
-        let sent = self.sent.lock().unwrap_or_else(|p| p.into_inner());
         let timeout = std::time::Duration::from_secs(10);
-        for topic in topics {
-            let ends = (|| {
-                let md =
-                    rdkafka::producer::Producer::client(c).fetch_metadata(Some(&topic), timeout)?;
-                let mut ends = std::collections::BTreeMap::new();
-                for t in md.topics() {
-                    for p in t.partitions() {
-                        let (_, hi) = rdkafka::producer::Producer::client(c).fetch_watermarks(
-                            &topic,
-                            p.id(),
-                            timeout,
-                        )?;
-                        ends.insert(p.id(), hi);
+        // Every partition's end, in one request per broker.
+        let mut ends = rdkafka::TopicPartitionList::new();
+        for topic in &topics {
+            match c.fetch_metadata(Some(topic), timeout) {
+                Ok(md) => {
+                    for p in md.topics().iter().flat_map(|t| t.partitions()) {
+                        let _ = ends.add_partition_offset(topic, p.id(), rdkafka::Offset::End);
                     }
                 }
-                Ok::<_, rdkafka::error::KafkaError>(ends)
-            })();
-            match ends {
-                Ok(ends) => {
-                    let ends = ends
-                        .into_iter()
-                        .map(|(p, end)| {
-                            let floor = sent
-                                .as_ref()
-                                .map_or(end, |s| s.floor(&topic, p, barrier, end));
-                            (p, floor)
-                        })
-                        .collect();
-                    out.insert(topic, ends);
-                }
                 Err(e) => {
-                    tracing::error!(%topic, error = %e, "result topic's offsets at a checkpoint; a resumed run reads it whole");
+                    tracing::error!(%topic, error = %e, "result topic's partitions at a checkpoint; a resumed run reads it whole");
+                }
+            }
+        }
+        let ends = match c.offsets_for_times(ends, timeout) {
+            Ok(e) => e,
+            Err(e) => {
+                tracing::error!(error = %e, "result topics' end offsets at a checkpoint; a resumed run reads them whole");
+                return out;
+            }
+        };
+        let sent = self.sent.lock().unwrap_or_else(|p| p.into_inner());
+        for e in ends.elements() {
+            match (e.error(), e.offset()) {
+                (Ok(()), rdkafka::Offset::Offset(end)) => {
+                    let (topic, p) = (e.topic(), e.partition());
+                    let floor = sent
+                        .as_ref()
+                        .map_or(end, |s| s.floor(topic, p, barrier, end));
+                    out.entry(topic.to_string()).or_default().insert(p, floor);
+                }
+                (r, o) => {
+                    tracing::error!(topic = e.topic(), partition = e.partition(), offset = ?o, result = ?r, "a result partition's end offset at a checkpoint; a resumed run reads it whole");
+                    // One partition unknown: the topic is read whole.
+                    out.insert(e.topic().to_string(), std::collections::BTreeMap::new());
                 }
             }
         }
@@ -623,22 +631,24 @@ impl<'a> Outputs<'a> {
         };
         let producer: Option<(ResultProducer, String)> =
             match (&self.targets.kafka, &self.targets.undelivered) {
-                (Some((cfg, prefix)), Some(u)) => match ResultProducer::new(cfg, u.clone()) {
-                    Ok(p) => {
-                        let topic = format!("{prefix}.{name}");
-                        self.targets
-                            .topics
-                            .lock()
-                            .unwrap_or_else(|p| p.into_inner())
-                            .insert(topic.clone());
-                        Some((p, topic))
+                (Some((settings, prefix)), Some(u)) => {
+                    match ResultProducer::new(&settings.producer_config(), u.clone()) {
+                        Ok(p) => {
+                            let topic = format!("{prefix}.{name}");
+                            self.targets
+                                .topics
+                                .lock()
+                                .unwrap_or_else(|p| p.into_inner())
+                                .insert(topic.clone());
+                            Some((p, topic))
+                        }
+                        Err(e) => {
+                            self.errors
+                                .push(format!("output {name}: Kafka producer: {e}"));
+                            None
+                        }
                     }
-                    Err(e) => {
-                        self.errors
-                            .push(format!("output {name}: Kafka producer: {e}"));
-                        None
-                    }
-                },
+                }
                 _ => None,
             };
         let targets = self.targets.clone();
