@@ -1,7 +1,8 @@
 //! The oracle test against a second, independent Kafka-protocol broker: tansu
 //! (`cargo install tansu --locked --features dynostore`; `.ci/run` installs it). Its high
 //! watermarks lag the last batch, which `--until-end` must survive by confirming the end by
-//! reading. `--from TIME` finds its start offsets on it too.
+//! reading. `--from TIME` finds its start offsets on it too. Result topics hold every row
+//! once, with the header that carries its time, and read back as a resumed run reads them.
 
 mod common;
 
@@ -137,4 +138,160 @@ fn oracle_against_tansu() {
         &oracle(&after, 3_600_000),
         "tansu, --from",
     );
+}
+
+#[test]
+fn result_topics_against_tansu_hold_every_row_once_with_its_time() {
+    use streamgauge::kafka::results::{scan_sent, TopicOffsets};
+    let (_tansu, addr) = start_tansu();
+    let settings = ClientSettings::new(addr.clone());
+    for (t, n) in [
+        ("res", 3),
+        ("res.series_stats", 2),
+        ("res.late", 1),
+        ("res.quarantine", 1),
+    ] {
+        admin::ensure_topic(&settings, t, n).unwrap();
+    }
+    let mut p = ReadingProducer::new(&settings, "res").unwrap();
+    for i in 0..12_000i64 {
+        let s = Sym::new(&format!("dev{}", i % 6));
+        p.send(&Reading::single(s, 1_000_000 + i * 500, (i % 17) as f64))
+            .unwrap();
+    }
+    p.flush(Duration::from_secs(60)).unwrap();
+    drop(p);
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = spec(
+        kafka_input(&addr, "res"),
+        2,
+        Duration::from_secs(10),
+        dir.path(),
+    );
+    s.end_confirm = Duration::from_secs(1);
+    s.result_topics = Some((settings.clone(), "res".into()));
+    let report = run_ok(s);
+    assert_eq!(report.metrics.results_undelivered, 0);
+    let rows = read_lines(dir.path(), "series_stats");
+    assert!(rows.len() > 500, "{} windows", rows.len());
+    // Read back as a resumed run reads it: every message, with its row's time.
+    let mut from = TopicOffsets::new();
+    from.insert("res.series_stats".into(), Default::default());
+    let mut sent = scan_sent(
+        &settings.consumer_config(),
+        &from,
+        i64::MIN,
+        Duration::from_secs(30),
+    )
+    .unwrap();
+    assert_eq!(
+        sent.left(),
+        rows.len(),
+        "tansu holds every row, each with its time"
+    );
+    for r in &rows {
+        let v: serde_json::Value = serde_json::from_str(r).unwrap();
+        let key = v["series"].as_str().unwrap();
+        assert!(
+            sent.take("res.series_stats", key, r.as_bytes()),
+            "tansu: {r} in the topic"
+        );
+    }
+    assert_eq!(sent.left(), 0, "tansu: nothing but the file's rows");
+}
+
+#[test]
+fn a_run_resumed_after_a_crash_sends_each_result_row_to_tansu_once() {
+    use std::sync::atomic::Ordering;
+    let (_tansu, addr) = start_tansu();
+    let settings = ClientSettings::new(addr.clone());
+    for (t, n) in [
+        ("cr", 6),
+        ("cr.anomaly", 3),
+        ("cr.late", 1),
+        ("cr.quarantine", 1),
+    ] {
+        admin::ensure_topic(&settings, t, n).unwrap();
+    }
+    let items = twelve_series("cr", 1_000, 5, 500);
+    let (first, second): (Vec<_>, Vec<_>) = items
+        .iter()
+        .cloned()
+        .partition(|(_, r)| r.ts < T0 + 650 * 1000);
+    let out = tempfile::tempdir().unwrap();
+    let make = |live: bool, workers: usize| {
+        let mut s = spec(
+            kafka_input(&addr, "cr"),
+            workers,
+            Duration::from_secs(10),
+            out.path(),
+        );
+        s.dataflow = "anomaly".into();
+        s.end_confirm = Duration::from_secs(1);
+        s.savepoint = Some(out.path().join("savepoint"));
+        s.checkpoint_every = Some(Duration::from_secs(100));
+        s.result_topics = Some((settings.clone(), "cr".into()));
+        if let streamgauge::engine::Input::Kafka(k) = &mut s.input {
+            k.until_end = !live;
+        }
+        s
+    };
+    // Live, fed in steps so that its frontier passes barriers one by one; then stopped, and
+    // its stop's savepoint thrown away: what a crash leaves.
+    let s = make(true, 2);
+    let (metrics, stop) = (s.metrics.clone(), s.stop.clone());
+    let run = std::thread::spawn(move || run_ok(s));
+    let t0 = Instant::now();
+    let mut fed = 0;
+    for part in first.chunks(first.len().div_ceil(6)) {
+        produce_to(&addr, "cr", part);
+        fed += part.len() as u64;
+        while metrics.snapshot().readings_in < fed {
+            assert!(
+                t0.elapsed() < Duration::from_secs(90),
+                "tansu: not all read"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    let a = run.join().unwrap();
+    assert!(a.checkpoints.count >= 3, "tansu: {:?}", a.checkpoints);
+    std::fs::remove_dir_all(&a.savepoint.expect("a stop's savepoint").dir).unwrap();
+
+    produce_to(&addr, "cr", &second);
+    let b = run_ok(make(false, 3));
+    assert!(b.resumed_from.is_some());
+    assert_eq!(
+        b.results_unmatched, 0,
+        "tansu: every row found was made again"
+    );
+    let rows = read_lines(out.path(), "anomaly");
+    assert_eq!(rows.len(), items.len(), "one score per reading");
+    // The topic, read as a resumed run reads it: each row of the file once.
+    let mut from = streamgauge::kafka::results::TopicOffsets::new();
+    from.insert("cr.anomaly".into(), Default::default());
+    let mut sent = streamgauge::kafka::results::scan_sent(
+        &settings.consumer_config(),
+        &from,
+        i64::MIN,
+        Duration::from_secs(30),
+    )
+    .unwrap();
+    eprintln!(
+        "tansu: {} rows skipped after the resume; {} in the topic, {} in the file",
+        b.results_not_resent,
+        sent.left(),
+        rows.len()
+    );
+    assert_eq!(
+        sent.left(),
+        rows.len(),
+        "tansu: the topic holds as many rows as the file"
+    );
+    for r in &rows {
+        let v: serde_json::Value = serde_json::from_str(r).unwrap();
+        let key = v["series"].as_str().unwrap();
+        assert!(sent.take("cr.anomaly", key, r.as_bytes()), "tansu: {r}");
+    }
 }

@@ -416,8 +416,9 @@ impl SentRows {
 
 /// Reads each partition of `from` (topic, partition, offset to start at) up to its end, and
 /// keeps the messages whose row's event time is at or after `since`: what a run that died
-/// sent after the checkpoint at `since` was cut. `config` is a consumer's; gives up after
-/// `timeout` without progress.
+/// sent after the checkpoint at `since` was cut. The end is confirmed by reading: once every
+/// partition reached the end offset it had, reading goes on until nothing comes for 500 ms.
+/// `config` is a consumer's; gives up after `timeout` without progress.
 pub fn scan_sent(
     config: &ClientConfig,
     from: &TopicOffsets,
@@ -443,22 +444,31 @@ pub fn scan_sent(
                 .fetch_watermarks(topic, p, timeout)
                 .map_err(client_err(format!("end offsets of {topic}[{p}]")))?;
             let start = start.max(lo);
+            // Read even a partition that looks empty from there: its end may lag.
+            tpl.add_partition_offset(topic, p, rdkafka::Offset::Offset(start))
+                .map_err(client_err("result scan assignment"))?;
             if start < hi {
-                tpl.add_partition_offset(topic, p, rdkafka::Offset::Offset(start))
-                    .map_err(client_err("result scan assignment"))?;
                 todo.insert((topic.clone(), p), (start, hi));
             }
         }
     }
-    if todo.is_empty() {
+    if tpl.count() == 0 {
         return Ok(sent);
     }
     consumer
         .assign(&tpl)
         .map_err(client_err("result scan assignment"))?;
+    // Reading goes on past each partition's end until nothing came for `QUIET`: a broker
+    // whose high watermark lags the last batch (tansu 0.6) has more than it says.
+    const QUIET: Duration = Duration::from_millis(500);
     let mut last_progress = std::time::Instant::now();
-    while !todo.is_empty() {
-        if last_progress.elapsed() > timeout {
+    let mut offsets_seen: BTreeMap<(String, i32), i64> = BTreeMap::new();
+    loop {
+        let quiet_for = last_progress.elapsed();
+        if todo.is_empty() && quiet_for >= QUIET {
+            break;
+        }
+        if !todo.is_empty() && quiet_for > timeout {
             let (t, p) = todo.keys().next().expect("not empty");
             return Err(KafkaError::Client {
                 context: format!("reading back the result topic {t}[{p}] after a crash"),
@@ -469,9 +479,13 @@ pub fn scan_sent(
             Some(Ok(m)) => {
                 last_progress = std::time::Instant::now();
                 let k = (m.topic().to_string(), m.partition());
-                let Some(next) = todo.get(&k).map(|e| e.1) else {
+                // A broker that serves whole batches may send a record twice: keep the
+                // first.
+                let seen = offsets_seen.entry(k.clone()).or_insert(-1);
+                if m.offset() <= *seen {
                     continue;
-                };
+                }
+                *seen = m.offset();
                 if let Some(t) = header_time(&m).filter(|&t| t >= since) {
                     sent.add(
                         &k.0,
@@ -481,7 +495,7 @@ pub fn scan_sent(
                         t,
                     );
                 }
-                if m.offset() + 1 >= next {
+                if todo.get(&k).is_some_and(|e| m.offset() + 1 >= e.1) {
                     todo.remove(&k);
                 }
             }
