@@ -309,7 +309,11 @@ pub struct OutputTargets {
     offsets_client: Mutex<Option<rdkafka::consumer::BaseConsumer>>,
     /// Resumed after a crash: the result rows the run that died had already sent after the
     /// checkpoint, which this run does not send again (see `kafka::results`).
-    pub sent: Mutex<Option<SentRows>>,
+    sent: Mutex<Option<SentRows>>,
+    /// Whether `sent` has rows left to match: a sink takes its lock only then. (On a
+    /// cluster each process reads back every process's rows, so some are never matched
+    /// here: the lock and a hash per row then stay for the run.)
+    resending: std::sync::atomic::AtomicBool,
     /// Rows written per output name.
     pub counts: Mutex<HashMap<String, u64>>,
     metrics: Arc<Metrics>,
@@ -351,6 +355,7 @@ impl OutputTargets {
             topics: Mutex::default(),
             offsets_client: Mutex::default(),
             sent: Mutex::default(),
+            resending: std::sync::atomic::AtomicBool::new(false),
             dir,
             format,
             process_suffix,
@@ -387,14 +392,42 @@ impl OutputTargets {
     /// Whether a result row was already sent by the run that died before this one resumed
     /// (it is then taken from that set, and not sent again).
     fn already_sent(&self, topic: &str, key: &str, payload: &[u8]) -> bool {
+        use std::sync::atomic::Ordering::Relaxed;
+        if !self.resending.load(Relaxed) {
+            return false;
+        }
         let mut s = self.sent.lock().unwrap_or_else(|p| p.into_inner());
-        s.as_mut().is_some_and(|s| s.take(topic, key, payload))
+        let Some(s) = s.as_mut() else {
+            return false;
+        };
+        let taken = s.take(topic, key, payload);
+        if s.left() == 0 {
+            self.resending.store(false, Relaxed);
+        }
+        taken
+    }
+
+    /// Resuming after a crash: the rows the run that died had sent after the checkpoint.
+    pub fn set_sent(&self, sent: SentRows) {
+        self.resending
+            .store(sent.left() > 0, std::sync::atomic::Ordering::Relaxed);
+        *self.sent.lock().unwrap_or_else(|p| p.into_inner()) = Some(sent);
+    }
+
+    /// Resumed after a crash: (rows found and not sent again, rows found and not made
+    /// again).
+    pub fn resent(&self) -> (u64, u64) {
+        self.sent
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .map_or((0, 0), |s| (s.skipped(), s.left() as u64))
     }
 
     /// What the last sink of the process to pass `barrier` records: the output files'
     /// lengths and, per result partition, an offset before every row this process will
-    /// send at or after the barrier (its end now, since every sink holds those rows). A topic
-    /// whose offsets cannot be read is left out: a resumed run then reads it whole.
+    /// send at or after the barrier (its end now, since every sink holds those rows). A
+    /// partition whose end cannot be read is left out: a resumed run reads it whole.
     pub fn measure(&self, barrier: EventTime) -> crate::engine::savepoint::Measured {
         crate::engine::savepoint::Measured {
             files: self.lengths(),
@@ -467,10 +500,9 @@ impl OutputTargets {
                         .map_or(end, |s| s.floor(topic, p, barrier, end));
                     out.entry(topic.to_string()).or_default().insert(p, floor);
                 }
+                // Left out: a resumed run reads that partition whole.
                 (r, o) => {
                     tracing::error!(topic = e.topic(), partition = e.partition(), offset = ?o, result = ?r, "a result partition's end offset at a checkpoint; a resumed run reads it whole");
-                    // One partition unknown: the topic is read whole.
-                    out.insert(e.topic().to_string(), std::collections::BTreeMap::new());
                 }
             }
         }

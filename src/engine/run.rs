@@ -725,12 +725,7 @@ pub fn run(spec: RunSpec) -> Result<RunReport, EngineError> {
         }
         None => None,
     };
-    let (results_not_resent, results_unmatched) = targets
-        .sent
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .as_ref()
-        .map_or((0, 0), |s| (s.skipped(), s.left() as u64));
+    let (results_not_resent, results_unmatched) = targets.resent();
     let mut offsets = BTreeMap::new();
     for l in &logs {
         if let Some((_, offs)) = l.lock().expect("offset log poisoned").latest() {
@@ -808,7 +803,7 @@ fn resume_result_topics(
         barrier,
         "result rows already sent after the checkpoint: not sent again"
     );
-    *targets.sent.lock().unwrap_or_else(|p| p.into_inner()) = Some(sent);
+    targets.set_sent(sent);
     Ok(())
 }
 
