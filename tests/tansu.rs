@@ -257,11 +257,13 @@ fn a_run_resumed_after_a_crash_sends_each_result_row_to_tansu_once() {
     stop.store(true, Ordering::Relaxed);
     let a = run.join().unwrap();
     assert!(a.checkpoints.count >= 3, "tansu: {:?}", a.checkpoints);
+    assert_eq!(a.metrics.results_undelivered, 0, "tansu took every row");
     std::fs::remove_dir_all(&a.savepoint.expect("a stop's savepoint").dir).unwrap();
 
     produce_to(&addr, "cr", &second);
     let b = run_ok(make(false, 3));
     assert!(b.resumed_from.is_some());
+    assert_eq!(b.metrics.results_undelivered, 0, "tansu took every row");
     assert_eq!(
         b.results_unmatched, 0,
         "tansu: every row found was made again"

@@ -15,15 +15,28 @@
 //! A row purged while in flight (sent, not yet acknowledged) may have reached the topic: a
 //! redelivery can then write it twice. Redelivered rows come after the rows of the run that
 //! were delivered, so a series' order in its partition is not kept across a redelivery.
+//!
+//! # Exactly once across a crash
+//!
+//! Every message carries its row's event time (the dataflow's timely time) in the header
+//! [`TIME_HEADER`]. With checkpoints, the sinks hold the rows at or after a barrier until
+//! every sink of the process passed it, as they do for files, and the last of them records
+//! each result partition's end offset in the checkpoint: every row of that process at or
+//! after the barrier lands after it. A run resumed from that checkpoint reads each result
+//! partition from the lowest offset any process recorded ([`scan_sent`]) and keeps the rows
+//! at or after the barrier that are already there ([`SentRows`]); it makes exactly those
+//! rows again (as it does for the files it cuts back), and the sink skips each one found
+//! there, once. So the topic ends with every row once. While rows found this way reach a
+//! later barrier, the checkpoint at that barrier records where the read-back started
+//! instead of the end ([`SentRows::floor`]), so a second crash finds them too.
 
+use std::collections::{BTreeMap, HashMap};
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-
-use std::collections::{BTreeMap, HashMap};
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError as RdError;
