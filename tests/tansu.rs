@@ -140,19 +140,45 @@ fn oracle_against_tansu() {
     );
 }
 
+/// Creates the input topic `input` (`parts` partitions) and its result topics for output
+/// `output` (`out_parts`), `late` and `quarantine`.
+fn topics(settings: &ClientSettings, input: &str, parts: i32, output: &str, out_parts: i32) {
+    admin::ensure_topic(settings, input, parts).unwrap();
+    admin::ensure_topic(settings, &format!("{input}.{output}"), out_parts).unwrap();
+    for o in ["late", "quarantine"] {
+        admin::ensure_topic(settings, &format!("{input}.{o}"), 1).unwrap();
+    }
+}
+
+/// Reads `topic` back as a resumed run reads it (every message, with its row's time) and
+/// asserts it holds the output file's `rows`, each once.
+fn assert_topic_holds_once(settings: &ClientSettings, topic: &str, rows: &[String]) {
+    let mut from = streamgauge::kafka::results::TopicOffsets::new();
+    from.insert(topic.into(), Default::default());
+    let mut sent = streamgauge::kafka::results::scan_sent(
+        &settings.consumer_config(),
+        &from,
+        i64::MIN,
+        Duration::from_secs(30),
+    )
+    .unwrap();
+    assert_eq!(
+        sent.left(),
+        rows.len(),
+        "tansu: {topic} holds as many rows, each with its time, as the file"
+    );
+    for r in rows {
+        let v: serde_json::Value = serde_json::from_str(r).unwrap();
+        let key = v["series"].as_str().unwrap();
+        assert!(sent.take(topic, key, r.as_bytes()), "tansu: {r} in {topic}");
+    }
+}
+
 #[test]
 fn result_topics_against_tansu_hold_every_row_once_with_its_time() {
-    use streamgauge::kafka::results::{scan_sent, TopicOffsets};
     let (_tansu, addr) = start_tansu();
     let settings = ClientSettings::new(addr.clone());
-    for (t, n) in [
-        ("res", 3),
-        ("res.series_stats", 2),
-        ("res.late", 1),
-        ("res.quarantine", 1),
-    ] {
-        admin::ensure_topic(&settings, t, n).unwrap();
-    }
+    topics(&settings, "res", 3, "series_stats", 2);
     let mut p = ReadingProducer::new(&settings, "res").unwrap();
     for i in 0..12_000i64 {
         let s = Sym::new(&format!("dev{}", i % 6));
@@ -174,30 +200,7 @@ fn result_topics_against_tansu_hold_every_row_once_with_its_time() {
     assert_eq!(report.metrics.results_undelivered, 0);
     let rows = read_lines(dir.path(), "series_stats");
     assert!(rows.len() > 500, "{} windows", rows.len());
-    // Read back as a resumed run reads it: every message, with its row's time.
-    let mut from = TopicOffsets::new();
-    from.insert("res.series_stats".into(), Default::default());
-    let mut sent = scan_sent(
-        &settings.consumer_config(),
-        &from,
-        i64::MIN,
-        Duration::from_secs(30),
-    )
-    .unwrap();
-    assert_eq!(
-        sent.left(),
-        rows.len(),
-        "tansu holds every row, each with its time"
-    );
-    for r in &rows {
-        let v: serde_json::Value = serde_json::from_str(r).unwrap();
-        let key = v["series"].as_str().unwrap();
-        assert!(
-            sent.take("res.series_stats", key, r.as_bytes()),
-            "tansu: {r} in the topic"
-        );
-    }
-    assert_eq!(sent.left(), 0, "tansu: nothing but the file's rows");
+    assert_topic_holds_once(&settings, "res.series_stats", &rows);
 }
 
 #[test]
@@ -205,14 +208,7 @@ fn a_run_resumed_after_a_crash_sends_each_result_row_to_tansu_once() {
     use std::sync::atomic::Ordering;
     let (_tansu, addr) = start_tansu();
     let settings = ClientSettings::new(addr.clone());
-    for (t, n) in [
-        ("cr", 6),
-        ("cr.anomaly", 3),
-        ("cr.late", 1),
-        ("cr.quarantine", 1),
-    ] {
-        admin::ensure_topic(&settings, t, n).unwrap();
-    }
+    topics(&settings, "cr", 6, "anomaly", 3);
     let items = twelve_series("cr", 1_000, 5, 500);
     let (first, second): (Vec<_>, Vec<_>) = items
         .iter()
@@ -270,30 +266,10 @@ fn a_run_resumed_after_a_crash_sends_each_result_row_to_tansu_once() {
     );
     let rows = read_lines(out.path(), "anomaly");
     assert_eq!(rows.len(), items.len(), "one score per reading");
-    // The topic, read as a resumed run reads it: each row of the file once.
-    let mut from = streamgauge::kafka::results::TopicOffsets::new();
-    from.insert("cr.anomaly".into(), Default::default());
-    let mut sent = streamgauge::kafka::results::scan_sent(
-        &settings.consumer_config(),
-        &from,
-        i64::MIN,
-        Duration::from_secs(30),
-    )
-    .unwrap();
     eprintln!(
-        "tansu: {} rows skipped after the resume; {} in the topic, {} in the file",
+        "tansu: {} rows skipped after the resume, {} in the file",
         b.results_not_resent,
-        sent.left(),
         rows.len()
     );
-    assert_eq!(
-        sent.left(),
-        rows.len(),
-        "tansu: the topic holds as many rows as the file"
-    );
-    for r in &rows {
-        let v: serde_json::Value = serde_json::from_str(r).unwrap();
-        let key = v["series"].as_str().unwrap();
-        assert!(sent.take("cr.anomaly", key, r.as_bytes()), "tansu: {r}");
-    }
+    assert_topic_holds_once(&settings, "cr.anomaly", &rows);
 }
