@@ -246,6 +246,7 @@ pub fn run(a: DemoArgs, settings: &Settings) -> Result<()> {
             };
             spec.output_dir = a.output.as_ref().map(|o| o.join(&p.topic));
             spec.result_topics = Some((kafka.clone(), p.topic.to_string()));
+            spec.undelivered = Some(undelivered_file(&a, &p.topic, d.name()));
             // The screen counts the first dataflow's readings; the others count their own.
             spec.metrics = if d.name() == DEMO_DATAFLOWS[0] {
                 p.metrics.clone()
@@ -280,6 +281,7 @@ pub fn run(a: DemoArgs, settings: &Settings) -> Result<()> {
         };
         spec.output_dir = a.output.as_ref().map(|o| o.join(SENSOR_TOPIC));
         spec.result_topics = Some((kafka.clone(), SENSOR_TOPIC.to_string()));
+        spec.undelivered = Some(undelivered_file(&a, SENSOR_TOPIC, "sessions"));
         spec.stop = stop_runs.clone();
         spec.hub = dashboard
             .as_ref()
@@ -363,9 +365,14 @@ pub fn run(a: DemoArgs, settings: &Settings) -> Result<()> {
             .map_err(|_| anyhow::anyhow!("input thread panicked"))??;
     }
     stop_runs.store(true, Ordering::Relaxed);
+    let mut undelivered = Vec::new();
     for r in runs {
-        r.join()
+        let report = r
+            .join()
             .map_err(|_| anyhow::anyhow!("run thread panicked"))??;
+        if let Some(path) = report.undelivered {
+            undelivered.push((report.metrics.results_undelivered, path));
+        }
     }
     println!("totals:");
     for p in &pipelines {
@@ -375,6 +382,22 @@ pub fn run(a: DemoArgs, settings: &Settings) -> Result<()> {
             p.topic, s.produced, s.readings_in, s.rows_out, s.late, s.quarantined
         );
     }
+    for (n, path) in &undelivered {
+        eprintln!(
+            "  {n} result rows were not delivered to Kafka; they are kept in {}",
+            path.display()
+        );
+    }
     drop(broker);
     Ok(())
+}
+
+/// Each demo run's own file for result rows Kafka does not take (runs on one topic share
+/// its output directory): `undelivered.<topic>.<dataflow>.jsonl` there, else here.
+fn undelivered_file(a: &DemoArgs, topic: &str, dataflow: &str) -> std::path::PathBuf {
+    let name = format!("undelivered.{topic}.{dataflow}.jsonl");
+    match &a.output {
+        Some(o) => o.join(topic).join(name),
+        None => name.into(),
+    }
 }
