@@ -43,6 +43,18 @@ fn topic_rows(brokers: &str, topic: &str) -> Rows {
     rows
 }
 
+/// Creates `series_stats`' result topics under `prefix` (`series_stats` with `parts`
+/// partitions, `late` and `quarantine` with one), every partition led by broker `leader`.
+fn result_topics(broker: &EmbeddedBroker, prefix: &str, parts: i32, leader: i32) {
+    for (o, n) in [("series_stats", parts), ("late", 1), ("quarantine", 1)] {
+        let t = format!("{prefix}.{o}");
+        broker.create_topic(&t, n).unwrap();
+        for p in 0..n {
+            broker.partition_leader(&t, p, leader).unwrap();
+        }
+    }
+}
+
 fn kept_rows(path: &Path) -> Vec<UndeliveredRow> {
     std::fs::read_to_string(path)
         .unwrap()
@@ -58,16 +70,11 @@ fn rows_kafka_does_not_take_are_kept_counted_and_redelivered_to_match_the_output
     let broker = EmbeddedBroker::start(2).unwrap();
     let b = broker.bootstrap().to_string();
     broker.create_topic("rin", 2).unwrap();
-    broker.create_topic("rin.series_stats", 2).unwrap();
     for p in 0..2 {
         broker.partition_leader("rin", p, 1).unwrap();
     }
-    broker.partition_leader("rin.series_stats", 0, 1).unwrap();
+    result_topics(&broker, "rin", 2, 1);
     broker.partition_leader("rin.series_stats", 1, 2).unwrap();
-    for t in ["rin.late", "rin.quarantine"] {
-        broker.create_topic(t, 1).unwrap();
-        broker.partition_leader(t, 0, 1).unwrap();
-    }
     let series: Vec<Sym> = (0..24).map(|i| Sym::new(&format!("dev{i:02}"))).collect();
     let on = |p: i32| {
         series
@@ -154,14 +161,7 @@ fn rows_kafka_does_not_take_are_kept_counted_and_redelivered_to_match_the_output
 fn with_kafka_up_the_result_topic_holds_the_output_file_and_nothing_is_kept() {
     let broker = EmbeddedBroker::start(1).unwrap();
     let b = broker.bootstrap().to_string();
-    for (t, n) in [
-        ("up", 3),
-        ("up.series_stats", 3),
-        ("up.late", 1),
-        ("up.quarantine", 1),
-    ] {
-        broker.create_topic(t, n).unwrap();
-    }
+    broker.create_topic("up", 3).unwrap();
     let series: Vec<Sym> = (0..10).map(|i| Sym::new(&format!("s{i}"))).collect();
     let items: Vec<(i32, Reading)> = (0..5_000i64)
         .map(|i| {
@@ -173,9 +173,7 @@ fn with_kafka_up_the_result_topic_holds_the_output_file_and_nothing_is_kept() {
     for workers in [1, 2, 4] {
         let dir = tempfile::tempdir().unwrap();
         let prefix = format!("up{workers}");
-        for (t, n) in [("series_stats", 3), ("late", 1), ("quarantine", 1)] {
-            broker.create_topic(&format!("{prefix}.{t}"), n).unwrap();
-        }
+        result_topics(&broker, &prefix, 3, 1);
         let mut s = spec(
             kafka_input(&b, "up"),
             workers,
@@ -203,10 +201,7 @@ fn a_run_with_undelivered_rows_exits_with_an_error_that_says_where_they_are() {
     let b = broker.bootstrap().to_string();
     broker.create_topic("gone", 1).unwrap();
     broker.partition_leader("gone", 0, 1).unwrap();
-    for t in ["gone.series_stats", "gone.late", "gone.quarantine"] {
-        broker.create_topic(t, 1).unwrap();
-        broker.partition_leader(t, 0, 2).unwrap();
-    }
+    result_topics(&broker, "gone", 1, 2);
     let s = Sym::new("only");
     let items: Vec<(i32, Reading)> = (0..600i64)
         .map(|i| (0, Reading::single(s, 1_000 + i * 1_000, i as f64)))

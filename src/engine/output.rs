@@ -41,18 +41,6 @@ fn write_out(file: &Mutex<BufWriter<File>>, buf: &mut Vec<u8>, name: &str) {
     buf.clear();
 }
 
-/// Moves the held rows before `limit` to `buf` (checkpoints; see [`Outputs::add`]).
-fn release_held(later: &mut Vec<(EventTime, Vec<u8>)>, limit: EventTime, buf: &mut Vec<u8>) {
-    later.retain(|(t, rows)| {
-        if *t < limit {
-            buf.extend_from_slice(rows);
-            false
-        } else {
-            true
-        }
-    });
-}
-
 /// A row of a dataflow output.
 pub trait Row: Clone + Serialize + 'static {
     /// CSV header line (no newline).
@@ -273,20 +261,44 @@ impl OutputFormat {
     }
 }
 
-/// Result rows held at a checkpoint: per batch, its time and its rows' (key, JSON).
-type HeldResults = Vec<(EventTime, Vec<(String, Vec<u8>)>)>;
+/// What a sink holds at a checkpoint (see [`Outputs::add`]): per batch, its time and its
+/// rows, formatted for the file, and as (key, JSON) for the result topic.
+#[derive(Default)]
+struct Held {
+    file: Vec<(EventTime, Vec<u8>)>,
+    results: Vec<(EventTime, ResultRows)>,
+}
 
-/// Sends the held result rows before `limit`.
-fn release_held_results(
-    later: &mut HeldResults,
-    limit: EventTime,
-    mut send: impl FnMut(&str, &[u8], EventTime),
-) {
-    later.retain(|(t, rows)| {
-        if *t < limit {
+/// Result rows as (key, JSON).
+type ResultRows = Vec<(String, Vec<u8>)>;
+
+impl Held {
+    /// Moves the held file rows before `limit` to `buf`, and sends the held result rows
+    /// before it with `send(key, JSON, time)`.
+    fn release(
+        &mut self,
+        limit: EventTime,
+        buf: &mut Vec<u8>,
+        mut send: impl FnMut(&str, &[u8], EventTime),
+    ) {
+        release_before(&mut self.file, limit, |_, rows| buf.extend_from_slice(rows));
+        release_before(&mut self.results, limit, |t, rows| {
             for (key, json) in rows {
-                send(key, json, *t);
+                send(key, json, t);
             }
+        });
+    }
+}
+
+/// Takes the batches before `limit` out of `held`, each to `take(time, batch)`.
+fn release_before<T>(
+    held: &mut Vec<(EventTime, T)>,
+    limit: EventTime,
+    mut take: impl FnMut(EventTime, &T),
+) {
+    held.retain(|(t, batch)| {
+        if *t < limit {
+            take(*t, batch);
             false
         } else {
             true
@@ -702,7 +714,7 @@ impl<'a> Outputs<'a> {
         // With several processes, the rows' updates go to worker 0 (see `cluster_hub`).
         let publish = self.targets.cluster.as_ref().is_some_and(|c| c.publish);
         let stream = stream.probe_with(&self.probe);
-        // Checkpoints: rows at or after `limit` are held (formatted) in `later` until every
+        // Checkpoints: rows at or after `limit` are held (formatted) in `held` until every
         // sink of the process has passed the barrier `pending` and the files were measured.
         let checkpoints = self.targets.checkpoints.clone();
         if let Some(sp) = &checkpoints {
@@ -714,9 +726,7 @@ impl<'a> Outputs<'a> {
             .as_ref()
             .map_or(EventTime::MAX, |sp| sp.next_barrier(floor));
         let mut pending: Option<EventTime> = None;
-        let mut later: Vec<(EventTime, Vec<u8>)> = Vec::new();
-        // The same for result rows: (time, [(key, JSON)]).
-        let mut later_results: HeldResults = Vec::new();
+        let mut held = Held::default();
         let send_result = {
             let targets = self.targets.clone();
             move |p: &ResultProducer, topic: &str, key: &str, json: &[u8], t: EventTime| {
@@ -734,11 +744,11 @@ impl<'a> Outputs<'a> {
                 let t = cap.least().copied().unwrap_or(EventTime::MIN);
                 let hold = file.is_some() && t >= limit;
                 if hold {
-                    later.push((t, Vec::new()));
+                    held.file.push((t, Vec::new()));
                 }
                 let hold_result = producer.is_some() && t >= limit;
                 if hold_result {
-                    later_results.push((t, Vec::new()));
+                    held.results.push((t, Vec::new()));
                 }
                 for row in rows.iter() {
                     n += 1;
@@ -748,13 +758,23 @@ impl<'a> Outputs<'a> {
                     } else if publish {
                         row.publish(&mut scratch);
                     }
+                    // The row's JSON for its topic, once formatted for a JSON-lines file.
+                    let mut json_ready = false;
                     if let Some(f) = &file {
-                        let out = match later.last_mut() {
-                            Some((_, held)) if hold => held,
+                        let out = match held.file.last_mut() {
+                            Some((_, rows)) if hold => rows,
                             _ => &mut buf,
                         };
                         match format {
-                            OutputFormat::Jsonl => row.write_json(out),
+                            OutputFormat::Jsonl => {
+                                let start = out.len();
+                                row.write_json(out);
+                                if producer.is_some() {
+                                    json.clear();
+                                    json.extend_from_slice(&out[start..]);
+                                    json_ready = true;
+                                }
+                            }
                             OutputFormat::Csv => row.write_csv(out),
                         }
                         out.push(b'\n');
@@ -766,10 +786,12 @@ impl<'a> Outputs<'a> {
                         }
                     }
                     if let Some((p, topic)) = &producer {
-                        json.clear();
-                        row.write_json(&mut json);
-                        match later_results.last_mut() {
-                            Some((_, held)) if hold_result => held.push((row.key().to_string(), json.clone())),
+                        if !json_ready {
+                            json.clear();
+                            row.write_json(&mut json);
+                        }
+                        match held.results.last_mut() {
+                            Some((_, rows)) if hold_result => rows.push((row.key().to_string(), json.clone())),
                             _ => send_result(p, topic, row.key(), &json, t),
                         }
                     }
@@ -794,6 +816,11 @@ impl<'a> Outputs<'a> {
                 }
             }
             if let Some(sp) = &checkpoints {
+                let send_held = |k: &str, j: &[u8], t: EventTime| {
+                    if let Some((p, topic)) = &producer {
+                        send_result(p, topic, k, j, t);
+                    }
+                };
                 match frontier.frontier().iter().next().copied() {
                     Some(f) => loop {
                         if pending.is_none() {
@@ -804,10 +831,7 @@ impl<'a> Outputs<'a> {
                             seen = f;
                             // Every row before `b` is here: to the file, then report.
                             limit = b;
-                            release_held(&mut later, limit, &mut buf);
-                            if let Some((p, topic)) = &producer {
-                                release_held_results(&mut later_results, limit, |k, j, t| send_result(p, topic, k, j, t));
-                            }
+                            held.release(limit, &mut buf, send_held);
                             if let Some(file) = &file {
                                 write_out(file, &mut buf, &name);
                             }
@@ -821,17 +845,11 @@ impl<'a> Outputs<'a> {
                         }
                         pending = None;
                         limit = sp.next_barrier(b);
-                        release_held(&mut later, limit, &mut buf);
-                        if let Some((p, topic)) = &producer {
-                            release_held_results(&mut later_results, limit, |k, j, t| send_result(p, topic, k, j, t));
-                        }
+                        held.release(limit, &mut buf, send_held);
                     },
                     None if !done => {
                         sp.sink_ended();
-                        release_held(&mut later, EventTime::MAX, &mut buf);
-                        if let Some((p, topic)) = &producer {
-                            release_held_results(&mut later_results, EventTime::MAX, |k, j, t| send_result(p, topic, k, j, t));
-                        }
+                        held.release(EventTime::MAX, &mut buf, send_held);
                     }
                     None => {}
                 }

@@ -462,7 +462,7 @@ pub fn run(spec: RunSpec) -> Result<RunReport, EngineError> {
         preflight(k)?;
     }
     let workers = spec.cluster.workers;
-    let kafka = spec.result_topics.as_ref().cloned();
+    let kafka = spec.result_topics.clone();
     let suffix = (spec.cluster.processes > 1).then_some(spec.cluster.process);
     let targets = OutputTargets::new(
         spec.output_dir.clone(),

@@ -147,24 +147,26 @@ impl Undelivered {
         }
         let mut line = serde_json::to_vec(row).expect("strings serialise");
         line.push(b'\n');
-        let mut file = self.file.lock().unwrap_or_else(|p| p.into_inner());
-        let written = (|| {
-            if file.is_none() {
-                if let Some(dir) = self.path.parent().filter(|d| !d.as_os_str().is_empty()) {
-                    std::fs::create_dir_all(dir)?;
-                }
-                let f = OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(&self.path)?;
-                *file = Some(BufWriter::new(f));
-            }
-            file.as_mut().expect("opened above").write_all(&line)
-        })();
-        if let Err(e) = written {
+        if let Err(e) = self.write_line(&line) {
             self.unwritten.fetch_add(1, Ordering::Relaxed);
             tracing::error!(path = %self.path.display(), error = %e, topic = %row.topic, "an undelivered result row could not be kept either: it is lost");
         }
+    }
+
+    /// Appends `line` (with its newline) to the file, opening it at the first.
+    fn write_line(&self, line: &[u8]) -> std::io::Result<()> {
+        let mut file = self.file.lock().unwrap_or_else(|p| p.into_inner());
+        if file.is_none() {
+            if let Some(dir) = self.path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                std::fs::create_dir_all(dir)?;
+            }
+            let f = OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&self.path)?;
+            *file = Some(BufWriter::new(f));
+        }
+        file.as_mut().expect("opened above").write_all(line)
     }
 
     /// Writes what is buffered to the file.
@@ -317,19 +319,10 @@ pub fn redeliver(
     producer.finish(wait);
     drop(producer);
     let kept = retry.count();
-    {
-        let mut f = retry.file.lock().unwrap_or_else(|p| p.into_inner());
-        if !unreadable.is_empty() && f.is_none() {
-            *f = Some(BufWriter::new(File::create(&retry_path).map_err(io)?));
-        }
-        if let Some(w) = f.as_mut() {
-            for l in &unreadable {
-                writeln!(w, "{l}").map_err(io)?;
-            }
-            w.flush().map_err(io)?;
-        }
-        *f = None;
+    for l in &unreadable {
+        retry.write_line(format!("{l}\n").as_bytes()).map_err(io)?;
     }
+    retry.flush().map_err(io)?;
     if retry.unwritten() > 0 {
         return Err(io(std::io::Error::other(format!(
             "{} rows failed again and could not be written to {}",
@@ -467,8 +460,8 @@ pub fn scan_sent(
         .create()
         .map_err(client_err("result scan consumer"))?;
     let mut tpl = rdkafka::TopicPartitionList::new();
-    // (topic, partition) -> (next offset to see, end)
-    let mut todo: BTreeMap<(String, i32), (i64, i64)> = BTreeMap::new();
+    // (topic, partition) -> its end offset, until a message there reaches it
+    let mut todo: BTreeMap<(String, i32), i64> = BTreeMap::new();
     for (topic, parts) in from {
         // Partitions added since the checkpoint hold only rows sent after it: read them whole.
         let all = admin::partitions(&consumer, topic, timeout)?;
@@ -482,7 +475,7 @@ pub fn scan_sent(
             tpl.add_partition_offset(topic, p, rdkafka::Offset::Offset(start))
                 .map_err(client_err("result scan assignment"))?;
             if start < hi {
-                todo.insert((topic.clone(), p), (start, hi));
+                todo.insert((topic.clone(), p), hi);
             }
         }
     }
@@ -530,7 +523,7 @@ pub fn scan_sent(
                         t,
                     );
                 }
-                if todo.get(&k).is_some_and(|e| m.offset() + 1 >= e.1) {
+                if todo.get(&k).is_some_and(|&end| m.offset() + 1 >= end) {
                     todo.remove(&k);
                 }
             }
@@ -618,6 +611,35 @@ mod tests {
         let left = std::fs::read_to_string(&path).unwrap();
         assert_eq!(left.lines().count(), 1);
         assert!(left.contains("too large"), "a row without a time stays");
+    }
+
+    #[test]
+    fn redeliver_sends_the_rows_and_leaves_only_the_unreadable_lines() {
+        let broker = crate::kafka::broker::EmbeddedBroker::start(1).unwrap();
+        broker.create_topic("t.out", 1).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("undelivered.jsonl");
+        let u = Undelivered::new(path.clone(), None);
+        u.keep("t.out", b"k", b"{\"v\":1}", Some(7), "timed out");
+        u.write_line(b"not a row\n").unwrap();
+        u.keep("t.out", b"k", b"{\"v\":2}", None, "timed out");
+        drop(u);
+        let settings = crate::kafka::ClientSettings::new(broker.bootstrap());
+        let r = redeliver(&settings.producer_config(), &path, Duration::from_secs(30)).unwrap();
+        assert_eq!(
+            r,
+            Redelivered {
+                delivered: 2,
+                kept: 0,
+                unreadable: 1
+            }
+        );
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "not a row\n");
+        let c: BaseConsumer = settings.consumer_config().create().unwrap();
+        let (lo, hi) = c
+            .fetch_watermarks("t.out", 0, Duration::from_secs(10))
+            .unwrap();
+        assert_eq!(hi - lo, 2, "both rows reached the topic");
     }
 
     #[test]
