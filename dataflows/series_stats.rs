@@ -926,7 +926,7 @@ mod tests {
             partitions: Vec::new(),
         };
         sp.save_source(Cut::Barrier(100), 0, &at_barrier);
-        sp.sink_passed(100, Default::default);
+        sp.sink_passed(100, true, Default::default);
         let next = Savepoint::open(dir.path(), Default::default(), 1, (0, 1)).unwrap();
         let at = next.resumed().expect("the checkpoint at 100").dir.clone();
         assert!(at.ends_with("g0c100"), "{}", at.display());

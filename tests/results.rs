@@ -1,7 +1,8 @@
 //! Kafka result topics: every row of a run's output reaches its topic, and the rows Kafka
 //! does not take (one partition's leader is down for longer than `message.timeout.ms`) are
 //! kept in the undelivered file, counted, and sent by `streamgauge redeliver` once Kafka is
-//! back, so the topic ends with exactly the rows of the output file.
+//! back, so the topic ends with exactly the rows of the output file; and a run killed
+//! outright the moment it wrote a checkpoint has had every row before it acknowledged.
 
 mod common;
 
@@ -239,4 +240,102 @@ fn a_run_with_undelivered_rows_exits_with_an_error_that_says_where_they_are() {
             && err.contains(&format!("streamgauge redeliver {}", kept.display())),
         "{err}"
     );
+}
+
+#[test]
+fn a_run_killed_the_moment_it_wrote_a_checkpoint_loses_no_result_row() {
+    // The broker that leads the result topics is down for the first 11 s of the run (longer
+    // than a checkpoint waits for the result partitions' end offsets), so the first rows
+    // stay queued in the producer. The run is killed outright (SIGKILL) the
+    // moment its first checkpoint is complete: every row before the barrier, which the
+    // resumed run does not make again, must be in the topic by then. The resumed run then
+    // ends with the topic holding the output file's rows, each once.
+    let broker = EmbeddedBroker::start(2).unwrap();
+    let b = broker.bootstrap().to_string();
+    broker.create_topic("slow", 3).unwrap();
+    for p in 0..3 {
+        broker.partition_leader("slow", p, 1).unwrap();
+    }
+    result_topics(&broker, "slow", 3, 2);
+    let series: Vec<Sym> = (0..10).map(|i| Sym::new(&format!("s{i}"))).collect();
+    // 2,000 s of readings, ten a second: twenty barriers of 100 s.
+    let items: Vec<(i32, Reading)> = (0..20_000i64)
+        .map(|i| {
+            let r = Reading::single(series[(i % 10) as usize], 1_000 + i * 100, i as f64);
+            // A series in one partition, as the collectors key it: its readings arrive in
+            // one order, so the resumed run makes the dead run's rows bit for bit.
+            ((i % 10 % 3) as i32, r)
+        })
+        .collect();
+    let dir = tempfile::tempdir().unwrap();
+    let (out, sp) = (dir.path().join("out"), dir.path().join("savepoint"));
+    let run = |extra: &[&str]| {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_streamgauge"));
+        c.args(["run", "series_stats", "--topic", "slow", "--brokers", &b])
+            .args(["--no-dashboard", "--checkpoint-every", "100s"])
+            .arg("--savepoint")
+            .arg(&sp)
+            .arg("--output")
+            .arg(&out)
+            .args(extra);
+        c
+    };
+    let complete = || {
+        std::fs::read_dir(&sp)
+            .into_iter()
+            .flatten()
+            .any(|e| e.is_ok_and(|e| e.path().join("manifest.p0.json").exists()))
+    };
+    broker.broker_down(2).unwrap();
+    let mut live = run(&[])
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let started = std::time::Instant::now();
+    let mut down = true;
+    // The input arrives 25 s of event time at a time, so that the run's frontier crosses
+    // the barriers one by one; the run is killed as soon as one is complete.
+    let mut sent = 0;
+    'live: for part in items.chunks(250) {
+        produce_to(&b, "slow", part);
+        sent += part.len();
+        let t0 = std::time::Instant::now();
+        while t0.elapsed() < Duration::from_millis(400) {
+            if down && started.elapsed() > Duration::from_secs(11) {
+                broker.broker_up(2).unwrap();
+                down = false;
+            }
+            if complete() {
+                break 'live;
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+    live.kill().unwrap(); // SIGKILL
+    live.wait().unwrap();
+    if down {
+        broker.broker_up(2).unwrap();
+    }
+    assert!(complete(), "a checkpoint before the input ran out");
+    assert!(sent < items.len(), "killed part-way");
+    produce_to(&b, "slow", &items[sent..]);
+    let p = run(&["--until-end"])
+        .stderr(std::process::Stdio::piped())
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&p.stderr);
+    assert!(
+        p.status.success() && said.contains("resumed from the savepoint"),
+        "{said}"
+    );
+    let file = file_rows(&out);
+    // Readings at 1 s to 2,001 s: the 10 s windows starting at 0 s to 2,000 s, per series.
+    assert_eq!(file.values().sum::<usize>(), 10 * 201, "{said}");
+    let topic = topic_rows(&b, "slow.series_stats");
+    let missing = file.keys().filter(|k| !topic.contains_key(*k)).count();
+    assert_eq!(
+        missing, 0,
+        "rows of the file missing from the topic; {said}"
+    );
+    assert_eq!(topic, file, "the topic holds the file's rows, each once");
 }

@@ -31,6 +31,11 @@ use crate::record::{EventTime, Reading, WireFormat};
 /// Bytes of formatted rows a sink collects before writing them to its file.
 const OUT_CHUNK: usize = 1 << 16;
 
+/// How long a sink waits at a barrier for Kafka to acknowledge the result rows before it;
+/// past it, that checkpoint is given up (the run goes on, and the rows are kept as
+/// undelivered if Kafka never takes them).
+const SETTLE_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// Appends `buf` to an output's shared file and empties it; a failed write is logged (the run
 /// goes on, as for every other output error).
 fn write_out(file: &Mutex<BufWriter<File>>, buf: &mut Vec<u8>, name: &str) {
@@ -441,6 +446,13 @@ impl OutputTargets {
     /// send at or after the barrier (its end now, since every sink holds those rows). A
     /// partition whose end cannot be read is left out: a resumed run reads it whole.
     pub fn measure(&self, barrier: EventTime) -> crate::engine::savepoint::Measured {
+        // The rows before the barrier that Kafka refused are kept on disk before the
+        // checkpoint counts them as handled.
+        if let Some(u) = &self.undelivered {
+            if let Err(e) = u.flush() {
+                tracing::error!(path = %u.path().display(), error = %e, "flushing undelivered result rows at a checkpoint");
+            }
+        }
         crate::engine::savepoint::Measured {
             files: self.lengths(),
             topics: self.result_offsets(barrier),
@@ -726,6 +738,9 @@ impl<'a> Outputs<'a> {
             .as_ref()
             .map_or(EventTime::MAX, |sp| sp.next_barrier(floor));
         let mut pending: Option<EventTime> = None;
+        // Since when the sink waits for Kafka to settle the rows before `pending` it sent,
+        // before it reports passing the barrier.
+        let mut settling: Option<std::time::Instant> = None;
         let mut held = Held::default();
         let send_result = {
             let targets = self.targets.clone();
@@ -835,10 +850,25 @@ impl<'a> Outputs<'a> {
                             if let Some(file) = &file {
                                 write_out(file, &mut buf, &name);
                             }
-                            sp.sink_passed(b, || targets.measure(b));
                             pending = Some(b);
+                            settling = Some(std::time::Instant::now());
                         }
                         let b = pending.expect("a barrier pending");
+                        if let Some(since) = settling {
+                            // A row the checkpoint counts as sent must be in the topic (or
+                            // kept) before the checkpoint is: a crash after it loses what
+                            // was still queued. The sink sends nothing new meanwhile.
+                            let left = producer.as_ref().map_or(0, |(p, _)| p.unconfirmed());
+                            if left > 0 && since.elapsed() < SETTLE_WAIT {
+                                activator.activate_after(std::time::Duration::from_millis(2));
+                                break;
+                            }
+                            if left > 0 {
+                                tracing::error!(output = %name, rows = left, barrier = b, "result rows not acknowledged within {SETTLE_WAIT:?} of a barrier");
+                            }
+                            settling = None;
+                            sp.sink_passed(b, left == 0, || targets.measure(b));
+                        }
                         if !sp.sinks_released(b) {
                             activator.activate_after(std::time::Duration::from_millis(5));
                             break;
@@ -848,6 +878,8 @@ impl<'a> Outputs<'a> {
                         held.release(limit, &mut buf, send_held);
                     },
                     None if !done => {
+                        // A barrier still settling is given up with the rest (below).
+                        settling = None;
                         sp.sink_ended();
                         held.release(EventTime::MAX, &mut buf, send_held);
                     }

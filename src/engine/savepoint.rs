@@ -42,8 +42,11 @@
 //!   *arrived* before `B` (later arrivals are read again from the saved offsets), and emits
 //!   what follows at timely times `>= B`;
 //! - each output sink holds the rows at times `>= B` until every sink of the process has
-//!   passed `B`; the process's files and the end offsets of its result topics' partitions
-//!   are measured then ([`Measured`]). A run resuming from the checkpoint cuts the files
+//!   passed `B`. A sink passes `B` once it wrote the rows before `B` and Kafka acknowledged
+//!   every one it sent to a result topic (or refused it: it is then in the undelivered
+//!   file), so a crash right after the checkpoint loses none of them; a sink still waiting
+//!   after 30 s gives that checkpoint up. The process's files and the end offsets of its
+//!   result topics' partitions are measured once all passed ([`Measured`]). A run resuming from the checkpoint cuts the files
 //!   back to those lengths, and reads the result topics back from those offsets to skip the
 //!   rows the run that died had already sent (`kafka::results`), so every row is written
 //!   once, to files and to Kafka.
@@ -266,6 +269,8 @@ struct Checkpoints {
     /// Local workers whose dataflow is built (counts are final once all are).
     built: usize,
     progress: BTreeMap<EventTime, Progress>,
+    /// A sink's input ended: checkpoints its peers pass later can never complete.
+    sink_ended: bool,
     written: CheckpointsWritten,
     /// The process's counters, which show them live (dashboard, `/metrics`).
     metrics: Option<Arc<crate::engine::Metrics>>,
@@ -613,11 +618,28 @@ impl Savepoint {
         c.note_failed();
     }
 
-    /// An output sink passed `barrier`, having written every row before it to its file. The
-    /// last of the process's sinks measures the output files (`measure`), while every sink
-    /// still holds the rows at or after the barrier.
-    pub fn sink_passed(&self, barrier: EventTime, measure: impl FnOnce() -> Measured) {
+    /// An output sink passed `barrier`, having written every row before it to its file and,
+    /// when `confirmed`, had every row before it that it sent to Kafka acknowledged (or
+    /// kept as undelivered). The last of the process's sinks measures the output files
+    /// (`measure`), while every sink still holds the rows at or after the barrier. A sink
+    /// whose rows were not confirmed gives the checkpoint up: a crash after it could lose
+    /// rows it counts as sent.
+    pub fn sink_passed(
+        &self,
+        barrier: EventTime,
+        confirmed: bool,
+        measure: impl FnOnce() -> Measured,
+    ) {
         let Some(mut c) = self.cp() else { return };
+        if !confirmed {
+            tracing::error!(barrier, "checkpoint not written: Kafka did not acknowledge the result rows before it in time");
+            let p = c.progress.entry(barrier).or_default();
+            let first = !p.abandoned;
+            p.abandoned = true;
+            if first {
+                c.note_failed();
+            }
+        }
         let (sinks, ready) = (c.sinks, c.built_all(self.local_workers()));
         // A sink reports one barrier at a time, the next only once the last is released: so
         // an earlier one still open was jumped over by this sink, and can never complete.
@@ -628,9 +650,10 @@ impl Savepoint {
         }
         // And a later one already passed by a sink means that sink jumped this one.
         let jumped = c.progress.range(barrier + 1..).any(|(_, p)| p.sinks > 0);
+        let ended = c.sink_ended;
         let p = c.progress.entry(barrier).or_default();
         p.sinks += 1;
-        p.abandoned |= jumped;
+        p.abandoned |= jumped || ended;
         if p.sinks == sinks && ready && !p.abandoned {
             p.outputs = Some(measure());
         }
@@ -651,6 +674,7 @@ impl Savepoint {
     /// passed yet would measure rows after its barrier. Those are abandoned.
     pub fn sink_ended(&self) {
         if let Some(mut c) = self.cp() {
+            c.sink_ended = true;
             for p in c.progress.values_mut() {
                 if p.outputs.is_none() {
                     p.abandoned = true;
@@ -1031,6 +1055,54 @@ mod tests {
         // Another dataflow may not resume from it.
         let err = Savepoint::open(&root, settings("sessions"), 1, (0, 1)).unwrap_err();
         assert!(err.to_string().contains("dataflow = anomaly"), "{err}");
+    }
+
+    #[test]
+    fn a_checkpoint_whose_result_rows_are_unconfirmed_or_whose_peer_sink_ended_is_given_up() {
+        let dir = tempfile::tempdir().unwrap();
+        let sp = Savepoint::open(dir.path(), settings("anomaly"), 1, (0, 1))
+            .unwrap()
+            .with_checkpoints(100);
+        // One source and two sinks.
+        sp.join(false);
+        sp.join(true);
+        sp.join(true);
+        sp.built();
+        let at = |b| SourcePosition {
+            frontier: b,
+            partitions: Vec::new(),
+        };
+        let measured = std::cell::Cell::new(0);
+        let measure = || {
+            measured.set(measured.get() + 1);
+            Measured::default()
+        };
+        // Both sinks pass 100, one with rows Kafka had not acknowledged: given up, never
+        // measured, counted, and the sinks may go on.
+        sp.save_source(Cut::Barrier(100), 0, &at(100));
+        sp.sink_passed(100, false, measure);
+        sp.sink_passed(100, true, measure);
+        assert!(sp.sinks_released(100));
+        assert_eq!(measured.get(), 0);
+        let w = sp.checkpoints_written();
+        assert_eq!((w.count, w.failed), (0, 1));
+        // Both confirmed at 200: written.
+        sp.save_source(Cut::Barrier(200), 0, &at(200));
+        sp.sink_passed(200, true, measure);
+        assert!(!sp.sinks_released(200), "one sink still to pass");
+        sp.sink_passed(200, true, measure);
+        assert!(sp.sinks_released(200));
+        assert_eq!(measured.get(), 1);
+        assert_eq!(sp.checkpoints_written().count, 1);
+        // One sink's input ends before 300: the other passing 300 later does not wait for it.
+        sp.sink_ended();
+        sp.save_source(Cut::Barrier(300), 0, &at(300));
+        sp.sink_passed(300, true, measure);
+        assert!(sp.sinks_released(300), "a peer that ended never passes");
+        assert_eq!(measured.get(), 1);
+        assert_eq!(sp.checkpoints_written().count, 1);
+        let next = Savepoint::open(dir.path(), settings("anomaly"), 1, (0, 1)).unwrap();
+        assert_eq!(next.resumed().and_then(|r| r.barrier), Some(200));
     }
 
     #[test]

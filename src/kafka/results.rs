@@ -20,8 +20,12 @@
 //!
 //! Every message carries its row's event time (the dataflow's timely time) in the header
 //! [`TIME_HEADER`]. With checkpoints, the sinks hold the rows at or after a barrier until
-//! every sink of the process passed it, as they do for files, and the last of them records
-//! each result partition's end offset in the checkpoint: every row of that process at or
+//! every sink of the process passed it, as they do for files. A sink passes a barrier only
+//! once Kafka acknowledged every row it sent before it ([`ResultProducer::unconfirmed`] is
+//! zero; a row Kafka refused is in the undelivered file, flushed before the checkpoint is
+//! written): the rows before the barrier are never made again, so none may be lost in the
+//! producer's queue by a crash after the checkpoint. The last sink records each result
+//! partition's end offset in the checkpoint: every row of that process at or
 //! after the barrier lands after it. A run resumed from that checkpoint reads each result
 //! partition from the lowest offset any process recorded ([`scan_sent`]) and keeps the rows
 //! at or after the barrier that are already there ([`SentRows`]); it makes exactly those
@@ -254,6 +258,12 @@ impl ResultProducer {
                 }
             }
         }
+    }
+
+    /// Rows sent and not yet settled: queued, in flight, or with a delivery report not yet
+    /// handled (a failed one is kept in the undelivered file once handled).
+    pub fn unconfirmed(&self) -> usize {
+        usize::try_from(self.producer.in_flight_count()).unwrap_or(0)
     }
 
     /// Waits up to `wait` for every row sent to be acknowledged; rows still queued or in
