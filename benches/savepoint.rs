@@ -9,11 +9,13 @@
 //! Then what checkpoints cost (`run --checkpoint-every`): the same live runs, read to the
 //! end without checkpoints and with one every `T` of event time (W1 has 1,000 readings a
 //! second of event time, so 2 million rows are 2,000 s), as readings per second, with the
-//! number of checkpoints written and the newest one's size.
+//! number of checkpoints written and the newest one's size. With `--results`, those runs
+//! also send their rows to result topics (`<topic>.<output>`), where a sink waits at each
+//! barrier for Kafka to acknowledge the rows before it.
 //!
 //! ```text
 //! cargo bench --bench savepoint -- [--rows 2000000] [--flows anomaly,zscore,sessions,series_stats] [--workers 1,2]
-//!     [--checkpoint-flows anomaly,zscore,series_stats] [--checkpoints 500s,100s]
+//!     [--checkpoint-flows anomaly,zscore,series_stats] [--checkpoints 500s,100s] [--results]
 //! ```
 
 use std::path::Path;
@@ -43,7 +45,7 @@ fn main() -> Result<()> {
         "| dataflow | workers | stop to end, no savepoint | stop to end, savepoint | savepoint size | states | held readings | resume run (loads it, reads nothing) |"
     );
     println!("|---|---:|---:|---:|---:|---:|---:|---:|");
-    for flow in flows.split(',') {
+    for flow in flows.split(',').filter(|f| !f.is_empty()) {
         for w in workers.split(',') {
             let w: usize = w.parse()?;
             let plain_topic = format!("w1-{flow}-{w}-plain");
@@ -83,10 +85,16 @@ fn main() -> Result<()> {
     let flows =
         arg(&args, "--checkpoint-flows").unwrap_or_else(|| "anomaly,zscore,series_stats".into());
     let every = arg(&args, "--checkpoints").unwrap_or_else(|| "500s,100s".into());
+    let results = args.iter().any(|a| a == "--results");
     println!();
     println!(
-        "checkpoints over W1, {rows} rows ({} s of event time)",
-        rows / 1000
+        "checkpoints over W1, {rows} rows ({} s of event time){}",
+        rows / 1000,
+        if results {
+            ", rows also to result topics"
+        } else {
+            ""
+        }
     );
     println!("| dataflow | workers | checkpoint every | readings/s | against none | checkpoints | newest |");
     println!("|---|---:|---:|---:|---:|---:|---:|");
@@ -102,6 +110,12 @@ fn main() -> Result<()> {
                 let mut spec = live(b, &topic, flow, w, (t != "none").then_some(sp.as_path()));
                 if t != "none" {
                     spec.checkpoint_every = Some(streamgauge::duration::parse_duration(t)?);
+                }
+                if results {
+                    for o in [flow, "late", "quarantine"] {
+                        broker.create_topic(&format!("{topic}.{o}"), 8)?;
+                    }
+                    spec.result_topics = Some((ClientSettings::new(b), topic.clone()));
                 }
                 let (rate, report) = read_all(b, &topic, spec, (&w1, rows))?;
                 let base = *base.get_or_insert(rate);
