@@ -8,14 +8,17 @@
 //!
 //! Then what checkpoints cost (`run --checkpoint-every`): the same live runs, read to the
 //! end without checkpoints and with one every `T` of event time (W1 has 1,000 readings a
-//! second of event time, so 2 million rows are 2,000 s), as readings per second, with the
-//! number of checkpoints written and the newest one's size. With `--results`, those runs
+//! second of event time, so 2 million rows are 2,000 s), as readings per second (the median
+//! of `--rounds` runs of each, the settings taking turns, after a first run not counted:
+//! the first run of a process was up to 1.6x slower than the same run after it), with the
+//! number of checkpoints written (in the last round) and the newest one's size. With `--results`, those runs
 //! also send their rows to result topics (`<topic>.<output>`), where a sink waits at each
 //! barrier for Kafka to acknowledge the rows before it.
 //!
 //! ```text
 //! cargo bench --bench savepoint -- [--rows 2000000] [--flows anomaly,zscore,sessions,series_stats] [--workers 1,2]
 //!     [--checkpoint-flows anomaly,zscore,series_stats] [--checkpoints 500s,100s] [--results]
+//!     [--rounds 3]
 //! ```
 
 use std::path::Path;
@@ -86,9 +89,11 @@ fn main() -> Result<()> {
         arg(&args, "--checkpoint-flows").unwrap_or_else(|| "anomaly,zscore,series_stats".into());
     let every = arg(&args, "--checkpoints").unwrap_or_else(|| "500s,100s".into());
     let results = args.iter().any(|a| a == "--results");
+    let rounds: usize = arg(&args, "--rounds").map_or(Ok(3), |s| s.parse())?;
     println!();
     println!(
-        "checkpoints over W1, {rows} rows ({} s of event time){}",
+        "checkpoints over W1, {rows} rows ({} s of event time){}; median of {rounds} rounds, \
+         the settings taking turns within a round, after one run not counted",
         rows / 1000,
         if results {
             ", rows also to result topics"
@@ -98,28 +103,51 @@ fn main() -> Result<()> {
     );
     println!("| dataflow | workers | checkpoint every | readings/s | against none | checkpoints | newest |");
     println!("|---|---:|---:|---:|---:|---:|---:|");
-    for flow in flows.split(',') {
+    let settings: Vec<&str> = std::iter::once("none").chain(every.split(',')).collect();
+    let mut n = 0;
+    for flow in flows.split(',').filter(|f| !f.is_empty()) {
         for w in workers.split(',') {
             let w: usize = w.parse()?;
-            let mut base = None;
-            for t in std::iter::once("none").chain(every.split(',')) {
-                let topic = format!("w1-cp-{flow}-{w}-{t}");
-                broker.create_topic(&topic, 8)?;
-                let sp = dir.join(format!("checkpoints-{flow}-{w}-{t}"));
-                let _ = std::fs::remove_dir_all(&sp);
-                let mut spec = live(b, &topic, flow, w, (t != "none").then_some(sp.as_path()));
-                if t != "none" {
-                    spec.checkpoint_every = Some(streamgauge::duration::parse_duration(t)?);
-                }
-                if results {
-                    for o in [flow, "late", "quarantine"] {
-                        broker.create_topic(&format!("{topic}.{o}"), 8)?;
+            // One run of each setting per round; the first run of a process is slower (the
+            // broker and the allocator warm up), so one more goes first and is not counted.
+            let mut rates: Vec<Vec<f64>> = vec![Vec::new(); settings.len()];
+            let mut last: Vec<Option<RunReport>> = vec![None; settings.len()];
+            for round in 0..=rounds {
+                for (i, t) in settings.iter().enumerate() {
+                    if round == 0 && i > 0 {
+                        continue;
                     }
-                    spec.result_topics = Some((ClientSettings::new(b), topic.clone()));
+                    n += 1;
+                    let topic = format!("w1-cp-{flow}-{w}-{n}");
+                    broker.create_topic(&topic, 8)?;
+                    let sp = dir.join(format!("checkpoints-{flow}-{w}-{n}"));
+                    let _ = std::fs::remove_dir_all(&sp);
+                    let mut spec = live(b, &topic, flow, w, (*t != "none").then_some(sp.as_path()));
+                    if *t != "none" {
+                        spec.checkpoint_every = Some(streamgauge::duration::parse_duration(t)?);
+                    }
+                    if results {
+                        for o in [flow, "late", "quarantine"] {
+                            broker.create_topic(&format!("{topic}.{o}"), 8)?;
+                        }
+                        spec.result_topics = Some((ClientSettings::new(b), topic.clone()));
+                    }
+                    let (rate, report) = read_all(b, &topic, spec, (&w1, rows))?;
+                    let _ = std::fs::remove_dir_all(&sp);
+                    if round > 0 {
+                        rates[i].push(rate);
+                        last[i] = Some(report);
+                    }
                 }
-                let (rate, report) = read_all(b, &topic, spec, (&w1, rows))?;
-                let base = *base.get_or_insert(rate);
-                let c = &report.checkpoints;
+            }
+            let median = |r: &mut Vec<f64>| {
+                r.sort_by(f64::total_cmp);
+                r[r.len() / 2]
+            };
+            let base = median(&mut rates[0]);
+            for (i, t) in settings.iter().enumerate() {
+                let rate = median(&mut rates[i]);
+                let c = &last[i].as_ref().expect("a counted run").checkpoints;
                 println!(
                     "| {flow} | {w} | {t} | {rate:.0} | {:.2}x | {}{} | {:.1} MB |",
                     rate / base,
@@ -131,7 +159,6 @@ fn main() -> Result<()> {
                     },
                     c.last_bytes as f64 / 1e6,
                 );
-                let _ = std::fs::remove_dir_all(&sp);
             }
         }
     }
