@@ -864,7 +864,7 @@ impl<'a> Outputs<'a> {
                                 break;
                             }
                             if left > 0 {
-                                tracing::error!(output = %name, rows = left, barrier = b, "result rows not acknowledged within {SETTLE_WAIT:?} of a barrier");
+                                tracing::error!(output = %name, rows = left, barrier = b, "result rows not acknowledged within {SETTLE_WAIT:?} of a barrier: that checkpoint is given up");
                             }
                             settling = None;
                             sp.sink_passed(b, left == 0, || targets.measure(b));

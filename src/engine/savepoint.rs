@@ -46,10 +46,10 @@
 //!   every one it sent to a result topic (or refused it: it is then in the undelivered
 //!   file), so a crash right after the checkpoint loses none of them; a sink still waiting
 //!   after 30 s gives that checkpoint up. The process's files and the end offsets of its
-//!   result topics' partitions are measured once all passed ([`Measured`]). A run resuming from the checkpoint cuts the files
-//!   back to those lengths, and reads the result topics back from those offsets to skip the
-//!   rows the run that died had already sent (`kafka::results`), so every row is written
-//!   once, to files and to Kafka.
+//!   result topics' partitions are measured once all passed ([`Measured`]). A run resuming
+//!   from the checkpoint cuts the files back to those lengths, and reads the result topics
+//!   back from those offsets to skip the rows the run that died had already sent
+//!   (`kafka::results`), so every row is written once, to files and to Kafka.
 //!
 //! A participant whose frontier jumps over several barriers writes for the highest one only,
 //! and a checkpoint counts only once every participant of every process wrote it, so a
@@ -632,7 +632,6 @@ impl Savepoint {
     ) {
         let Some(mut c) = self.cp() else { return };
         if !confirmed {
-            tracing::error!(barrier, "checkpoint not written: Kafka did not acknowledge the result rows before it in time");
             let p = c.progress.entry(barrier).or_default();
             let first = !p.abandoned;
             p.abandoned = true;
