@@ -26,6 +26,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Result};
+use streamgauge::engine::savepoint::CheckpointsWritten;
 use streamgauge::engine::{run, Input, RunReport, RunSpec};
 use streamgauge::kafka::broker::EmbeddedBroker;
 use streamgauge::kafka::source::{KafkaInput, StartAt};
@@ -111,7 +112,7 @@ fn main() -> Result<()> {
             // One run of each setting per round; the first run of a process is slower (the
             // broker and the allocator warm up), so one more goes first and is not counted.
             let mut rates: Vec<Vec<f64>> = vec![Vec::new(); settings.len()];
-            let mut last: Vec<Option<RunReport>> = vec![None; settings.len()];
+            let mut written = vec![CheckpointsWritten::default(); settings.len()];
             for round in 0..=rounds {
                 for (i, t) in settings.iter().enumerate() {
                     if round == 0 && i > 0 {
@@ -136,7 +137,7 @@ fn main() -> Result<()> {
                     let _ = std::fs::remove_dir_all(&sp);
                     if round > 0 {
                         rates[i].push(rate);
-                        last[i] = Some(report);
+                        written[i] = report.checkpoints;
                     }
                 }
             }
@@ -147,7 +148,7 @@ fn main() -> Result<()> {
             let base = median(&mut rates[0]);
             for (i, t) in settings.iter().enumerate() {
                 let rate = median(&mut rates[i]);
-                let c = &last[i].as_ref().expect("a counted run").checkpoints;
+                let c = &written[i];
                 println!(
                     "| {flow} | {w} | {t} | {rate:.0} | {:.2}x | {}{} | {:.1} MB |",
                     rate / base,

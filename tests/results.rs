@@ -44,15 +44,19 @@ fn topic_rows(brokers: &str, topic: &str) -> Rows {
     rows
 }
 
+/// Creates `topic` with `parts` partitions, every one led by broker `leader`.
+fn topic_led_by(broker: &EmbeddedBroker, topic: &str, parts: i32, leader: i32) {
+    broker.create_topic(topic, parts).unwrap();
+    for p in 0..parts {
+        broker.partition_leader(topic, p, leader).unwrap();
+    }
+}
+
 /// Creates `series_stats`' result topics under `prefix` (`series_stats` with `parts`
 /// partitions, `late` and `quarantine` with one), every partition led by broker `leader`.
 fn result_topics(broker: &EmbeddedBroker, prefix: &str, parts: i32, leader: i32) {
     for (o, n) in [("series_stats", parts), ("late", 1), ("quarantine", 1)] {
-        let t = format!("{prefix}.{o}");
-        broker.create_topic(&t, n).unwrap();
-        for p in 0..n {
-            broker.partition_leader(&t, p, leader).unwrap();
-        }
+        topic_led_by(broker, &format!("{prefix}.{o}"), n, leader);
     }
 }
 
@@ -70,10 +74,7 @@ fn rows_kafka_does_not_take_are_kept_counted_and_redelivered_to_match_the_output
     // partition 1 and is down for the whole run.
     let broker = EmbeddedBroker::start(2).unwrap();
     let b = broker.bootstrap().to_string();
-    broker.create_topic("rin", 2).unwrap();
-    for p in 0..2 {
-        broker.partition_leader("rin", p, 1).unwrap();
-    }
+    topic_led_by(&broker, "rin", 2, 1);
     result_topics(&broker, "rin", 2, 1);
     broker.partition_leader("rin.series_stats", 1, 2).unwrap();
     let series: Vec<Sym> = (0..24).map(|i| Sym::new(&format!("dev{i:02}"))).collect();
@@ -200,8 +201,7 @@ fn with_kafka_up_the_result_topic_holds_the_output_file_and_nothing_is_kept() {
 fn a_run_with_undelivered_rows_exits_with_an_error_that_says_where_they_are() {
     let broker = EmbeddedBroker::start(2).unwrap();
     let b = broker.bootstrap().to_string();
-    broker.create_topic("gone", 1).unwrap();
-    broker.partition_leader("gone", 0, 1).unwrap();
+    topic_led_by(&broker, "gone", 1, 1);
     result_topics(&broker, "gone", 1, 2);
     let s = Sym::new("only");
     let items: Vec<(i32, Reading)> = (0..600i64)
@@ -252,10 +252,7 @@ fn a_run_killed_the_moment_it_wrote_a_checkpoint_loses_no_result_row() {
     // ends with the topic holding the output file's rows, each once.
     let broker = EmbeddedBroker::start(2).unwrap();
     let b = broker.bootstrap().to_string();
-    broker.create_topic("slow", 3).unwrap();
-    for p in 0..3 {
-        broker.partition_leader("slow", p, 1).unwrap();
-    }
+    topic_led_by(&broker, "slow", 3, 1);
     result_topics(&broker, "slow", 3, 2);
     let series: Vec<Sym> = (0..10).map(|i| Sym::new(&format!("s{i}"))).collect();
     // 2,000 s of readings, ten a second: twenty barriers of 100 s.
